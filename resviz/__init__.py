@@ -1,0 +1,27 @@
+"""resviz: see how residual networks work.
+
+    import resviz
+    cfg = resviz.get_config("resnet50")          # or resviz.ResNetConfig(...) for a custom net
+    model = resviz.build_model(cfg)              # torchvision-compatible module names
+    plain = resviz.plain_twin(model)             # same layers, shortcut additions removed
+    trace = resviz.trace_shapes(cfg)             # shapes, params, MACs, receptive field per layer
+"""
+from resviz.models import (
+    CIFAR_PRESETS,
+    IMAGENET_PRESETS,
+    PRESETS,
+    ConfigError,
+    ResNet,
+    ResNetConfig,
+    build_model,
+    count_params,
+    get_config,
+    pick_device,
+    plain_config,
+    plain_twin,
+)
+
+__all__ = [
+    "CIFAR_PRESETS", "IMAGENET_PRESETS", "PRESETS", "ConfigError", "ResNet", "ResNetConfig",
+    "build_model", "count_params", "get_config", "pick_device", "plain_config", "plain_twin",
+]

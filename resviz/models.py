@@ -1,0 +1,356 @@
+"""Residual blocks, ResNet and plain-twin builders, shortcut options.
+
+Module names follow torchvision's ``models/resnet.py`` (conv1, bn1, layer1..layer4,
+downsample, fc) so that a torchvision state dict loads with ``strict=True``.
+Variants are data: a preset is a ``ResNetConfig``; a new depth is a new list.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+BLOCKS = ("basic", "bottleneck")
+SHORTCUTS = ("A", "B", "C")
+
+
+@dataclass(frozen=True)
+class ResNetConfig:
+    """Everything that defines a network; frozen so it can key a cache."""
+
+    block: str = "basic"  # "basic" (two 3x3) or "bottleneck" (1x1-3x3-1x1, 4x expansion)
+    layers: tuple[int, ...] = (2, 2, 2, 2)  # blocks per stage; ResNet-18 by default
+    widths: tuple[int, ...] = (64, 128, 256, 512)  # planes per stage (before bottleneck expansion)
+    stem: str = "imagenet"  # "imagenet": 7x7/2 conv + 3x3/2 max-pool; "cifar": one 3x3/1 conv
+    stem_width: int = 64  # channels after the stem
+    in_channels: int = 3  # RGB
+    input_size: int = 224  # height = width of the input image
+    num_classes: int = 1000  # ImageNet
+    norm: bool = True  # batch norm after every conv; off shows why BN matters
+    shortcut: str = "B"  # A: zero-pad identity, B: 1x1 projection where shape changes, C: projection everywhere
+    groups: int = 1  # ResNeXt cardinality
+    width_per_group: int = 64  # ResNeXt / Wide ResNet inner width
+    stride_in_1x1: bool = False  # paper's bottleneck strides its first 1x1; torchvision (v1.5) the 3x3
+    residual: bool = True  # False gives the plain twin: same layers, no shortcut addition
+    zero_init_residual: bool = False  # zero the last BN of each block (Goyal et al. 2017)
+    name: str = "custom"  # label shown in the app
+
+    @property
+    def expansion(self) -> int:
+        return 4 if self.block == "bottleneck" else 1
+
+    @property
+    def depth(self) -> int:
+        """Weighted layers counted the paper's way: convs on the main path + fc."""
+        per_block = 3 if self.block == "bottleneck" else 2
+        return 1 + per_block * sum(self.layers) + 1
+
+    @property
+    def label(self) -> str:
+        base = self.name if self.name != "custom" else f"custom-{self.depth}"
+        return base if self.residual else f"plain twin of {base}"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be built; the message says what to change."""
+
+
+def _imagenet(name, block, layers, **kw) -> ResNetConfig:
+    return ResNetConfig(name=name, block=block, layers=tuple(layers), **kw)
+
+
+def _cifar(n: int) -> ResNetConfig:
+    # Paper section 4.2: 6k+2 layers, stages of 16/32/64 channels, option A shortcuts.
+    k = (n - 2) // 6
+    return ResNetConfig(name=f"resnet{n}", block="basic", layers=(k, k, k), widths=(16, 32, 64),
+                        stem="cifar", stem_width=16, input_size=32, num_classes=10, shortcut="A")
+
+
+PRESETS: dict[str, ResNetConfig] = {
+    "resnet18": _imagenet("resnet18", "basic", [2, 2, 2, 2]),
+    "resnet34": _imagenet("resnet34", "basic", [3, 4, 6, 3]),
+    "resnet50": _imagenet("resnet50", "bottleneck", [3, 4, 6, 3]),
+    "resnet101": _imagenet("resnet101", "bottleneck", [3, 4, 23, 3]),
+    "resnet152": _imagenet("resnet152", "bottleneck", [3, 8, 36, 3]),
+    "resnext50_32x4d": _imagenet("resnext50_32x4d", "bottleneck", [3, 4, 6, 3], groups=32, width_per_group=4),
+    "wide_resnet50_2": _imagenet("wide_resnet50_2", "bottleneck", [3, 4, 6, 3], width_per_group=128),
+    **{f"resnet{n}": _cifar(n) for n in (20, 32, 44, 56, 110)},
+}
+IMAGENET_PRESETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+                    "resnext50_32x4d", "wide_resnet50_2")
+CIFAR_PRESETS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
+
+
+def get_config(name: str, **overrides) -> ResNetConfig:
+    """A preset by name (``"resnet50"``, ``"resnet56"``...), with optional field overrides."""
+    if name not in PRESETS:
+        raise ConfigError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+    return replace(PRESETS[name], **overrides)
+
+
+def plain_config(cfg: ResNetConfig) -> ResNetConfig:
+    """The plain twin's config: the same network with its shortcut additions removed."""
+    return replace(cfg, residual=False)
+
+
+def check_config(cfg: ResNetConfig) -> None:
+    """Raise ConfigError with a plain-words reason if ``cfg`` cannot be built."""
+    if cfg.block not in BLOCKS:
+        raise ConfigError(f"Block type must be one of {BLOCKS}, not {cfg.block!r}.")
+    if cfg.shortcut not in SHORTCUTS:
+        raise ConfigError(f"Shortcut option must be A, B or C, not {cfg.shortcut!r}.")
+    if cfg.stem not in ("imagenet", "cifar"):
+        raise ConfigError(f"Stem must be 'imagenet' or 'cifar', not {cfg.stem!r}.")
+    if not cfg.layers or len(cfg.layers) != len(cfg.widths):
+        raise ConfigError("Give one width per stage (and at least one stage).")
+    if any(n < 1 for n in cfg.layers):
+        raise ConfigError("Every stage needs at least one block.")
+    if any(w < 1 for w in cfg.widths) or cfg.stem_width < 1 or cfg.in_channels < 1:
+        raise ConfigError("Channel counts must be at least 1.")
+    if cfg.num_classes < 1 or cfg.input_size < 1:
+        raise ConfigError("Need at least one class and an input of at least 1x1 pixel.")
+    if cfg.groups < 1 or cfg.width_per_group < 1:
+        raise ConfigError("Groups and width per group must be at least 1.")
+    if cfg.block == "basic" and (cfg.groups != 1 or cfg.width_per_group != 64):
+        raise ConfigError("Grouped or wide convolutions need the bottleneck block (as in torchvision).")
+
+
+def conv3x3(in_ch: int, out_ch: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, groups=groups, bias=False)
+
+
+def conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False)
+
+
+def norm_layer(channels: int, enabled: bool) -> nn.Module:
+    return nn.BatchNorm2d(channels) if enabled else nn.Identity()
+
+
+class PadShortcut(nn.Module):
+    """Option A: parameter-free shortcut; subsample by ``stride`` and zero-pad the new channels."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int):
+        super().__init__()
+        self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
+
+    def forward(self, x):
+        x = x[:, :, :: self.stride, :: self.stride]  # (B, C_in, ceil(H/s), ceil(W/s))
+        pad = self.out_ch - self.in_ch
+        return nn.functional.pad(x, (0, 0, 0, 0, 0, pad))  # (B, C_out, H/s, W/s), extra channels are 0
+
+    def extra_repr(self):
+        return f"{self.in_ch}->{self.out_ch}, stride={self.stride}, zero-padded"
+
+
+class Add(nn.Module):
+    """The residual addition F(x) + x, as a module so hooks can see both operands."""
+
+    def forward(self, fx, x):
+        return fx + x  # not in place: F(x) stays visible to hooks and autograd
+
+
+def make_shortcut(cfg: ResNetConfig, in_ch: int, out_ch: int, stride: int) -> nn.Module | None:
+    """The shortcut a block needs under option A, B or C; None means the identity."""
+    if not cfg.residual:
+        return None
+    mismatch = in_ch != out_ch or stride != 1
+    if cfg.shortcut == "C" or (cfg.shortcut == "B" and mismatch):
+        return nn.Sequential(conv1x1(in_ch, out_ch, stride), norm_layer(out_ch, cfg.norm))
+    if cfg.shortcut == "A" and mismatch:
+        if out_ch < in_ch:
+            raise ConfigError("Option A can only add channels (zero-padding); use B or C to reduce them.")
+        return PadShortcut(in_ch, out_ch, stride)
+    return None
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions; the paper's block for ResNet-18/34 and the CIFAR nets."""
+
+    expansion = 1
+
+    def __init__(self, cfg: ResNetConfig, in_ch: int, planes: int, stride: int = 1):
+        super().__init__()
+        out_ch = planes
+        self.conv1 = conv3x3(in_ch, planes, stride)
+        self.bn1 = norm_layer(planes, cfg.norm)
+        self.relu = nn.ReLU()
+        self.conv2 = conv3x3(planes, out_ch)
+        self.bn2 = norm_layer(out_ch, cfg.norm)
+        self.downsample = make_shortcut(cfg, in_ch, out_ch, stride)
+        self.add = Add()
+        self.relu_out = nn.ReLU()
+        self.residual = cfg.residual
+        self.stride = stride
+
+    def forward(self, x):
+        out = self.conv1(x)  # (B, C, H/s, W/s)
+        out = self.bn1(out)
+        out = self.relu(out)
+        out = self.conv2(out)  # (B, C, H/s, W/s)
+        out = self.bn2(out)  # F(x)
+        if self.residual:
+            identity = x if self.downsample is None else self.downsample(x)  # x, reshaped if needed
+            out = self.add(out, identity)  # F(x) + x
+        return self.relu_out(out)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3, 1x1 expand (4x); the block of ResNet-50/101/152."""
+
+    expansion = 4
+
+    def __init__(self, cfg: ResNetConfig, in_ch: int, planes: int, stride: int = 1):
+        super().__init__()
+        width = int(planes * (cfg.width_per_group / 64.0)) * cfg.groups
+        out_ch = planes * self.expansion
+        s1, s3 = (stride, 1) if cfg.stride_in_1x1 else (1, stride)
+        self.conv1 = conv1x1(in_ch, width, s1)
+        self.bn1 = norm_layer(width, cfg.norm)
+        self.conv2 = conv3x3(width, width, s3, cfg.groups)
+        self.bn2 = norm_layer(width, cfg.norm)
+        self.conv3 = conv1x1(width, out_ch)
+        self.bn3 = norm_layer(out_ch, cfg.norm)
+        self.relu = nn.ReLU()
+        self.relu2 = nn.ReLU()
+        self.downsample = make_shortcut(cfg, in_ch, out_ch, stride)
+        self.add = Add()
+        self.relu_out = nn.ReLU()
+        self.residual = cfg.residual
+        self.stride = stride
+
+    def forward(self, x):
+        out = self.conv1(x)  # (B, C/4, H, W): reduce channels
+        out = self.bn1(out)
+        out = self.relu(out)
+        out = self.conv2(out)  # (B, C/4, H/s, W/s): the 3x3 works on few channels
+        out = self.bn2(out)
+        out = self.relu2(out)
+        out = self.conv3(out)  # (B, C, H/s, W/s): expand channels 4x
+        out = self.bn3(out)  # F(x)
+        if self.residual:
+            identity = x if self.downsample is None else self.downsample(x)
+            out = self.add(out, identity)  # F(x) + x
+        return self.relu_out(out)
+
+
+class ResNet(nn.Module):
+    """A ResNet (or, with ``cfg.residual=False``, its plain twin) built from a ResNetConfig."""
+
+    def __init__(self, cfg: ResNetConfig):
+        super().__init__()
+        check_config(cfg)
+        self.cfg = cfg
+        block = Bottleneck if cfg.block == "bottleneck" else BasicBlock
+        if cfg.stem == "imagenet":
+            self.conv1 = nn.Conv2d(cfg.in_channels, cfg.stem_width, 7, stride=2, padding=3, bias=False)
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        else:
+            self.conv1 = conv3x3(cfg.in_channels, cfg.stem_width)
+            self.maxpool = nn.Identity()
+        self.bn1 = norm_layer(cfg.stem_width, cfg.norm)
+        self.relu = nn.ReLU()
+        in_ch = cfg.stem_width
+        self.stage_names = []
+        for i, (n, planes) in enumerate(zip(cfg.layers, cfg.widths)):
+            stride = 1 if i == 0 else 2
+            blocks = []
+            for j in range(n):
+                blocks.append(block(cfg, in_ch, planes, stride if j == 0 else 1))
+                in_ch = planes * block.expansion
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+            self.stage_names.append(f"layer{i + 1}")
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(in_ch, cfg.num_classes)
+        self.init_weights(cfg.zero_init_residual)
+
+    def init_weights(self, zero_init_residual: bool = False):
+        """torchvision's initialisation: Kaiming-normal convs, BN weight 1 and bias 0."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            for m in self.blocks():
+                last_bn = m.bn3 if isinstance(m, Bottleneck) else m.bn2
+                if isinstance(last_bn, nn.BatchNorm2d):
+                    nn.init.zeros_(last_bn.weight)
+
+    def stages(self) -> list[nn.Sequential]:
+        return [getattr(self, name) for name in self.stage_names]
+
+    def blocks(self) -> list[nn.Module]:
+        """Every residual block in depth order."""
+        return [b for stage in self.stages() for b in stage]
+
+    def forward(self, x):
+        x = self.conv1(x)  # (B, 64, H/2, W/2) for ImageNet; (B, 16, H, W) for CIFAR
+        x = self.bn1(x)
+        x = self.relu(x)
+        x = self.maxpool(x)  # (B, 64, H/4, W/4) for ImageNet
+        for stage in self.stages():
+            x = stage(x)  # each stage after the first halves H, W
+        x = self.avgpool(x)  # (B, C, 1, 1)
+        x = torch.flatten(x, 1)
+        return self.fc(x)  # (B, num_classes)
+
+
+def build_model(cfg: ResNetConfig | str, device: str | torch.device | None = None,
+                seed: int | None = None, **overrides) -> ResNet:
+    """Build a ResNet (or plain twin) from a config or a preset name, on ``device`` (default CPU)."""
+    if isinstance(cfg, str):
+        cfg = get_config(cfg, **overrides)
+    elif overrides:
+        cfg = replace(cfg, **overrides)
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = ResNet(cfg)
+    else:
+        model = ResNet(cfg)
+    return model.to(device) if device is not None else model
+
+
+def plain_twin(model: ResNet) -> ResNet:
+    """The same network with its shortcut additions removed, sharing every weight it can.
+
+    Projection shortcuts have no counterpart in a plain net, so their weights are dropped.
+    """
+    twin = ResNet(plain_config(model.cfg))
+    device = next(model.parameters()).device
+    twin.load_state_dict(copy.deepcopy(model.state_dict()), strict=False)
+    return twin.to(device)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    """``prefer`` if given (and available), else cuda, then mps, then cpu."""
+    if prefer and prefer != "auto":
+        dev = torch.device(prefer)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("CUDA was asked for but no CUDA GPU is available; choose cpu.")
+        if dev.type == "mps" and not torch.backends.mps.is_available():
+            raise ConfigError("MPS was asked for but this machine has no Apple GPU; choose cpu.")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def available_devices() -> list[str]:
+    """Devices this machine can run on, best first."""
+    devs = []
+    if torch.cuda.is_available():
+        devs.append("cuda")
+    if torch.backends.mps.is_available():
+        devs.append("mps")
+    return devs + ["cpu"]

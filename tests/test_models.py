@@ -1,0 +1,113 @@
+"""Models: torchvision is the oracle; the paper's table gives the CIFAR parameter counts."""
+import pytest
+import torch
+import torchvision
+
+from resviz import models
+from resviz.models import ConfigError, build_model, count_params, get_config, plain_twin
+
+TORCHVISION_PARAMS = {"resnet18": 11_689_512, "resnet50": 25_557_032, "resnet152": 60_192_808}
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2"])
+def test_torchvision_state_dict_loads_strict_and_gives_same_output(name):
+    torch.manual_seed(0)
+    tv = getattr(torchvision.models, name)().eval()
+    ours = build_model(name).eval()
+    ours.load_state_dict(tv.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), tv(x))
+
+
+@pytest.mark.parametrize("name,count", TORCHVISION_PARAMS.items())
+def test_imagenet_param_counts_match_torchvision(name, count):
+    with torch.device("meta"):
+        assert count_params(build_model(name)) == count
+
+
+# He et al. 2016, Table 6: 0.27M, 0.46M, 0.66M, 0.85M, 1.7M.
+@pytest.mark.parametrize("n,millions", [(20, 0.27), (32, 0.46), (44, 0.66), (56, 0.85), (110, 1.7)])
+def test_cifar_param_counts_match_paper(n, millions):
+    model = build_model(f"resnet{n}")
+    assert round(count_params(model) / 1e6, 2 if n < 100 else 1) == millions
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert model.cfg.depth == n
+
+
+def _count_adds(model):
+    calls = []
+    hooks = [m.register_forward_hook(lambda *a: calls.append(1)) for m in model.modules()
+             if isinstance(m, models.Add)]
+    model(torch.randn(1, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    return len(calls)
+
+
+def test_plain_twin_has_no_additions_and_shares_weights():
+    model = build_model("resnet20", seed=0)
+    twin = plain_twin(model)
+    assert _count_adds(model) == 9 and _count_adds(twin) == 0
+    assert not twin.cfg.residual and all(b.downsample is None for b in twin.blocks())
+    torch.testing.assert_close(twin.layer2[0].conv1.weight, model.layer2[0].conv1.weight)
+
+
+@pytest.mark.parametrize("option,projections,params", [("A", 0, 0), ("B", 2, None), ("C", 9, None)])
+def test_shortcut_options(option, projections, params):
+    cfg = get_config("resnet20", shortcut=option)
+    model = build_model(cfg)
+    proj = [b for b in model.blocks() if isinstance(b.downsample, torch.nn.Sequential)]
+    assert len(proj) == projections
+    out = model(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 10)
+
+
+def test_option_a_pads_with_zeros_and_subsamples():
+    pad = models.PadShortcut(2, 4, 2)
+    x = torch.arange(2 * 4 * 4, dtype=torch.float).reshape(1, 2, 4, 4)
+    y = pad(x)
+    assert y.shape == (1, 4, 2, 2)
+    torch.testing.assert_close(y[0, 0], torch.tensor([[0.0, 2.0], [8.0, 10.0]]))
+    assert y[0, 2:].abs().sum() == 0
+
+
+def test_custom_config_no_norm_bottleneck_runs():
+    cfg = models.ResNetConfig(block="bottleneck", layers=(1, 1), widths=(8, 16), stem="cifar", stem_width=8,
+                              in_channels=1, input_size=16, num_classes=5, norm=False, shortcut="C")
+    model = build_model(cfg)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert model(torch.randn(2, 1, 16, 16)).shape == (2, 5)
+
+
+def test_stride_placement_paper_vs_torchvision():
+    v15 = build_model("resnet50")
+    paper = build_model("resnet50", stride_in_1x1=True)
+    assert v15.layer2[0].conv2.stride == (2, 2) and v15.layer2[0].conv1.stride == (1, 1)
+    assert paper.layer2[0].conv1.stride == (2, 2) and paper.layer2[0].conv2.stride == (1, 1)
+
+
+@pytest.mark.parametrize("bad", [dict(block="dense"), dict(shortcut="D"), dict(layers=(2, 0, 2)),
+                                 dict(layers=(1,), widths=(16, 32)), dict(widths=(0, 32, 64))])
+def test_impossible_configs_raise_clear_errors(bad):
+    with pytest.raises(ConfigError):
+        build_model(get_config("resnet20", **bad))
+
+
+def test_seed_gives_identical_weights_without_touching_global_rng():
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = build_model("resnet20", seed=7)
+    after = torch.rand(1)
+    b = build_model("resnet20", seed=7)
+    assert before == after
+    torch.testing.assert_close(a.state_dict(), b.state_dict())
+
+
+def test_pick_device_defaults_to_available_and_rejects_missing():
+    assert models.pick_device().type in ("cuda", "mps", "cpu")
+    assert models.pick_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError):
+            models.pick_device("cuda")
