@@ -1,0 +1,1 @@
+"""Plot builders: numpy/dicts -> plotly Figure. Never imports streamlit."""
