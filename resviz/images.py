@@ -1,0 +1,142 @@
+"""Image loading and validation (any upload -> RGB PIL image), preprocessing shown step by step, samples.
+
+Every upload is untrusted: size, format and pixel count are checked from the header before a pixel is
+decoded, so a decompression bomb or a truncated file becomes an ``ImageError`` with a plain-words message.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP")  # what the uploader accepts; others are refused before decoding
+UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "bmp")  # file extensions for st.file_uploader
+MAX_BYTES = 20 * 1024 * 1024  # a phone photo is 2-8 MB; 20 MB leaves room without letting a class fill RAM
+MAX_PIXELS = 40_000_000  # 40 megapixels: above any phone camera, far below a bomb's billions
+SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "samples"
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # CIFAR-10 training-set statistics
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+class ImageError(ValueError):
+    """An upload that is not a usable image; the message says why in plain words."""
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1024 / 1024:.1f} MB"
+
+
+def _open_checked(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
+    if not data:
+        raise ImageError("The file is empty (0 bytes). Choose a photo or a sample image.")
+    if len(data) > max_bytes:
+        raise ImageError(f"The file is {_mb(len(data))}; the limit is {_mb(max_bytes)}. Use a smaller photo.")
+    try:
+        img = Image.open(io.BytesIO(data), formats=FORMATS)
+    except UnidentifiedImageError:
+        raise ImageError("This file is not an image we can read. Use a JPEG, PNG, WebP or BMP picture.") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError("This image claims an enormous size (a 'decompression bomb'); refused.") from None
+    w, h = img.size
+    if w < 1 or h < 1:
+        raise ImageError("This image has no pixels.")
+    if w * h > max_pixels:  # checked from the header, before any pixel is decoded
+        raise ImageError(f"This image is {w} x {h} = {w * h / 1e6:.0f} megapixels; the limit is "
+                         f"{max_pixels / 1e6:.0f}. Use a smaller picture.")
+    return img
+
+
+def load_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode untrusted bytes into an upright RGB image, or raise ImageError with a plain-words reason."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)  # a warning is an error here
+        img = _open_checked(data, max_bytes, max_pixels)
+        try:
+            img.load()
+            img = ImageOps.exif_transpose(img)  # phone photos: rotate as the camera meant
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageError("This image is too large to decode safely (a 'decompression bomb'); refused.") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as e:
+            raise ImageError(f"The image file is damaged or cut short ({str(e).splitlines()[0]}). "
+                             "Try saving or exporting it again.") from None
+    return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB: 16-bit scaled (not clipped), transparency over white, CMYK converted."""
+    mode = img.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or (mode == "I" and a.max(initial=0) <= 65535) else None
+        if top is None:  # 32-bit or float data: stretch what is there to 0..255
+            lo, hi = float(a.min(initial=0)), float(a.max(initial=0))
+            a, top = a - lo, max(hi - lo, 1e-12)
+        return Image.fromarray(np.round(np.clip(a, 0, top) / top * 255).astype(np.uint8)).convert("RGB")
+    if mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+    elif mode == "LA" or mode == "PA":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "RGBa"):
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, img.convert("RGBA")).convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a picture becomes the network's input; shown on the page, not hidden."""
+
+    resize: int  # shorter side after resizing
+    crop: int  # side of the center crop = the network's input size
+    mean: tuple[float, float, float]  # per-channel mean subtracted after scaling to [0, 1]
+    std: tuple[float, float, float]  # per-channel standard deviation divided by
+
+
+def preprocess_for(input_size: int, imagenet: bool = True, resize: int | None = None) -> Preprocess:
+    """torchvision's recipe: resize the shorter side to size*256/224, center-crop, normalize."""
+    if resize is None:
+        resize = round(input_size * 256 / 224) if imagenet else input_size
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if imagenet else (CIFAR_MEAN, CIFAR_STD)
+    return Preprocess(resize=resize, crop=input_size, mean=mean, std=std)
+
+
+def preprocess_steps(img: Image.Image, pre: Preprocess) -> dict:
+    """Each step as data: original (thumbnail), resized, cropped (uint8 HxWx3) and normalized (float 3xHxW)."""
+    w, h = img.size
+    scale = pre.resize / min(w, h)
+    resized = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR,
+                         reducing_gap=3.0)
+    rw, rh = resized.size
+    left, top = (rw - pre.crop) // 2, (rh - pre.crop) // 2
+    cropped = resized.crop((left, top, left + pre.crop, top + pre.crop))  # pads with black if too small
+    x = np.asarray(cropped, dtype=np.float32).transpose(2, 0, 1) / 255.0  # (3, H, W) in [0, 1]
+    normalized = (x - np.array(pre.mean, np.float32)[:, None, None]) / np.array(pre.std, np.float32)[:, None, None]
+    thumb = img.copy()
+    thumb.thumbnail((512, 512))  # the page shows the original small; a 12 MP photo need not be cached
+    return {"original": np.asarray(thumb), "original_size": img.size, "resized": np.asarray(resized), "cropped": np.asarray(cropped),
+            "normalized": normalized, "pre": pre}
+
+
+def to_tensor(steps: dict, device: str | torch.device = "cpu") -> torch.Tensor:
+    """The normalized image as a (1, 3, H, W) batch on ``device``."""
+    return torch.from_numpy(steps["normalized"]).unsqueeze(0).to(device)
+
+
+def sample_names() -> list[str]:
+    """Bundled sample pictures (synthetic, drawn by ``assets/samples/make_samples.py``)."""
+    return sorted(p.stem for p in SAMPLES_DIR.glob("*.png"))
+
+
+def sample_bytes(name: str) -> bytes:
+    path = SAMPLES_DIR / f"{Path(name).name}.png"  # Path(name).name: no way out of the folder
+    if not path.is_file():
+        raise ImageError(f"There is no sample called {name!r}.")
+    return path.read_bytes()
