@@ -1,0 +1,234 @@
+"""Safe weight loading: uploaded state dicts and torchvision's ImageNet checkpoints, mismatches in plain words.
+
+Nothing here ever runs code from a file: ``torch.load(..., weights_only=True)`` refuses any pickle that asks
+for more than tensors and plain containers. Weights always go into a deep copy, never into a shared model.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import math
+import re
+import zipfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from resviz import models
+
+MAX_BYTES = 200 * 1024 * 1024  # Streamlit's own upload limit; ResNet-101's 170 MB checkpoint fits
+WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")  # what training scripts wrap weights in
+PREFIXES = ("module.", "_orig_mod.", "model.")  # DataParallel, torch.compile, Lightning-style wrappers
+TORCHVISION_WEIGHTS = {  # preset -> torchvision weights enum (class names and checkpoint URL live there)
+    "resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights", "resnet50": "ResNet50_Weights",
+    "resnet101": "ResNet101_Weights", "resnet152": "ResNet152_Weights",
+    "resnext50_32x4d": "ResNeXt50_32X4D_Weights", "wide_resnet50_2": "Wide_ResNet50_2_Weights",
+}
+
+
+class WeightsError(ValueError):
+    """Weights that cannot be used; the message says why and what to do, in plain words."""
+
+
+@dataclass
+class WeightsReport:
+    """What was loaded: the model copy holding the weights, and notes on what was adjusted."""
+
+    model: nn.Module  # a deep copy of the model passed in, now with the file's weights
+    n_tensors: int  # tensors loaded
+    n_values: int  # numbers loaded (parameters + buffers)
+    notes: list[str] = field(default_factory=list)  # plain-words notes ("removed the 'module.' prefix")
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1024 / 1024:.1f} MB"
+
+
+def read_checkpoint(data: bytes, max_bytes: int = MAX_BYTES) -> object:
+    """``torch.load`` of untrusted bytes with ``weights_only=True``; every failure becomes a WeightsError."""
+    if not data:
+        raise WeightsError("The weights file is empty (0 bytes).")
+    if len(data) > max_bytes:
+        raise WeightsError(f"The weights file is {_mb(len(data))}; the limit is {_mb(max_bytes)}.")
+    if not data.startswith(b"PK\x03\x04"):
+        raise WeightsError("This is not a PyTorch weights file: torch.save writes a zip archive and this file "
+                           "is not one (an old-format or other file). Save it again with "
+                           "torch.save(model.state_dict(), 'weights.pt').")
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise WeightsError("The weights file is damaged or cut short (its zip directory is missing). "
+                           "Upload the complete file again.")
+    try:
+        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - torch raises several types; each one is a bad file here
+        text = str(e)
+        if "Weights only load failed" in text or "Unsupported global" in text:
+            culprit = re.search(r"GLOBAL ([\w.]+)", text)
+            what = f" (it asks for {culprit.group(1)})" if culprit else ""
+            raise WeightsError("For safety this file was not loaded: besides numbers it contains Python objects "
+                               f"that would run code when opened{what}. Upload a plain state dict, saved with "
+                               "torch.save(model.state_dict(), 'weights.pt').") from None
+        if "data.pkl" in text or "archive" in text or "zip" in text.lower():
+            raise WeightsError("This zip file is not a PyTorch weights file, or it is damaged.") from None
+        raise WeightsError(f"The weights file could not be read: {text.splitlines()[0] if text else type(e).__name__}.") from None
+
+
+def unwrap_state_dict(obj: object) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The name -> tensor mapping inside ``obj`` (bare, or under "state_dict"/"model"), prefixes stripped."""
+    notes = []
+    if isinstance(obj, dict):
+        for key in WRAPPER_KEYS:
+            if isinstance(obj.get(key), dict):
+                obj, notes = obj[key], [f"took the weights from the file's {key!r} entry"]
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise WeightsError("The file does not hold a state dict (a mapping from layer names to tensors).")
+    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise WeightsError(f"The file holds things other than tensors (for example {str(bad[0])[:60]!r}); "
+                           "it is not a plain state dict.")
+    for prefix in PREFIXES:
+        if all(k.startswith(prefix) for k in obj):
+            obj = {k[len(prefix):]: v for k, v in obj.items()}
+            notes.append(f"removed the {prefix!r} prefix from every name")
+    return dict(obj), notes
+
+
+def check_finite(sd: dict[str, torch.Tensor]) -> None:
+    """Refuse weights containing NaN or infinity (a diverged training run)."""
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise WeightsError(f"{len(bad)} tensor(s) contain NaN or infinite values (first: {bad[0]}); the training "
+                           "that produced this file probably diverged. Use an earlier checkpoint.")
+
+
+def describe_state_dict(sd: dict[str, torch.Tensor]) -> dict:
+    """Architecture facts readable from names and shapes: block type, blocks per stage, classes."""
+    stages: dict[int, set[int]] = {}
+    for k in sd:
+        m = re.match(r"layer(\d+)\.(\d+)\.", k)
+        if m:
+            stages.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    fc = sd.get("fc.weight")
+    return {"block": "bottleneck" if any(".conv3." in k for k in sd) else "basic",
+            "layers": tuple(len(stages[i]) for i in sorted(stages)),
+            "classes": int(fc.shape[0]) if fc is not None and fc.ndim == 2 else None}
+
+
+def _arch_words(d: dict) -> str:
+    layers = "-".join(map(str, d["layers"])) or "no"
+    return f"{d['block']} blocks, {layers} blocks per stage"
+
+
+def explain_mismatch(sd: dict[str, torch.Tensor], model: nn.Module) -> str | None:
+    """None if ``sd`` fits ``model`` exactly, else what differs, in plain words."""
+    target = model.state_dict()
+    missing = [k for k in target if k not in sd and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in sd if k not in target]
+    wrong = [k for k in sd if k in target and sd[k].shape != target[k].shape]
+    if not (missing or unexpected or wrong):
+        return None
+    have, want = describe_state_dict(sd), describe_state_dict(target)
+    lines = []
+    if have["classes"] and want["classes"] and have["classes"] != want["classes"]:
+        lines.append(f"This file has {have['classes']} output classes; the chosen model has {want['classes']}.")
+    if (have["block"], have["layers"]) != (want["block"], want["layers"]):
+        lines.append(f"The file is a network with {_arch_words(have)}; the chosen model has {_arch_words(want)}.")
+    shapes = [k for k in wrong if k not in ("fc.weight", "fc.bias")]
+    if shapes:
+        k = shapes[0]
+        fmt = lambda s: " x ".join(map(str, s))  # noqa: E731
+        lines.append(f"{len(shapes)} layer(s) have other sizes, e.g. {k}: the file has {fmt(sd[k].shape)}, "
+                     f"the model needs {fmt(target[k].shape)} (different channel widths).")
+    if missing and not lines:
+        lines.append(f"The file lacks {len(missing)} tensor(s) the model needs, e.g. {missing[0]}.")
+    if unexpected and not lines:
+        lines.append(f"The file has {len(unexpected)} tensor(s) the model does not know, e.g. {unexpected[0]}.")
+    guess = guess_preset(have)
+    hint = f" It looks like {guess}: pick that in the sidebar." if guess else ""
+    return " ".join(lines) + hint + " The weights were not loaded."
+
+
+def guess_preset(d: dict) -> str | None:
+    """The first preset with the same block type, stage depths and class count (None if none)."""
+    for name, cfg in models.PRESETS.items():
+        if (cfg.block, cfg.layers, cfg.num_classes) == (d["block"], d["layers"], d["classes"]):
+            return name
+    return None
+
+
+def load_state_dict_safely(data: bytes, model: nn.Module, max_bytes: int = MAX_BYTES) -> WeightsReport:
+    """Load untrusted weight bytes into a deep copy of ``model``; raise WeightsError with plain words if unfit."""
+    sd, notes = unwrap_state_dict(read_checkpoint(data, max_bytes))
+    return load_into_copy(sd, model, notes)
+
+
+def load_into_copy(sd: dict[str, torch.Tensor], model: nn.Module, notes: list[str] | None = None) -> WeightsReport:
+    """Checked ``load_state_dict`` into ``copy.deepcopy(model)``; the model passed in never changes."""
+    notes = list(notes or [])
+    check_finite(sd)
+    target_keys = model.state_dict().keys()
+    if not getattr(getattr(model, "cfg", None), "residual", True):
+        dropped = [k for k in sd if ".downsample." in k and k not in target_keys]
+        if dropped:  # residual weights into the plain twin: projection shortcuts have no place there
+            sd = {k: v for k, v in sd.items() if k not in dropped}
+            notes.append(f"left out {len(dropped)} projection-shortcut tensor(s): the plain twin has no shortcuts")
+    problem = explain_mismatch(sd, model)
+    if problem:
+        raise WeightsError(problem)
+    twin = copy.deepcopy(model)
+    try:
+        twin.load_state_dict(sd, strict=True)
+    except RuntimeError as e:  # dtype or anything explain_mismatch did not foresee
+        raise WeightsError(f"The weights do not fit the chosen model: {str(e).splitlines()[0]}") from None
+    n_values = sum(v.numel() for v in sd.values())
+    return WeightsReport(model=twin, n_tensors=len(sd), n_values=n_values, notes=notes)
+
+
+# --- torchvision's ImageNet weights -------------------------------------------------------------------------
+
+
+def pretrained_weights(cfg: models.ResNetConfig):
+    """torchvision's DEFAULT weights enum member for an ImageNet preset (residual or plain twin), else None."""
+    name = TORCHVISION_WEIGHTS.get(cfg.name)
+    if name is None or replace(cfg, residual=True) != models.PRESETS[cfg.name]:
+        return None
+    import torchvision.models as tvm
+
+    return getattr(tvm, name).DEFAULT
+
+
+def checkpoint_path(weights) -> Path:
+    """Where torch.hub keeps (or would keep) this checkpoint: $TORCH_HOME/hub/checkpoints/<file name>."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+
+
+def is_cached(weights) -> bool:
+    return checkpoint_path(weights).is_file()
+
+
+def class_names(weights) -> list[str]:
+    """The 1000 ImageNet class names, shipped inside torchvision (no download)."""
+    return list(weights.meta["categories"])
+
+
+def load_pretrained(model: nn.Module, weights, download: bool = False) -> WeightsReport:
+    """torchvision's checkpoint from the local torch hub cache (or, if asked, downloaded) in a copy of ``model``."""
+    path = checkpoint_path(weights)
+    if not path.is_file():
+        if not download:
+            raise WeightsError(f"The ImageNet weights are not on this computer (looked for {path}). "
+                               "Ask to download them, or use random or your own weights.")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            match = torch.hub.HASH_REGEX.search(path.name)
+            torch.hub.download_url_to_file(weights.url, str(path), match.group(1) if match else None, progress=False)
+        except Exception as e:  # noqa: BLE001 - no network, proxy, disk full, bad hash: all mean "not now"
+            raise WeightsError(f"Could not download the ImageNet weights ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0] if str(e) else 'no details'}). This server may be "
+                               "offline; using random weights instead.") from None
+    report = load_state_dict_safely(path.read_bytes(), model, max_bytes=math.inf)
+    report.notes.insert(0, f"torchvision {weights} from {path}")
+    return report

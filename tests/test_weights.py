@@ -1,0 +1,196 @@
+"""Weight loading: good files load into a copy; every bad file is refused in plain words and runs nothing."""
+import io
+import pickle
+import zipfile
+
+import pytest
+import torch
+import torchvision
+
+from resviz import models, weights
+from resviz.weights import WeightsError, load_state_dict_safely
+
+
+def tiny(num_classes=10, layers=(1, 1), **kw):
+    cfg = models.ResNetConfig(block="basic", layers=layers, widths=(4, 8), stem="cifar", stem_width=4,
+                              input_size=8, num_classes=num_classes, shortcut="B", **kw)
+    return models.build_model(cfg, seed=0).eval()
+
+
+def saved(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def test_bare_state_dict_loads_into_a_copy_and_leaves_the_original_alone():
+    src, dst = tiny(), tiny()
+    with torch.no_grad():
+        for p in src.parameters():
+            p.add_(1.0)
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    report = load_state_dict_safely(saved(src.state_dict()), dst)
+    assert report.model is not dst
+    for k, v in src.state_dict().items():
+        torch.testing.assert_close(report.model.state_dict()[k], v)
+        torch.testing.assert_close(dst.state_dict()[k], before[k])  # the shared model is untouched
+    assert report.n_tensors == len(src.state_dict())
+    assert report.n_values == sum(v.numel() for v in src.state_dict().values())
+
+
+@pytest.mark.parametrize("wrap", ["state_dict", "model"])
+def test_wrapped_and_module_prefixed_dicts_load(wrap):
+    src = tiny()
+    sd = {f"module.{k}": v for k, v in src.state_dict().items()}
+    report = load_state_dict_safely(saved({wrap: sd, "epoch": 3}), tiny())
+    torch.testing.assert_close(report.model.fc.weight, src.fc.weight)
+    assert any(wrap in n for n in report.notes) and any("module." in n for n in report.notes)
+
+
+def test_torchvision_state_dict_loads_and_gives_torchvision_output():
+    tv = torchvision.models.resnet18(num_classes=7).eval()
+    ours = models.build_model("resnet18", num_classes=7).eval()
+    report = load_state_dict_safely(saved(tv.state_dict()), ours)
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(report.model(x), tv(x))
+
+
+def test_residual_weights_load_into_the_plain_twin_with_a_note():
+    src = tiny()
+    plain = models.build_model(models.plain_config(src.cfg), seed=1)
+    report = load_state_dict_safely(saved(src.state_dict()), plain)
+    assert any("plain twin has no shortcuts" in n for n in report.notes)
+    torch.testing.assert_close(report.model.layer2[0].conv1.weight, src.layer2[0].conv1.weight)
+
+
+def test_class_count_mismatch_is_explained():
+    with pytest.raises(WeightsError, match="this file has 1000 output classes; the chosen model has 10".capitalize()):
+        load_state_dict_safely(saved(tiny(num_classes=1000).state_dict()), tiny(num_classes=10))
+
+
+def test_other_architecture_is_explained_with_a_guess():
+    r18 = models.build_model("resnet18").state_dict()
+    with pytest.raises(WeightsError) as e:
+        load_state_dict_safely(saved(r18), models.build_model("resnet20"))
+    msg = str(e.value)
+    assert "1000 output classes; the chosen model has 10" in msg
+    assert "basic blocks, 2-2-2-2 blocks per stage" in msg and "3-3-3" in msg
+    assert "resnet18" in msg and "not loaded" in msg
+
+
+def test_width_mismatch_names_a_layer_and_both_shapes():
+    a = tiny()
+    b = models.build_model(models.replace(a.cfg, widths=(6, 8)), seed=0)
+    with pytest.raises(WeightsError, match=r"layer1\.0\.conv1\.weight: the file has 4 x 4 x 3 x 3, the model needs 6 x 4 x 3 x 3"):
+        load_state_dict_safely(saved(a.state_dict()), b)
+
+
+def test_nan_weights_are_refused():
+    sd = tiny().state_dict()
+    sd["fc.bias"][0] = float("nan")
+    with pytest.raises(WeightsError, match="NaN or infinite.*fc.bias"):
+        load_state_dict_safely(saved(sd), tiny())
+    sd["fc.bias"][0] = float("inf")
+    with pytest.raises(WeightsError, match="diverged"):
+        load_state_dict_safely(saved(sd), tiny())
+
+
+class WritesAFile:
+    """A real malicious pickle: unpickling it calls open(path, 'w').write(...)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.path!r}, 'w').write('pwned')",))
+
+
+def test_malicious_pickle_runs_nothing_and_says_so(tmp_path):
+    target = tmp_path / "pwned.txt"
+    data = saved({"fc.weight": torch.zeros(2, 2), "payload": WritesAFile(target)})
+    with pytest.raises(WeightsError, match=r"would run code when opened \(it asks for (builtins\.)?exec\)"):
+        load_state_dict_safely(data, tiny())
+    assert not target.exists()
+    torch.load(io.BytesIO(data), weights_only=False)  # the unsafe way: proves the payload is real
+    assert target.read_text() == "pwned"
+
+
+def test_plain_pickle_file_is_not_even_unpickled(tmp_path):
+    target = tmp_path / "pwned.txt"
+    with pytest.raises(WeightsError, match="not a PyTorch weights file"):
+        load_state_dict_safely(pickle.dumps(WritesAFile(target)), tiny())
+    assert not target.exists()
+
+
+def test_whole_module_pickle_is_refused():
+    with pytest.raises(WeightsError, match="would run code|Python objects"):
+        load_state_dict_safely(saved(tiny()), tiny())
+
+
+@pytest.mark.parametrize("data, words", [
+    (b"", "empty"),
+    (b"GIF89a not weights at all", "not a PyTorch weights file"),
+    (None, "damaged or cut short"),  # truncated, filled in below
+    ("zip", "not a PyTorch weights file"),
+])
+def test_bad_files_get_plain_messages(data, words):
+    if data is None:
+        full = saved(tiny().state_dict())
+        data = full[: len(full) // 2]
+    elif data == "zip":
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("hello.txt", "a zip, but not from torch.save")
+        data = buf.getvalue()
+    with pytest.raises(WeightsError, match=words):
+        load_state_dict_safely(data, tiny())
+
+
+def test_oversize_file_is_refused_before_reading():
+    data = saved(tiny().state_dict())
+    with pytest.raises(WeightsError, match="the limit is"):
+        load_state_dict_safely(data, tiny(), max_bytes=len(data) - 1)
+
+
+def test_non_tensor_entries_are_refused():
+    with pytest.raises(WeightsError, match="other than tensors"):
+        load_state_dict_safely(saved({"fc.weight": torch.zeros(1), "lr": 0.1}), tiny())
+
+
+# --- torchvision's ImageNet weights: the cached path, tested with a tiny fake checkpoint ---------------------
+
+
+def test_pretrained_weights_enum_only_for_imagenet_presets():
+    assert weights.pretrained_weights(models.get_config("resnet50")).url.endswith(".pth")
+    assert weights.pretrained_weights(models.plain_config(models.get_config("resnet18"))) is not None
+    assert weights.pretrained_weights(models.get_config("resnet20")) is None
+    assert weights.pretrained_weights(models.get_config("resnet18", num_classes=10)) is None
+    names = weights.class_names(weights.pretrained_weights(models.get_config("resnet18")))
+    assert len(names) == 1000 and names[0] == "tench"
+
+
+def test_cached_checkpoint_is_found_in_torch_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    enum = torchvision.models.ResNet18_Weights.DEFAULT
+    assert not weights.is_cached(enum)
+    with pytest.raises(WeightsError, match="not on this computer"):
+        weights.load_pretrained(tiny(), enum)
+    src = tiny()
+    path = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"  # torchvision's file name
+    path.parent.mkdir(parents=True)
+    torch.save(src.state_dict(), path)
+    assert weights.checkpoint_path(enum) == path and weights.is_cached(enum)
+    report = weights.load_pretrained(tiny(), enum)
+    torch.testing.assert_close(report.model.fc.weight, src.fc.weight)
+    assert "ResNet18_Weights" in report.notes[0]
+
+
+def test_failed_download_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(*a, **k):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(WeightsError, match="Could not download.*Network is unreachable.*random weights"):
+        weights.load_pretrained(tiny(), torchvision.models.ResNet18_Weights.DEFAULT, download=True)
