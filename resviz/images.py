@@ -22,8 +22,8 @@ SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "samples"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics
 IMAGENET_STD = (0.229, 0.224, 0.225)
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # CIFAR-10 training-set statistics
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
+TRAINING_MEAN = (0.5, 0.5, 0.5)  # what resviz.data uses for the training page: (x - 0.5) / 0.5 in [-1, 1]
+TRAINING_STD = (0.5, 0.5, 0.5)
 
 
 class ImageError(ValueError):
@@ -101,10 +101,11 @@ class Preprocess:
 
 
 def preprocess_for(input_size: int, imagenet: bool = True, resize: int | None = None) -> Preprocess:
-    """torchvision's recipe: resize the shorter side to size*256/224, center-crop, normalize."""
+    """torchvision's recipe (shorter side to size*256/224, center crop, ImageNet statistics), or with
+    ``imagenet=False`` the training page's (shorter side to the input size, crop, (x - 0.5) / 0.5)."""
     if resize is None:
         resize = round(input_size * 256 / 224) if imagenet else input_size
-    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if imagenet else (CIFAR_MEAN, CIFAR_STD)
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if imagenet else (TRAINING_MEAN, TRAINING_STD)
     return Preprocess(resize=resize, crop=input_size, mean=mean, std=std)
 
 
@@ -125,9 +126,12 @@ def preprocess_steps(img: Image.Image, pre: Preprocess) -> dict:
             "normalized": normalized, "pre": pre}
 
 
-def to_tensor(steps: dict, device: str | torch.device = "cpu") -> torch.Tensor:
-    """The normalized image as a (1, 3, H, W) batch on ``device``."""
-    return torch.from_numpy(steps["normalized"]).unsqueeze(0).to(device)
+def to_tensor(steps: dict, device: str | torch.device = "cpu", channels: int = 3) -> torch.Tensor:
+    """The normalized image as a (1, channels, H, W) batch on ``device`` (1 channel: the mean of R, G, B)."""
+    x = torch.from_numpy(steps["normalized"]).unsqueeze(0)
+    if channels != 3:
+        x = x.mean(1, keepdim=True).expand(1, channels, *x.shape[-2:]).contiguous()
+    return x.to(device)
 
 
 def sample_names() -> list[str]:

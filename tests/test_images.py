@@ -139,11 +139,14 @@ def test_preprocess_steps_shapes_and_hand_worked_normalization():
     # (1 - 0.5)/0.5 = 1, (0 - 0.5)/0.25 = -2, (128/255 - 0.5)/1 = 0.00196
     np.testing.assert_allclose(x[:, 16, 16], [1.0, -2.0, 128 / 255 - 0.5], atol=1e-5)
     assert images.to_tensor(steps).shape == (1, 3, 32, 32)
+    gray = images.to_tensor(steps, channels=1)
+    assert gray.shape == (1, 1, 32, 32)
+    assert abs(float(gray[0, 0, 16, 16]) - (1 - 2 + 128 / 255 - 0.5) / 3) < 1e-5
 
 
 def test_preprocess_for_follows_torchvision_ratio():
     assert images.preprocess_for(224).resize == 256
-    assert images.preprocess_for(32, imagenet=False).mean == images.CIFAR_MEAN
+    assert images.preprocess_for(32, imagenet=False).mean == images.TRAINING_MEAN == (0.5, 0.5, 0.5)
 
 
 def test_bundled_samples_are_small_valid_images():

@@ -1,0 +1,132 @@
+"""Feature maps, Grad-CAM and attributions: shapes, hand-worked cases, and captum / plain PyTorch as oracles."""
+import numpy as np
+import pytest
+import torch
+from captum.attr import IntegratedGradients
+from torch import nn
+
+from resviz import attribution, features, models
+
+
+def tiny(residual=True, **kw):
+    cfg = models.ResNetConfig(block="basic", layers=(1, 2), widths=(4, 8), stem="cifar", stem_width=4,
+                              input_size=16, num_classes=5, shortcut="B", residual=residual, **kw)
+    model = models.build_model(cfg, seed=0).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)  # like the app's shared model
+    return model
+
+
+@pytest.fixture
+def x():
+    return torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+
+
+def stem(model, x):
+    return model.relu(model.bn1(model.conv1(x)))
+
+
+def test_block_names_in_depth_order():
+    assert features.block_names(tiny()) == ["layer1.0", "layer2.0", "layer2.1"]
+
+
+def test_three_views_have_the_right_shapes_and_add_up(x):
+    model = tiny()
+    r = features.capture(model, x, block=1, max_channels=5)
+    assert r["block"] == "layer2.0" and r["n_channels"] == 8
+    for view in ("fx", "x", "out"):
+        assert r[view].shape == (5, 8, 8)  # 5 most active of 8 channels, stride 2 halves 16 -> 8
+    np.testing.assert_allclose(r["out"], np.maximum(r["fx"] + r["x"], 0), atol=1e-6)  # relu(F(x) + x)
+    # oracle: the block's output computed by hand, channels in the order returned
+    with torch.no_grad():
+        ref = model.layer2[0](model.layer1(stem(model, x)))[0].numpy()
+    np.testing.assert_allclose(r["out"], ref[r["channels"]], atol=1e-5)
+    means = ref.mean(axis=(1, 2))
+    assert list(r["channels"]) == list(np.argsort(-means)[:5])  # most active first
+
+
+def test_zero_init_residual_blocks_pass_the_input_through(x):
+    # Hand-worked: with the last BN's weight 0 (and bias 0), F(x) = 0, so relu(F(x) + x) = relu(x) = x.
+    model = tiny(zero_init_residual=True)
+    r = features.capture(model, x, block=0)
+    assert np.abs(r["fx"]).max() == 0
+    np.testing.assert_allclose(r["out"], r["x"], atol=0)
+    assert r["norms"][0]["fx"] == 0 and r["norms"][0]["out"] == pytest.approx(r["norms"][0]["x"])
+
+
+def test_plain_twin_has_no_shortcut_view(x):
+    plain = models.plain_twin(tiny())
+    r = features.capture(plain, x, block=2)
+    assert r["x"] is None and not r["residual"]
+    np.testing.assert_allclose(r["out"], np.maximum(r["fx"], 0), atol=1e-6)
+    assert set(r["norms"][2]) == {"name", "fx", "out"}
+
+
+def test_shared_model_is_left_exactly_as_it_was(x):
+    model = tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    features.capture(model, x)
+    assert all(not p.requires_grad for p in model.parameters())
+    assert all(not m._forward_hooks for m in model.modules())
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+
+
+def test_hooks_are_removed_even_when_the_forward_fails():
+    model = tiny()
+    with pytest.raises(RuntimeError):
+        features.capture(model, torch.zeros(1, 2, 16, 16), copy_model=False)  # 2 channels: conv1 fails
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize("cam_block", [0, -1])
+def test_grad_cam_matches_captum(x, cam_block):
+    model = tiny()
+    r = features.capture(model, x, cam_block=cam_block, target=3)
+    ref = attribution.grad_cam(model, x, block=cam_block, target=3)
+    assert r["cam"].shape == (16, 16) and r["target"] == 3
+    assert r["cam_lowres"].shape == ((16, 16) if cam_block == 0 else (8, 8))
+    assert r["cam"].max() > 0
+    np.testing.assert_allclose(r["cam"], ref, rtol=1e-4, atol=1e-6)
+
+
+def test_prediction_and_top_k(x):
+    model = tiny()
+    r = features.capture(model, x, cam_block=None)
+    with torch.no_grad():
+        ref = torch.softmax(model(x), 1)[0].numpy()
+    np.testing.assert_allclose(r["probs"], ref, rtol=1e-5)
+    assert r["target"] == int(ref.argmax()) and "cam" not in r
+    top = features.top_k(np.array([0.1, 0.6, 0.3]), ["cat", "dog", "fish"], k=2)
+    assert top == [{"index": 1, "name": "dog", "prob": 0.6}, {"index": 2, "name": "fish", "prob": 0.3}]
+    assert features.top_k(np.array([0.2, 0.8]), None, 1)[0]["name"] == "class 1"
+
+
+def test_integrated_gradients_matches_captum_and_is_complete(x):
+    model = tiny()
+    seen = []
+    r = attribution.integrated_gradients(model, x, target=2, steps=12, chunk=5,
+                                         on_progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(5, 12), (10, 12), (12, 12)]
+    ref = IntegratedGradients(features.working_copy(model)).attribute(x, target=2, n_steps=12)
+    np.testing.assert_allclose(r["attr"], ref[0].detach().numpy(), rtol=1e-4, atol=1e-6)
+    assert r["heat"].shape == (16, 16)
+    assert abs(r["delta"]) < 0.05 * max(1.0, abs(r["score"] - r["baseline_score"]))
+
+
+class TopLeftSum(nn.Module):
+    """Score = sum of the top-left 2x2 pixels: occluding exactly them drops it by 4 on an image of ones."""
+
+    def forward(self, x):
+        return x[:, :, :2, :2].sum(dim=(1, 2, 3)).unsqueeze(1)
+
+
+def test_occlusion_hand_worked():
+    heat = attribution.occlusion(TopLeftSum(), torch.ones(1, 1, 4, 4), target=0, window=2, stride=2)
+    expected = np.zeros((4, 4))
+    expected[:2, :2] = 4.0
+    np.testing.assert_allclose(heat, expected)
+
+
+def test_occlusion_on_a_resnet_has_image_shape(x):
+    assert attribution.occlusion(tiny(), x, target=0).shape == (16, 16)
