@@ -20,8 +20,10 @@ from resviz.models import (
     plain_config,
     plain_twin,
 )
+from resviz.trace import Trace, trace_shapes
 
 __all__ = [
     "CIFAR_PRESETS", "IMAGENET_PRESETS", "PRESETS", "ConfigError", "ResNet", "ResNetConfig",
     "build_model", "count_params", "get_config", "pick_device", "plain_config", "plain_twin",
+    "Trace", "trace_shapes",
 ]

@@ -207,14 +207,15 @@ class Bottleneck(nn.Module):
         width = int(planes * (cfg.width_per_group / 64.0)) * cfg.groups
         out_ch = planes * self.expansion
         s1, s3 = (stride, 1) if cfg.stride_in_1x1 else (1, stride)
+        # Registered in execution order: the shape trace walks modules in this order.
         self.conv1 = conv1x1(in_ch, width, s1)
         self.bn1 = norm_layer(width, cfg.norm)
+        self.relu = nn.ReLU()
         self.conv2 = conv3x3(width, width, s3, cfg.groups)
         self.bn2 = norm_layer(width, cfg.norm)
+        self.relu2 = nn.ReLU()
         self.conv3 = conv1x1(width, out_ch)
         self.bn3 = norm_layer(out_ch, cfg.norm)
-        self.relu = nn.ReLU()
-        self.relu2 = nn.ReLU()
         self.downsample = make_shortcut(cfg, in_ch, out_ch, stride)
         self.add = Add()
         self.relu_out = nn.ReLU()
@@ -244,14 +245,13 @@ class ResNet(nn.Module):
         check_config(cfg)
         self.cfg = cfg
         block = Bottleneck if cfg.block == "bottleneck" else BasicBlock
-        if cfg.stem == "imagenet":
-            self.conv1 = nn.Conv2d(cfg.in_channels, cfg.stem_width, 7, stride=2, padding=3, bias=False)
-            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        else:
-            self.conv1 = conv3x3(cfg.in_channels, cfg.stem_width)
-            self.maxpool = nn.Identity()
+        imagenet = cfg.stem == "imagenet"
+        # Registered in execution order: the shape trace walks modules in this order.
+        self.conv1 = (nn.Conv2d(cfg.in_channels, cfg.stem_width, 7, stride=2, padding=3, bias=False) if imagenet
+                      else conv3x3(cfg.in_channels, cfg.stem_width))
         self.bn1 = norm_layer(cfg.stem_width, cfg.norm)
         self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if imagenet else nn.Identity()
         in_ch = cfg.stem_width
         self.stage_names = []
         for i, (n, planes) in enumerate(zip(cfg.layers, cfg.widths)):
@@ -268,6 +268,8 @@ class ResNet(nn.Module):
 
     def init_weights(self, zero_init_residual: bool = False):
         """torchvision's initialisation: Kaiming-normal convs, BN weight 1 and bias 0."""
+        if self.fc.weight.is_meta:
+            return  # a shapes-only skeleton (tracing) has no values to initialise
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

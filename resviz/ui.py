@@ -20,9 +20,18 @@ DEFAULT_PRESET = "resnet20"  # the paper's CIFAR net: small enough to train live
 FAMILIES = ("CIFAR (paper §4.2)", "ImageNet", "Custom")
 
 
+SIDEBAR_DEFAULTS = {  # widget key -> default; widgets take their value from here, never from value=
+    "sel_family": FAMILIES[0], "sel_cifar": DEFAULT_PRESET, "sel_imagenet": "resnet50", "sel_block": "basic",
+    "sel_layers": "2, 2, 2", "sel_width": 16, "sel_stem": "cifar", "sel_size": 32, "sel_in_ch": 3,
+    "sel_classes": 10, "sel_norm": True, "sel_shortcut": "B", "sel_plain": False, "sel_device": "auto",
+}
+
+
 def init_state() -> None:
     """Set each per-session default once; safe to call from every page."""
     ss = st.session_state
+    for key, value in SIDEBAR_DEFAULTS.items():
+        ss.setdefault(key, value)
     ss.setdefault("selection", (models.get_config(DEFAULT_PRESET), "cpu"))
     ss.setdefault("trained", None)  # {"cfg": ResNetConfig, "state_dict": ..., "label": str} from the training page
 
@@ -46,17 +55,17 @@ def _custom_config_ui() -> models.ResNetConfig:
     sb = st.sidebar
     block = sb.selectbox("Block", models.BLOCKS, key="sel_block",
                          help="basic: two 3x3 convs. bottleneck: 1x1 reduce, 3x3, 1x1 expand 4x.")
-    layers_txt = sb.text_input("Blocks per stage", "2, 2, 2", key="sel_layers",
+    layers_txt = sb.text_input("Blocks per stage", key="sel_layers",
                                help="Comma-separated, one number per stage.")
-    base = sb.number_input("Base width", 1, 512, 16, key="sel_width",
+    base = sb.number_input("Base width", 1, 512, key="sel_width",
                            help="Channels of the first stage; each later stage doubles them.")
     stem = sb.selectbox("Stem", ("cifar", "imagenet"), key="sel_stem",
                         help="cifar: one 3x3 conv. imagenet: 7x7 stride-2 conv + max-pool (4x smaller maps).")
-    size = sb.number_input("Input size (pixels)", 1, 1024, 32, key="sel_size")
-    in_ch = sb.number_input("Input channels", 1, 16, 3, key="sel_in_ch")
-    classes = sb.number_input("Classes", 1, 10000, 10, key="sel_classes")
-    norm = sb.checkbox("Batch norm", True, key="sel_norm")
-    shortcut = sb.radio("Shortcut option", models.SHORTCUTS, index=1, key="sel_shortcut", horizontal=True,
+    size = sb.number_input("Input size (pixels)", 1, 1024, key="sel_size")
+    in_ch = sb.number_input("Input channels", 1, 16, key="sel_in_ch")
+    classes = sb.number_input("Classes", 1, 10000, key="sel_classes")
+    norm = sb.checkbox("Batch norm", key="sel_norm")
+    shortcut = sb.radio("Shortcut option", models.SHORTCUTS, key="sel_shortcut", horizontal=True,
                         help="A: zero-pad identity (no parameters). B: 1x1 projection only where the shape "
                              "changes. C: projection on every block.")
     try:
@@ -80,7 +89,7 @@ def model_sidebar_ui() -> tuple[models.ResNetConfig, str]:
             name = sb.selectbox("Preset", models.CIFAR_PRESETS, key="sel_cifar")
             cfg = models.get_config(name)
         elif family == FAMILIES[1]:
-            name = sb.selectbox("Preset", models.IMAGENET_PRESETS, index=2, key="sel_imagenet")
+            name = sb.selectbox("Preset", models.IMAGENET_PRESETS, key="sel_imagenet")
             cfg = models.get_config(name)
         else:
             cfg = _custom_config_ui()
@@ -118,3 +127,12 @@ def friendly_errors(what: str):
     except Exception as e:  # noqa: BLE001 - the page must survive anything a student does
         log.exception("failed while %s", what)
         st.error(f"{what} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+
+# --- architecture page ---
+@st.cache_data(max_entries=64, show_spinner=False)
+def cached_trace(cfg: models.ResNetConfig):
+    """The shape trace of ``cfg`` (computed once per configuration for the whole class)."""
+    from resviz.trace import trace_shapes
+
+    return trace_shapes(cfg)

@@ -22,14 +22,22 @@ SCREENSHOTS = Path(os.environ.get("RESVIZ_SCREENSHOTS", "/tmp/resviz-screenshots
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
-def new_app(page: str | None = None, timeout: float = 60):
-    """An AppTest of the whole app (sidebar included), switched to ``pages/<page>.py``, already run."""
+def new_app(page: str | None = None, timeout: float = 60, sidebar: dict | None = None):
+    """An AppTest of the whole app, run once, then switched to ``pages/<page>.py`` and run.
+
+    AppTest reruns a page on its own, without app.py's sidebar, so the app-wide model is chosen before the
+    first run: ``sidebar={"sel_family": "ImageNet", "sel_imagenet": "resnet50"}`` gives those sidebar widgets
+    their values (by key); the page then reads the selection from session state.
+    """
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
+    for key, value in (sidebar or {}).items():
+        at.session_state[key] = value
+    at.run()
     if page:
-        at.switch_page(f"pages/{page}.py")
-    return at.run()
+        at.switch_page(f"pages/{page}.py").run()
+    return at
 
 
 def no_exceptions(at) -> None:

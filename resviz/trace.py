@@ -1,0 +1,296 @@
+"""Shape tracing: every layer, block and shortcut of a ResNet, without running a real convolution.
+
+The model is built on PyTorch's ``meta`` device, where tensors carry shapes but no data, and one forward
+pass with hooks records what each module receives and returns. The result is a table (one row per layer)
+and a ``networkx.DiGraph`` whose edges carry the tensor shapes.
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import io
+from dataclasses import dataclass, field
+
+import networkx as nx
+import torch
+from torch import nn
+
+from resviz.models import Add, ConfigError, PadShortcut, ResNet, ResNetConfig, check_config
+
+LEAF_TYPES = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Linear, PadShortcut, Add)
+OP_NAMES = {nn.Conv2d: "conv", nn.BatchNorm2d: "bn", nn.ReLU: "relu", nn.MaxPool2d: "maxpool",
+            nn.AdaptiveAvgPool2d: "avgpool", nn.Linear: "fc", PadShortcut: "zero-pad", Add: "add"}
+TABLE_COLUMNS = ("name", "stage", "block", "path", "op", "kernel", "stride", "in_shape", "out_shape",
+                 "params", "macs", "receptive_field")
+
+
+@dataclass
+class Trace:
+    """What ``trace_shapes`` found: per-layer rows, per-block summaries, the dataflow graph."""
+
+    cfg: ResNetConfig
+    rows: list[dict] = field(default_factory=list)
+    blocks: list[dict] = field(default_factory=list)
+    graph: nx.DiGraph = field(default_factory=nx.DiGraph)
+    error: str | None = None  # why tracing stopped early, in plain words
+    failed_layer: str | None = None  # the first layer that could not run
+
+    @property
+    def total_params(self) -> int:
+        return sum(r["params"] for r in self.rows)
+
+    @property
+    def total_macs(self) -> int:
+        return sum(r["macs"] for r in self.rows)
+
+    @property
+    def output_shape(self) -> tuple | None:
+        return self.rows[-1]["out_shape"] if self.rows and not self.error else None
+
+    def to_csv(self) -> str:
+        """The layer table as CSV text (shapes as CxHxW)."""
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=TABLE_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in self.rows:
+            writer.writerow({**row, "in_shape": fmt_shape(row["in_shape"]), "out_shape": fmt_shape(row["out_shape"])})
+        return buf.getvalue()
+
+
+def fmt_shape(shape) -> str:
+    """(64, 56, 56) -> '64x56x56'; (C,) stays as one number."""
+    if shape is None:
+        return ""
+    if isinstance(shape[0], tuple):  # the add's two operands
+        return " + ".join(fmt_shape(s) for s in shape)
+    return "x".join(str(d) for d in shape)
+
+
+def conv_macs(conv: nn.Conv2d, out_shape: tuple) -> int:
+    """Multiply-accumulates of one conv for one image: each output element sums C_in/groups x kh x kw products."""
+    kh, kw = conv.kernel_size
+    return int(torch.Size(out_shape).numel()) * (conv.in_channels // conv.groups) * kh * kw
+
+
+def layer_macs(module: nn.Module, out_shape: tuple) -> int:
+    """MACs of the multiply-heavy layers (conv, fc), as torchvision's published GFLOPS count them."""
+    if isinstance(module, nn.Conv2d):
+        return conv_macs(module, out_shape)
+    if isinstance(module, nn.Linear):
+        return module.in_features * module.out_features
+    return 0
+
+
+def grow_receptive_field(module: nn.Module, rf: int, jump: int, in_size: int) -> tuple[int, int]:
+    """Receptive field and jump (input pixels between neighbouring outputs) after ``module``."""
+    if isinstance(module, (nn.Conv2d, nn.MaxPool2d)):
+        k = module.kernel_size[0] if isinstance(module.kernel_size, tuple) else module.kernel_size
+        s = module.stride[0] if isinstance(module.stride, tuple) else module.stride
+        return rf + (k - 1) * jump, jump * s
+    if isinstance(module, PadShortcut):
+        return rf, jump * module.stride
+    if isinstance(module, nn.AdaptiveAvgPool2d):
+        return rf + (in_size - 1) * jump, jump * in_size
+    return rf, jump
+
+
+def _location(name: str, stage_names: list[str]) -> tuple[str, str, str]:
+    """(stage, block, path) of a module name like 'layer2.0.downsample.0'."""
+    parts = name.split(".")
+    if parts[0] in stage_names:
+        block = ".".join(parts[:2])
+        path = "shortcut" if len(parts) > 2 and parts[2] == "downsample" else "main"
+        return parts[0], block, path
+    return ("stem" if name in ("conv1", "bn1", "relu", "maxpool") else "head"), "", "main"
+
+
+def _shortcut_info(block: nn.Module, in_shape: tuple, out_shape: tuple, residual: bool) -> tuple[str, str]:
+    """(kind, reason) for a block's shortcut, in the words the page shows."""
+    channels = in_shape[0] != out_shape[0]
+    spatial = in_shape[1:] != out_shape[1:]
+    if channels and spatial:
+        reason = f"channels differ ({in_shape[0]}→{out_shape[0]}) and spatial size differs " \
+                 f"({in_shape[1]}→{out_shape[1]})"
+    elif channels:
+        reason = f"channels differ ({in_shape[0]}→{out_shape[0]})"
+    elif spatial:
+        reason = f"spatial size differs ({in_shape[1]}→{out_shape[1]})"
+    else:
+        reason = "shapes already match"
+    if not residual:
+        return "none (plain)", reason
+    ds = block.downsample
+    if ds is None:
+        return "identity", reason
+    if isinstance(ds, PadShortcut):
+        return f"zero-pad, stride {ds.stride}", reason
+    stride = ds[0].stride[0]
+    if not (channels or spatial):
+        reason += "; option C projects anyway"
+    return f"1x1 projection, stride {stride}", reason
+
+
+class TraceStop(Exception):
+    """Raised to stop tracing at the first layer that cannot work; the message says why."""
+
+
+@dataclass(frozen=True)
+class _Flow:
+    """A tensor on its way through the network: who made it, its shape, receptive field and jump."""
+
+    node: str
+    shape: tuple
+    rf: int = 1
+    jump: int = 1
+
+
+def out_shape(name: str, module: nn.Module, shape: tuple, input_size: int) -> tuple:
+    """The output shape (without batch) of ``module`` for input ``shape``, by the layer's own formula."""
+    if isinstance(module, nn.Linear):
+        flat = int(torch.Size(shape).numel())
+        if flat != module.in_features:
+            raise TraceStop(f"Layer `{name}` expects {module.in_features} features but receives {flat}.")
+        return (module.out_features,)
+    c, h, w = shape
+    if isinstance(module, nn.AdaptiveAvgPool2d):
+        return (c, 1, 1)
+    if isinstance(module, PadShortcut):
+        return (module.out_ch, -(-h // module.stride), -(-w // module.stride))
+    if not isinstance(module, (nn.Conv2d, nn.MaxPool2d)):
+        return shape
+    k, s, p, d = (_attr(module, a) for a in ("kernel_size", "stride", "padding", "dilation"))
+    if isinstance(module, nn.Conv2d) and c != module.in_channels:
+        raise TraceStop(f"Layer `{name}` expects {module.in_channels} input channels but receives {c} "
+                        f"(shape {fmt_shape(shape)}).")
+    if s > 1 and min(h, w) == 1:
+        raise TraceStop(f"Layer `{name}` should halve the feature map (stride {s}), but the map is already 1x1: "
+                        f"the input ({input_size} px) is too small for this depth. Use a larger input or fewer stages.")
+    oh, ow = ((x + 2 * p - d * (k - 1) - 1) // s + 1 for x in (h, w))
+    if min(oh, ow) < 1:
+        raise TraceStop(f"Layer `{name}` would produce a {oh}x{ow} map from {h}x{w}: the spatial size reaches "
+                        "zero. Use a larger input.")
+    return (module.out_channels if isinstance(module, nn.Conv2d) else c, oh, ow)
+
+
+def _edge_kind(model: nn.Module, src: str, dst: str, operand: int) -> str:
+    """'main', or which kind of shortcut an edge belongs to (the add's second operand is the shortcut)."""
+    if ".downsample" not in dst and not (dst.endswith(".add") and operand == 1):
+        return "main"
+    proj = next((n for n in (dst, src) if ".downsample" in n), None)
+    if proj is None:
+        return "shortcut-identity"
+    ds = model.get_submodule(proj.split(".downsample")[0] + ".downsample")
+    return "shortcut-pad" if isinstance(ds, PadShortcut) else "shortcut-projection"
+
+
+class _Walker:
+    """Walks the leaf modules in execution order, turning shapes into rows, blocks and graph edges."""
+
+    def __init__(self, model: ResNet, trace: Trace):
+        self.model, self.trace = model, trace
+
+    def step(self, name: str, module: nn.Module, inputs: list[_Flow]) -> _Flow:
+        x = inputs[0]
+        shape = out_shape(name, module, x.shape, self.model.cfg.input_size)
+        rf, jump = grow_receptive_field(module, max(f.rf for f in inputs), x.jump, x.shape[-1])
+        stage, block, path = _location(name, self.model.stage_names)
+        row = dict(name=name, stage=stage, block=block, path=path, op=OP_NAMES[type(module)],
+                   kernel=_attr(module, "kernel_size"), stride=_attr(module, "stride"),
+                   in_shape=tuple(f.shape for f in inputs) if len(inputs) > 1 else x.shape, out_shape=shape,
+                   params=sum(p.numel() for p in module.parameters(recurse=False)),
+                   macs=layer_macs(module, shape), receptive_field=rf)
+        self.trace.rows.append(row)
+        self.trace.graph.add_node(name, **row)
+        for i, f in enumerate(inputs):
+            self.trace.graph.add_edge(f.node, name, shape=f.shape, kind=_edge_kind(self.model, f.node, name, i))
+        return _Flow(name, shape, rf, jump)
+
+    def close_block(self, name: str, block_in: _Flow, out: _Flow) -> None:
+        block = self.model.get_submodule(name)
+        kind, reason = _shortcut_info(block, block_in.shape, out.shape, self.model.cfg.residual)
+        self.trace.blocks.append(dict(name=name, stage=name.split(".")[0], type=type(block).__name__,
+                                      in_shape=block_in.shape, out_shape=out.shape, stride=block.stride,
+                                      shortcut=kind, reason=reason, params=sum(p.numel() for p in block.parameters()),
+                                      expands=_expansion(block)))
+
+    def run(self, flow: _Flow) -> None:
+        block, block_in, side = "", None, None
+        for name, module in self.model.named_modules():
+            if not isinstance(module, LEAF_TYPES) or (isinstance(module, Add) and not self.model.cfg.residual):
+                continue  # the plain twin never calls its blocks' Add
+            _, where, path = _location(name, self.model.stage_names)
+            if where != block:
+                if block:
+                    self.close_block(block, block_in, flow)
+                block, block_in, side = where, flow, flow
+            if path == "shortcut":
+                side = self.step(name, module, [side])
+            elif isinstance(module, Add):
+                flow = self.step(name, module, [flow, side])  # F(x) + shortcut(x)
+            else:
+                flow = self.step(name, module, [flow])
+        if block:
+            self.close_block(block, block_in, flow)
+
+
+def _expansion(block: nn.Module) -> tuple[int, int] | None:
+    """(width, out channels) where a bottleneck's last 1x1 expands channels, else None."""
+    conv3 = getattr(block, "conv3", None)
+    return (conv3.in_channels, conv3.out_channels) if conv3 is not None else None
+
+
+def _attr(module: nn.Module, attr: str):
+    v = getattr(module, attr, None)
+    return v[0] if isinstance(v, tuple) else v
+
+
+@functools.lru_cache(maxsize=32)
+def skeleton(cfg: ResNetConfig) -> ResNet:
+    """The model's modules on the meta device (shapes, no values): cheap to build, cached, never run."""
+    with torch.device("meta"):
+        return ResNet(cfg).eval()
+
+
+def trace_shapes(cfg: ResNetConfig, input_shape: tuple[int, int, int] | None = None) -> Trace:
+    """Trace shapes, parameters, MACs and receptive fields through ``cfg`` for one image.
+
+    Shapes come from each layer's own formula, walking the modules in execution order: no tensor is
+    computed. ``input_shape`` (C, H, W) defaults to the config's. Never raises for a bad config: the
+    returned trace has ``error`` and ``failed_layer`` set, with every row traced before the failure.
+    """
+    trace = Trace(cfg)
+    try:
+        check_config(cfg)
+        model = skeleton(cfg)
+    except ConfigError as e:
+        trace.error, trace.failed_layer = str(e), "(configuration)"
+        return trace
+    shape = tuple(input_shape or (cfg.in_channels, cfg.input_size, cfg.input_size))
+    trace.graph.add_node("input", name="input", op="input", out_shape=shape, stage="stem", block="",
+                         path="main", params=0, macs=0)
+    try:
+        _Walker(model, trace).run(_Flow("input", shape))
+    except TraceStop as e:
+        trace.error = str(e)
+        trace.failed_layer = str(e).split("`")[1]
+    return trace
+
+
+def stage_graph(trace: Trace) -> nx.DiGraph:
+    """The graph collapsed to stem, one node per block, and head; edges keep the tensor shapes."""
+    g = nx.DiGraph()
+    prev, prev_shape = "stem", None
+    stem_out = [r for r in trace.rows if r["stage"] == "stem"]
+    g.add_node("stem", label="stem", stage="stem", out_shape=stem_out[-1]["out_shape"] if stem_out else None,
+               params=sum(r["params"] for r in stem_out))
+    prev_shape = g.nodes["stem"]["out_shape"]
+    for b in trace.blocks:
+        g.add_node(b["name"], label=b["name"], **{k: v for k, v in b.items() if k != "name"})
+        g.add_edge(prev, b["name"], shape=prev_shape, kind="main")
+        prev, prev_shape = b["name"], b["out_shape"]
+    head = [r for r in trace.rows if r["stage"] == "head"]
+    if head and not trace.error:
+        g.add_node("head", label="avgpool + fc", stage="head", out_shape=head[-1]["out_shape"],
+                   params=sum(r["params"] for r in head))
+        g.add_edge(prev, "head", shape=prev_shape, kind="main")
+    return g

@@ -1,0 +1,157 @@
+"""Shape tracing: checked against a real forward pass, torchvision's published totals, and hand-worked values."""
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from resviz import models
+from resviz.plots.architecture import layout_graph, plot_architecture
+from resviz.trace import LEAF_TYPES, stage_graph, trace_shapes
+
+# torchvision's weight metadata: num_params and GFLOPS (= GMACs of conv + fc) at 224x224.
+PUBLISHED = {"resnet18": (11_689_512, 1.814), "resnet50": (25_557_032, 4.089), "resnet152": (60_192_808, 11.514)}
+
+
+def real_shapes(cfg, size):
+    """Output shape of every leaf module in a real CPU forward pass (the oracle)."""
+    model = models.build_model(cfg).eval()
+    shapes, hooks = {}, []
+    for name, m in model.named_modules():
+        if isinstance(m, LEAF_TYPES):
+            hooks.append(m.register_forward_hook(lambda m, a, o, n=name: shapes.__setitem__(n, tuple(o.shape[1:]))))
+    with torch.no_grad():
+        model(torch.randn(1, cfg.in_channels, size, size))
+    for h in hooks:
+        h.remove()
+    return shapes
+
+
+def assert_trace_matches_forward(cfg):
+    trace = trace_shapes(cfg)
+    assert trace.error is None, trace.error
+    real = real_shapes(cfg, cfg.input_size)
+    traced = {r["name"]: r["out_shape"] for r in trace.rows}
+    assert traced == real
+    assert [r["name"] for r in trace.rows] == list(real)  # execution order too
+
+
+@pytest.mark.parametrize("name", list(models.PRESETS))
+def test_trace_matches_real_forward_for_every_preset(name):
+    size = 32 if name in models.CIFAR_PRESETS else 64  # small inputs keep the real forward cheap
+    assert_trace_matches_forward(models.get_config(name, input_size=size))
+
+
+def random_config(rng):
+    block = rng.choice(models.BLOCKS)
+    stages = rng.randint(1, 4)
+    base = rng.choice([4, 8, 16])
+    return models.ResNetConfig(
+        block=block, layers=tuple(rng.randint(1, 3) for _ in range(stages)),
+        widths=tuple(base * 2**i for i in range(stages)), stem=rng.choice(["cifar", "imagenet"]),
+        stem_width=base, in_channels=rng.choice([1, 3]), input_size=rng.choice([32, 48, 64]),
+        num_classes=rng.randint(2, 20), norm=rng.random() < 0.7, shortcut=rng.choice(["B", "C"] + ["A"] * (block == "basic")),
+        stride_in_1x1=rng.random() < 0.5, residual=rng.random() < 0.7)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_trace_matches_real_forward_for_random_custom_configs(seed):
+    cfg = random_config(random.Random(seed))
+    assert_trace_matches_forward(cfg)
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_totals_match_torchvision_published_counts(name):
+    trace = trace_shapes(models.get_config(name))
+    params, gmacs = PUBLISHED[name]
+    assert trace.total_params == params
+    assert round(trace.total_macs / 1e9, 3) == gmacs
+    assert trace.output_shape == (1000,)
+
+
+def test_hand_worked_macs_and_receptive_field_on_cifar_stem():
+    rows = {r["name"]: r for r in trace_shapes(models.get_config("resnet20")).rows}
+    # 3x3 conv, 3 -> 16 channels, 32x32 output: 32*32*16 outputs, each 3*3*3 products.
+    assert rows["conv1"]["macs"] == 32 * 32 * 16 * 27 and rows["conv1"]["params"] == 16 * 3 * 9
+    assert rows["layer1.0.conv1"]["macs"] == 32 * 32 * 16 * 16 * 9
+    # Receptive field grows by (k-1)*jump: 3, then 5, then 7, ... 15 after layer1's six 3x3 convs;
+    # layer2.0.conv1 (stride 2) adds 2 more (17) and doubles the jump, so its conv2 adds 4 (21).
+    assert [rows[n]["receptive_field"] for n in ("conv1", "layer1.0.conv1", "layer1.0.conv2")] == [3, 5, 7]
+    assert rows["layer1.2.relu_out"]["receptive_field"] == 15
+    assert rows["layer2.0.conv1"]["receptive_field"] == 17 and rows["layer2.0.conv2"]["receptive_field"] == 21
+
+
+def test_published_receptive_fields_of_resnet18_and_50():
+    for name, rf in (("resnet18", 435), ("resnet50", 427)):
+        rows = trace_shapes(models.get_config(name)).rows
+        assert [r for r in rows if r["op"] == "relu"][-1]["receptive_field"] == rf
+
+
+def test_blocks_name_shortcut_kind_and_reason():
+    blocks = {b["name"]: b for b in trace_shapes(models.get_config("resnet50")).blocks}
+    assert blocks["layer1.0"]["shortcut"] == "1x1 projection, stride 1"
+    assert blocks["layer1.0"]["reason"] == "channels differ (64→256)"
+    assert blocks["layer2.0"]["shortcut"] == "1x1 projection, stride 2"
+    assert "spatial size differs (56→28)" in blocks["layer2.0"]["reason"]
+    assert blocks["layer2.1"]["shortcut"] == "identity" and blocks["layer1.0"]["expands"] == (64, 256)
+    cifar = {b["name"]: b for b in trace_shapes(models.get_config("resnet20")).blocks}
+    assert cifar["layer2.0"]["shortcut"] == "zero-pad, stride 2"
+    plain = trace_shapes(models.plain_config(models.get_config("resnet20")))
+    assert all(b["shortcut"] == "none (plain)" for b in plain.blocks)
+    assert not any(r["op"] == "add" for r in plain.rows)
+
+
+def test_add_rows_show_both_operand_shapes_and_graph_edges_carry_shapes():
+    trace = trace_shapes(models.get_config("resnet50"))
+    add = next(r for r in trace.rows if r["name"] == "layer2.0.add")
+    assert add["in_shape"] == ((512, 28, 28), (512, 28, 28))
+    g = trace.graph
+    assert g.edges["layer2.0.downsample.1", "layer2.0.add"] == {"shape": (512, 28, 28), "kind": "shortcut-projection"}
+    assert g.edges["layer2.0.relu_out", "layer2.1.add"]["kind"] == "shortcut-identity"
+    assert g.edges["layer2.0.bn3", "layer2.0.add"]["kind"] == "main"
+    assert g.in_degree("layer2.0.add") == 2
+
+
+def test_too_small_input_names_the_first_failing_layer_and_keeps_the_rows_before():
+    trace = trace_shapes(models.get_config("resnet50", input_size=8))
+    assert trace.failed_layer == "layer3.0.conv2"
+    assert "too small" in trace.error and "layer3.0.conv2" in trace.error
+    assert trace.rows and trace.rows[-1]["name"] == "layer3.0.relu"
+
+
+def test_channel_mismatch_and_bad_config_are_explained():
+    trace = trace_shapes(models.get_config("resnet20"), input_shape=(1, 32, 32))
+    assert trace.failed_layer == "conv1" and "expects 3 input channels but receives 1" in trace.error
+    bad = trace_shapes(models.get_config("resnet20", layers=(3, 0, 3)))
+    assert bad.error and bad.failed_layer == "(configuration)" and bad.rows == []
+
+
+def test_csv_has_a_row_per_layer():
+    trace = trace_shapes(models.get_config("resnet20"))
+    lines = trace.to_csv().strip().splitlines()
+    assert len(lines) == len(trace.rows) + 1 and lines[1].startswith("conv1,stem,,main,conv,3,1,3x32x32,16x32x32,432")
+
+
+def test_stage_graph_and_plot_for_resnet152_stay_small():
+    trace = trace_shapes(models.get_config("resnet152"))
+    assert stage_graph(trace).number_of_nodes() == 52
+    collapsed = plot_architecture(layout_graph(trace))
+    full = plot_architecture(layout_graph(trace, "all"))
+    assert len(collapsed.to_json()) < 200_000 and len(full.to_json()) < 1_000_000
+    names = {t.name for t in full.data}
+    assert {"identity shortcut", "projection shortcut"} <= names
+
+
+def test_expanded_layout_puts_shortcut_layers_below_their_row():
+    g = layout_graph(trace_shapes(models.get_config("resnet50")), {"layer2"})
+    y_main = g.nodes["layer2.0.conv1"]["pos"][1]
+    assert g.nodes["layer2.0.downsample.0"]["pos"][1] < y_main
+    assert g.nodes["layer2.0.downsample.0"]["pos"][0] == g.nodes["layer2.0.conv1"]["pos"][0]
+    assert "layer3.0" in g and "layer3.0.conv1" not in g  # other stages stay collapsed
+
+
+def test_trace_builds_no_real_tensors():
+    trace_shapes(models.get_config("resnet20"))
+    from resviz.trace import skeleton
+    assert all(p.is_meta for p in skeleton(models.get_config("resnet20")).parameters())
+    assert isinstance(skeleton(models.get_config("resnet20")).conv1, nn.Conv2d)
