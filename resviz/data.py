@@ -14,6 +14,7 @@ import shutil
 import stat
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -31,6 +32,12 @@ MAX_ZIP_BYTES = 300 * 2**20  # total uncompressed size allowed (300 MiB)
 MAX_IMAGE_PIXELS = 40_000_000  # one image larger than this (e.g. 8000x5000) is skipped, not decoded
 MAX_TORCHVISION_TRAIN = 10_000  # images kept per split: enough for a classroom race, ~120 MB as float
 MAX_TORCHVISION_TEST = 2_000
+# How hard the built-in images are: tuned so ResNet-20 learns them within a minute on a 2-core CPU.
+SHAPE_SCALE = (0.45, 0.8)  # half-size of the class shape, as a fraction of half the image
+DISTRACTOR_SCALE = (0.15, 0.3)  # a smaller shape of another class...
+DISTRACTOR_ALPHA = 0.5  # ...drawn half-transparent
+CONTRAST = (0.4, 0.7)  # brightness gap between shape and background
+NOISE = 0.08  # std of the pixel noise, on a [0, 1] scale
 
 
 class DatasetError(ValueError):
@@ -109,20 +116,21 @@ def builtin_dataset(num_classes: int = 10, n_train: int = 4000, n_test: int = 10
     n = n_train + n_test
     labels = torch.arange(n) % num_classes  # balanced classes, then shuffled
     labels = labels[torch.randperm(n, generator=g)]
-    main = _draw(labels, n, size, g, scale=(0.35, 0.7))
+    main = _draw(labels, n, size, g, scale=SHAPE_SCALE)
     other = (labels + torch.randint(1, num_classes, (n,), generator=g)) % num_classes  # never the true class
-    distractor = _draw(other, n, size, g, scale=(0.15, 0.3))
+    distractor = _draw(other, n, size, g, scale=DISTRACTOR_SCALE)
     bg = torch.rand(n, 3, 1, 1, generator=g)
     sign = torch.where(torch.rand(n, 1, 1, 1, generator=g) < 0.5, -1.0, 1.0)
-    shift = sign * (0.35 + 0.3 * torch.rand(n, 1, 1, 1, generator=g)) + 0.15 * torch.randn(n, 3, 1, 1, generator=g)
+    gap = CONTRAST[0] + (CONTRAST[1] - CONTRAST[0]) * torch.rand(n, 1, 1, 1, generator=g)
+    shift = sign * gap + 0.15 * torch.randn(n, 3, 1, 1, generator=g)  # mostly brighter or darker, some hue
     fg = torch.where((bg + shift - 0.5).abs() <= 0.5, bg + shift, bg - shift)  # keep the contrast inside [0, 1]
     lin = torch.linspace(-1, 1, size)
     gx, gy = torch.randn(2, n, 1, 1, generator=g) * 0.1
     img = bg + (gx * lin.view(1, 1, -1) + gy * lin.view(1, -1, 1)).unsqueeze(1)  # (n, 3, size, size) background
     img = img + (fg - img) * main.unsqueeze(1)
     d_col = torch.rand(n, 3, 1, 1, generator=g)
-    img = img + 0.6 * (d_col - img) * distractor.unsqueeze(1)
-    img = img + 0.12 * torch.randn(n, 3, size, size, generator=g)
+    img = img + DISTRACTOR_ALPHA * (d_col - img) * distractor.unsqueeze(1)
+    img = img + NOISE * torch.randn(n, 3, size, size, generator=g)
     img = img.clamp(0, 1)
     if channels == 1:
         img = img.mean(1, keepdim=True)
@@ -218,10 +226,12 @@ def _safe_member(name: str) -> PurePosixPath:
     return p
 
 
-def extract_zip_safely(data: bytes, dest: str | os.PathLike, max_files: int = MAX_ZIP_FILES,
-                       max_bytes: int = MAX_ZIP_BYTES) -> Path:
+def extract_zip_safely(data: bytes, dest: str | os.PathLike, max_files: int | None = None,
+                       max_bytes: int | None = None) -> Path:
     """Extract an uploaded zip into ``dest``: no paths outside it, no links, capped file count and size."""
     dest = Path(dest)
+    max_files = MAX_ZIP_FILES if max_files is None else max_files
+    max_bytes = MAX_ZIP_BYTES if max_bytes is None else max_bytes
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError) as e:
@@ -240,12 +250,16 @@ def extract_zip_safely(data: bytes, dest: str | os.PathLike, max_files: int = MA
                 continue  # a symbolic link could point anywhere
             target = dest.joinpath(*_safe_member(info.filename).parts)
             target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as out:
-                while chunk := src.read(1 << 20):
-                    total += len(chunk)  # count what really comes out: sizes in the header can lie
-                    if total > max_bytes:
-                        raise DatasetError(f"The zip unpacks to more than {max_bytes // 2**20} MiB; refusing it.")
-                    out.write(chunk)
+            try:
+                with zf.open(info) as src, open(target, "wb") as out:
+                    while chunk := src.read(1 << 20):
+                        total += len(chunk)  # count what really comes out: sizes in the header can lie
+                        if total > max_bytes:
+                            raise DatasetError(f"The zip unpacks to more than {max_bytes // 2**20} MiB; "
+                                               "refusing it.")
+                        out.write(chunk)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as e:
+                raise DatasetError(f"The zip is damaged or uses an unsupported format ({e}).") from e
     return dest
 
 

@@ -1,0 +1,242 @@
+"""Datasets: the built-in shapes, torchvision's formats on tiny files written here, and safe ImageFolder zips."""
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import datasets
+
+from resviz import data as D
+
+# --- built-in --------------------------------------------------------------------------------------------
+
+
+def test_builtin_is_deterministic_balanced_and_normalised():
+    tr1, te1, names = D.builtin_dataset(num_classes=5, n_train=50, n_test=20, size=16, seed=3)
+    tr2, te2, _ = D.builtin_dataset(num_classes=5, n_train=50, n_test=20, size=16, seed=3)
+    tr3, _, _ = D.builtin_dataset(num_classes=5, n_train=50, n_test=20, size=16, seed=4)
+    assert names == ["disc", "square", "triangle", "cross", "ring"]
+    assert tr1.tensors[0].shape == (50, 3, 16, 16) and te1.tensors[0].shape == (20, 3, 16, 16)
+    assert torch.equal(tr1.tensors[0], tr2.tensors[0]) and torch.equal(te1.tensors[1], te2.tensors[1])
+    assert not torch.equal(tr1.tensors[0], tr3.tensors[0])
+    y = torch.cat([tr1.tensors[1], te1.tensors[1]])
+    assert torch.bincount(y).tolist() == [14] * 5  # 70 images, 5 classes: exactly balanced
+    assert tr1.tensors[0].min() >= -1 and tr1.tensors[0].max() <= 1
+
+
+def test_builtin_does_not_touch_the_global_rng():
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    D.builtin_dataset(n_train=8, n_test=4, size=8)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_builtin_grey_and_bad_arguments():
+    tr, _, _ = D.builtin_dataset(n_train=4, n_test=2, size=8, channels=1)
+    assert tr.tensors[0].shape == (4, 1, 8, 8)
+    with pytest.raises(D.DatasetError, match="2 to 10 classes"):
+        D.builtin_dataset(num_classes=11)
+    with pytest.raises(D.DatasetError, match="channels"):
+        D.builtin_dataset(channels=2)
+
+
+def test_shape_masks_worked_by_hand():
+    # Local coordinates: the shape fills |u|, |v| < 1; points picked where the answer is obvious.
+    u = torch.tensor([[[0.0, 0.7, 0.95, 0.0]]])
+    v = torch.tensor([[[0.0, 0.0, 0.0, 0.7]]])
+    freq = torch.tensor([2.0])
+    disc, ring = D.SHAPES.index("disc"), D.SHAPES.index("ring")
+    assert D._shape_mask(disc, u, v, freq).flatten().tolist() == [1, 1, 0, 1]
+    assert D._shape_mask(ring, u, v, freq).flatten().tolist() == [0, 1, 0, 1]  # a hole in the middle
+    # Horizontal stripes change along v only: sin(2*pi*v) > 0 for v in (0, 0.5), < 0 for v in (0.5, 1).
+    hs = D.SHAPES.index("horizontal stripes")
+    uu = torch.tensor([[[-0.5, 0.5, -0.5, 0.5]]])
+    vv = torch.tensor([[[0.25, 0.25, 0.75, 0.75]]])
+    assert D._shape_mask(hs, uu, vv, freq).flatten().tolist() == [1, 1, 0, 0]
+    vs = D.SHAPES.index("vertical stripes")
+    assert D._shape_mask(vs, vv, uu, freq).flatten().tolist() == [1, 1, 0, 0]
+
+
+def test_adapt_dataset_channels_and_size():
+    ds = torch.utils.data.TensorDataset(torch.ones(2, 1, 4, 4), torch.tensor([0, 1]))
+    out = D.adapt_dataset(ds, size=8, channels=3)
+    assert out.tensors[0].shape == (2, 3, 8, 8)
+    torch.testing.assert_close(out.tensors[0], torch.ones(2, 3, 8, 8))  # a flat image stays flat
+    back = D.adapt_dataset(out, channels=1)
+    assert back.tensors[0].shape == (2, 1, 8, 8)
+
+
+# --- torchvision formats ---------------------------------------------------------------------------------
+
+
+def _write_cifar(root, n_per_batch=2, n_test=3):
+    """A tiny CIFAR-10 folder in torchvision's layout: 5 train batches, a test batch and batches.meta."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
+        n = n_test if name == "test_batch" else n_per_batch
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        if i == 0:
+            data[0] = 0
+            data[0, :1024] = 255  # first image: pure red (CIFAR stores R plane, then G, then B)
+        labels = [(i + j) % 10 for j in range(n)]
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": data, "labels": labels}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                                     "ship", "truck"]}, f)
+
+
+class CIFAR10NoMD5(datasets.CIFAR10):
+    """torchvision's CIFAR10 reader with its md5 checks off: our tiny files cannot match the real checksums."""
+
+    train_list = [[name, None] for name, _ in datasets.CIFAR10.train_list]
+    test_list = [[name, None] for name, _ in datasets.CIFAR10.test_list]
+    meta = {**datasets.CIFAR10.meta, "md5": None}
+
+
+def test_cifar10_layout_is_read_as_normalised_nchw(tmp_path):
+    _write_cifar(tmp_path)
+    train, test, names = D.load_torchvision_dataset("CIFAR10", tmp_path, classes={"CIFAR10": CIFAR10NoMD5})
+    assert names[:2] == ["airplane", "automobile"] and len(names) == 10
+    assert train.tensors[0].shape == (10, 3, 32, 32) and test.tensors[0].shape == (3, 3, 32, 32)
+    red = train.tensors[0][0]
+    assert torch.all(red[0] == 1.0) and torch.all(red[1:] == -1.0)  # 255 -> 1, 0 -> -1, channel order kept
+    assert train.tensors[1][:2].tolist() == [0, 1] and test.tensors[1].tolist() == [5, 6, 7]
+    few, _, _ = D.load_torchvision_dataset("CIFAR10", tmp_path, classes={"CIFAR10": CIFAR10NoMD5},
+                                           max_train=4, max_test=1)
+    assert len(few) == 4
+
+
+def test_cifar10_with_wrong_checksums_is_unavailable_with_advice(tmp_path):
+    _write_cifar(tmp_path)  # real torchvision CIFAR10: md5 of our fake files cannot match
+    with pytest.raises(D.DatasetUnavailable, match="built-in dataset"):
+        D.load_torchvision_dataset("CIFAR10", tmp_path)
+
+
+def test_missing_dataset_and_failed_download(tmp_path):
+    with pytest.raises(D.DatasetUnavailable, match="Offline"):
+        D.load_torchvision_dataset("FashionMNIST", tmp_path)
+
+    class Offline(datasets.MNIST):
+        def download(self):
+            raise OSError("no route to host")
+
+    with pytest.raises(D.DatasetUnavailable, match="offline"):
+        D.load_torchvision_dataset("MNIST", tmp_path, download=True, classes={"MNIST": Offline})
+    with pytest.raises(D.DatasetUnavailable, match="Unknown dataset"):
+        D.load_torchvision_dataset("ImageNet", tmp_path)
+
+
+def _idx(path, arr: np.ndarray):
+    """An MNIST idx file: magic (0x08 = uint8, ndim), big-endian sizes, then the bytes."""
+    with open(path, "wb") as f:
+        f.write(struct.pack(">I", 0x0800 + arr.ndim))
+        f.write(struct.pack(f">{arr.ndim}I", *arr.shape))
+        f.write(arr.astype(np.uint8).tobytes())
+
+
+def test_mnist_idx_files_load_as_one_channel(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    img = np.zeros((3, 28, 28), np.uint8)
+    img[1] = 255
+    _idx(raw / "train-images-idx3-ubyte", img)
+    _idx(raw / "train-labels-idx1-ubyte", np.array([7, 2, 1]))
+    _idx(raw / "t10k-images-idx3-ubyte", img[:2])
+    _idx(raw / "t10k-labels-idx1-ubyte", np.array([0, 9]))
+    train, test, names = D.load_torchvision_dataset("MNIST", tmp_path)
+    assert train.tensors[0].shape == (3, 1, 28, 28) and train.tensors[1].tolist() == [7, 2, 1]
+    assert train.tensors[0][0].max() == -1 and train.tensors[0][1].min() == 1
+    assert len(names) == 10 and len(test) == 2
+
+
+# --- ImageFolder zips ------------------------------------------------------------------------------------
+
+
+def _png(color, size=(20, 12)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, payload in members.items():
+            z.writestr(name, payload)
+    return buf.getvalue()
+
+
+def test_image_folder_zip_loads_resizes_splits_and_skips_non_images():
+    members = {f"pets/cats/{i}.png": _png((255, 0, 0)) for i in range(5)}
+    members |= {f"pets/dogs/{i}.png": _png((0, 0, 255)) for i in range(5)}
+    members |= {"pets/dogs/notes.txt": b"not an image", "pets/cats/broken.jpg": b"\xff\xd8garbage"}
+    report = []
+    train, test, names = D.load_image_folder(_zip(members), size=8, report=report)
+    assert names == ["cats", "dogs"]  # the wrapping "pets" folder is looked through
+    assert len(train) == 8 and len(test) == 2  # 20% of 5 per class held out
+    assert sorted(test.tensors[1].tolist()) == [0, 1]
+    assert train.tensors[0].shape[1:] == (3, 8, 8)
+    cat = train.tensors[0][train.tensors[1] == 0][0]
+    assert torch.allclose(cat[0], torch.ones(8, 8)) and torch.allclose(cat[2], -torch.ones(8, 8))  # red
+    assert report and "Skipped 2" in report[0]
+
+
+def test_image_folder_from_a_path(tmp_path):
+    for cls, col in (("a", (0, 0, 0)), ("b", (255, 255, 255))):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            (tmp_path / cls / f"{i}.png").write_bytes(_png(col))
+    train, test, names = D.load_image_folder(tmp_path, size=4, channels=1)
+    assert names == ["a", "b"] and train.tensors[0].shape[1:] == (1, 4, 4)
+    assert (len(train), len(test)) == (4, 2)  # round(3 * 0.2) = 1 test image per class
+    assert sorted(train.tensors[0][:, 0, 0, 0].tolist()) == [-1, -1, 1, 1]  # black -> -1, white -> 1
+    report = []
+    tiny, same, _ = D.load_image_folder(tmp_path, size=4, test_fraction=0.0, report=report)
+    assert same is tiny and "training images" in report[0]  # nothing held out: said, not hidden
+
+
+def test_image_folder_needs_two_classes():
+    with pytest.raises(D.DatasetError, match="two class folders"):
+        D.load_image_folder(_zip({"only/1.png": _png((1, 2, 3)), "only/2.png": _png((1, 2, 3))}))
+    with pytest.raises(D.DatasetError, match="not a readable zip"):
+        D.load_image_folder(b"PK not really a zip")
+
+
+@pytest.mark.parametrize("evil", ["../escape.png", "cats/../../escape.png", "/etc/escape.png", "C:/escape.png"])
+def test_zip_with_escaping_paths_is_rejected(tmp_path, evil):
+    dest = tmp_path / "out"
+    dest.mkdir()
+    data = _zip({"cats/1.png": _png((0, 0, 0)), evil: _png((0, 0, 0))})
+    with pytest.raises(D.DatasetError, match="unsafe path"):
+        D.extract_zip_safely(data, dest)
+    assert not (tmp_path / "escape.png").exists() and list(dest.iterdir()) == []  # checked before writing
+
+
+def test_zip_bomb_and_too_many_files_are_rejected(tmp_path, monkeypatch):
+    bomb = _zip({"a/big.png": b"\0" * (3 * 2**20)})  # 3 MiB of zeros compress to a few KB
+    assert len(bomb) < 20_000
+    with pytest.raises(D.DatasetError, match="more than 1 MiB"):
+        D.extract_zip_safely(bomb, tmp_path, max_bytes=2**20)
+    monkeypatch.setattr(D, "MAX_ZIP_FILES", 3)
+    many = _zip({f"c/{i}.png": _png((0, 0, 0)) for i in range(4)})
+    with pytest.raises(D.DatasetError, match="4 files; at most 3"):
+        D.load_image_folder(many)
+
+
+def test_zip_whose_headers_understate_the_size_is_stopped_while_extracting(tmp_path):
+    data = bytearray(_zip({"a/big.png": b"\0" * (2 * 2**20)}))
+    # Shrink the declared uncompressed size in the central directory to 10 bytes: the cap must count real bytes.
+    cd = data.rfind(b"PK\x01\x02")
+    data[cd + 24:cd + 28] = struct.pack("<I", 10)
+    with pytest.raises(D.DatasetError):
+        D.extract_zip_safely(bytes(data), tmp_path, max_bytes=2**20)
