@@ -1,0 +1,113 @@
+"""The shortcut lab page: AppTest smoke and interaction tests, and one browser test against the real server."""
+import json
+
+import pytest
+
+from resviz import models
+
+from conftest import new_app, no_exceptions, open_page, page_exceptions, screenshot
+
+
+def _text(at) -> str:
+    return "\n".join([m.value for m in at.markdown] + [w.value for w in at.warning] + [s.value for s in at.success])
+
+
+@pytest.fixture(scope="module")
+def lab():
+    return new_app("shortcut_lab")
+
+
+def test_page_runs_and_shows_pytorchs_error(lab):
+    no_exceptions(lab)
+    assert not lab.error, [e.value for e in lab.error]
+    assert [h.value[:1] for h in lab.header] == ["1", "2", "3", "4"]
+    # default 4x6x6 -> F(x) 8x3x3: PyTorch's real message, naming the width
+    assert "must match the size of tensor b (6) at non-singleton dimension 3" in lab.code[0].value
+    assert "**channels** (F(x) has 8, x has 4)" in _text(lab)
+    fixes = lab.dataframe[0].value.set_index("fix")
+    assert fixes.loc["Identity (no fix)", "works?"] == "no"
+    assert fixes.loc["Option B: 1x1 conv + BN", "parameters"] == 4 * 8 + 2 * 8  # conv + BN weight and bias
+    assert fixes.loc["Option B: 1x1 conv + BN", "MACs"] == 3 * 3 * 8 * 4
+    assert fixes.loc["Concatenate channels", "result"] == "12×3×3"
+
+
+def test_equal_shapes_need_no_fix():
+    at = new_app("shortcut_lab")
+    at.number_input(key="sl_cout").set_value(4)
+    at.number_input(key="sl_stride").set_value(1).run()
+    no_exceptions(at)
+    assert not at.code
+    assert "identity shortcut works" in at.success[0].value
+
+
+def test_impossible_inputs_get_a_clear_message():
+    at = new_app("shortcut_lab")
+    at.number_input(key="sl_cin").set_value(0).run()
+    no_exceptions(at)
+    assert "at least one channel" in at.error[0].value
+    at.number_input(key="sl_cin").set_value(4)
+    at.number_input(key="sl_h").set_value(2)
+    at.number_input(key="sl_w").set_value(2)
+    at.number_input(key="sl_stride").set_value(4).run()
+    no_exceptions(at)
+    assert "Stride 4 is larger than the 2x2 image" in at.error[0].value
+
+
+def test_pick_a_real_block_fills_the_inputs():
+    at = new_app("shortcut_lab")  # default model: resnet20; its block 3 is layer2.0 (16 -> 32, stride 2)
+    at.selectbox(key="sl_block").set_value(3)
+    at.button(key="sl_use").click().run()
+    no_exceptions(at)
+    got = [at.number_input(key=k).value for k in ("sl_cin", "sl_cout", "sl_stride", "sl_h", "sl_w")]
+    assert got == [16, 32, 2, 32, 32]
+    fixes = at.dataframe[0].value.set_index("fix")
+    assert fixes.loc["Option A: zero-pad", "result"] == "32×16×16"
+    assert fixes.loc["Option A: zero-pad", "parameters"] == 0
+
+
+def test_pick_a_block_of_an_imagenet_model():
+    at = new_app("shortcut_lab")
+    # AppTest's switch_page runs the page file alone (no sidebar), so choose the model the way the sidebar does
+    at.session_state["selection"] = (models.get_config("resnet50"), "cpu")
+    at.run()
+    at.selectbox(key="sl_block").set_value(13)
+    at.button(key="sl_use").click().run()
+    no_exceptions(at)
+    assert not at.error, [e.value for e in at.error]
+    got = [at.number_input(key=k).value for k in ("sl_cin", "sl_cout", "sl_stride", "sl_h", "sl_w")]
+    assert got == [1024, 2048, 2, 14, 14]  # layer4.0
+    fixes = at.dataframe[0].value.set_index("fix")
+    assert fixes.loc["Option B: 1x1 conv + BN", "parameters"] == 1024 * 2048 + 2 * 2048
+    assert fixes.loc["Option B: 1x1 conv + BN", "MACs"] == 7 * 7 * 2048 * 1024
+
+
+def test_pixel_slider_moves_the_product():
+    at = new_app("shortcut_lab")
+    at.slider(key="sl_row").set_value(2)
+    at.slider(key="sl_col").set_value(1).run()
+    no_exceptions(at)
+    titles = [a["text"] for a in json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["annotations"]]
+    assert "x at input pixel (4, 2)" in titles and "y = W·x at output (2, 1)" in titles  # stride 2 doubles it
+
+
+def test_bottleneck_costs_shown(lab):
+    at = new_app("shortcut_lab")
+    at.radio(key="sl_bn_stride").set_value(1).run()
+    no_exceptions(at)
+    paper = at.dataframe[1].value
+    assert list(paper["parameters"]) == [256 * 64, 64 * 64 * 9, 64 * 256]
+    assert list(paper["MACs"]) == [56 * 56 * 64 * 256, 56 * 56 * 64 * 64 * 9, 56 * 56 * 256 * 64]
+    v15 = lab.dataframe[2].value  # default stride 2: the stride sits on the 3x3
+    assert list(v15["stride"]) == [1, 2, 1]
+    assert list(lab.dataframe[1].value["stride"]) == [2, 1, 1]
+
+
+@pytest.mark.browser
+def test_browser_shortcut_lab(app_server, page):
+    open_page(page, app_server)  # a fresh server runs a pages/ file without app.py on a first direct visit
+    open_page(page, app_server, "shortcut_lab")
+    assert page_exceptions(page) == []
+    body = page.inner_text("body")
+    assert "Shortcut lab" in body and "must match the size of tensor" in body
+    assert "What a 1x1 convolution is" in body
+    screenshot(page, "shortcut_lab")
