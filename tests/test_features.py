@@ -130,3 +130,18 @@ def test_occlusion_hand_worked():
 
 def test_occlusion_on_a_resnet_has_image_shape(x):
     assert attribution.occlusion(tiny(), x, target=0).shape == (16, 16)
+
+
+def test_block_view_figures_show_channel_and_range(x):
+    from resviz.plots import features as plots
+
+    r = features.capture(tiny(), x, block=0, max_channels=4)
+    figs = plots.plot_block_views(r, k=2)
+    assert [f.layout.title.text for f in figs] == ["layer1.0: main path F(x)", "layer1.0: shortcut x",
+                                                  "layer1.0: output relu(F(x) + x)"]
+    trace = figs[2].data[0]
+    c, m = r["channels"][0], r["out"][0]
+    assert f"channel {c}" in trace.hovertemplate and f"range [{m.min():.3f}, {m.max():.3f}]" in trace.hovertemplate
+    assert trace.zmax == pytest.approx(max(np.abs(r[v][0]).max() for v in ("fx", "x", "out")))  # shared scale
+    plain = features.capture(models.plain_twin(tiny()), x, block=0)
+    assert len(plots.plot_block_views(plain, k=3)) == 2  # no shortcut view in the plain twin
