@@ -25,7 +25,7 @@ except images.ImageError as e:
 
 w = ui.fm_weights_ui(cfg, device)
 cfg = w["cfg"]
-pre = images.preprocess_for(cfg.input_size, imagenet=w["imagenet"])
+pre = images.preprocess_for(cfg.input_size, imagenet=w["imagenet"], resize=w["resize"])
 steps = images.preprocess_steps(img, pre)
 st.caption(f"Model: **{cfg.label}** with {w['label']}.")
 with st.expander("Preprocessing: what the network really sees", expanded=True):

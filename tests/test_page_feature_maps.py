@@ -110,6 +110,29 @@ def test_imagenet_weights_missing_gives_a_message_and_download_failure_falls_bac
     assert "Inside block layer1.0: 64 channels" in texts(at)  # ResNet-18 at 224 still runs on random weights
 
 
+def test_cached_imagenet_weights_give_named_top5(tmp_path, monkeypatch):
+    import torchvision
+
+    from resviz import ui
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    fake = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"  # torchvision's file name, our weights
+    fake.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), fake)
+    ui.fm_pretrained_model.clear()
+    try:
+        at = new_app("feature_maps", timeout=180, sidebar={"sel_family": "ImageNet", "sel_imagenet": "resnet18"})
+        no_exceptions(at)
+        assert not at.error and "with torchvision ResNet18_Weights.IMAGENET1K_V1" in texts(at)
+        assert "Shorter side resized to 256 px, center 224x224 crop" in texts(at)
+        top5 = [c.proto.spec for c in at.get("plotly_chart") if "Top-5" in c.proto.spec][0]
+        names = torchvision.models.ResNet18_Weights.DEFAULT.meta["categories"]
+        shown = [i for i, n in enumerate(names) if f'"{n} ({i})"' in top5]
+        assert len(shown) == 5 and "class numbers" not in top5  # five ImageNet class names with their indices
+    finally:
+        ui.fm_pretrained_model.clear()
+
+
 def test_integrated_gradients_and_occlusion_buttons(app):
     app.selectbox(key="fm_target").set_value(3).run()
     app.slider(key="fm_ig_steps").set_value(8).run()
