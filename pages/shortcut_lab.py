@@ -5,7 +5,7 @@ from resviz import shortcuts as sc
 from resviz import ui
 from resviz.plots import shortcuts as plots
 
-_lab = st.cache_data(max_entries=32, show_spinner=False)(sc.compare_fixes)
+_lab = st.cache_data(max_entries=32, show_spinner="Running F(x) and the fixes…")(sc.compare_fixes)
 _pixel = st.cache_data(max_entries=32, show_spinner=False)(sc.pixel_product)
 _blocks = st.cache_data(max_entries=16, show_spinner="Reading the blocks…")(sc.model_blocks)
 _bottleneck = st.cache_data(max_entries=16, show_spinner=False)(sc.bottleneck_costs)

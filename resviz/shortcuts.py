@@ -7,6 +7,7 @@ Shapes of whole networks are read on the ``meta`` device, where tensors have sha
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import replace
 
@@ -72,22 +73,30 @@ def run_costed(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int, l
 
 
 def _round_(module: nn.Module) -> nn.Module:
-    """Round conv weights to 2 decimals so a student can redo a product by hand; the module still computes."""
+    """Round conv weights to about 2 significant digits so a student can redo a product by hand."""
     with torch.no_grad():
         for m in module.modules():
             if isinstance(m, nn.Conv2d):
-                m.weight.copy_(m.weight.round(decimals=2))
-    return module.eval()  # BN uses its running statistics: one image is enough
+                typical = m.weight.abs().mean().clamp_min(1e-6)
+                decimals = max(2, 1 - math.floor(math.log10(typical)))  # 0.3 -> 2 decimals, 0.02 -> 3
+                m.weight.copy_(m.weight.round(decimals=decimals))
+    return module
 
 
-def lab_modules(c_in: int, c_out: int, stride: int, seed: int = 0, device="cpu") -> dict[str, nn.Module]:
-    """The lab's modules, same weights for the same seed: F(x), option B, and the 1x1 conv inside B."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        branch = nn.Sequential(models.conv3x3(c_in, c_out, stride), nn.BatchNorm2d(c_out))  # stand-in for F(x)
-        proj = models.make_shortcut(replace(_LAB_CFG, shortcut="C"), c_in, c_out, stride)  # conv1x1 + BN
-    branch, proj = _round_(branch).to(device), _round_(proj).to(device)
-    return {"branch": branch, "B": proj, "conv1x1": proj[0]}
+def lab_modules(c_in: int, c_out: int, stride: int, seed: int = 0, device="cpu",
+                parts=("branch", "B")) -> dict[str, nn.Module]:
+    """The lab's modules, same weights for the same seed: F(x) ("branch") and option B (with its 1x1 conv)."""
+    makers = {"branch": lambda: nn.Sequential(models.conv3x3(c_in, c_out, stride), nn.BatchNorm2d(c_out)),
+              "B": lambda: models.make_shortcut(replace(_LAB_CFG, shortcut="C"), c_in, c_out, stride)}
+    out = {}
+    for name in parts:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed * 10 + list(makers).index(name))  # each module its own stream: build one alone
+            module = makers[name]().eval()  # BN uses its running statistics: one image is enough
+            out[name] = (_round_(module) if name == "B" else module).to(device)  # B's weights are shown
+    if "B" in out:
+        out["conv1x1"] = out["B"][0]
+    return out
 
 
 def lab_input(c_in: int, height: int, width: int, seed: int = 0, device="cpu") -> torch.Tensor:
@@ -182,7 +191,7 @@ def pixel_product(c_in: int, c_out: int, stride: int, height: int, width: int, r
                   seed: int = 0, device="cpu") -> dict:
     """The 1x1 conv of option B at one output pixel: weight matrix W, input vector x, W @ x vs the conv's output."""
     check_lab_input(c_in, c_out, stride, height, width)
-    conv = lab_modules(c_in, c_out, stride, seed, device)["conv1x1"]
+    conv = lab_modules(c_in, c_out, stride, seed, device, parts=("B",))["conv1x1"]
     x = lab_input(c_in, height, width, seed, device)
     with torch.no_grad():
         y = conv(x)  # (1, C_out, H', W')
@@ -203,7 +212,7 @@ def dot_text(w_row: np.ndarray, x_vec: np.ndarray, max_terms: int = 4) -> str:
     """'0.12×0.5 + (−0.3)×1.2 + … = 0.37': one output channel as the sum it is."""
     def num(v):
         return f"({v:g})" if v < 0 else f"{v:g}"
-    terms = [f"{num(round(float(a), 2))}×{num(round(float(b), 1))}" for a, b in zip(w_row, x_vec)]
+    terms = [f"{num(round(float(a), 4))}×{num(round(float(b), 4))}" for a, b in zip(w_row, x_vec)]
     shown = " + ".join(terms[:max_terms])
     if len(terms) > max_terms:
         shown += f" + … ({len(terms) - max_terms} more)"

@@ -31,16 +31,7 @@ def test_page_runs_and_shows_pytorchs_error(lab):
     assert fixes.loc["Concatenate channels", "result"] == "12×3×3"
 
 
-def test_equal_shapes_need_no_fix():
-    at = new_app("shortcut_lab")
-    at.number_input(key="sl_cout").set_value(4)
-    at.number_input(key="sl_stride").set_value(1).run()
-    no_exceptions(at)
-    assert not at.code
-    assert "identity shortcut works" in at.success[0].value
-
-
-def test_impossible_inputs_get_a_clear_message():
+def test_impossible_inputs_get_a_clear_message_and_equal_shapes_need_no_fix():
     at = new_app("shortcut_lab")
     at.number_input(key="sl_cin").set_value(0).run()
     no_exceptions(at)
@@ -51,6 +42,11 @@ def test_impossible_inputs_get_a_clear_message():
     at.number_input(key="sl_stride").set_value(4).run()
     no_exceptions(at)
     assert "Stride 4 is larger than the 2x2 image" in at.error[0].value
+    at.number_input(key="sl_stride").set_value(1)
+    at.number_input(key="sl_cout").set_value(4).run()  # 4x2x2 both: the identity works
+    no_exceptions(at)
+    assert not at.error and not at.code
+    assert "identity shortcut works" in at.success[0].value
 
 
 def test_pick_a_real_block_fills_the_inputs():

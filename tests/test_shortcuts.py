@@ -100,6 +100,8 @@ def test_pixel_product_is_the_conv():
     x = sc.lab_input(3, 5, 5)
     np.testing.assert_allclose(p["x_vec"], x[0, :, 2, 4].double().numpy())
     assert p["params"] == 12 and p["macs"] == 9 * 4 * 3
+    both = sc.lab_modules(3, 4, 2)  # the page's table and its product use the same option-B weights
+    torch.testing.assert_close(both["conv1x1"].weight[:, :, 0, 0].double(), torch.from_numpy(p["weight"]))
     with pytest.raises(ConfigError, match="inside the 3x3 output"):
         sc.pixel_product(3, 4, 2, 5, 5, row=3, col=0)
 
@@ -156,12 +158,15 @@ def test_plots():
     p = sc.pixel_product(3, 4, 2, 5, 5, row=1, col=2)
     fig = plots.plot_pixel_product(p)
     assert len(fig.data) == 3 and fig.data[1].z.shape == (3, 1) and fig.data[2].z.shape == (4, 1)
-    assert fig.data[0].text[0][0] == f"{p['weight'][0, 0]:.2f}"  # small matrices show their numbers
+    assert fig.data[0].text[0][0] == f"{round(p['weight'][0, 0], 4):g}"  # small matrices show their numbers
+    assert fig.data[0].zmax == np.abs(p["weight"]).max() and fig.data[1].zmax == fig.data[2].zmax
     kept = plots.plot_kept_pixels(p["kept"], p["in_pixel"], 2)
     assert "9 of 25" in kept.layout.title.text and list(kept.data[2].x) == [4]
     big = sc.pixel_product(64, 32, 1, 2, 2)
     assert big["y0_text"].endswith(f"(60 more) = {big['y_by_hand'][0]:.4f}")  # all 64 inputs, not the shown 48
-    assert plots.plot_pixel_product(big).data[0].z.shape == (32, sc.MAX_SHOWN)
+    big_fig = plots.plot_pixel_product(big)
+    assert big_fig.data[0].z.shape == (32, sc.MAX_SHOWN)
+    assert f"(32 out × 64 in), first 32×{sc.MAX_SHOWN} shown" in big_fig.layout.annotations[0].text
     costs = sc.bottleneck_costs(256, 1, 56)
     bars = plots.plot_bottleneck_costs(costs)
     assert list(bars.data[0].y) == [c["params"] for c in costs.values()]

@@ -10,7 +10,7 @@ MAX_TEXT = 12  # write the numbers into the cells only while they stay readable
 
 
 def _cells(values: np.ndarray, digits: int) -> np.ndarray | None:
-    return np.vectorize(lambda v: f"{v:.{digits}f}")(values) if max(values.shape) <= MAX_TEXT else None
+    return np.vectorize(lambda v: f"{round(float(v), digits):g}")(values) if max(values.shape) <= MAX_TEXT else None
 
 
 def plot_pixel_product(p: dict) -> go.Figure:
@@ -18,14 +18,17 @@ def plot_pixel_product(p: dict) -> go.Figure:
     w = p["weight"]
     rows, cols = w.shape
     x, y = p["x_vec"][:cols, None], p["y_conv"][:rows, None]
-    lim = float(max(np.abs(w).max(), np.abs(x).max(), np.abs(y).max(), 1e-6))
+    w_lim = float(max(np.abs(w).max(), 1e-6))  # weights get their own scale: they are much smaller than x
+    v_lim = float(max(np.abs(x).max(), np.abs(y).max(), 1e-6))
     fig = make_subplots(rows=1, cols=3, column_widths=[0.7, 0.12, 0.12], horizontal_spacing=0.08, subplot_titles=(
-        f"W: 1x1 conv weights ({p['weight_shape'][0]} out × {p['weight_shape'][1]} in)",
+        f"W: 1x1 conv weights ({p['weight_shape'][0]} out × {p['weight_shape'][1]} in)"
+        + ("" if (rows, cols) == tuple(p["weight_shape"]) else f", first {rows}×{cols} shown"),
         f"x at input pixel {p['in_pixel']}", f"y = W·x at output {p['out_pixel']}"))
-    for i, (z, digits) in enumerate(((w, 2), (x, 1), (y, 3))):
-        fig.add_trace(go.Heatmap(z=z, zmin=-lim, zmax=lim, colorscale=DIVERGING, showscale=i == 0,
+    bars = ({"title": "weight", "x": 1.0, "len": 0.45, "y": 0.78}, {"title": "x, y", "x": 1.0, "len": 0.45, "y": 0.22})
+    for i, (z, digits, lim) in enumerate(((w, 4, w_lim), (x, 1, v_lim), (y, 3, v_lim))):
+        fig.add_trace(go.Heatmap(z=z, zmin=-lim, zmax=lim, colorscale=DIVERGING, showscale=i < 2,
                                  text=_cells(z, digits), texttemplate="%{text}" if max(z.shape) <= MAX_TEXT else None,
-                                 colorbar={"title": "value"},
+                                 colorbar=bars[min(i, 1)],
                                  hovertemplate="row %{y}, column %{x}: %{z:.3f}<extra></extra>"), 1, i + 1)
         fig.update_yaxes(autorange="reversed", row=1, col=i + 1)
         fig.update_xaxes(showticklabels=i == 0, row=1, col=i + 1)
@@ -33,10 +36,6 @@ def plot_pixel_product(p: dict) -> go.Figure:
     fig.update_yaxes(title_text="output channel", row=1, col=1)
     fig.update_yaxes(title_text="input channel", row=1, col=2)
     fig.update_yaxes(title_text="output channel", row=1, col=3)
-    if (rows, cols) != tuple(p["weight_shape"]):
-        fig.add_annotation(text=f"showing the first {rows} x {cols} of {p['weight_shape'][0]} x "
-                                f"{p['weight_shape'][1]}", xref="paper", yref="paper", x=0, y=-0.18,
-                           showarrow=False)
     fig.update_layout(height=max(320, min(640, 28 * rows + 140)), margin={"t": 60, "b": 60})
     return fig
 
