@@ -212,7 +212,7 @@ def dot_text(w_row: np.ndarray, x_vec: np.ndarray, max_terms: int = 4) -> str:
     """'0.12×0.5 + (−0.3)×1.2 + … = 0.37': one output channel as the sum it is."""
     def num(v):
         return f"({v:g})" if v < 0 else f"{v:g}"
-    terms = [f"{num(round(float(a), 4))}×{num(round(float(b), 4))}" for a, b in zip(w_row, x_vec)]
+    terms = [f"{num(round(float(a), 4) + 0.0)}×{num(round(float(b), 4) + 0.0)}" for a, b in zip(w_row, x_vec)]
     shown = " + ".join(terms[:max_terms])
     if len(terms) > max_terms:
         shown += f" + … ({len(terms) - max_terms} more)"

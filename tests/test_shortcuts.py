@@ -116,6 +116,7 @@ def test_kept_pixels_by_hand():
 def test_dot_text():
     assert sc.dot_text(np.array([0.5, -0.25]), np.array([2.0, 4.0])) == "0.5×2 + (-0.25)×4 = 0.0000"
     assert "(3 more)" in sc.dot_text(np.ones(7), np.ones(7), max_terms=4)
+    assert sc.dot_text(np.array([-0.00001]), np.array([1.0])).startswith("0×1 ")  # no "-0"
 
 
 def test_bottleneck_costs_by_hand():
@@ -170,3 +171,4 @@ def test_plots():
     costs = sc.bottleneck_costs(256, 1, 56)
     bars = plots.plot_bottleneck_costs(costs)
     assert list(bars.data[0].y) == [c["params"] for c in costs.values()]
+    assert plots._cells(np.array([[-1e-5, 0.25]]), 4).tolist() == [["0", "0.25"]]  # no "-0"

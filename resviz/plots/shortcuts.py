@@ -10,7 +10,7 @@ MAX_TEXT = 12  # write the numbers into the cells only while they stay readable
 
 
 def _cells(values: np.ndarray, digits: int) -> np.ndarray | None:
-    return np.vectorize(lambda v: f"{round(float(v), digits):g}")(values) if max(values.shape) <= MAX_TEXT else None
+    return np.vectorize(lambda v: f"{round(float(v), digits) + 0.0:g}")(values) if max(values.shape) <= MAX_TEXT else None
 
 
 def plot_pixel_product(p: dict) -> go.Figure:
