@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from resviz.bench._server import Session, rss_mb, server_tracebacks, start_server, stop_server  # noqa: E402
+from resviz.bench._server import Session, cpu_s, rss_mb, server_tracebacks, start_server, stop_server  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -128,8 +128,9 @@ def sample_rss(pid: int, stop: threading.Event, samples: list, every: float = 0.
         stop.wait(every)
 
 
-def summarize(records: list[dict], rss: dict | None = None, tracebacks: list[str] | None = None) -> dict:
-    """Figures for the table from the per-session records (and RSS at start/peak/after, in MB)."""
+def summarize(records: list[dict], rss: dict | None = None, tracebacks: list[str] | None = None,
+              server_cpu_s: float | None = None) -> dict:
+    """Figures for the table from the per-session records (RSS at start/peak/after in MB, server CPU seconds)."""
     firsts = [r["first_render_s"] for r in records if r["first_render_s"] is not None]
     reruns = [t for r in records for t in r["reruns_s"]]
     exc = Counter(f"{r['page'] or 'home'}: {e}" for r in records for e in r["exceptions"])
@@ -151,6 +152,8 @@ def summarize(records: list[dict], rss: dict | None = None, tracebacks: list[str
         "server_tracebacks": dict(Counter(tracebacks or [])),
         "per_page": {},
         "rss_mb": rss or {},
+        "server_cpu_s": server_cpu_s,
+        "runs": len(firsts) + len(reruns),
     }
     for page in dict.fromkeys(r["page"] for r in records):
         mine = [r for r in records if r["page"] == page]
@@ -173,6 +176,8 @@ def format_table(s: dict) -> str:
         ("error boxes (st.error) seen", str(sum(s["error_boxes"].values()))),
         ("server tracebacks logged", str(sum(s["server_tracebacks"].values()))),
     ]
+    if s.get("server_cpu_s") is not None and s["runs"]:
+        rows.append(("server CPU seconds per run (all pages)", f"{s['server_cpu_s'] / s['runs']:.2f} s"))
     if m:
         rows.append(("server RSS start / peak / after close", f"{m['start']:.0f} / {m['peak']:.0f} / {m['after']:.0f} MB"))
     lines = ["| figure | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
@@ -199,7 +204,7 @@ def main(argv=None) -> int:
     rss = {}
     try:
         if pid:
-            rss["start"] = rss_mb(pid)
+            rss["start"], cpu0 = rss_mb(pid), cpu_s(pid)
             threading.Thread(target=sample_rss, args=(pid, stop, samples), daemon=True).start()
         records = [new_record(p) for p in assign_pages(args.sessions, pages)]
         t0 = time.monotonic()
@@ -215,6 +220,7 @@ def main(argv=None) -> int:
         for t in threads:
             t.join(timeout=max(1.0, stop_at + args.timeout - time.monotonic()))
         stuck = sum(t.is_alive() for t in threads)
+        server_cpu = cpu_s(pid) - cpu0 if pid else None
         if pid:
             rss["peak"] = max((m for _, m in samples), default=rss["start"])
             print(f"sessions closed; waiting {args.settle:.0f} s…", file=sys.stderr, flush=True)
@@ -225,7 +231,7 @@ def main(argv=None) -> int:
         if proc:
             stop_server(proc)
     tracebacks = server_tracebacks(proc.log_path) if proc else []
-    summary = summarize(records, rss, tracebacks)
+    summary = summarize(records, rss, tracebacks, server_cpu)
     summary.update(url=url, minutes=args.minutes, rerun_every_s=args.rerun_every, stuck_sessions=stuck,
                    pages=pages, server_log=str(proc.log_path) if proc else None)
     print(format_table(summary))

@@ -3,10 +3,12 @@ import importlib.util
 import math
 import os
 import subprocess
+import sys
+import time
 
 import pytest
 
-from resviz.bench._server import ROOT, Session, rss_mb, server_tracebacks, start_server, stop_server
+from resviz.bench._server import ROOT, Session, cpu_s, rss_mb, server_tracebacks, start_server, stop_server
 
 
 def _load_script():
@@ -40,12 +42,23 @@ def test_session_client_reports_exceptions_and_error_boxes(tmp_path):
     assert "ValueError: boom" in server_tracebacks(tmp_path / "log.txt")
 
 
-def test_rss_counts_children():
-    child = subprocess.Popen(["sleep", "30"])
+def _own_rss_mb() -> float:
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_rss_and_cpu_count_children():
+    child = subprocess.Popen([sys.executable, "-c", "import time\nt = time.process_time()\n"
+                              "while time.process_time() - t < 0.3: pass\ntime.sleep(30)"])
     try:
-        own = rss_mb(child.pid)
-        assert own > 0
-        assert rss_mb(os.getpid()) >= own + 1  # pytest itself is far more than 1 MB, plus the child
+        for _ in range(100):  # until the child has burned its 0.3 s of CPU
+            if cpu_s(child.pid) >= 0.3:
+                break
+            time.sleep(0.1)
+        child_cpu, child_rss = cpu_s(child.pid), rss_mb(child.pid)
+        assert child_cpu >= 0.3 and child_rss > 2  # a python interpreter: several MB
+        assert cpu_s(os.getpid()) >= time.process_time() + child_cpu - 0.05  # ours alone + the child's
+        assert rss_mb(os.getpid()) - _own_rss_mb() > child_rss / 2  # the child's memory is counted too
     finally:
         child.kill()
         child.wait()
@@ -79,7 +92,7 @@ def test_load_script_summary_on_fake_timings():
     recs[1]["exceptions"] = ["ValueError: x", "ValueError: x"]
     recs[2]["disconnects"] = 1
     recs[3]["connect_error"] = "ConnectionRefusedError()"
-    s = lt.summarize(recs, {"start": 500.0, "peak": 700.0, "after": 650.0}, ["KeyError: 'k'"])
+    s = lt.summarize(recs, {"start": 500.0, "peak": 700.0, "after": 650.0}, ["KeyError: 'k'"], server_cpu_s=3.0)
     assert (s["sessions"], s["rendered"], s["connect_errors"], s["disconnects"]) == (4, 3, 1, 1)
     assert s["first_render_s"] == {"median": 2.0, "p95": pytest.approx(3.8), "max": 4.0}  # 2 + 0.9 * (4 - 2)
     assert (s["rerun_s"]["n"], s["rerun_s"]["median"], s["rerun_s"]["max"]) == (3, 0.2, 0.3)
@@ -87,4 +100,5 @@ def test_load_script_summary_on_fake_timings():
     assert s["per_page"]["home"]["first_render_median_s"] == 2.5 and s["per_page"]["a"]["sessions"] == 2
     table = lt.format_table(s)
     assert "| sessions rendered | 3 / 4 |" in table and "500 / 700 / 650 MB" in table
+    assert "| server CPU seconds per run (all pages) | 0.50 s |" in table  # 3 s over 3 first runs + 3 reruns
     assert "2x a: ValueError: x" in table and "1x KeyError: 'k'" in table
