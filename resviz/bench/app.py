@@ -116,6 +116,9 @@ def warm_rerun(page: str, timeout_s: float = 180) -> dict:
     at.run()
     if page:
         at.switch_page(f"pages/{page}.py").run()
+    if at.exception:
+        return _row(f"warm rerun of {name}: the page raised {at.exception[0].message[:80]!r} at defaults",
+                    float("nan"), "s", f"<= {RERUN_TARGET_S} s", False, baseline="AppTest run")
     widget, value, how = _pick_widget(at, page)
     if widget is None:
         return _row(f"warm rerun of {name} after one widget change (skipped: {how})", float("nan"), "s",
@@ -171,9 +174,19 @@ def session_memory(n: int = 10, settle_s: float = 3.0) -> list[dict]:
     ]
 
 
+def _guarded(figure: str, target: str, make) -> list[dict]:
+    """``make()``'s rows, or one failed row naming the error: one broken page must not hide the others."""
+    try:
+        rows = make()
+        return rows if isinstance(rows, list) else [rows]
+    except Exception as e:  # noqa: BLE001
+        return [_row(f"{figure} FAILED: {type(e).__name__}: {str(e)[:120]}", float("nan"), "", target, False)]
+
+
 def run() -> list[dict]:
     texts = page_texts()
-    rows = [cold_start(texts[""])]
-    rows += [warm_rerun(page) for page in texts]
-    rows += session_memory()
+    rows = _guarded("cold start", "report", lambda: cold_start(texts[""]))
+    for page in texts:
+        rows += _guarded(f"warm rerun of {page or 'home'}", f"<= {RERUN_TARGET_S} s", lambda p=page: warm_rerun(p))
+    rows += _guarded("memory per session", f"<= {SESSION_TARGET_MB} MB", session_memory)
     return rows
