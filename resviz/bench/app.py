@@ -134,8 +134,8 @@ def warm_rerun(page: str, timeout_s: float = 180) -> dict:
         if at.exception:
             return _row(f"warm rerun of {name}: {key} -> {value!r} raised {at.exception[0].message[:80]!r}",
                         times[0], "s", f"<= {RERUN_TARGET_S} s", False, baseline="AppTest rerun")
-    shown = value[1] if isinstance(value, tuple) else value
-    return _row(f"warm rerun of {name} after one widget change ({key} -> {shown!r}, {how})", times[0], "s",
+    shown = f"option #{value[1]}" if isinstance(value, tuple) else repr(value)
+    return _row(f"warm rerun of {name} after one widget change ({key} -> {shown}, {how})", times[0], "s",
                 f"<= {RERUN_TARGET_S} s", times[0] <= RERUN_TARGET_S,
                 baseline=f"AppTest rerun, first change; again with every cache warm: {times[2]:.3f} s")
 
