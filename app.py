@@ -3,11 +3,13 @@ import streamlit as st
 
 from resviz import ui
 
-st.set_page_config(page_title="resviz: how residual networks work", page_icon="🧱", layout="wide")
+st.set_page_config(page_title="resviz: how residual networks work", page_icon=":material/stacks:", layout="wide")
 
 PAGES = [
-    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
-    st.Page("pages/architecture.py", title="Architecture", icon="🏗️"),
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/architecture.py", title="Architecture", icon=":material/account_tree:"),
+    st.Page("pages/shortcut_lab.py", title="Shortcut lab", icon=":material/alt_route:"),
+    st.Page("pages/feature_maps.py", title="Feature maps", icon=":material/image:"),
 ]
 
 page = st.navigation(PAGES)

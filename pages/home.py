@@ -18,5 +18,9 @@ shape; where a block changes the number of channels or the image size, the short
 )
 st.subheader("What each page teaches")
 st.page_link("pages/architecture.py", label="Architecture: the network as a graph, tensor shapes through every "
-             "block and shortcut, parameters and multiply-accumulates per layer", icon="🏗️")
+             "block and shortcut, parameters and multiply-accumulates per layer", icon=":material/account_tree:")
+st.page_link("pages/shortcut_lab.py", label="Shortcut lab: why x + F(x) needs equal shapes, and how zero-padding or a "
+             "1x1 convolution fixes a mismatch (with the bottleneck's costs)", icon=":material/alt_route:")
+st.page_link("pages/feature_maps.py", label="Feature maps: upload a picture and see F(x), the shortcut x and their sum "
+             "inside each block; top-5 classes, Grad-CAM, Integrated Gradients and Occlusion", icon=":material/image:")
 st.info("Pick the model in the sidebar: it is shared by every page, and only for you (each student has their own).")

@@ -21,9 +21,11 @@ from resviz.models import (
     plain_twin,
 )
 from resviz.trace import Trace, trace_shapes
+from resviz.shortcuts import bottleneck_costs, compare_fixes, model_blocks, pixel_product
 
 __all__ = [
     "CIFAR_PRESETS", "IMAGENET_PRESETS", "PRESETS", "ConfigError", "ResNet", "ResNetConfig",
     "build_model", "count_params", "get_config", "pick_device", "plain_config", "plain_twin",
     "Trace", "trace_shapes",
+    "bottleneck_costs", "compare_fixes", "model_blocks", "pixel_product",
 ]

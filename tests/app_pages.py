@@ -2,4 +2,6 @@
 PAGE_TEXTS = {
     "": "What each page teaches",
     "architecture": "Layer table",
+    "shortcut_lab": "Shortcut lab",
+    "feature_maps": "Feature maps",
 }

@@ -128,5 +128,13 @@ def screenshot(pg, name: str) -> Path:
     """Save a full-page PNG under SCREENSHOTS and return its path (open it and look)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
+    # Streamlit scrolls inside its own container, so grow the viewport to the content first.
+    height = pg.evaluate("() => Math.max(document.body.scrollHeight, ...Array.from("
+                         "document.querySelectorAll('[data-testid=stMain], [data-testid=stAppViewContainer]'),"
+                         " e => e.scrollHeight))")
+    size = pg.viewport_size
+    pg.set_viewport_size({"width": size["width"], "height": min(int(height) + 40, 12000)})
+    pg.wait_for_timeout(500)
     pg.screenshot(path=str(path), full_page=True)
+    pg.set_viewport_size(size)
     return path

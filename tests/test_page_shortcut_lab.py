@@ -3,7 +3,6 @@ import json
 
 import pytest
 
-from resviz import models
 
 from conftest import new_app, no_exceptions, open_page, page_exceptions, screenshot
 
@@ -20,7 +19,7 @@ def lab():
 def test_page_runs_and_shows_pytorchs_error(lab):
     no_exceptions(lab)
     assert not lab.error, [e.value for e in lab.error]
-    assert [h.value[:1] for h in lab.header] == ["1", "2", "3", "4"]
+    assert [h.value[:1] for h in lab.main.header] == ["1", "2", "3", "4"]
     # default 4x6x6 -> F(x) 8x3x3: PyTorch's real message, naming the width
     assert "must match the size of tensor b (6) at non-singleton dimension 3" in lab.code[0].value
     assert "**channels** (F(x) has 8, x has 4)" in _text(lab)
@@ -63,9 +62,7 @@ def test_pick_a_real_block_fills_the_inputs():
 
 def test_pick_a_block_of_an_imagenet_model():
     at = new_app("shortcut_lab")
-    # AppTest's switch_page runs the page file alone (no sidebar), so choose the model the way the sidebar does
-    at.session_state["selection"] = (models.get_config("resnet50"), "cpu")
-    at.run()
+    at.radio(key="sel_family").set_value("ImageNet").run()  # the sidebar's default ImageNet preset is resnet50
     at.selectbox(key="sl_block").set_value(13)
     at.button(key="sl_use").click().run()
     no_exceptions(at)
