@@ -184,15 +184,17 @@ TORCHVISION_NAMES = ("CIFAR10", "MNIST", "FashionMNIST")
 DEFAULT_ROOT = os.environ.get("RESVIZ_DATA", str(Path.home() / ".cache" / "resviz" / "data"))
 
 
-def load_torchvision_dataset(name: str, root: str | os.PathLike = DEFAULT_ROOT, download: bool = False,
+def load_torchvision_dataset(name: str, root: str | os.PathLike | None = None, download: bool = False,
                              max_train: int = MAX_TORCHVISION_TRAIN, max_test: int = MAX_TORCHVISION_TEST,
                              classes: dict | None = None) -> tuple[TensorDataset, TensorDataset, list[str]]:
-    """CIFAR10, MNIST or FashionMNIST from ``root`` (downloaded there only if ``download``), as tensors.
+    """CIFAR10, MNIST or FashionMNIST from ``root`` (default ``DEFAULT_ROOT``; downloaded there only if
+    ``download``), as tensors.
 
     Raises DatasetUnavailable with what to do when the files are missing, corrupt or cannot be fetched.
     ``classes`` maps names to dataset classes (tests pass a subclass without md5 checks).
     """
     classes = classes or _torchvision_classes()
+    root = DEFAULT_ROOT if root is None else root
     if name not in classes:
         raise DatasetUnavailable(f"Unknown dataset {name!r}; choose one of {', '.join(classes)}.")
     cls = classes[name]

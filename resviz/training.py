@@ -29,7 +29,7 @@ DIVERGED_LOSS = 1e4  # a cross-entropy this large means logits off by thousands:
 class RaceConfig:
     """Settings shared by every network in a race."""
 
-    lr: float = 0.1  # the paper's CIFAR learning rate; batch norm keeps it stable for the ResNet
+    lr: float = 0.05  # the paper's 0.1 was for batches of 128; at 32, 0.05 learns the built-in shapes fastest
     batch_size: int = 32  # small batches: more steps per second on a 2-core CPU, so the gap shows sooner
     steps: int = 150  # about 30-60 s for ResNet-20 and its twin on a 2-core CPU
     momentum: float = 0.9  # the paper's SGD momentum
@@ -69,7 +69,9 @@ def make_race_models(cfg: M.ResNetConfig, seed: int = 0, include_shallow_plain: 
     """The ResNet of ``cfg``, its plain twin (same initial weights), and optionally a shallower plain net."""
     res_cfg = replace(cfg, residual=True)
     resnet = M.build_model(res_cfg, seed=seed)
-    race_models = {short_name(res_cfg): resnet, short_name(M.plain_config(res_cfg)): M.plain_twin(resnet)}
+    with torch.random.fork_rng(devices=[]):  # plain_twin draws fresh weights before copying: keep global RNG
+        twin = M.plain_twin(resnet)
+    race_models = {short_name(res_cfg): resnet, short_name(M.plain_config(res_cfg)): twin}
     shallow = shallow_config(res_cfg) if include_shallow_plain else None
     if shallow is not None:
         race_models[short_name(shallow)] = M.build_model(shallow, seed=seed)
@@ -221,3 +223,73 @@ def state_dict_bytes(state_dict: dict) -> bytes:
     buf = io.BytesIO()
     torch.save(state_dict, buf)
     return buf.getvalue()
+
+
+def new_history(race_models: dict[str, nn.Module], steps: int) -> dict:
+    """An empty race history: what the page keeps in the session and the charts read (plain lists)."""
+    runs = {name: {"layers": layer_params(m)[0], "step": [], "loss": [], "acc": [], "grad_norms": [],
+                   "test_step": [], "test_acc": [], "message": None} for name, m in race_models.items()}
+    return {"runs": runs, "step": 0, "steps": steps, "elapsed": [], "steps_per_s": 0.0}
+
+
+def add_record(history: dict, rec: dict) -> dict:
+    """Append one ``race`` record to ``history`` (a stopped run adds nothing more)."""
+    history["step"], history["steps_per_s"] = rec["step"], rec["steps_per_s"]
+    history["elapsed"].append(rec["elapsed_s"])
+    for name, r in rec["runs"].items():
+        run = history["runs"][name]
+        if r["loss"] is not None:
+            for key in ("loss", "acc", "grad_norms"):
+                run[key].append(r[key])
+            run["step"].append(rec["step"])
+        if r["test_acc"] is not None:
+            run["test_step"].append(rec["step"])
+            run["test_acc"].append(r["test_acc"])
+        if r["diverged"]:
+            run["message"] = r["message"]
+    return history
+
+
+def ema(values: list[float], alpha: float = 0.1) -> list[float]:
+    """Exponential moving average of a loss curve (the charts' smoothed line)."""
+    out, avg = [], None
+    for v in values:
+        avg = v if avg is None else (1 - alpha) * avg + alpha * v
+        out.append(avg)
+    return out
+
+
+def pulls_ahead(history: dict, leader: str, other: str, margin: float = 0.1, hold: int = 10) -> int | None:
+    """First step from which ``leader``'s smoothed loss stays ``margin`` below ``other``'s for ``hold`` steps."""
+    a, b = history["runs"][leader], history["runs"][other]
+    n = min(len(a["loss"]), len(b["loss"]))
+    la, lb = ema(a["loss"][:n]), ema(b["loss"][:n])
+    ahead = [math.isfinite(x) and (not math.isfinite(y) or y - x >= margin) for x, y in zip(la, lb)]
+    for i in range(n - hold + 1):
+        if all(ahead[i:i + hold]):
+            return a["step"][i]
+    return None
+
+
+def data_shape_for(cfg: M.ResNetConfig) -> tuple[int, int]:
+    """(size, channels) to draw built-in images at for ``cfg``: its own where cheap, else 32x32 RGB."""
+    size = cfg.input_size if 16 <= cfg.input_size <= 64 else 32
+    return size, cfg.in_channels if cfg.in_channels in (1, 3) else 3
+
+
+def fit_config(cfg: M.ResNetConfig, train: Dataset, num_classes: int) -> tuple[M.ResNetConfig, list[str]]:
+    """``cfg`` rebuilt to take this data (channels, size, classes), and plain-words notes on what changed."""
+    x = _tensors(train)[0]
+    channels, size = int(x.shape[1]), int(x.shape[-1])
+    fitted = replace(cfg, residual=True, in_channels=channels, input_size=size, num_classes=num_classes)
+    notes = []
+    changes = [f"{what} {new} instead of {old}" for what, old, new in
+               (("input channels:", cfg.in_channels, channels), ("input size:", cfg.input_size, size),
+                ("classes:", cfg.num_classes, num_classes)) if old != new]
+    if changes:
+        notes.append("The model was rebuilt to fit the data (" + "; ".join(changes) + "); everything else is "
+                     "the model you picked.")
+    if cfg.stem == "imagenet" and size <= 64:
+        notes.append(f"An ImageNet stem (7x7 stride-2 conv and max-pool) shrinks {size}x{size} images 4x at once: "
+                     "it trains, but slowly and poorly. CIFAR presets are made for small images.")
+    return fitted, notes

@@ -1,0 +1,118 @@
+"""Training race page: AppTest runs of tiny races, and a real browser starting and stopping one."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from resviz import data
+from resviz.models import ResNet
+from tests.conftest import new_app, no_exceptions, open_page, page_exceptions, screenshot, wait_idle
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny races: one thread is faster than two on a busy machine (no OpenMP spin-waiting)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_app():
+    """The app with a tiny custom model in the sidebar (2 stages of 1 block, width 4, 16x16): fast races."""
+    at = new_app("training", timeout=120)
+    at.radio(key="sel_family").set_value("Custom").run()
+    at.text_input(key="sel_layers").set_value("1, 1")
+    at.number_input(key="sel_width").set_value(4)
+    at.number_input(key="sel_size").set_value(16)
+    return at.run()
+
+
+def start(at, steps=4, batch=8, **widgets):
+    at.number_input(key="tr_steps").set_value(steps)
+    at.select_slider(key="tr_batch").set_value(batch)
+    for key, value in widgets.items():
+        widget = next(w for kind in ("radio", "checkbox", "selectbox", "select_slider")
+                      for w in getattr(at, kind) if w.key == key)
+        widget.set_value(value)
+    at.button(key="tr_start").click()
+    return at.run()
+
+
+def chart_titles(at) -> list[str]:
+    import json
+
+    return [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+
+
+def test_page_smoke_shows_controls_and_hint():
+    at = new_app("training")
+    no_exceptions(at)
+    assert "Training race" in at.title[0].value
+    assert any("press **Start**" in i.value for i in at.info)
+    assert at.radio(key="tr_pair").options[0].startswith("resnet20")
+    assert at.session_state["trained"] is None
+
+
+def test_start_runs_a_tiny_race_and_shares_the_trained_model():
+    at = start(tiny_app(), steps=4)
+    no_exceptions(at)
+    assert not at.error
+    titles = chart_titles(at)
+    assert titles[:2] == ["Training loss: same batches, same optimizer",
+                          "Accuracy: training batches (smoothed) and held-out test images"]
+    assert titles[2:] == ["ResNet-6: gradient norm per layer", "plain-6: gradient norm per layer"]
+    assert any("steps/s" in m.value and "ResNet-6: loss" in m.value for m in at.markdown)
+    trained = at.session_state["trained"]
+    assert trained["label"] == "ResNet-6 trained 4 steps on Built-in shapes"
+    assert trained["cfg"].input_size == 16 and trained["cfg"].num_classes == 10
+    model = ResNet(trained["cfg"])
+    model.load_state_dict(trained["state_dict"])  # loads strictly: the Feature maps page can use it
+    assert all(v.device.type == "cpu" for v in trained["plain_state_dict"].values())
+    assert at.get("download_button")
+
+
+def test_shallow_plain_net_joins_the_race():
+    at = tiny_app()
+    at.text_input(key="sel_layers").set_value("3, 3").run()
+    at = start(at, steps=3, tr_shallow=True)
+    no_exceptions(at)
+    assert chart_titles(at)[2:] == ["ResNet-14: gradient norm per layer", "plain-14: gradient norm per layer",
+                                    "plain-6: gradient norm per layer"]
+
+
+def test_huge_learning_rate_shows_divergence_and_the_others_keep_going():
+    at = start(tiny_app(), steps=6, tr_lr=100.0)
+    no_exceptions(at)
+    warnings = [w.value for w in at.warning]
+    assert warnings and all("diverged at step" in w and "smaller learning rate" in w for w in warnings)
+
+
+def test_missing_torchvision_dataset_is_a_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "DEFAULT_ROOT", str(tmp_path))
+    at = start(tiny_app(), tr_data="MNIST")
+    no_exceptions(at)
+    assert at.error and "built-in dataset" in at.error[0].value
+    assert "tr_run" not in at.session_state
+
+
+def test_zip_source_without_upload_asks_for_one():
+    at = start(tiny_app(), tr_data="My image folder (zip upload)")
+    no_exceptions(at)
+    assert at.error and "Upload a zip" in at.error[0].value
+
+
+@pytest.mark.browser
+def test_browser_start_then_stop(app_server, page):
+    open_page(page, app_server, "training")
+    page.get_by_text("Training race: ResNet against its plain twin").wait_for()
+    page.get_by_role("button", name="Start").click()
+    page.get_by_text("steps/s").first.wait_for(timeout=120_000)  # live status while it trains
+    page.wait_for_timeout(3000)
+    page.get_by_role("button", name="Stop").click()
+    page.get_by_text("Stopped by you at step").wait_for(timeout=60_000)
+    wait_idle(page)
+    assert page_exceptions(page) == []
+    assert page.get_by_text("Download the trained ResNet").count() == 1
+    assert page.locator('[data-testid="stPlotlyChart"]').count() == 4
+    screenshot(page, "training")
