@@ -73,10 +73,12 @@ def lesion(model: nn.Module, index: int) -> nn.Module:
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> float:
     """Top-1 accuracy in eval mode."""
     model.eval()
+    device = next(model.parameters()).device
     correct = 0
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            correct += (model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum().item()
+            pred = model(x[i:i + batch].to(device)).argmax(1).cpu()
+            correct += (pred == y[i:i + batch].cpu()).sum().item()
     return correct / len(x)
 
 

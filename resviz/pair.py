@@ -65,6 +65,8 @@ def train_pair(cfg: M.ResNetConfig, seed: int = 0, steps: int = 300, device: str
     result = {"state_dict": training.cpu_state_dict(resnet), "plain_state_dict": training.cpu_state_dict(plain),
               "label": f"{cfg.label} and its plain twin, {steps} steps on the built-in images (seed {seed})",
               "diverged": ", ".join(diverged)}
+    if diverged:
+        result["label"] += f" ({', '.join(diverged)} diverged: its weights are from before the loss became NaN)"
     diskcache.save(pair_key(cfg, seed, steps), result)
     return result
 

@@ -133,3 +133,13 @@ def test_beyond_pages_in_browser(app_server, page, path, expected):
     assert page_exceptions(page) == []
     assert expected in page.inner_text("body")
     screenshot(page, f"beyond_{path}")
+
+
+def test_mismatched_session_pair_is_a_message_not_a_traceback():
+    at = new_app("lesion")
+    bad = tiny_trained()
+    bad["state_dict"] = build_model("resnet20", seed=0).state_dict()  # weights of another network
+    at.session_state["trained"] = bad
+    at.run()
+    no_exceptions(at)
+    assert at.error and "trained pair" in at.error[0].value

@@ -23,18 +23,18 @@ def plot_lesion(res: dict, plain: dict, chance: float | None = None) -> go.Figur
         acc = np.where(r["possible"], r["accuracy"], np.nan) * 100
         fig.add_scatter(x=names, y=acc, mode="lines+markers", name=f"{label}: one block deleted",
                         line=dict(color=color), connectgaps=False)
-        fig.add_hline(y=r["intact"] * 100, line=dict(color=color, dash="dash"),
-                      annotation_text=f"{label}, nothing deleted: {r['intact']:.0%}", annotation_position="right")
+        fig.add_scatter(x=names, y=[r["intact"] * 100] * len(names), mode="lines", line=dict(color=color, dash="dash"),
+                        name=f"{label}, nothing deleted: {r['intact']:.1%}")
     impossible = [n for n, ok in zip(plain["names"], plain["possible"]) if not ok]
     if impossible:
         fig.add_scatter(x=impossible, y=[2] * len(impossible), mode="markers+text", name="plain: cannot delete",
                         marker=dict(symbol="x", size=12, color=PLAIN_COLOR), text=["cannot delete"] * len(impossible),
                         textposition="top center")
     if chance is not None:
-        fig.add_hline(y=chance * 100, line=dict(color="gray", dash="dot"), annotation_text="chance",
-                      annotation_position="bottom right")
+        fig.add_scatter(x=names, y=[chance * 100] * len(names), mode="lines", line=dict(color="gray", dash="dot"),
+                        name=f"chance ({chance:.0%})")
     fig.update_layout(xaxis_title="deleted block", yaxis_title="test accuracy (%)", yaxis_range=[0, 105],
-                      legend=dict(orientation="h", y=-0.25), margin=dict(r=160), height=460)
+                      legend=dict(orientation="h", y=-0.22), height=480)
     return fig
 
 
@@ -112,6 +112,7 @@ def plot_landscape_surfaces(res: dict, plain: dict) -> go.Figure:
     for col, g in enumerate((res, plain), start=1):
         fig.add_surface(x=g["alphas"], y=g["betas"], z=_log_loss(g), colorscale="Viridis", showscale=False,
                         row=1, col=col)
-    axes = dict(xaxis_title="α", yaxis_title="β", zaxis_title="log10 loss")
+    axes = dict(xaxis_title="α", yaxis_title="β", zaxis_title="log10 loss",
+                camera=dict(eye=dict(x=1.7, y=1.7, z=1.1)))  # far enough that the axes are not clipped
     fig.update_layout(scene=axes, scene2=axes, height=520, margin=dict(l=0, r=0, t=40, b=0))
     return fig
