@@ -11,17 +11,15 @@ SOURCES = ("Built-in shapes (no download)", "CIFAR10", "MNIST", "FashionMNIST", 
 LRS = (0.001, 0.003, 0.01, 0.03, 0.05, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
 
 
-@st.cache_resource(max_entries=4, show_spinner="Drawing the built-in images…")
-def builtin(size: int, channels: int):
-    return data.builtin_dataset(n_train=4000, n_test=1000, size=size, channels=channels, seed=0)
+@st.cache_resource(max_entries=4, show_spinner="Loading the images…")
+def load_data(source: str, size: int, channels: int, download: bool):
+    """Built-in or torchvision images: shared read-only tensors (each student's own zip is not cached)."""
+    if source == SOURCES[0]:
+        return data.builtin_dataset(n_train=4000, n_test=1000, size=size, channels=channels, seed=0)
+    return data.load_torchvision_dataset(source, download=download)
 
 
-@st.cache_resource(max_entries=3, show_spinner="Loading the dataset…")
-def torchvision_set(name: str, download: bool):
-    return data.load_torchvision_dataset(name, download=download)
-
-
-st.title("🏁 Training race: ResNet against its plain twin")
+st.title("Training race: ResNet against its plain twin")
 st.markdown("Both networks start from **the same weights** (the plain twin just never adds the shortcut), see "
             "**the same batches** and use **the same optimizer** (SGD with momentum). Only the shortcuts differ. "
             "He et al. (2016) found deep plain nets train *worse* than shallower ones (the degradation problem); "
@@ -32,7 +30,8 @@ pair = left.radio("Networks", (f"{ui.residual_config(sel).label} (sidebar model)
                   key="tr_pair", help="The deeper pair shows the gap more clearly, at a third of the speed.")
 shallow = left.checkbox("Add a shallower plain net", key="tr_shallow", help="A third of the blocks per stage.")
 source = left.selectbox("Data", SOURCES, key="tr_data")
-lr = mid.select_slider("Learning rate", LRS, value=0.1, key="tr_lr", help="Very large rates make runs diverge.")
+lr = mid.select_slider("Learning rate", LRS, value=training.RaceConfig.lr, key="tr_lr",
+                       help="Very large rates make runs diverge.")
 batch = mid.select_slider("Batch size", (8, 16, 32, 64, 128), value=32, key="tr_batch")
 steps = mid.number_input("Steps", 1, 5000, training.RaceConfig.steps, step=25, key="tr_steps")
 wd = right.select_slider("Weight decay", (0.0, 1e-5, 1e-4, 5e-4, 1e-3), value=1e-4, key="tr_wd")
@@ -50,21 +49,13 @@ if started:
         cfg = ui.residual_config(sel) if pair.endswith("(sidebar model)") else get_config("resnet56")
         size, channels = training.data_shape_for(cfg)
         notes = []
-        if source == SOURCES[0]:
-            train, test, names = builtin(size, channels)
-        elif source == SOURCES[4]:
-            if upload is None:
-                raise data.DatasetError("Upload a zip of an image folder first.")
-            train, test, names = data.load_image_folder(upload.getvalue(), size=size, channels=channels, report=notes)
-        else:
-            train, test, names = torchvision_set(source, download)
-        cfg, fit_notes = training.fit_config(cfg, train, len(names))
-        models = training.make_race_models(cfg, seed=int(seed), include_shallow_plain=shallow, device=device)
+        if source == SOURCES[4] and upload is None:
+            raise data.DatasetError("Upload a zip of an image folder first.")
+        train, test, names = (data.load_image_folder(upload.getvalue(), size, channels, report=notes)
+                              if source == SOURCES[4] else load_data(source, size, channels, download))
         rcfg = training.RaceConfig(lr=lr, batch_size=batch, steps=int(steps), weight_decay=wd, seed=int(seed),
                                    device=device)
-        ss["tr_run"] = {"gen": training.race(models, train, test, rcfg), "models": models, "cfg": cfg,
-                        "history": training.new_history(models, rcfg.steps), "notes": notes + fit_notes,
-                        "chance": 1 / len(names), "data": source.split(" (")[0], "running": True}
+        ss["tr_run"] = training.new_race(cfg, train, test, names, rcfg, shallow, notes) | {"data": source}
 run = ss.get("tr_run")
 if run and stopped and run["running"]:
     run["running"] = False
@@ -81,19 +72,15 @@ loss_ph, acc_ph = (c.empty() for c in st.columns(2))
 heat_phs = [c.empty() for c in st.columns(len(run["history"]["runs"]))]
 draws = ss.setdefault("tr_draws", [0])
 
-
 def draw(h):
     progress.progress(h["step"] / h["steps"], text=f"step {h['step']} of {h['steps']}")
-    done = {n: r["loss"][-1] for n, r in h["runs"].items() if r["loss"] and not r["message"]}
-    status.markdown(f"**{h['steps_per_s']:.1f} steps/s** · " + " · ".join(
-        f"{n}: loss {v:.3f}" for n, v in done.items()) + (" · *running…*" if run["running"] else ""))
+    status.markdown(training.status_line(h, run["running"]))
     draws[0] += 1
     loss_ph.plotly_chart(plot_race_loss(h), key=f"tr_loss_{draws[0]}")
     acc_ph.plotly_chart(plot_race_accuracy(h, run["chance"]), key=f"tr_acc_{draws[0]}")
     zr = grad_range(h)
-    for ph, (name, r) in zip(heat_phs, h["runs"].items()):
-        ph.plotly_chart(plot_grad_heatmap(name, r["layers"], r["step"], r["grad_norms"], zr), key=f"tr_h{name}{draws[0]}")
-
+    for i, (ph, (name, r)) in enumerate(zip(heat_phs, h["runs"].items())):
+        ph.plotly_chart(plot_grad_heatmap(name, r["layers"], r["step"], r["grad_norms"], zr), key=f"tr_h{i}_{draws[0]}")
 
 if run["running"]:
     last = 0.0
@@ -106,23 +93,12 @@ if run["running"]:
     run["running"] = False
 h = run["history"]
 draw(h)
-for name, r in h["runs"].items():
-    if r["message"]:
-        st.warning(r["message"])
-names = list(h["runs"])
-for lead, other in [(names[0], names[1])] + ([(names[2], names[1])] if len(names) > 2 else []):
-    ahead = training.pulls_ahead(h, lead, other)
-    if ahead:
-        st.success(f"{lead}'s smoothed loss pulled clearly below {other}'s (by 0.1 for 10 steps) from step {ahead}, "
-                   f"{h['elapsed'][ahead - 1]:.0f} s into the race.")
+for kind, text in training.race_messages(h):
+    getattr(st, kind)(text)
 if h["step"] and not run["running"]:
     if not run.get("saved"):
-        resnet, plain = list(run["models"].values())[:2]
-        ss["trained"] = {"cfg": run["cfg"], "state_dict": training.cpu_state_dict(resnet),
-                         "plain_state_dict": training.cpu_state_dict(plain),
-                         "label": f"{names[0]} trained {h['step']} steps on {run['data']}"}
-        run["saved"] = True
+        ss["trained"], run["saved"] = training.trained_entry(run, run["data"].split(" (")[0]), True
     st.download_button("Download the trained ResNet (state dict)", lambda: training.state_dict_bytes(
-        ss["trained"]["state_dict"]), file_name=f"{names[0].lower()}_trained.pt", key="tr_save")
+        ss["trained"]["state_dict"]), file_name=f"{next(iter(h['runs'])).lower()}_trained.pt", key="tr_save")
     st.caption("The trained ResNet and its twin are now available on the Feature maps page (source: trained). "
                "Load the file with `model.load_state_dict(torch.load(path, weights_only=True))`.")

@@ -293,3 +293,41 @@ def fit_config(cfg: M.ResNetConfig, train: Dataset, num_classes: int) -> tuple[M
         notes.append(f"An ImageNet stem (7x7 stride-2 conv and max-pool) shrinks {size}x{size} images 4x at once: "
                      "it trains, but slowly and poorly. CIFAR presets are made for small images.")
     return fitted, notes
+
+
+def new_race(cfg: M.ResNetConfig, train: Dataset, test: Dataset, class_names: list[str], race_cfg: RaceConfig,
+             include_shallow_plain: bool = False, notes: list[str] | None = None) -> dict:
+    """Everything a page keeps for one race: the fitted config, the models, the live generator and its history."""
+    cfg, fit_notes = fit_config(cfg, train, len(class_names))
+    race_models = make_race_models(cfg, seed=race_cfg.seed, include_shallow_plain=include_shallow_plain,
+                                   device=race_cfg.device)
+    return {"gen": race(race_models, train, test, race_cfg), "models": race_models, "cfg": cfg,
+            "history": new_history(race_models, race_cfg.steps), "notes": [*(notes or []), *fit_notes],
+            "chance": 1 / len(class_names), "running": True}
+
+
+def trained_entry(run: dict, data_name: str) -> dict:
+    """The ``st.session_state["trained"]`` entry other pages read: config, CPU weights of both nets, a label."""
+    resnet, plain = list(run["models"].values())[:2]
+    name = next(iter(run["models"]))
+    return {"cfg": run["cfg"], "state_dict": cpu_state_dict(resnet), "plain_state_dict": cpu_state_dict(plain),
+            "label": f"{name} trained {run['history']['step']} steps on {data_name}"}
+
+
+def race_messages(history: dict) -> list[tuple[str, str]]:
+    """What the race showed, in words: ``("warning", divergence)`` and ``("success", who pulled ahead, when)``."""
+    out = [("warning", r["message"]) for r in history["runs"].values() if r["message"]]
+    names = list(history["runs"])
+    pairs = [(names[0], names[1])] + ([(names[2], names[1])] if len(names) > 2 else [])  # ResNet, shallow vs plain
+    for lead, other in pairs:
+        step = pulls_ahead(history, lead, other)
+        if step:
+            out.append(("success", f"{lead}'s smoothed loss went clearly below {other}'s (by 0.1, held for 10 steps) "
+                                   f"from step {step}, {history['elapsed'][step - 1]:.0f} s into the race."))
+    return out
+
+
+def status_line(history: dict, running: bool) -> str:
+    """Steps per second and each live network's latest batch loss, for the line above the charts."""
+    losses = [f"{n}: loss {r['loss'][-1]:.3f}" for n, r in history["runs"].items() if r["loss"] and not r["message"]]
+    return " · ".join([f"**{history['steps_per_s']:.1f} steps/s**", *losses] + (["*running…*"] if running else []))

@@ -106,13 +106,14 @@ def test_zip_source_without_upload_asks_for_one():
 def test_browser_start_then_stop(app_server, page):
     open_page(page, app_server, "training")
     page.get_by_text("Training race: ResNet against its plain twin").wait_for()
-    page.get_by_role("button", name="Start").click()
+    main = page.get_by_test_id("stMain")  # the header has a "Stop" button of its own while a script runs
+    main.get_by_role("button", name="Start").click()
     page.get_by_text("steps/s").first.wait_for(timeout=120_000)  # live status while it trains
     page.wait_for_timeout(3000)
-    page.get_by_role("button", name="Stop").click()
+    main.get_by_role("button", name="Stop").click()
     page.get_by_text("Stopped by you at step").wait_for(timeout=60_000)
     wait_idle(page)
     assert page_exceptions(page) == []
     assert page.get_by_text("Download the trained ResNet").count() == 1
     assert page.locator('[data-testid="stPlotlyChart"]').count() == 4
-    screenshot(page, "training")
+    screenshot(page, "training_race")
