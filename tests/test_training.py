@@ -210,3 +210,26 @@ def test_fit_config_rebuilds_for_the_data_and_says_so():
     assert none == [] or "input size: 8 instead of 32" in none[0]
     assert T.data_shape_for(M.get_config("resnet50")) == (32, 3) and T.data_shape_for(TINY) == (32, 3)
     assert T.data_shape_for(M.get_config("resnet20", input_size=16, in_channels=1)) == (16, 1)
+
+
+def test_race_messages_and_status_line():
+    h = _history([1.0] * 20, [1.0] * 5 + [3.0] * 15)
+    h["runs"]["b"]["message"] = "b diverged at step 7"
+    msgs = T.race_messages(h)
+    assert msgs[0] == ("warning", "b diverged at step 7")
+    assert msgs[1][0] == "success" and "from step 6, 1 s into the race" in msgs[1][1]  # elapsed 0.6 s rounds to 1
+    assert msgs[1][1].startswith("a's smoothed loss went clearly below b's")
+    assert T.status_line(h, running=True) == "**10.0 steps/s** · a: loss 1.000 · *running…*"  # b stopped: not shown
+
+
+def test_new_race_runs_and_hands_over_cpu_weights():
+    data = easy_data(16)
+    run_ = T.new_race(TINY, data, data, ["dark", "bright"], T.RaceConfig(batch_size=8, steps=2))
+    assert run_["chance"] == 0.5 and run_["cfg"].input_size == 8 and run_["notes"] == []
+    for rec in run_["gen"]:
+        T.add_record(run_["history"], rec)
+    entry = T.trained_entry(run_, "easy data")
+    assert entry["label"] == "ResNet-8 trained 2 steps on easy data"
+    model = M.ResNet(entry["cfg"])
+    model.load_state_dict(entry["state_dict"])
+    assert torch.equal(model.fc.weight, run_["models"]["ResNet-8"].fc.weight.detach())
