@@ -233,3 +233,24 @@ def test_new_race_runs_and_hands_over_cpu_weights():
     model = M.ResNet(entry["cfg"])
     model.load_state_dict(entry["state_dict"])
     assert torch.equal(model.fc.weight, run_["models"]["ResNet-8"].fc.weight.detach())
+
+
+def test_plots_worked_by_hand():
+    import numpy as np
+
+    from resviz.plots.training import grad_range, plot_grad_heatmap, plot_race_accuracy, plot_race_loss, smooth
+
+    assert smooth([1.0, None, 3.0, float("nan")], alpha=0.5) == [1.0, None, 2.0, None]
+    fig = plot_grad_heatmap("net", ["conv1", "fc"], [1, 2], [[10.0, 100.0], [0.0, float("inf")]])
+    z = np.asarray(fig.data[0].z, dtype=float)
+    assert z[:, 0].tolist() == [1.0, 2.0]  # log10 of 10 and 100; layers are rows
+    assert np.isnan(z[:, 1]).all()  # 0 and inf cannot be shown on a log scale: gaps
+    long = plot_grad_heatmap("net", ["a"], list(range(1, 601)), [[1.0]] * 600)
+    assert len(long.data[0].x) == 300 and long.data[0].x[:2] == (1, 3)  # every 2nd step
+    h = _history([1.0, 0.5], [2.0, 1.0])
+    assert grad_range(h) == (0.0, 0.0)  # every norm is 1: log10 = 0
+    loss = plot_race_loss(h)
+    assert [t.name for t in loss.data] == ["a (each batch)", "a", "b (each batch)", "b"]
+    assert list(loss.data[3].y) == pytest.approx([2.0, 1.9])  # 0.9 * 2 + 0.1 * 1
+    acc = plot_race_accuracy(h, chance=0.1)
+    assert list(acc.data[0].y) == [50.0, 50.0]

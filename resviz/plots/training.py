@@ -65,8 +65,13 @@ def plot_race_accuracy(history: dict, chance: float | None = None) -> go.Figure:
 
 
 def plot_grad_heatmap(name: str, layers: list[str], steps: list[int], norms: list[list[float] | None],
-                      zrange: tuple[float, float] | None = None) -> go.Figure:
-    """Gradient norm of every layer's weights (rows, input at the top) at every step (columns), log colour."""
+                      zrange: tuple[float, float] | None = None, max_cols: int = 300) -> go.Figure:
+    """Gradient norm of every layer's weights (rows, input at the top) at every step (columns), log colour.
+
+    Long runs show every k-th step (at most ``max_cols`` columns) so live redraws stay light.
+    """
+    stride = max(1, -(-len(norms) // max_cols))
+    steps, norms = steps[::stride], norms[::stride]
     rows = [n for n in norms if n is not None]
     z = np.full((len(layers), len(rows)), np.nan)
     if rows:
