@@ -70,6 +70,12 @@ def test_start_runs_a_tiny_race_and_shares_the_trained_model():
     model.load_state_dict(trained["state_dict"])  # loads strictly: the Feature maps page can use it
     assert all(v.device.type == "cpu" for v in trained["plain_state_dict"].values())
     assert at.get("download_button")
+    at.switch_page("pages/feature_maps.py").run()  # same session: the Feature maps page offers these weights
+    no_exceptions(at)
+    at.radio(key="fm_source").set_value("trained").run()
+    no_exceptions(at)
+    shown = " ".join(e.value for kind in ("markdown", "caption", "info") for e in getattr(at, kind))
+    assert "ResNet-6 trained 4 steps" in shown
 
 
 def test_shallow_plain_net_joins_the_race():
