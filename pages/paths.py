@@ -15,8 +15,9 @@ st.markdown(
     "NeurIPS, section 6, measured how much gradient each length carries: in the backward pass, let the "
     "gradient flow through $k$ randomly chosen residual branches and through the shortcuts of all other "
     "blocks; the gradient reaching the first block's input then travelled one path of length $k$ (b). "
-    "Times the number of such paths it gives the total for length $k$ (c): almost all of it comes from "
-    "paths much shorter than the network."
+    "Times the number of such paths it gives the total for length $k$ (c). In the paper's trained 110-layer "
+    "ResNet (54 blocks) nearly all the gradient came from paths of only 5 to 17 blocks: the effective "
+    "paths are short. Compare with what the model measured here shows, at initialisation and trained."
 )
 source = st.radio("Measure on", ("the sidebar's ResNet (random weights)", "a trained ResNet"), key="pa_source",
                   horizontal=True)
@@ -45,8 +46,10 @@ with ui.friendly_errors("Measuring the gradient per path length"):
     k90 = int(k[(cum >= 0.9).argmax()])
     c1, c2, c3 = st.columns(3)
     c1.metric("blocks n", n, help=f"{cfg.label}: 2^{n} = {2**n:,} paths")
-    c2.metric("most common path length", int(k[result["count"].argmax()]), help="The mode of Binomial(n, 1/2).")
-    c3.metric("90% of the gradient comes from paths of length ≤", k90,
+    modes = k[result["count"] == result["count"].max()]
+    c2.metric("most common path length", " and ".join(str(int(m)) for m in modes),
+              help="The mode of Binomial(n, 1/2): n/2, or the two lengths beside it when n is odd.")
+    c3.metric("90% of the gradient: paths up to length", k90,
               help="Read off chart (c): the running sum of the shares reaches 90% at this length.")
     if y is None:
         st.caption("This model does not fit the built-in images, so it is probed with random images and "

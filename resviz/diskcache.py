@@ -76,11 +76,17 @@ def load(key: str) -> dict | None:
 def enforce_cap(cap_mb: float | None = None) -> None:
     """Delete least recently used files until the folder is under the cap."""
     cap = float(cap_mb if cap_mb is not None else os.environ.get("RESVIZ_CACHE_MB", DEFAULT_CAP_MB)) * 2**20
-    files = sorted((p for p in cache_dir().glob("*.pt") if not p.name.startswith(".tmp-")),
-                   key=lambda p: p.stat().st_mtime)
-    total = sum(p.stat().st_size for p in files)
-    for p in files:
+    files = []
+    for p in cache_dir().glob("*.pt"):
+        try:
+            st = p.stat()
+        except FileNotFoundError:  # removed meanwhile by another session
+            continue
+        files.append((st.st_mtime, st.st_size, p))
+    files.sort()
+    total = sum(size for _, size, _ in files)
+    for _, size, p in files:
         if total <= cap:
             break
-        total -= p.stat().st_size
+        total -= size
         p.unlink(missing_ok=True)
