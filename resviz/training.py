@@ -134,8 +134,9 @@ def race(race_models: dict[str, nn.Module], train: Dataset, test: Dataset, cfg: 
     "test_acc": float | None, "grad_norms": list[float] | None, "diverged": bool, "message": str | None}``.
     ``loss``/``acc`` are the training batch's (before the update), ``test_acc`` is set every
     ``cfg.eval_every`` steps and at the last step (else None), ``grad_norms`` holds one L2 norm per
-    conv/linear layer in ``layer_params`` order. A model whose loss becomes NaN, inf or above ``DIVERGED_LOSS`` stops: its record says
-    ``diverged`` with a message, its later records have ``None`` numbers, and the others keep going.
+    conv/linear layer in ``layer_params`` order. A model whose loss becomes NaN, inf or above
+    ``DIVERGED_LOSS`` stops: its record says ``diverged`` with a message, its later records have ``None``
+    numbers, and the others keep going.
     Models are trained in place, on ``cfg.device``.
     """
     device = torch.device(cfg.device)

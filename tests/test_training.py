@@ -192,7 +192,8 @@ def _history(loss_a, loss_b):
 def test_history_and_pulls_ahead_worked_by_hand():
     # b's loss jumps from 1 to 3 at step 6: its moving average is 0.9 * 1 + 0.1 * 3 = 1.2 there, 0.2 above a's.
     h = _history([1.0] * 20, [1.0] * 5 + [3.0] * 15)
-    assert h["runs"]["a"]["layers"] == [""]  # the Linear itself is the only layer and h["runs"]["a"]["step"] == list(range(1, 21))
+    assert h["runs"]["a"]["layers"] == [""]  # the Linear itself is the only layer
+    assert h["runs"]["a"]["step"] == list(range(1, 21))
     assert h["elapsed"][5] == pytest.approx(0.6)
     assert T.pulls_ahead(h, "a", "b") == 6
     assert T.pulls_ahead(h, "b", "a") is None

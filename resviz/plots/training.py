@@ -33,8 +33,9 @@ def plot_race_loss(history: dict) -> go.Figure:
         fig.add_trace(go.Scatter(x=run["step"], y=_finite(run["loss"]), name=f"{name} (each batch)",
                                  line=dict(color=color, width=1), opacity=0.25, showlegend=False,
                                  hovertemplate="step %{x}: loss %{y:.3f}<extra>" + name + "</extra>"))
-        fig.add_trace(go.Scatter(x=run["step"], y=smooth(run["loss"]), name=name, line=dict(color=color, width=3,
-                                 dash=dash), hovertemplate="step %{x}: smoothed loss %{y:.3f}<extra>" + name + "</extra>"))
+        fig.add_trace(go.Scatter(x=run["step"], y=smooth(run["loss"]), name=name,
+                                 line=dict(color=color, width=3, dash=dash),
+                                 hovertemplate="step %{x}: smoothed loss %{y:.3f}<extra>" + name + "</extra>"))
     fig.update_xaxes(title="training step", rangemode="tozero")
     fig.update_yaxes(title="cross-entropy loss (lower is better)", rangemode="tozero")
     fig.update_layout(title="Training loss: same batches, same optimizer", height=380, legend=LEGEND,
