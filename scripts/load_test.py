@@ -39,6 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--pages", help="comma-separated URL paths (default: every page in tests/app_pages.py)")
     ap.add_argument("--url", help="use this running server (loopback) instead of starting one")
     ap.add_argument("--pid", type=int, help="the --url server's process id, for its memory")
+    ap.add_argument("--streamlit-arg", action="append", default=[], metavar="OPT",
+                    help="extra option for the server this script starts, e.g. --streamlit-arg=--runner.postScriptGC=false")
     ap.add_argument("--json", default=str(ROOT / "out" / "load_test.json"), help="where to write the results")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -197,7 +199,7 @@ def main(argv=None) -> int:
     proc, url, pid = None, args.url, args.pid
     if not url:
         print("starting streamlit…", file=sys.stderr, flush=True)
-        proc, url = start_server()
+        proc, url = start_server(extra_args=tuple(args.streamlit_arg))
         pid = proc.pid
     samples: list = []
     stop = threading.Event()
@@ -232,7 +234,7 @@ def main(argv=None) -> int:
             stop_server(proc)
     tracebacks = server_tracebacks(proc.log_path) if proc else []
     summary = summarize(records, rss, tracebacks, server_cpu)
-    summary.update(url=url, minutes=args.minutes, rerun_every_s=args.rerun_every, stuck_sessions=stuck,
+    summary.update(url=url, streamlit_args=args.streamlit_arg, minutes=args.minutes, rerun_every_s=args.rerun_every, stuck_sessions=stuck,
                    pages=pages, server_log=str(proc.log_path) if proc else None)
     print(format_table(summary))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -75,6 +75,7 @@ def test_load_script_arguments():
     lt = _load_script()
     args = lt.parse_args(["--sessions", "3", "--minutes", "0.5", "--pages", "a,b"])
     assert (args.sessions, args.minutes, args.pages, args.url) == (3, 0.5, "a,b", None)
+    assert lt.parse_args(["--streamlit-arg=--runner.postScriptGC=false"]).streamlit_arg == ["--runner.postScriptGC=false"]
     for bad in (["--sessions", "0"], ["--minutes", "-1"], ["--url", "http://example.com:80"]):
         with pytest.raises(SystemExit):
             lt.parse_args(bad)

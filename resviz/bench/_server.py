@@ -35,17 +35,19 @@ def free_port() -> int:
 
 
 def start_server(port: int | None = None, log_path: str | Path | None = None, timeout: float = 180,
-                 script: str | Path = "app.py", cwd: str | Path = ROOT) -> tuple[subprocess.Popen, str]:
+                 script: str | Path = "app.py", cwd: str | Path = ROOT,
+                 extra_args: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
     """``streamlit run app.py`` on loopback; returns (process, base URL) once ``/_stcore/health`` answers.
 
     ``script``/``cwd`` run another app (tests use a tiny one); ``cwd`` also picks its ``.streamlit/config.toml``.
+    ``extra_args`` are more ``streamlit run`` options (``"--runner.postScriptGC=false"``) to compare settings.
     Output goes to ``log_path`` (a temp file by default; its path is ``proc.log_path``): uncaught page
     exceptions are logged there with their traceback, since students only see a redacted message.
     """
     port = port or free_port()
     log_path = Path(log_path or tempfile.mkstemp(prefix="resviz-server-", suffix=".log")[1])
     cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless=true", f"--server.port={port}",
-           "--server.address=127.0.0.1", "--browser.gatherUsageStats=false"]
+           "--server.address=127.0.0.1", "--browser.gatherUsageStats=false", *extra_args]
     with open(log_path, "w") as out:
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
     proc.log_path = log_path
