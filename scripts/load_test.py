@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from resviz.bench._server import Session, cpu_s, rss_mb, server_tracebacks, start_server, stop_server  # noqa: E402
+from resviz.bench._server import Session, cpu_s, rss_mb, server_tracebacks, start_server, stop_server
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -40,7 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--url", help="use this running server (loopback) instead of starting one")
     ap.add_argument("--pid", type=int, help="the --url server's process id, for its memory")
     ap.add_argument("--streamlit-arg", action="append", default=[], metavar="OPT",
-                    help="extra option for the server this script starts, e.g. --streamlit-arg=--runner.postScriptGC=false")
+                    help="extra option for the server this script starts, "
+                         "e.g. --streamlit-arg=--runner.postScriptGC=false")
     ap.add_argument("--json", default=str(ROOT / "out" / "load_test.json"), help="where to write the results")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -181,7 +182,8 @@ def format_table(s: dict) -> str:
     if s.get("server_cpu_s") is not None and s["runs"]:
         rows.append(("server CPU seconds per run (all pages)", f"{s['server_cpu_s'] / s['runs']:.2f} s"))
     if m:
-        rows.append(("server RSS start / peak / after close", f"{m['start']:.0f} / {m['peak']:.0f} / {m['after']:.0f} MB"))
+        rows.append(("server RSS start / peak / after close",
+                     f"{m['start']:.0f} / {m['peak']:.0f} / {m['after']:.0f} MB"))
     lines = ["| figure | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
     lines += ["", "| page | sessions | first render median / max | rerun median |", "|---|---|---|---|"]
     lines += [f"| {p} | {v['sessions']} | {v['first_render_median_s']:.2f} / {v['first_render_max_s']:.2f} s | "
@@ -234,7 +236,8 @@ def main(argv=None) -> int:
             stop_server(proc)
     tracebacks = server_tracebacks(proc.log_path) if proc else []
     summary = summarize(records, rss, tracebacks, server_cpu)
-    summary.update(url=url, streamlit_args=args.streamlit_arg, minutes=args.minutes, rerun_every_s=args.rerun_every, stuck_sessions=stuck,
+    summary.update(url=url, streamlit_args=args.streamlit_arg, minutes=args.minutes, rerun_every_s=args.rerun_every,
+                   stuck_sessions=stuck,
                    pages=pages, server_log=str(proc.log_path) if proc else None)
     print(format_table(summary))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

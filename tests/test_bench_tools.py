@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -43,13 +44,13 @@ def test_session_client_reports_exceptions_and_error_boxes(tmp_path):
 
 
 def _own_rss_mb() -> float:
-    line = next(l for l in open("/proc/self/status") if l.startswith("VmRSS:"))
+    line = next(ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("VmRSS:"))
     return int(line.split()[1]) / 1024
 
 
 def test_rss_and_cpu_count_children():
-    child = subprocess.Popen([sys.executable, "-c", "import time\nt = time.process_time()\n"
-                              "while time.process_time() - t < 0.3: pass\ntime.sleep(30)"])
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\ntime.sleep(30)"
+    child = subprocess.Popen([sys.executable, "-c", burn])
     try:
         for _ in range(100):  # until the child has burned its 0.3 s of CPU
             if cpu_s(child.pid) >= 0.3:
@@ -75,7 +76,8 @@ def test_load_script_arguments():
     lt = _load_script()
     args = lt.parse_args(["--sessions", "3", "--minutes", "0.5", "--pages", "a,b"])
     assert (args.sessions, args.minutes, args.pages, args.url) == (3, 0.5, "a,b", None)
-    assert lt.parse_args(["--streamlit-arg=--runner.postScriptGC=false"]).streamlit_arg == ["--runner.postScriptGC=false"]
+    gc_off = "--runner.postScriptGC=false"
+    assert lt.parse_args([f"--streamlit-arg={gc_off}"]).streamlit_arg == [gc_off]
     for bad in (["--sessions", "0"], ["--minutes", "-1"], ["--url", "http://example.com:80"]):
         with pytest.raises(SystemExit):
             lt.parse_args(bad)

@@ -40,7 +40,7 @@ def page_texts() -> dict[str, str]:
 
 
 def _row(figure, value, unit, target, ok, baseline="-") -> dict:
-    return dict(figure=figure, baseline=baseline, value=float(value), unit=unit, target=target, ok=ok)
+    return {"figure": figure, "baseline": baseline, "value": float(value), "unit": unit, "target": target, "ok": ok}
 
 
 def cold_start(text: str, timeout_s: float = 180) -> dict:
