@@ -254,9 +254,9 @@ def compare_signal_flow(cfg_or_model: models.ResNetConfig | models.ResNet, x: to
         net.to(device).train().requires_grad_(True)
         xd, yd = x.to(device), y.to(device)
 
-        def tick(step, _n, key=key):
+        def tick(step, _n, key=key, base=done):
             if progress is not None:
-                progress(done + step, total, f"training the {key} net: step {step} of {steps}")
+                progress(base + step, total, f"training the {key} net: step {step} of {steps}")
 
         losses = train_steps(net, xd, yd, steps, lr, tick)
         result["losses"][key] = losses
@@ -364,10 +364,13 @@ def explain_responses(result: dict) -> str:
     s, cfg = flow_summary(result), result["cfg"]
     r, p = s["resnet"]["resp_mean"], s["plain"]["resp_mean"]
     text = f"Mean std of the 3x3 responses: ResNet {r:.3g}, plain twin {p:.3g}."
-    if cfg.norm and result["steps"] == 0 and result["init"] != "zero_last_bn":
+    if not cfg.norm:
+        return text + " Without BN the response is the 3x3 conv's own output."
+    if result["steps"] == 0 and result["init"] != "zero_last_bn":
         text += (" At initialization every BN scales its output to std 1 (weight 1, batch statistics), so both "
-                 "curves sit at 1 by construction. The paper measures Fig. 7 after training, where ResNets' "
-                 "responses are generally smaller: their blocks only add small residuals.")
-    elif not cfg.norm:
-        text += " Without BN the response is the 3x3 conv's own output."
-    return text
+                 "curves sit at 1 by construction.")
+    else:
+        zeroed = " (0 for the zeroed ones)" if result["init"] == "zero_last_bn" else ""
+        text += f" With BN a response's std follows its BN's learned scale, which starts at 1{zeroed} and moves slowly."
+    return text + (" The paper's Fig. 7 is measured after full training (64k iterations), where ResNets' responses "
+                   "are generally smaller than plain nets': their blocks only add small residuals.")

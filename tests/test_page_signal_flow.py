@@ -79,6 +79,26 @@ def test_sidebar_model_is_used_when_asked():
     assert "**custom-6** (6 layers, batch norm on) and its plain twin" in text(at)  # residual version of the pick
 
 
+def test_results_are_cached_per_configuration_and_shared(monkeypatch):
+    from resviz import stats
+
+    calls = []
+    real = stats.compare_signal_flow
+    monkeypatch.setattr(stats, "compare_signal_flow", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    at = new_app("signal_flow", timeout=180)
+    calls.clear()  # the default configuration may or may not be cached already
+    at.select_slider(key="sf_depth").set_value(14)
+    at.slider(key="sf_batch").set_value(3).run()  # a configuration no other test uses
+    at.run()
+    assert [c.depth for c in calls] == [14]  # the rerun was served from the cache
+    other = new_app("signal_flow", timeout=180)  # another student's session
+    other.select_slider(key="sf_depth").set_value(14)
+    other.slider(key="sf_batch").set_value(3).run()
+    assert len(calls) == 1 and "**resnet14** (14 layers" in text(other)
+    other.toggle(key="sf_bn").set_value(False).run()  # a new configuration is measured
+    assert len(calls) == 2 and not calls[1].norm
+
+
 @pytest.mark.browser
 def test_browser_page_renders_charts(app_server, page):
     open_page(page, app_server, "signal_flow")

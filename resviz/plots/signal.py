@@ -1,11 +1,13 @@
 """Signal-flow charts: per-layer statistics of a ResNet against its plain twin (numpy/dicts -> plotly)."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-LEGEND = dict(orientation="h", y=-0.2, x=0.5, xanchor="center", yanchor="top")  # under the plot: clear of the stage names
+LEGEND = dict(orientation="h", y=-0.2, x=0.5, xanchor="center", yanchor="top")  # below: clear of the stage names
 NETS = (("resnet", "ResNet", "#1f77b4"), ("plain", "plain twin", "#d62728"))  # name, label, colour
 DASH = {"resnet": "solid", "plain": "dash"}  # dashed: still visible where the curves coincide
 QUANTITIES = {  # key in collect_stats' output -> (title, y-axis label)
@@ -24,7 +26,7 @@ def _mark_stages(fig: go.Figure, stages: list[int], last: int, row: int | None =
     """A dotted line where a new stage starts, and each stage's name centred over it (x is 1-based)."""
     starts = [i for i, s in enumerate(stages) if i == 0 or s != stages[i - 1]] + [len(stages)]
     axis = "" if not row or row == 1 else str(row)
-    for a, b in zip(starts, starts[1:]):
+    for a, b in itertools.pairwise(starts):
         if a > 0:
             fig.add_vline(x=a + 0.5, line_dash="dot", line_color="grey", row=row, col=1 if row else None)
         fig.add_annotation(x=(a + b + 1) / 2, y=1.0, xref=f"x{axis}", yref=f"y{axis} domain", yanchor="bottom",
