@@ -30,6 +30,7 @@ with ui.friendly_errors("Computing the loss landscape"):
     args = (found["resnet"], found["plain"], x[:BATCH], y[:BATCH])
     one = ui.beyond_result(("ls1", found["key"], span, seed), lambda cb: landscape.pair_grids(
         *args, 2 * COARSE - 1, span, 1, int(seed), cb), "1-D slice…")
+    st.subheader(f"1-D slice ({2 * COARSE - 1} points on {BATCH} images, computed live)")
     st.plotly_chart(plot_landscape_1d(*landscape.split_pair(one)), key="ls_1d")
     fine_key = f"landscape-{found['key']}-span{span}-seed{seed}-{FINE}x{FINE}-n{FINE_BATCH}"
     fine = diskcache.load(fine_key)

@@ -79,14 +79,16 @@ def test_lesion_train_button_trains_and_caches(monkeypatch):
 
     monkeypatch.setattr(pair, "train_pair", fake_train)
     at = new_app("lesion")
-    at.select_slider(key="le_pair_steps").set_value(150)
+    assert at.select_slider(key="le_pair_steps").value == 300  # the default: long enough to learn the shapes
     at.button(key="le_pair_train").click().run()
     no_exceptions(at)
     at.select_slider(key="le_n").set_value(100).run()
-    assert calls == [("resnet20", 150)]
+    assert calls == [("resnet20", 300)]
     assert "fake pair" in texts(at) and at.dataframe
     at = new_app("lesion")  # a later visit finds it on disk: no button, no training
-    assert not at.button and calls == [("resnet20", 150)] and "fake pair" in texts(at)
+    assert not at.button and calls == [("resnet20", 300)] and "fake pair" in texts(at)
+    at.select_slider(key="le_pair_steps").set_value(600).run()  # another length: not trained yet
+    assert at.button(key="le_pair_train") and "Already trained here: resnet20 (300 steps)" in at.info[0].value
 
 
 # --- paths ----------------------------------------------------------------------------------------
