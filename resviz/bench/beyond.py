@@ -21,6 +21,8 @@ def _once(fn) -> float:
 def run() -> list[dict]:
     model = build_model("resnet20", seed=0).eval()
     plain = plain_twin(model).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)  # as in the app: only input gradients are needed
     x, y = pair.eval_data(model.cfg, 250)
     rows = []
 
