@@ -3,7 +3,7 @@ import hashlib
 
 import streamlit as st
 
-from resviz import attribution, features, images, ui
+from resviz import attribution, features, images, limits, ui
 from resviz.plots import features as plots
 
 cfg, device = ui.current_selection()
@@ -12,7 +12,8 @@ st.caption("Each residual block computes a correction F(x) and adds it to its in
            "Here you see both parts and their sum for a picture of your choice.")
 
 up_col, sample_col = st.columns(2)
-upload = up_col.file_uploader("Upload a photo (JPEG, PNG, WebP, BMP)", type=images.UPLOAD_TYPES, key="fm_upload")
+upload = up_col.file_uploader("Upload a photo (JPEG, PNG, WebP, BMP)", type=images.UPLOAD_TYPES, key="fm_upload",
+                          max_upload_size=limits.IMAGE_MB)
 sample = sample_col.selectbox("…or use a sample picture", images.sample_names(), key="fm_sample",
                               help="Synthetic drawings made by resviz (assets/samples/make_samples.py), free to use.")
 sample_col.caption("The samples are synthetic drawings, not photos.")

@@ -3,7 +3,7 @@ import time
 
 import streamlit as st
 
-from resviz import data, training, ui
+from resviz import data, limits, training, ui
 from resviz.models import get_config
 from resviz.plots.training import grad_range, plot_grad_heatmap, plot_race_accuracy, plot_race_loss
 
@@ -37,7 +37,8 @@ steps = mid.number_input("Steps", 1, 5000, training.RaceConfig.steps, step=25, k
 wd = right.select_slider("Weight decay", (0.0, 1e-5, 1e-4, 5e-4, 1e-3), value=1e-4, key="tr_wd")
 seed = right.number_input("Seed", 0, 10_000, 0, key="tr_seed", help="Initial weights and batch order.")
 download = right.checkbox("Download the dataset if missing", key="tr_dl") if source in SOURCES[1:4] else False
-upload = st.file_uploader("ImageFolder zip: one folder per class", type="zip", key="tr_zip") \
+upload = st.file_uploader("ImageFolder zip: one folder per class", type="zip", key="tr_zip",
+                          max_upload_size=limits.ZIP_MB) \
     if source == SOURCES[4] else None
 start, stop = st.columns(2)[0].columns(2)
 started = start.button("Start", type="primary", key="tr_start", width="stretch")

@@ -5,6 +5,7 @@
     model = resviz.build_model(cfg)              # torchvision-compatible module names
     plain = resviz.plain_twin(model)             # same layers, shortcut additions removed
     trace = resviz.trace_shapes(cfg)             # shapes, params, MACs, receptive field per layer
+    stats = resviz.collect_stats(model.train(), x, y)  # per-layer activation/gradient norms (hooks, any model)
 """
 from resviz.models import (
     CIFAR_PRESETS,
@@ -22,10 +23,18 @@ from resviz.models import (
 )
 from resviz.trace import Trace, trace_shapes
 from resviz.shortcuts import bottleneck_costs, compare_fixes, model_blocks, pixel_product
+from resviz.lesion import lesion_study
+from resviz.paths import gradient_by_path_length, path_counts, path_length_distribution
+from resviz.shattered import SweepConfig, shattered_sweep
+from resviz.landscape import loss_grid, random_direction
+from resviz.stats import apply_init, collect_stats, compare_signal_flow, sample_batch
 
 __all__ = [
     "CIFAR_PRESETS", "IMAGENET_PRESETS", "PRESETS", "ConfigError", "ResNet", "ResNetConfig",
     "build_model", "count_params", "get_config", "pick_device", "plain_config", "plain_twin",
     "Trace", "trace_shapes",
     "bottleneck_costs", "compare_fixes", "model_blocks", "pixel_product",
+    "lesion_study", "gradient_by_path_length", "path_counts", "path_length_distribution",
+    "SweepConfig", "shattered_sweep", "loss_grid", "random_direction",
+    "apply_init", "collect_stats", "compare_signal_flow", "sample_batch",
 ]

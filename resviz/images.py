@@ -14,9 +14,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from resviz import limits
+
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP")  # what the uploader accepts; others are refused before decoding
 UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "bmp")  # file extensions for st.file_uploader
-MAX_BYTES = 20 * 1024 * 1024  # a phone photo is 2-8 MB; 20 MB leaves room without letting a class fill RAM
+MAX_BYTES = limits.mb(limits.IMAGE_MB)  # the uploader's own cap (a phone photo is 2-8 MB)
 MAX_PIXELS = 40_000_000  # 40 megapixels: above any phone camera, far below a bomb's billions
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "samples"
 

@@ -6,7 +6,9 @@ Variants are data: a preset is a ``ResNetConfig``; a new depth is a new list.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import threading
 from dataclasses import dataclass, replace
 
 import torch
@@ -266,16 +268,23 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(in_ch, cfg.num_classes)
         self.init_weights(cfg.zero_init_residual)
 
-    def init_weights(self, zero_init_residual: bool = False):
-        """torchvision's initialisation: Kaiming-normal convs, BN weight 1 and bias 0."""
+    def init_weights(self, zero_init_residual: bool = False, generator: torch.Generator | None = None):
+        """torchvision's initialisation: Kaiming-normal convs, BN weight 1 and bias 0, PyTorch's default fc.
+
+        With a ``generator`` every weight is drawn from it alone, never from torch's global RNG.
+        """
         if self.fc.weight.is_meta:
             return  # a shapes-only skeleton (tracing) has no values to initialise
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=generator)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if generator is not None:  # nn.Linear.reset_parameters, with our generator
+            nn.init.kaiming_uniform_(self.fc.weight, a=5 ** 0.5, generator=generator)
+            bound = 1 / self.fc.in_features ** 0.5
+            nn.init.uniform_(self.fc.bias, -bound, bound, generator=generator)
         if zero_init_residual:
             for m in self.blocks():
                 last_bn = m.bn3 if isinstance(m, Bottleneck) else m.bn2
@@ -301,19 +310,36 @@ class ResNet(nn.Module):
         return self.fc(x)  # (B, num_classes)
 
 
+_RNG_LOCK = threading.RLock()  # many students share one process: seeded sections must not interleave
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None = None):
+    """Run a block with torch's global RNG seeded (or just guarded), restored after, one thread at a time.
+
+    Layer constructors draw from the global RNG, so every construction that must be reproducible (and
+    every ``fork_rng``) goes through here; otherwise another student's thread could draw in between.
+    """
+    with _RNG_LOCK, torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
+
+
 def build_model(cfg: ResNetConfig | str, device: str | torch.device | None = None,
                 seed: int | None = None, **overrides) -> ResNet:
-    """Build a ResNet (or plain twin) from a config or a preset name, on ``device`` (default CPU)."""
+    """Build a ResNet (or plain twin) from a config or a preset name, on ``device`` (default CPU).
+
+    With ``seed``, the weights depend on the seed alone (not on what other threads do meanwhile).
+    """
     if isinstance(cfg, str):
         cfg = get_config(cfg, **overrides)
     elif overrides:
         cfg = replace(cfg, **overrides)
-    if seed is not None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = ResNet(cfg)
-    else:
+    with seeded():  # constructors draw from the global RNG; keep it as it was
         model = ResNet(cfg)
+    if seed is not None:
+        model.init_weights(cfg.zero_init_residual, torch.Generator().manual_seed(seed))
     return model.to(device) if device is not None else model
 
 
@@ -322,7 +348,8 @@ def plain_twin(model: ResNet) -> ResNet:
 
     Projection shortcuts have no counterpart in a plain net, so their weights are dropped.
     """
-    twin = ResNet(plain_config(model.cfg))
+    with seeded():  # its fresh weights are overwritten; keep the global RNG as it was
+        twin = ResNet(plain_config(model.cfg))
     device = next(model.parameters()).device
     twin.load_state_dict(copy.deepcopy(model.state_dict()), strict=False)
     return twin.to(device)

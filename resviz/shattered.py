@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from resviz.models import seeded
+
 
 @dataclass(frozen=True)
 class SweepConfig:
@@ -48,8 +50,7 @@ def build_sweep_net(cfg: SweepConfig) -> nn.Sequential:
     """Input 1 -> width, ``depth`` hidden layers (plain, or in residual pairs), width -> 1 output."""
     if cfg.depth < 1 or cfg.width < 1:
         raise ValueError("Depth and width must be at least 1.")
-    with torch.random.fork_rng(devices=[]):  # a fixed net per seed, global RNG untouched
-        torch.manual_seed(cfg.seed)
+    with seeded(cfg.seed):  # a fixed net per seed, global RNG untouched, safe beside other sessions
         layers: list[nn.Module] = [nn.Linear(1, cfg.width), nn.ReLU()]
         if cfg.residual:
             layers += [MLPBlock(cfg.width, cfg.norm) for _ in range(max(1, cfg.depth // 2))]

@@ -90,8 +90,7 @@ def lab_modules(c_in: int, c_out: int, stride: int, seed: int = 0, device="cpu",
               "B": lambda: models.make_shortcut(replace(_LAB_CFG, shortcut="C"), c_in, c_out, stride)}
     out = {}
     for name in parts:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed * 10 + list(makers).index(name))  # each module its own stream: build one alone
+        with models.seeded(seed * 10 + list(makers).index(name)):  # each module its own stream
             module = makers[name]().eval()  # BN uses its running statistics: one image is enough
             out[name] = (_round_(module) if name == "B" else module).to(device)  # B's weights are shown
     if "B" in out:

@@ -69,8 +69,7 @@ def make_race_models(cfg: M.ResNetConfig, seed: int = 0, include_shallow_plain: 
     """The ResNet of ``cfg``, its plain twin (same initial weights), and optionally a shallower plain net."""
     res_cfg = replace(cfg, residual=True)
     resnet = M.build_model(res_cfg, seed=seed)
-    with torch.random.fork_rng(devices=[]):  # plain_twin draws fresh weights before copying: keep global RNG
-        twin = M.plain_twin(resnet)
+    twin = M.plain_twin(resnet)  # leaves the global RNG as it was
     race_models = {short_name(res_cfg): resnet, short_name(M.plain_config(res_cfg)): twin}
     shallow = shallow_config(res_cfg) if include_shallow_plain else None
     if shallow is not None:

@@ -9,10 +9,11 @@ import contextlib
 import logging
 from dataclasses import replace
 
+import pandas  # noqa: F401  plotly imports it lazily, which races when two sessions draw their first chart at once
 import streamlit as st
 import torch
 
-from resviz import models
+from resviz import limits, models
 
 log = logging.getLogger("resviz")
 
@@ -220,7 +221,7 @@ def fm_weights_ui(cfg: models.ResNetConfig, device: str) -> dict:
                        imagenet=False, plain_state_dict=t.get("plain_state_dict"))  # trained on (x - 0.5) / 0.5
         elif source == "upload":
             up = st.file_uploader("State dict saved with torch.save(model.state_dict(), …)", type=["pt", "pth"],
-                                  key="fm_weights_file")
+                                  key="fm_weights_file", max_upload_size=limits.WEIGHTS_MB)
             if up is not None:
                 data = up.getvalue()
                 held = _fm_owned(f"upload|{cfg}|{_fm_sha(data)}",
@@ -260,3 +261,109 @@ def fm_capture(_model: torch.nn.Module, model_key: str, _x: torch.Tensor, image_
     from resviz import features
 
     return features.capture(_model, _x, block=block, cam_block=cam_block, target=target)
+
+
+# --- beyond pages (lesion, paths, landscape) ---
+BEYOND_PAIR_MODELS = ("resnet20", "resnet32", "resnet44", "resnet56")  # small enough to train here
+BEYOND_PAIR_STEPS = (150, 300, 600)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the trained pair…")
+def beyond_cached_pair(cfg: models.ResNetConfig, seed: int, steps: int, device: str) -> tuple:
+    """A pair this app trained earlier on this machine (disk cache), shared read-only by every student."""
+    from resviz import pair
+
+    entry = pair.load_pair(cfg, seed, steps)
+    if entry is None:
+        raise FileNotFoundError("That pair is not trained yet.")  # not cached: exceptions are not stored
+    return (*pair.build_pair(cfg, entry["state_dict"], entry["plain_state_dict"], device), entry["label"])
+
+
+@st.cache_resource
+def _beyond_store() -> dict:
+    import collections
+    import threading
+
+    return {"lock": threading.Lock(), "items": collections.OrderedDict()}
+
+
+def beyond_result(key: tuple, compute, label: str) -> dict:
+    """A server-wide, bounded store of results (numpy dicts) keyed by ``key``; computes with a progress bar."""
+    store = _beyond_store()
+    with store["lock"]:
+        if key in store["items"]:
+            store["items"].move_to_end(key)
+            return store["items"][key]
+    bar = st.progress(0.0, text=label)
+    result = compute(lambda f: bar.progress(min(1.0, f), text=f"{label} {f:.0%}"))
+    bar.empty()
+    with store["lock"]:
+        store["items"][key] = result
+        while len(store["items"]) > 48:
+            store["items"].popitem(last=False)
+    return result
+
+
+def _session_pair_key(t: dict) -> str:
+    import hashlib
+
+    h = hashlib.sha1(t.get("label", "").encode())
+    for sd in (t["state_dict"], t["plain_state_dict"]):
+        h.update(sd["fc.weight"].detach().cpu().numpy().tobytes())
+    return f"session-{h.hexdigest()[:16]}"
+
+
+def beyond_pair_ui(prefix: str) -> dict | None:
+    """The trained ResNet + plain twin a page studies: ``{"key", "cfg", "resnet", "plain", "label"}`` or None.
+
+    The training page's pair when there is one, else a small pair trained here on the built-in images
+    (button) or found in the disk cache from an earlier run on this machine. Problems show as a message.
+    """
+    with friendly_errors("Getting the trained pair"):
+        return _beyond_pair_ui(prefix)
+    return None
+
+
+def _beyond_pair_ui(prefix: str) -> dict | None:
+    """The trained ResNet + plain twin a page studies: ``{"key", "cfg", "resnet", "plain", "label"}`` or None.
+
+    The training page's pair when there is one, else a small pair trained here on the built-in images
+    (button) or found in the disk cache from an earlier run on this machine.
+    """
+    from resviz import diskcache, pair
+
+    init_state()
+    _, device = current_selection()
+    t = st.session_state.get("trained")
+    if t and t.get("plain_state_dict") is not None and st.toggle(
+            "Use the pair from the training page", True, key=f"{prefix}_pair_session",
+            help="Off: use a small pair trained here on the built-in images (these pages test on built-in images)."):
+        key = _session_pair_key(t)
+        held = st.session_state.get("_beyond_session_pair")
+        if not held or held[0] != (key, device):
+            resnet, plain = pair.build_pair(t["cfg"], t["state_dict"], t["plain_state_dict"], device)
+            st.session_state["_beyond_session_pair"] = held = ((key, device), resnet, plain)
+        st.caption(f"Using the pair from the training page: **{t.get('label', '')}**.")
+        return {"key": key, "cfg": replace(t["cfg"], residual=True), "resnet": held[1],
+                "plain": held[2], "label": t.get("label", "")}
+    c1, c2 = st.columns(2)
+    name = c1.selectbox("Model to train", BEYOND_PAIR_MODELS, key=f"{prefix}_pair_model",
+                        help="The ResNet and its plain twin are trained together on the same batches.")
+    steps = c2.select_slider("Training steps", BEYOND_PAIR_STEPS, value=300, key=f"{prefix}_pair_steps",
+                             help="300 steps take a minute or two on a laptop CPU; ResNet-20 then gets most shapes right.")
+    cfg, seed = models.get_config(name), 0
+    if not diskcache.exists(pair.pair_key(cfg, seed, steps)):
+        ready = [f"{m} ({n} steps)" for m in BEYOND_PAIR_MODELS for n in BEYOND_PAIR_STEPS
+                 if diskcache.exists(pair.pair_key(models.get_config(m), seed, n))]
+        st.info("This page needs a trained ResNet and its trained plain twin. Train them on the training page, "
+                "or train a small pair here on the built-in images (kept on this machine for everyone)."
+                + (f" Already trained here: {', '.join(ready)}." if ready else ""))
+        if not st.button("train a small pair now", key=f"{prefix}_pair_train", type="primary"):
+            return None
+        bar = st.progress(0.0, text="Training…")
+        pair.train_pair(cfg, seed, steps, device, on_step=lambda r: bar.progress(
+            r["step"] / r["steps"], text=f"Training {cfg.label} and its plain twin: step {r['step']}/{r['steps']}"))
+        bar.empty()
+    resnet, plain, label = beyond_cached_pair(cfg, seed, steps, device)
+    st.caption(f"Using a pair this app trained on this machine: **{label}**.")
+    return {"key": pair.pair_key(cfg, seed, steps), "cfg": cfg, "resnet": resnet, "plain": plain, "label": label}

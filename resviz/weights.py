@@ -17,9 +17,9 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from resviz import models
+from resviz import limits, models
 
-MAX_BYTES = 200 * 1024 * 1024  # Streamlit's own upload limit; ResNet-101's 170 MB checkpoint fits
+MAX_BYTES = limits.mb(limits.WEIGHTS_MB)  # the uploader's cap: every preset's checkpoint fits (Wide ResNet-50-2: 263 MB)
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")  # what training scripts wrap weights in
 PREFIXES = ("module.", "_orig_mod.", "model.")  # DataParallel, torch.compile, Lightning-style wrappers
 TORCHVISION_WEIGHTS = {  # preset -> torchvision weights enum (class names and checkpoint URL live there)

@@ -22,6 +22,13 @@ SCREENSHOTS = Path(os.environ.get("RESVIZ_SCREENSHOTS", "/tmp/resviz-screenshots
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+def pytest_configure(config):
+    # Students see redacted errors (.streamlit/config.toml); tests want the real message when a page breaks.
+    from streamlit import config as st_config
+
+    st_config.set_option("client.showErrorDetails", "full")
+
+
 def new_app(page: str | None = None, timeout: float = 60, sidebar: dict | None = None):
     """An AppTest of the whole app, run once, then switched to ``pages/<page>.py`` and run.
 

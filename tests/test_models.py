@@ -111,3 +111,24 @@ def test_pick_device_defaults_to_available_and_rejects_missing():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError):
             models.pick_device("cuda")
+
+
+def test_seeded_build_ignores_what_other_threads_draw_meanwhile():
+    import threading
+
+    ref = build_model("resnet20", seed=3).state_dict()
+    stop = threading.Event()
+
+    def noisy():
+        while not stop.is_set():
+            torch.rand(1000)  # another student's code drawing from the global RNG
+
+    t = threading.Thread(target=noisy)
+    t.start()
+    try:
+        again = [build_model("resnet20", seed=3).state_dict() for _ in range(3)]
+    finally:
+        stop.set()
+        t.join()
+    for sd in again:
+        torch.testing.assert_close(sd, ref)

@@ -1,0 +1,49 @@
+"""The classroom server's settings: every one asserted, and every uploader capped."""
+import re
+import tomllib
+from pathlib import Path
+
+from resviz import limits, models
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+
+
+def test_security_settings():
+    assert CONFIG["server"]["enableXsrfProtection"] is True
+    assert CONFIG["client"]["showErrorDetails"] == "none"
+    assert CONFIG["client"]["toolbarMode"] == "viewer"
+    assert CONFIG["browser"]["gatherUsageStats"] is False
+    assert CONFIG["server"]["fileWatcherType"] == "none" and CONFIG["server"]["runOnSave"] is False
+
+
+def test_no_full_garbage_collection_after_every_rerun():
+    assert CONFIG["runner"]["postScriptGC"] is False
+
+
+def test_server_upload_cap_is_the_largest_uploader_and_fits_the_largest_state_dict():
+    assert CONFIG["server"]["maxUploadSize"] == limits.SERVER_MB == limits.WEIGHTS_MB
+    import torch
+
+    with torch.device("meta"):
+        largest = max(models.count_params(models.build_model(n)) for n in models.IMAGENET_PRESETS)
+    assert largest * 4 < limits.mb(limits.WEIGHTS_MB)  # float32 values, plus a little pickle overhead
+    assert limits.IMAGE_MB <= 10 and limits.ZIP_MB <= 50
+
+
+def test_every_uploader_has_its_own_size_cap():
+    calls = []
+    for path in [ROOT / "app.py", *(ROOT / "pages").glob("*.py"), *(ROOT / "resviz").glob("*.py")]:
+        src = path.read_text()
+        for m in re.finditer(r"file_uploader\(", src):
+            calls.append((path.name, "max_upload_size=" in src[m.start():m.start() + 600]))
+    assert all(ok for _, ok in calls), [name for name, ok in calls if not ok]
+
+
+def test_pinned_versions_have_no_known_advisories():
+    reqs = dict(re.findall(r"^([\w-]+)==([\d.]+)", (ROOT / "requirements.txt").read_text(), re.M))
+
+    def ver(name):
+        return tuple(int(x) for x in reqs[name].split("."))
+
+    assert ver("streamlit") >= (1, 54) and ver("torch") >= (2, 6) and ver("pillow") >= (12, 2)

@@ -1,0 +1,132 @@
+"""Ten students at once on one server process: training, feature maps and tracing mixed in threads.
+
+Each session must see only its own upload and run, the shared cached models must come out unchanged and
+without hooks, and two sessions with different seeds must each reproduce their single-session curves.
+"""
+import hashlib
+import io
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import new_app, no_exceptions
+from resviz import ui
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def png(colour) -> bytes:
+    """A 48x48 picture, different for each student: a coloured square on a gradient."""
+    arr = np.tile(np.linspace(0, 255, 48, dtype=np.uint8)[:, None, None], (1, 48, 3))
+    arr[12:36, 12:36] = colour
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def figure(at, key) -> dict:
+    found = [e for e in at.get("plotly_chart") if key in e.proto.id]
+    assert found, ([e.value for e in at.error], [e.message for e in at.exception], [e.value for e in at.info],
+                   [e.proto.id for e in at.get("plotly_chart")], len(list(at.main)))
+    return json.loads(found[0].proto.spec)
+
+
+OPEN = threading.Lock()
+
+
+def open_app(page):
+    """Open a session on a page. Opening is serialised (AppTest's set-up is not thread-safe); every run after
+    that, the real work, runs in parallel with the other students'."""
+    with OPEN:
+        return new_app(page, timeout=300)
+
+
+def train(seed: int) -> list[float]:
+    at = open_app("training")
+    at.number_input(key="tr_steps").set_value(6)
+    at.select_slider(key="tr_batch").set_value(16)
+    at.number_input(key="tr_seed").set_value(seed)
+    at.button(key="tr_start").click().run()
+    no_exceptions(at)
+    runs = at.session_state["tr_run"]["history"]["runs"]
+    return [round(v, 5) for r in runs.values() for v in r["loss"]]
+
+
+def look(colour) -> list:
+    at = open_app("feature_maps")
+    at.file_uploader(key="fm_upload").set_value(("student.png", png(colour), "image/png")).run()
+    no_exceptions(at)
+    return figure(at, "fm_top")["data"][0]["x"]
+
+
+def trace(preset) -> str:
+    at = open_app("architecture")
+    at.radio(key="sel_family").set_value("ImageNet").run()
+    at.selectbox(key="sel_imagenet").set_value(preset).run()
+    no_exceptions(at)
+    return next(m.value for m in at.metric if m.label == "Parameters")
+
+
+def shared_models():
+    """The cached, shared models every session reads (built once here, before the class arrives)."""
+    from resviz import models
+
+    return [ui.load_model(models.get_config("resnet20"), "cpu")]
+
+
+def fingerprint(model) -> str:
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def hooks(model) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               + len(getattr(m, "_backward_pre_hooks", {})) for m in model.modules())
+
+
+@pytest.fixture
+def serial_compile(monkeypatch):
+    """A real server compiles each page once, under its script cache's lock; every AppTest has its own cache,
+    and CPython 3.11's compiler is not safe to run in several threads at once, so share one lock here."""
+    from streamlit.runtime.scriptrunner.script_cache import ScriptCache
+
+    lock, original = threading.Lock(), ScriptCache.get_bytecode
+
+    def get_bytecode(self, script_path):
+        with lock:
+            return original(self, script_path)
+
+    monkeypatch.setattr(ScriptCache, "get_bytecode", get_bytecode)
+
+
+def test_ten_sessions_at_once_stay_isolated_and_leave_shared_models_untouched(serial_compile):
+    shared = shared_models()
+    before = [fingerprint(m) for m in shared]
+    # Single-session references, one student at a time.
+    alone = {seed: train(seed) for seed in (1, 2)}
+    colours = [(255, 0, 0), (0, 0, 255), (0, 255, 0)]
+    looks_alone = [look(c) for c in colours]
+
+    jobs = [(train, 1), (train, 2), (train, 1), (train, 2),
+            (look, colours[0]), (look, colours[1]), (look, colours[2]),
+            (trace, "resnet18"), (trace, "resnet50"), (trace, "resnet152")]
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        results = list(pool.map(lambda job: job[0](job[1]), jobs))
+
+    assert results[0] == results[2] == alone[1]
+    assert results[1] == results[3] == alone[2]
+    assert alone[1] != alone[2]
+    assert results[4:7] == looks_alone
+    assert results[7:] == ["11,689,512", "25,557,032", "60,192,808"]
+    assert [fingerprint(m) for m in shared] == before
+    assert all(hooks(m) == 0 for m in shared)
+    assert all(not p.requires_grad for m in shared for p in m.parameters())
+    assert torch.is_grad_enabled()
