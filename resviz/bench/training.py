@@ -13,7 +13,8 @@ from resviz import data, training
 from resviz.models import get_config
 
 PAIR = "resnet20"  # the app's default model and its plain twin
-TIMED_STEPS = 20  # per timed run; 5 runs of each loop, interleaved, best kept (a shared machine is noisy)
+TIMED_STEPS = 10  # per timed run; REPEATS runs of each loop, interleaved, best kept (a shared machine is noisy)
+REPEATS = 3
 
 
 def _time(fn) -> float:
@@ -28,14 +29,14 @@ def overhead_rows() -> list[dict]:
     cfg = training.RaceConfig(steps=TIMED_STEPS, eval_every=0)
     base = training.make_race_models(get_config(PAIR), seed=0)
     bare_models, race_models, eval_models = (copy.deepcopy(base) for _ in range(3))
-    with_eval = training.RaceConfig(steps=TIMED_STEPS, eval_every=training.RaceConfig.eval_every)
+    with_eval = training.RaceConfig(steps=TIMED_STEPS, eval_every=TIMED_STEPS)  # once per timed run
     bare = lambda: training.bare_loop(bare_models, train, cfg)  # noqa: E731
     stats = lambda: collections.deque(training.race(race_models, train, test, cfg), maxlen=0)  # noqa: E731
     evals = lambda: collections.deque(training.race(eval_models, train, test, with_eval), maxlen=0)  # noqa: E731
     for fn in (bare, stats, evals):
         fn()  # warm-up: allocator, oneDNN kernels
     times = {"bare": [], "stats": [], "evals": []}
-    for _ in range(5):
+    for _ in range(REPEATS):
         for name, fn in (("bare", bare), ("stats", stats), ("evals", evals)):
             times[name].append(_time(fn))
     t_bare, t_stats, t_evals = (min(times[k]) for k in ("bare", "stats", "evals"))
@@ -76,5 +77,6 @@ def run() -> list[dict]:
 
 
 if __name__ == "__main__":
-    for row in run():
-        print(row)
+    for row in overhead_rows():
+        print(row, flush=True)
+    print(gap_row(), flush=True)
