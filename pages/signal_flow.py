@@ -17,7 +17,7 @@ def measure(cfg, device, init, steps, lr, batch, image):
     """Both nets' statistics for one configuration (numpy/dicts only), shared by every student."""
     bar = st.progress(0.0, text="Measuring…")  # updated each step: the page's Stop button works in between
     try:
-        x, y = stats.image_batch(image, cfg) if image else stats.sample_batch(cfg, batch)
+        x, y = stats.image_batch(image, cfg) if image is not None else stats.sample_batch(cfg, batch)
         return stats.compare_signal_flow(cfg, x, y, device, init, steps, lr,
                                          progress=lambda done, total, what: bar.progress(done / total, text=what))
     finally:
@@ -47,7 +47,7 @@ if use_image:
     upload = c2.file_uploader(f"PNG or JPEG, up to {limits.IMAGE_MB} MB", type=["png", "jpg", "jpeg"],
                               key="sf_upload", max_upload_size=limits.IMAGE_MB)
     image = upload.getvalue() if upload is not None else None
-    batch = 1 if image else batch
+    batch = 1 if image is not None else batch
     if image is None:
         c2.info("No image yet: using the built-in batch.")
 else:
@@ -60,7 +60,7 @@ lr = c4.select_slider("Learning rate", (0.001, 0.003, 0.01, 0.03, 0.1), value=0.
 
 st.caption(f"Initialization: {stats.INITS[init]}.  \n**{cfg.label}** ({cfg.depth} layers, batch norm "
            f"{'on' if bn else 'off'}) and its plain twin on `{device}`; input: "
-           f"{'your image (a batch of 1)' if image else f'{batch} fixed random images'}.")
+           f"{'your image (a batch of 1)' if image is not None else f'{batch} fixed random images'}.")
 
 result = None
 with ui.friendly_errors("Measuring the signal flow"):

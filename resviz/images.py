@@ -47,6 +47,9 @@ def _open_checked(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
         raise ImageError("This file is not an image we can read. Use a JPEG, PNG, WebP or BMP picture.") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError("This image claims an enormous size (a 'decompression bomb'); refused.") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:  # e.g. a header cut short
+        raise ImageError(f"The image file is damaged or cut short ({str(e).splitlines()[0]}). "
+                         "Try saving or exporting it again.") from None
     w, h = img.size
     if w < 1 or h < 1:
         raise ImageError("This image has no pixels.")

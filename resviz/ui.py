@@ -139,8 +139,12 @@ def friendly_errors(what: str):
     """Show a clear message instead of a traceback; log the details for the teacher."""
     try:
         yield
-    except models.ConfigError as e:
-        st.error(f"{what}: {e}")
+    except ValueError as e:
+        if type(e).__module__.startswith("resviz"):  # our own errors (config, data, image, weights) speak plain words
+            st.error(f"{what}: {e}")
+        else:
+            log.exception("failed while %s", what)
+            st.error(f"{what} failed: {type(e).__name__}: {_first_line(e)}")
     except torch.OutOfMemoryError:
         log.exception("out of memory while %s", what)
         if torch.cuda.is_available():
@@ -148,7 +152,11 @@ def friendly_errors(what: str):
         st.error(f"{what}: the device ran out of memory. Try a smaller batch, a smaller input, or the CPU.")
     except Exception as e:  # noqa: BLE001 - the page must survive anything a student does
         log.exception("failed while %s", what)
-        st.error(f"{what} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        st.error(f"{what} failed: {type(e).__name__}: {_first_line(e)}")
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else ""
 
 
 # --- architecture page ---

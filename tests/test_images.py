@@ -158,3 +158,9 @@ def test_bundled_samples_are_small_valid_images():
         assert load_image(data).mode == "RGB"
     with pytest.raises(ImageError):
         images.sample_bytes("../../etc/passwd")
+
+
+def test_header_cut_short_is_refused_with_plain_words():
+    full = encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)), "JPEG")
+    with pytest.raises(ImageError, match="damaged or cut short"):
+        load_image(full[:300])  # Pillow fails while still reading the header
