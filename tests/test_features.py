@@ -139,9 +139,14 @@ def test_block_view_figures_show_channel_and_range(x):
     figs = plots.plot_block_views(r, k=2)
     assert [f.layout.title.text for f in figs] == ["layer1.0: main path F(x)", "layer1.0: shortcut x",
                                                   "layer1.0: output relu(F(x) + x)"]
-    trace = figs[2].data[0]
+    trace = figs[2].data[0]  # one heat map holding every channel's tile
     c, m = r["channels"][0], r["out"][0]
-    assert f"channel {c}" in trace.hovertemplate and f"range [{m.min():.3f}, {m.max():.3f}]" in trace.hovertemplate
-    assert trace.zmax == pytest.approx(max(np.abs(r[v][0]).max() for v in ("fx", "x", "out")))  # shared scale
+    h, w = m.shape
+    info = np.asarray(trace.customdata)[:h, :w]  # the first tile: channel, value, its range on hover
+    assert (info[..., 0] == c).all() and np.allclose(info[..., 1], m)
+    assert np.allclose(info[..., 2], m.min()) and np.allclose(info[..., 3], m.max())
+    shared = max(np.abs(r[v][0]).max() for v in ("fx", "x", "out"))  # one colour scale per channel, all views
+    assert np.allclose(np.asarray(trace.z)[:h, :w], m / shared)
+    assert figs[2].layout.annotations[0].text == f"ch {c}"
     plain = features.capture(models.plain_twin(tiny()), x, block=0)
     assert len(plots.plot_block_views(plain, k=3)) == 2  # no shortcut view in the plain twin

@@ -42,23 +42,31 @@ def plot_preprocessing(steps: dict) -> go.Figure:
 
 def plot_feature_grid(maps: np.ndarray, channels, title: str, zmax: np.ndarray | None = None,
                       cols: int | None = None) -> go.Figure:
-    """One heat map per channel (k, H, W); red positive, blue negative; hover: channel, value, its range."""
-    k = len(maps)
+    """The k channel maps (k, H, W) tiled into ONE heat map (one trace draws fast); red positive, blue negative,
+    each channel on its own colour scale (divided by ``zmax[i]``); hover: channel, value, its range."""
+    k, h, w = maps.shape
     cols = cols or max(1, math.ceil(math.sqrt(k)))
     rows = max(1, math.ceil(k / cols))
     zmax = np.abs(maps).reshape(k, -1).max(1) if zmax is None else zmax
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"ch {c}" for c in channels],
-                        horizontal_spacing=0.02, vertical_spacing=0.06 if rows > 1 else 0.0)
+    gap = max(1, h // 12)
+    shape = (rows * (h + gap) - gap, cols * (w + gap) - gap)
+    z = np.full(shape, np.nan)
+    info = np.full((*shape, 4), np.nan)  # channel, value, channel min, channel max
+    labels = []
     for i, (m, c) in enumerate(zip(maps, channels)):
-        lim = float(zmax[i]) or 1.0
-        fig.add_trace(go.Heatmap(
-            z=m, colorscale="RdBu_r", zmin=-lim, zmax=lim, showscale=False,
-            hovertemplate=(f"channel {c}<br>value %{{z:.3f}}<br>range [{m.min():.3f}, {m.max():.3f}]"
-                           "<br>row %{y}, col %{x}<extra></extra>")), i // cols + 1, i % cols + 1)
+        y0, x0 = (i // cols) * (h + gap), (i % cols) * (w + gap)
+        z[y0:y0 + h, x0:x0 + w] = m / (float(zmax[i]) or 1.0)
+        info[y0:y0 + h, x0:x0 + w] = np.stack(np.broadcast_arrays(c, m, m.min(), m.max()), -1)
+        labels.append(dict(x=x0 + (w - 1) / 2, y=y0 - 0.5, text=f"ch {c}", showarrow=False, yanchor="bottom",
+                           font=dict(size=10)))
+    fig = go.Figure(go.Heatmap(
+        z=z, customdata=info, colorscale="RdBu_r", zmin=-1, zmax=1, showscale=False, hoverongaps=False,
+        hovertemplate=("channel %{customdata[0]:.0f}<br>value %{customdata[1]:.3f}<br>"
+                       "range [%{customdata[2]:.3f}, %{customdata[3]:.3f}]<extra></extra>")))
     _hide_axes(fig)
+    fig.update_yaxes(scaleanchor="x")
     fig.update_layout(title=dict(text=title, x=0.5, xanchor="center"), height=70 + 110 * rows,
-                      margin=dict(l=0, r=0, t=60, b=0))
-    fig.update_annotations(font_size=10)
+                      margin=dict(l=0, r=0, t=60, b=0), annotations=labels, plot_bgcolor="white")
     return fig
 
 
