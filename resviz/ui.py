@@ -28,6 +28,28 @@ SIDEBAR_DEFAULTS = {  # widget key -> default; widgets take their value from her
 }
 
 
+LESSONS = [  # (page file, title, icon, what it teaches): app.py's navigation and the home page's list
+    ("pages/architecture.py", "Architecture", ":material/account_tree:", "the network as a graph, tensor shapes "
+     "through every block and shortcut, parameters and multiply-accumulates per layer"),
+    ("pages/shortcut_lab.py", "Shortcut lab", ":material/alt_route:", "why x + F(x) needs equal shapes, and how "
+     "zero-padding or a 1x1 convolution fixes a mismatch (with the bottleneck's costs)"),
+    ("pages/signal_flow.py", "Signal flow", ":material/monitoring:", "activation and gradient norms layer by layer, "
+     "a ResNet against its plain twin, with and without batch norm"),
+    ("pages/feature_maps.py", "Feature maps", ":material/image:", "upload a picture and see F(x), the shortcut x and "
+     "their sum inside each block; top-5 classes, Grad-CAM, Integrated Gradients and Occlusion"),
+    ("pages/training.py", "Training race", ":material/sprint:", "press Start and watch a ResNet and its plain twin "
+     "learn side by side on the same batches: loss, accuracy and gradient norms, live"),
+    ("pages/lesion.py", "Lesion study", ":material/content_cut:", "delete one block of a trained ResNet and of its "
+     "plain twin and measure what is left (Veit et al. 2016)"),
+    ("pages/paths.py", "Paths", ":material/route:", "a ResNet as 2^n paths of different lengths, and which lengths "
+     "carry the gradient (Veit et al. 2016)"),
+    ("pages/shattered.py", "Shattered gradients", ":material/grain:", "the input gradient of a deep plain net against "
+     "a ResNet's, at initialisation (Balduzzi et al. 2017)"),
+    ("pages/landscape.py", "Loss landscape", ":material/landscape:", "1-D and 2-D slices of the loss around a trained "
+     "ResNet and its plain twin (Li et al. 2018)"),
+]
+
+
 def init_state() -> None:
     """Set each per-session default once; safe to call from every page."""
     ss = st.session_state

@@ -23,3 +23,12 @@ def test_requirements_pin_the_stack():
     reqs = (ROOT / "requirements.txt").read_text()
     for name in ("torch", "torchvision", "streamlit", "plotly", "captum", "networkx", "pillow", "pytest"):
         assert re.search(rf"^{name}==", reqs, re.M), name
+
+
+def test_every_page_is_in_the_navigation_and_visited_by_the_browser_test():
+    from app_pages import PAGE_TEXTS
+    from resviz import ui
+
+    files = {p.stem for p in (ROOT / "pages").glob("*.py")}
+    assert files == {"home"} | {Path(path).stem for path, *_ in ui.LESSONS}
+    assert set(PAGE_TEXTS) == {"" if f == "home" else f for f in files}
