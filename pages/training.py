@@ -7,15 +7,18 @@ from resviz import data, limits, training, ui
 from resviz.models import get_config
 from resviz.plots.training import grad_range, plot_grad_heatmap, plot_race_accuracy, plot_race_loss
 
-SOURCES = ("Built-in shapes (no download)", "CIFAR10", "MNIST", "FashionMNIST", "My image folder (zip upload)")
+SOURCES = ("Built-in shapes (no download)", "CIFAR10", "MNIST", "FashionMNIST", "My image folder (zip upload)",
+           "The teacher's image folders")
 LRS = (0.001, 0.003, 0.01, 0.03, 0.05, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the images…")
-def load_data(source: str, size: int, channels: int, download: bool):
-    """Built-in or torchvision images: shared read-only tensors (each student's own zip is not cached)."""
+def load_data(source: str, size: int, channels: int, download: bool, folder: str = ""):
+    """Built-in, torchvision or teacher's-folder images: shared read-only tensors (a student's zip is not cached)."""
     if source == SOURCES[0]:
         return data.builtin_dataset(n_train=4000, n_test=1000, size=size, channels=channels, seed=0)
+    if source == SOURCES[5]:
+        return data.load_image_folder(data.teacher_folders()[folder], size, channels)
     return data.load_torchvision_dataset(source, download=download)
 
 
@@ -29,7 +32,9 @@ left, mid, right = st.columns(3)
 pair = left.radio("Networks", (f"{ui.residual_config(sel).label} (sidebar model)", "Deeper: resnet56 vs plain-56"),
                   key="tr_pair", help="The deeper pair shows the gap more clearly, at a third of the speed.")
 shallow = left.checkbox("Add a shallower plain net", key="tr_shallow", help="A third of the blocks per stage.")
-source = left.selectbox("Data", SOURCES, key="tr_data")
+folders = data.teacher_folders()  # offered only when the teacher started the server with RESVIZ_IMAGE_FOLDERS
+source = left.selectbox("Data", SOURCES if folders else SOURCES[:5], key="tr_data")
+folder = left.selectbox("Folder", list(folders), key="tr_folder") if source == SOURCES[5] else ""
 lr = mid.select_slider("Learning rate", LRS, value=training.RaceConfig.lr, key="tr_lr",
                        help="Very large rates make runs diverge.")
 batch = mid.select_slider("Batch size", (8, 16, 32, 64, 128), value=32, key="tr_batch")
@@ -53,7 +58,7 @@ if started:
         if source == SOURCES[4] and upload is None:
             raise data.DatasetError("Upload a zip of an image folder first.")
         train, test, names = (data.load_image_folder(upload.getvalue(), size, channels, report=notes)
-                              if source == SOURCES[4] else load_data(source, size, channels, download))
+                              if source == SOURCES[4] else load_data(source, size, channels, download, folder))
         rcfg = training.RaceConfig(lr=lr, batch_size=batch, steps=int(steps), weight_decay=wd, seed=int(seed),
                                    device=device)
         ss["tr_run"] = training.new_race(cfg, train, test, names, rcfg, shallow, notes) | {"data": source}

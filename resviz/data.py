@@ -317,6 +317,17 @@ def _read_folder(root: Path, size: int, channels: int, report: list | None):
     return torch.stack(images), torch.tensor(labels), names
 
 
+def teacher_folders() -> dict[str, Path]:
+    """ImageFolder datasets the teacher offers on the server: the sub-folders of $RESVIZ_IMAGE_FOLDERS.
+
+    Students choose one by name; they never type a path, so they cannot read other folders of the server.
+    """
+    root = os.environ.get("RESVIZ_IMAGE_FOLDERS")
+    if not root or not Path(root).is_dir():
+        return {}
+    return {p.name: p for p in sorted(Path(root).iterdir()) if p.is_dir() and not p.name.startswith(".")}
+
+
 def load_image_folder(path_or_zip_bytes: str | os.PathLike | bytes, size: int = 32, channels: int = 3,
                       test_fraction: float = 0.2, seed: int = 0,
                       report: list | None = None) -> tuple[TensorDataset, TensorDataset, list[str]]:

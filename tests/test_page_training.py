@@ -123,3 +123,57 @@ def test_browser_start_then_stop(app_server, page):
     assert page.get_by_text("Download the trained ResNet").count() == 1
     assert page.locator('[data-testid="stPlotlyChart"]').count() == 4
     screenshot(page, "training_race")
+
+
+def _image_zip_members(classes=("circles", "squares"), n=6):
+    import io as _io
+
+    from PIL import Image, ImageDraw
+
+    members = {}
+    for c, name in enumerate(classes):
+        for i in range(n):
+            im = Image.new("RGB", (24, 24), (20 * i, 0, 0))
+            draw = ImageDraw.Draw(im)
+            (draw.ellipse if c == 0 else draw.rectangle)((4 + i, 4, 18, 18), fill=(255, 255, 255))
+            buf = _io.BytesIO()
+            im.save(buf, "PNG")
+            members[f"{name}/{i}.png"] = buf.getvalue()
+    return members
+
+
+def test_a_good_zip_uploaded_on_the_page_trains():
+    import io as _io
+    import zipfile
+
+    buf = _io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, payload in _image_zip_members().items():
+            z.writestr(name, payload)
+    at = new_app("training", timeout=300)
+    at.selectbox(key="tr_data").set_value("My image folder (zip upload)").run()
+    at.file_uploader(key="tr_zip").set_value(("shapes.zip", buf.getvalue(), "application/zip")).run()
+    at.number_input(key="tr_steps").set_value(3)
+    at.select_slider(key="tr_batch").set_value(8)
+    at.button(key="tr_start").click().run()
+    no_exceptions(at)
+    assert not at.error, [e.value for e in at.error]
+    assert at.session_state["tr_run"]["history"]["step"] == 3
+
+
+def test_teacher_folders_are_offered_by_name_only(tmp_path, monkeypatch):
+    for name, payload in _image_zip_members().items():
+        (tmp_path / "shapes" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "shapes" / name).write_bytes(payload)
+    at = new_app("training", timeout=300)
+    assert "The teacher's image folders" not in at.selectbox(key="tr_data").options  # not configured: not offered
+    monkeypatch.setenv("RESVIZ_IMAGE_FOLDERS", str(tmp_path))
+    at.run()
+    at.selectbox(key="tr_data").set_value("The teacher's image folders").run()
+    assert at.selectbox(key="tr_folder").options == ["shapes"]
+    at.number_input(key="tr_steps").set_value(2)
+    at.select_slider(key="tr_batch").set_value(8)
+    at.button(key="tr_start").click().run()
+    no_exceptions(at)
+    assert not at.error, [e.value for e in at.error]
+    assert at.session_state["tr_run"]["history"]["step"] == 2
