@@ -119,16 +119,16 @@ def check_config(cfg: ResNetConfig) -> None:
         raise ConfigError("Grouped or wide convolutions need the bottleneck block (as in torchvision).")
 
 
-def conv3x3(in_ch: int, out_ch: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, groups=groups, bias=False)
+def conv3x3(in_ch: int, out_ch: int, stride: int = 1, groups: int = 1, device=None) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, groups=groups, bias=False, device=device)
 
 
-def conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False)
+def conv1x1(in_ch: int, out_ch: int, stride: int = 1, device=None) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False, device=device)
 
 
-def norm_layer(channels: int, enabled: bool) -> nn.Module:
-    return nn.BatchNorm2d(channels) if enabled else nn.Identity()
+def norm_layer(channels: int, enabled: bool, device=None) -> nn.Module:
+    return nn.BatchNorm2d(channels, device=device) if enabled else nn.Identity()
 
 
 class PadShortcut(nn.Module):
@@ -154,13 +154,13 @@ class Add(nn.Module):
         return fx + x  # not in place: F(x) stays visible to hooks and autograd
 
 
-def make_shortcut(cfg: ResNetConfig, in_ch: int, out_ch: int, stride: int) -> nn.Module | None:
+def make_shortcut(cfg: ResNetConfig, in_ch: int, out_ch: int, stride: int, device=None) -> nn.Module | None:
     """The shortcut a block needs under option A, B or C; None means the identity."""
     if not cfg.residual:
         return None
     mismatch = in_ch != out_ch or stride != 1
     if cfg.shortcut == "C" or (cfg.shortcut == "B" and mismatch):
-        return nn.Sequential(conv1x1(in_ch, out_ch, stride), norm_layer(out_ch, cfg.norm))
+        return nn.Sequential(conv1x1(in_ch, out_ch, stride, device), norm_layer(out_ch, cfg.norm, device))
     if cfg.shortcut == "A" and mismatch:
         if out_ch < in_ch:
             raise ConfigError("Option A can only add channels (zero-padding); use B or C to reduce them.")
@@ -173,15 +173,15 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, cfg: ResNetConfig, in_ch: int, planes: int, stride: int = 1):
+    def __init__(self, cfg: ResNetConfig, in_ch: int, planes: int, stride: int = 1, device=None):
         super().__init__()
         out_ch = planes
-        self.conv1 = conv3x3(in_ch, planes, stride)
-        self.bn1 = norm_layer(planes, cfg.norm)
+        self.conv1 = conv3x3(in_ch, planes, stride, device=device)
+        self.bn1 = norm_layer(planes, cfg.norm, device)
         self.relu = nn.ReLU()
-        self.conv2 = conv3x3(planes, out_ch)
-        self.bn2 = norm_layer(out_ch, cfg.norm)
-        self.downsample = make_shortcut(cfg, in_ch, out_ch, stride)
+        self.conv2 = conv3x3(planes, out_ch, device=device)
+        self.bn2 = norm_layer(out_ch, cfg.norm, device)
+        self.downsample = make_shortcut(cfg, in_ch, out_ch, stride, device)
         self.add = Add()
         self.relu_out = nn.ReLU()
         self.residual = cfg.residual
@@ -204,21 +204,21 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, cfg: ResNetConfig, in_ch: int, planes: int, stride: int = 1):
+    def __init__(self, cfg: ResNetConfig, in_ch: int, planes: int, stride: int = 1, device=None):
         super().__init__()
         width = int(planes * (cfg.width_per_group / 64.0)) * cfg.groups
         out_ch = planes * self.expansion
         s1, s3 = (stride, 1) if cfg.stride_in_1x1 else (1, stride)
         # Registered in execution order: the shape trace walks modules in this order.
-        self.conv1 = conv1x1(in_ch, width, s1)
-        self.bn1 = norm_layer(width, cfg.norm)
+        self.conv1 = conv1x1(in_ch, width, s1, device)
+        self.bn1 = norm_layer(width, cfg.norm, device)
         self.relu = nn.ReLU()
-        self.conv2 = conv3x3(width, width, s3, cfg.groups)
-        self.bn2 = norm_layer(width, cfg.norm)
+        self.conv2 = conv3x3(width, width, s3, cfg.groups, device)
+        self.bn2 = norm_layer(width, cfg.norm, device)
         self.relu2 = nn.ReLU()
-        self.conv3 = conv1x1(width, out_ch)
-        self.bn3 = norm_layer(out_ch, cfg.norm)
-        self.downsample = make_shortcut(cfg, in_ch, out_ch, stride)
+        self.conv3 = conv1x1(width, out_ch, device=device)
+        self.bn3 = norm_layer(out_ch, cfg.norm, device)
+        self.downsample = make_shortcut(cfg, in_ch, out_ch, stride, device)
         self.add = Add()
         self.relu_out = nn.ReLU()
         self.residual = cfg.residual
@@ -242,16 +242,17 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """A ResNet (or, with ``cfg.residual=False``, its plain twin) built from a ResNetConfig."""
 
-    def __init__(self, cfg: ResNetConfig):
+    def __init__(self, cfg: ResNetConfig, device: str | torch.device | None = None):
+        """``device="meta"`` builds a shapes-only skeleton (for tracing) without allocating any weights."""
         super().__init__()
         check_config(cfg)
         self.cfg = cfg
         block = Bottleneck if cfg.block == "bottleneck" else BasicBlock
         imagenet = cfg.stem == "imagenet"
         # Registered in execution order: the shape trace walks modules in this order.
-        self.conv1 = (nn.Conv2d(cfg.in_channels, cfg.stem_width, 7, stride=2, padding=3, bias=False) if imagenet
-                      else conv3x3(cfg.in_channels, cfg.stem_width))
-        self.bn1 = norm_layer(cfg.stem_width, cfg.norm)
+        self.conv1 = (nn.Conv2d(cfg.in_channels, cfg.stem_width, 7, stride=2, padding=3, bias=False, device=device)
+                      if imagenet else conv3x3(cfg.in_channels, cfg.stem_width, device=device))
+        self.bn1 = norm_layer(cfg.stem_width, cfg.norm, device)
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if imagenet else nn.Identity()
         in_ch = cfg.stem_width
@@ -260,12 +261,12 @@ class ResNet(nn.Module):
             stride = 1 if i == 0 else 2
             blocks = []
             for j in range(n):
-                blocks.append(block(cfg, in_ch, planes, stride if j == 0 else 1))
+                blocks.append(block(cfg, in_ch, planes, stride if j == 0 else 1, device))
                 in_ch = planes * block.expansion
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
             self.stage_names.append(f"layer{i + 1}")
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(in_ch, cfg.num_classes)
+        self.fc = nn.Linear(in_ch, cfg.num_classes, device=device)
         self.init_weights(cfg.zero_init_residual)
 
     def init_weights(self, zero_init_residual: bool = False, generator: torch.Generator | None = None):

@@ -247,8 +247,7 @@ def _attr(module: nn.Module, attr: str):
 @functools.lru_cache(maxsize=32)
 def skeleton(cfg: ResNetConfig) -> ResNet:
     """The model's modules on the meta device (shapes, no values): cheap to build, cached, never run."""
-    with torch.device("meta"):
-        return ResNet(cfg).eval()
+    return ResNet(cfg, device="meta").eval()
 
 
 def trace_shapes(cfg: ResNetConfig, input_shape: tuple[int, int, int] | None = None) -> Trace:
