@@ -32,3 +32,10 @@ def test_every_page_is_in_the_navigation_and_visited_by_the_browser_test():
     files = {p.stem for p in (ROOT / "pages").glob("*.py")}
     assert files == {"home"} | {Path(path).stem for path, *_ in ui.LESSONS}
     assert set(PAGE_TEXTS) == {"" if f == "home" else f for f in files}
+
+
+def test_readme_notebook_example_runs_and_prints_what_it_says(capsys):
+    code = re.search(r"```python\n(.+?)\n```", (ROOT / "README.md").read_text(), re.S).group(1)
+    exec(compile(code, "README.md", "exec"), {})
+    expected = re.search(r"^# (.+)$", code, re.M).group(1)
+    assert capsys.readouterr().out.strip() == expected
