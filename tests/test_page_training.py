@@ -2,20 +2,11 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from resviz import data
 from resviz.models import ResNet
 from tests.conftest import new_app, no_exceptions, open_page, page_exceptions, screenshot, wait_idle
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny races: one thread is faster than two on a busy machine (no OpenMP spin-waiting)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_app():

@@ -16,14 +16,6 @@ from resviz import training as T
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster than two on a busy machine (no OpenMP spin-waiting)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 TINY = M.ResNetConfig(block="basic", layers=(2, 1), widths=(4, 8), stem="cifar", stem_width=4, input_size=8,
                       num_classes=2, shortcut="A", name="tiny")
