@@ -23,7 +23,8 @@ else:
     c[1].metric("Multiply-accumulates", f"{trace.total_macs / 1e9:.3f} G")
     c[2].metric("Weighted layers", cfg.depth)
     c[3].metric("Output", fmt_shape(trace.output_shape))
-    c[4].metric("Receptive field", f"{max(r['receptive_field'] for r in trace.rows if r['op'] != 'fc')} px",
+    rf = max(r["receptive_field"] for r in trace.rows if r["op"] not in ("avgpool", "fc"))
+    c[4].metric("Receptive field", f"{rf} px",
                 help="Input pixels that can influence one output of the last conv layer (before pooling).")
 
 expanding = next((b for b in trace.blocks if b["expands"]), None)

@@ -26,6 +26,7 @@ def test_choosing_resnet50_shows_bottleneck_and_projection_callouts():
     at = new_app("architecture", sidebar={"sel_family": "ImageNet", "sel_imagenet": "resnet50"})
     no_exceptions(at)
     assert metric(at, "Parameters") == "25,557,032"
+    assert metric(at, "Receptive field") == "427 px"  # the last conv's, as published (pooling excluded)
     assert any("expands them to 256 (4x)" in i.value for i in at.info)
     assert any("1x1 projection, stride 2" in w.value for w in at.warning)
 

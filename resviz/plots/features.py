@@ -48,7 +48,7 @@ def plot_feature_grid(maps: np.ndarray, channels, title: str, zmax: np.ndarray |
     cols = cols or max(1, math.ceil(math.sqrt(k)))
     rows = max(1, math.ceil(k / cols))
     zmax = np.abs(maps).reshape(k, -1).max(1) if zmax is None else zmax
-    gap = max(1, h // 12)
+    gap = max(2, h // 4)  # room for each tile's channel label
     shape = (rows * (h + gap) - gap, cols * (w + gap) - gap)
     z = np.full(shape, np.nan)
     info = np.full((*shape, 4), np.nan)  # channel, value, channel min, channel max
