@@ -9,9 +9,9 @@ from resviz.plots.architecture import layout_graph, plot_architecture
 from resviz.trace import TABLE_COLUMNS, fmt_shape
 
 st.title("Architecture")
-cfg, device = ui.current_selection()
-plain = st.toggle("Show the plain twin (shortcut additions removed)", value=not cfg.residual, key="arch_plain")
-cfg = models.plain_config(cfg) if plain else ui.residual_config(cfg)
+sel = ui.current_selection()
+plain = st.toggle("Show the plain twin (shortcut additions removed)", value=sel.plain, key="arch_plain")
+cfg = models.with_shortcuts(sel.cfg, residual=not plain)
 trace = ui.cached_trace(cfg)
 
 if trace.error:

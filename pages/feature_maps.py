@@ -6,7 +6,8 @@ import streamlit as st
 from resviz import attribution, features, images, limits, ui
 from resviz.plots import features as plots
 
-cfg, device = ui.current_selection()
+sel = ui.current_selection()
+cfg, device = sel.chosen, sel.device
 st.title("Feature maps: watch a picture flow through the network")
 st.caption("Each residual block computes a correction F(x) and adds it to its input x: out = relu(F(x) + x). "
            "Here you see both parts and their sum for a picture of your choice.")

@@ -1,7 +1,7 @@
 """Home: what a residual block is, and what each page teaches."""
 import streamlit as st
 
-from resviz import ui
+from resviz.lessons import HOME_HEADING, LESSONS
 
 st.title("resviz: how residual networks work")
 st.markdown(
@@ -18,7 +18,7 @@ shape; where a block changes the number of channels or the image size, the short
 (zero-padding, or a 1x1 convolution). He et al., *Deep Residual Learning for Image Recognition*, CVPR 2016.
 """
 )
-st.subheader("What each page teaches")
-for path, title, icon, teaches in ui.LESSONS:
-    st.page_link(path, label=f"{title}: {teaches}", icon=icon)
+st.subheader(HOME_HEADING)
+for lesson in LESSONS:
+    st.page_link(lesson.page, label=f"{lesson.title}: {lesson.teaches}", icon=lesson.icon)
 st.info("Pick the model in the sidebar: it is shared by every page, and only for you (each student has their own).")

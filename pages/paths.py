@@ -30,8 +30,8 @@ with ui.friendly_errors("Measuring the gradient per path length"):
             st.stop()
         cfg, model, key = found["cfg"], found["resnet"], found["key"]
     else:
-        cfg, device = ui.current_selection()
-        cfg = ui.residual_config(cfg)
+        sel = ui.current_selection()
+        cfg, device = sel.cfg, sel.device
         model, key = ui.load_model(cfg, device), f"init-{cfg}-{device}"
     x, y = pair.probe_batch(cfg, 8)
     x = x.to(next(model.parameters()).device)

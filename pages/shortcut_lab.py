@@ -26,7 +26,8 @@ st.title("Shortcut lab: making x and F(x) fit")
 st.markdown("A residual block outputs **F(x) + x**. The addition works element by element, so F(x) and x need "
             "the *same* shape (channels × height × width). Where a block changes the channel count or uses a "
             "stride, they differ. Set the shapes below and see what breaks, and how each fix repairs it.")
-cfg, device = ui.current_selection()
+sel = ui.current_selection()
+cfg, device = sel.chosen, sel.device
 with st.expander(f"Pick a real block from the current model ({cfg.label})", expanded=True), \
         ui.friendly_errors("Reading the model's blocks"):
     blocks = _blocks(cfg)

@@ -28,7 +28,8 @@ st.title("Signal flow: ResNet against its plain twin")
 st.markdown("The same batch goes forward through a ResNet and through its **plain twin** (the same layers with the "
             "same starting weights, without the shortcut additions); the loss gradient then flows back. Each chart "
             "shows one number per weighted layer, input on the left, for both networks, on a log scale.")
-sidebar_cfg, device = ui.current_selection()
+sel = ui.current_selection()
+device = sel.device
 c1, c2, c3, c4 = st.columns(4)
 source = c1.radio("Network", SOURCES, key="sf_source")
 depth = c2.select_slider("Depth (layers)", DEPTHS, value=20, key="sf_depth", disabled=source != SOURCES[0],
@@ -39,7 +40,7 @@ if source == SOURCES[0]:
     k = (depth - 2) // 6
     cfg = replace(models.get_config("resnet20"), layers=(k, k, k), norm=bn, name=f"resnet{depth}")
 else:
-    cfg = replace(ui.residual_config(sidebar_cfg), norm=bn)
+    cfg = replace(sel.cfg, norm=bn)
 c1, c2, c3, c4 = st.columns(4)
 use_image = c1.radio("Input", ("Built-in batch", "Upload an image"), key="sf_input") != "Built-in batch"
 batch, image = 8, None

@@ -27,9 +27,10 @@ st.markdown("Both networks start from **the same weights** (the plain twin just 
             "**the same batches** and use **the same optimizer** (SGD with momentum). Only the shortcuts differ. "
             "He et al. (2016) found deep plain nets train *worse* than shallower ones (the degradation problem); "
             "tick the shallower plain net to see it. Same seed, same device: same curves.")
-sel, device = ui.current_selection()
+sel = ui.current_selection()
+device = sel.device
 left, mid, right = st.columns(3)
-pair = left.radio("Networks", (f"{ui.residual_config(sel).label} (sidebar model)", "Deeper: resnet56 vs plain-56"),
+pair = left.radio("Networks", (f"{sel.cfg.label} (sidebar model)", "Deeper: resnet56 vs plain-56"),
                   key="tr_pair", help="The deeper pair shows the gap more clearly, at a third of the speed.")
 shallow = left.checkbox("Add a shallower plain net", key="tr_shallow", help="A third of the blocks per stage.")
 folders = data.teacher_folders()  # offered only when the teacher started the server with RESVIZ_IMAGE_FOLDERS
@@ -52,7 +53,7 @@ stopped = stop.button("Stop", key="tr_stop", width="stretch")
 ss = st.session_state
 if started:
     with ui.friendly_errors("Preparing the race"):
-        cfg = ui.residual_config(sel) if pair.endswith("(sidebar model)") else get_config("resnet56")
+        cfg = sel.cfg if pair.endswith("(sidebar model)") else get_config("resnet56")
         size, channels = training.data_shape_for(cfg)
         notes = []
         if source == SOURCES[4] and upload is None:

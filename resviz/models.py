@@ -92,9 +92,14 @@ def get_config(name: str, **overrides) -> ResNetConfig:
     return replace(PRESETS[name], **overrides)
 
 
+def with_shortcuts(cfg: ResNetConfig, residual: bool = True) -> ResNetConfig:
+    """The same network with its shortcut additions (``residual=True``) or without them (the plain twin)."""
+    return replace(cfg, residual=residual)
+
+
 def plain_config(cfg: ResNetConfig) -> ResNetConfig:
     """The plain twin's config: the same network with its shortcut additions removed."""
-    return replace(cfg, residual=False)
+    return with_shortcuts(cfg, residual=False)
 
 
 def check_config(cfg: ResNetConfig) -> None:

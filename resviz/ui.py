@@ -6,8 +6,13 @@ never mutate them. Anything a student changes lives in ``st.session_state``.
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
-from dataclasses import replace
+import threading
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Hashable
+
+import cachetools
 
 import pandas  # noqa: F401  plotly imports it lazily, which races when two sessions draw their first chart at once
 import streamlit as st
@@ -18,36 +23,33 @@ from resviz import limits, models
 log = logging.getLogger("resviz")
 
 DEFAULT_PRESET = "resnet20"  # the paper's CIFAR net: small enough to train live on a laptop CPU
-FAMILIES = ("CIFAR (paper §4.2)", "ImageNet", "Custom")
+
+
+class Family(str, enum.Enum):
+    """Where the sidebar's model comes from; the value is the label the radio shows."""
+    CIFAR = "CIFAR (paper §4.2)"
+    IMAGENET = "ImageNet"
+    CUSTOM = "Custom"
 
 
 SIDEBAR_DEFAULTS = {  # widget key -> default; widgets take their value from here, never from value=
-    "sel_family": FAMILIES[0], "sel_cifar": DEFAULT_PRESET, "sel_imagenet": "resnet50", "sel_block": "basic",
+    "sel_family": Family.CIFAR.value, "sel_cifar": DEFAULT_PRESET, "sel_imagenet": "resnet50", "sel_block": "basic",
     "sel_layers": "2, 2, 2", "sel_width": 16, "sel_stem": "cifar", "sel_size": 32, "sel_in_ch": 3,
     "sel_classes": 10, "sel_norm": True, "sel_shortcut": "B", "sel_plain": False, "sel_device": "auto",
 }
 
 
-LESSONS = [  # (page file, title, icon, what it teaches): app.py's navigation and the home page's list
-    ("pages/architecture.py", "Architecture", ":material/account_tree:", "the network as a graph, tensor shapes "
-     "through every block and shortcut, parameters and multiply-accumulates per layer"),
-    ("pages/shortcut_lab.py", "Shortcut lab", ":material/alt_route:", "why x + F(x) needs equal shapes, and how "
-     "zero-padding or a 1x1 convolution fixes a mismatch (with the bottleneck's costs)"),
-    ("pages/signal_flow.py", "Signal flow", ":material/monitoring:", "activation and gradient norms layer by layer, "
-     "a ResNet against its plain twin, with and without batch norm"),
-    ("pages/feature_maps.py", "Feature maps", ":material/image:", "upload a picture and see F(x), the shortcut x and "
-     "their sum inside each block; top-5 classes, Grad-CAM, Integrated Gradients and Occlusion"),
-    ("pages/training.py", "Training race", ":material/sprint:", "press Start and watch a ResNet and its plain twin "
-     "learn side by side on the same batches: loss, accuracy and gradient norms, live"),
-    ("pages/lesion.py", "Lesion study", ":material/content_cut:", "delete one block of a trained ResNet and of its "
-     "plain twin and measure what is left (Veit et al. 2016)"),
-    ("pages/paths.py", "Paths", ":material/route:", "a ResNet as 2^n paths of different lengths, and which lengths "
-     "carry the gradient (Veit et al. 2016)"),
-    ("pages/shattered.py", "Shattered gradients", ":material/grain:", "the input gradient of a deep plain net against "
-     "a ResNet's, at initialisation (Balduzzi et al. 2017)"),
-    ("pages/landscape.py", "Loss landscape", ":material/landscape:", "1-D and 2-D slices of the loss around a trained "
-     "ResNet and its plain twin (Li et al. 2018)"),
-]
+@dataclass(frozen=True)
+class Selection:
+    """The sidebar's choice: a residual config, whether the student looks at its plain twin, and the device."""
+    cfg: models.ResNetConfig  # always residual=True: pages that compare both start from it
+    plain: bool = False  # the student asked for the plain twin
+    device: str = "cpu"
+
+    @property
+    def chosen(self) -> models.ResNetConfig:
+        """The network the student chose: the residual config, or its plain twin."""
+        return models.with_shortcuts(self.cfg, residual=not self.plain)
 
 
 def init_state() -> None:
@@ -58,8 +60,7 @@ def init_state() -> None:
             ss[key] = value
         elif not _drawn_this_run(key):
             ss[key] = ss[key]  # keeps a sidebar choice when the widget is drawn from another page's script
-    ss.setdefault("selection", (models.get_config(DEFAULT_PRESET), "cpu"))
-    ss.setdefault("trained", None)  # {"cfg": ResNetConfig, "state_dict": ..., "label": str} from the training page
+    ss.setdefault("selection", Selection(models.get_config(DEFAULT_PRESET)))
 
 
 @st.cache_resource(max_entries=8, show_spinner="Building the model…")
@@ -82,8 +83,8 @@ def _drawn_this_run(widget_key: str) -> bool:
         return True
 
 
-def current_selection() -> tuple[models.ResNetConfig, str]:
-    """The app-wide (config, device) chosen in the sidebar for this session.
+def current_selection() -> Selection:
+    """The app-wide selection made in the sidebar for this session.
 
     app.py draws the sidebar before every page. When Streamlit runs a page file on its own (AppTest's
     ``switch_page``, or a direct link to a freshly started server), the page draws it here instead.
@@ -122,38 +123,63 @@ def _custom_config_ui() -> models.ResNetConfig:
                                norm=norm, shortcut=shortcut)
 
 
-def model_sidebar_ui() -> tuple[models.ResNetConfig, str]:
-    """The app-wide model picker (rendered by app.py on every page); returns (config, device)."""
+def _config_ui(family: Family) -> models.ResNetConfig:
+    if family is Family.CIFAR:
+        return models.get_config(st.sidebar.selectbox("Preset", models.CIFAR_PRESETS, key="sel_cifar"))
+    if family is Family.IMAGENET:
+        return models.get_config(st.sidebar.selectbox("Preset", models.IMAGENET_PRESETS, key="sel_imagenet"))
+    return _custom_config_ui()
+
+
+def model_sidebar_ui() -> Selection:
+    """The app-wide model picker (rendered by app.py on every page); returns the session's Selection."""
     init_state()
     sb = st.sidebar
     sb.header("Model")
-    family = sb.radio("Family", FAMILIES, key="sel_family")
+    family = Family(sb.radio("Family", [f.value for f in Family], key="sel_family"))
     try:
-        if family == FAMILIES[0]:
-            name = sb.selectbox("Preset", models.CIFAR_PRESETS, key="sel_cifar")
-            cfg = models.get_config(name)
-        elif family == FAMILIES[1]:
-            name = sb.selectbox("Preset", models.IMAGENET_PRESETS, key="sel_imagenet")
-            cfg = models.get_config(name)
-        else:
-            cfg = _custom_config_ui()
+        cfg = models.with_shortcuts(_config_ui(family))
         models.check_config(cfg)
     except models.ConfigError as e:
         sb.error(f"{e} Keeping the previous model.")
-        cfg = st.session_state["selection"][0]
-    if sb.toggle("Plain twin (shortcuts removed)", key="sel_plain"):
-        cfg = models.plain_config(cfg)
+        cfg = st.session_state["selection"].cfg
+    plain = sb.toggle("Plain twin (shortcuts removed)", key="sel_plain")
     device = sb.selectbox("Device", ["auto", *models.available_devices()], key="sel_device",
                           help="auto picks cuda, then mps, then cpu.")
-    device = str(models.pick_device(device))
-    sb.caption(f"**{cfg.label}** · {cfg.depth} weighted layers · on `{device}`")
-    st.session_state["selection"] = (cfg, device)
-    return cfg, device
+    sel = Selection(cfg, plain, str(models.pick_device(device)))
+    sb.caption(f"**{sel.chosen.label}** · {cfg.depth} weighted layers · on `{sel.device}`")
+    st.session_state["selection"] = sel
+    return sel
 
 
-def residual_config(cfg: models.ResNetConfig) -> models.ResNetConfig:
-    """The residual version of a selection (pages that compare both start from it)."""
-    return replace(cfg, residual=True)
+def shared_result(key: tuple, compute: Callable, label: str) -> Any:
+    """A result computed once for the whole class and kept in a bounded LRU (numpy/dicts, never live tensors).
+
+    ``compute(progress)`` gets a callback taking a fraction in [0, 1]; the page shows it as a progress bar.
+    """
+    store, lock = _result_store()
+    with lock:
+        if key in store:
+            return store[key]
+    bar = st.progress(0.0, text=label)
+    result = compute(lambda f: bar.progress(min(1.0, max(0.0, f)), text=f"{label} {f:.0%}"))
+    bar.empty()
+    with lock:
+        store[key] = result
+    return result
+
+
+@st.cache_resource
+def _result_store() -> tuple[cachetools.LRUCache, threading.Lock]:
+    return cachetools.LRUCache(maxsize=48), threading.Lock()
+
+
+def session_owned(name: str, key: Hashable, make: Callable[[], Any]) -> Any:
+    """An object this student owns (uploaded or trained weights), made again only when ``key`` changes."""
+    held = st.session_state.get(f"_owned_{name}")
+    if held is None or held[0] != key:
+        held = st.session_state[f"_owned_{name}"] = (key, make())
+    return held[1]
 
 
 @contextlib.contextmanager
@@ -363,7 +389,7 @@ def _beyond_pair_ui(prefix: str) -> dict | None:
     from resviz import diskcache, pair
 
     init_state()
-    _, device = current_selection()
+    device = current_selection().device
     t = st.session_state.get("trained")
     if t and t.get("plain_state_dict") is not None and st.toggle(
             "Use the pair from the training page", True, key=f"{prefix}_pair_session",

@@ -4,7 +4,7 @@
     python scripts/load_test.py --url http://127.0.0.1:8501 --pid 1234   # an already running one
 
 Each session is a websocket client (resviz/bench/_server.py: no browser), pages spread round-robin over
-tests/app_pages.py: PAGE_TEXTS. Every session reruns its page every few seconds until the time is up, then
+resviz.lessons.page_texts(). Every session reruns its page every few seconds until the time is up, then
 closes; the script waits ``--settle`` s and reads the server's memory again. Reports time to first render
 (connect -> page drawn; median/p95/max), rerun times, disconnects/timeouts, exception boxes and server
 tracebacks, and server RSS at start, at peak and after the sessions closed. Prints a table, writes JSON.
@@ -36,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--ramp", type=float, default=10.0, help="seconds over which the sessions connect")
     ap.add_argument("--settle", type=float, default=20.0, help="seconds to wait after closing, before the last RSS")
     ap.add_argument("--timeout", type=float, default=180.0, help="seconds one run may take before it counts as lost")
-    ap.add_argument("--pages", help="comma-separated URL paths (default: every page in tests/app_pages.py)")
+    ap.add_argument("--pages", help="comma-separated URL paths (default: every page in resviz.lessons)")
     ap.add_argument("--url", help="use this running server (loopback) instead of starting one")
     ap.add_argument("--pid", type=int, help="the --url server's process id, for its memory")
     ap.add_argument("--streamlit-arg", action="append", default=[], metavar="OPT",
@@ -53,9 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def default_pages() -> list[str]:
-    from tests.app_pages import PAGE_TEXTS
+    from resviz.lessons import page_texts
 
-    return list(PAGE_TEXTS)
+    return list(page_texts())
 
 
 def assign_pages(n: int, pages: list[str]) -> list[str]:

@@ -11,9 +11,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from conftest import CHROMIUM, CHROMIUM_FLAGS, page_exceptions, wait_idle  # noqa: E402
 from resviz.bench._server import start_server, stop_server  # noqa: E402
+from resviz.lessons import page_texts  # noqa: E402
 
-PAGES = ["", "architecture", "shortcut_lab", "signal_flow", "feature_maps", "training", "lesion", "paths",
-         "shattered", "landscape"]
+PAGES = list(page_texts())
 
 
 def before_shot(pg, path: str) -> None:

@@ -50,7 +50,7 @@ def test_unparsable_custom_stages_keep_previous_model():
     at = new_app(sidebar={"sel_family": "Custom", "sel_layers": "two, 2"})
     no_exceptions(at)
     assert any("whole numbers" in e.value for e in at.sidebar.error)
-    assert at.session_state["selection"][0].name == "resnet20"
+    assert at.session_state["selection"].cfg.name == "resnet20"
 
 
 def test_expand_all_layers_and_csv_download():
@@ -62,9 +62,9 @@ def test_expand_all_layers_and_csv_download():
 
 @pytest.mark.browser
 def test_every_page_renders_in_chromium_without_exceptions(app_server, page):
-    import app_pages
+    from resviz.lessons import page_texts
 
-    for path, text in app_pages.PAGE_TEXTS.items():
+    for path, text in page_texts().items():
         open_page(page, app_server, path)
         assert page_exceptions(page) == [], path
         assert page.get_by_text(text).first.is_visible(), (path, text)

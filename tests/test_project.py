@@ -26,12 +26,11 @@ def test_requirements_pin_the_stack():
 
 
 def test_every_page_is_in_the_navigation_and_visited_by_the_browser_test():
-    from app_pages import PAGE_TEXTS
-    from resviz import ui
+    from resviz.lessons import LESSONS, page_texts
 
     files = {p.stem for p in (ROOT / "pages").glob("*.py")}
-    assert files == {"home"} | {Path(path).stem for path, *_ in ui.LESSONS}
-    assert set(PAGE_TEXTS) == {"" if f == "home" else f for f in files}
+    assert files == {"home"} | {lesson.name for lesson in LESSONS}
+    assert set(page_texts()) == {"" if f == "home" else f for f in files}
 
 
 def test_readme_notebook_example_runs_and_prints_what_it_says(capsys):

@@ -1,15 +1,15 @@
 """The whole app: cold start to a page in Chromium, warm rerun of each page after one widget change, and
 server memory per extra student session.
 
-Pages come from tests/app_pages.py (PAGE_TEXTS); the widget changed on each page is in PAGE_WIDGETS, else the
+Pages come from resviz.lessons.page_texts(); the widget changed on each page is in PAGE_WIDGETS, else the
 first simple widget of the page is picked (the row says which).
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import time
 
+from resviz.lessons import page_texts
 from resviz.bench._server import ROOT, Session, cpu_s, rss_mb, start_server, stop_server
 
 CHROMIUM = "/usr/bin/chromium"
@@ -29,14 +29,6 @@ PAGE_WIDGETS = {  # URL path -> (widget key, new value): a cheap change a studen
 MEMORY_PAGES = ("", "architecture")  # each memory session renders these, like a student opening the app
 RERUN_TARGET_S = 0.3
 SESSION_TARGET_MB = 100
-
-
-def page_texts() -> dict[str, str]:
-    """tests/app_pages.py: PAGE_TEXTS (URL path -> a text the page shows), loaded by path."""
-    spec = importlib.util.spec_from_file_location("app_pages", ROOT / "tests" / "app_pages.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.PAGE_TEXTS
 
 
 def _row(figure, value, unit, target, ok, baseline="-") -> dict:
