@@ -3,7 +3,8 @@ import hashlib
 
 import streamlit as st
 
-from resviz import attribution, features, images, limits, ui
+from resviz.inputs import images, limits
+from resviz import attribution, features, ui
 from resviz.plots import features as plots
 
 sel = ui.current_selection()

@@ -3,7 +3,8 @@ from dataclasses import replace
 
 import streamlit as st
 
-from resviz import images, limits, models, stats, ui
+from resviz.inputs import images, limits
+from resviz import models, stats, ui
 from resviz.plots import signal as plots
 
 DEPTHS = (8, 14, 20, 32, 44, 56, 110, 164, 218, 326)  # 6k+2 layers; the paper's CIFAR nets go to 110, beyond is custom

@@ -3,7 +3,8 @@ import time
 
 import streamlit as st
 
-from resviz import data, limits, training, ui
+from resviz.inputs import data, limits
+from resviz import training, ui
 from resviz.models import get_config
 from resviz.plots.training import grad_range, plot_grad_heatmap, plot_race_accuracy, plot_race_loss
 

@@ -304,6 +304,10 @@ class ResNet(nn.Module):
         """Every residual block in depth order."""
         return [b for stage in self.stages() for b in stage]
 
+    def block_names(self) -> list[str]:
+        """``layer1.0``, ``layer1.1``, ... in depth order (the names of ``blocks()``)."""
+        return [f"{stage}.{j}" for stage, seq in zip(self.stage_names, self.stages()) for j in range(len(seq))]
+
     def forward(self, x):
         x = self.conv1(x)  # (B, 64, H/2, W/2) for ImageNet; (B, 16, H, W) for CIFAR
         x = self.bn1(x)

@@ -7,16 +7,51 @@ another student reuses them. ``eval_data`` draws fresh built-in images the pair 
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
 
-from resviz import data, diskcache, training
+from resviz.inputs import data
+from resviz import diskcache, training
 from resviz import models as M
 
 N_TRAIN = 2000  # built-in training images: enough to learn the shapes in a few hundred steps
 EVAL_SEED = 1000  # evaluation images come from another seed: never seen in training
+
+
+@dataclass(frozen=True, eq=False)
+class TrainedPair:
+    """A trained ResNet and its trained plain twin, as one page hands them to another (CPU state dicts)."""
+    cfg: M.ResNetConfig  # the ResNet's config (residual=True); the twin's is models.plain_config(cfg)
+    state_dict: dict
+    plain_state_dict: dict
+    label: str  # what the pages say about it: "ResNet-20 trained 300 steps on Built-in shapes"
+    class_names: tuple[str, ...] = ()  # the classes it was trained on (disc, square, ...)
+    data_name: str = ""  # the data it was trained on
+    steps: int = 0
+    key: str = field(default="")  # a content fingerprint: equal weights share cached results
+
+    def __post_init__(self):
+        if not self.key:
+            object.__setattr__(self, "key", fingerprint(self.state_dict, self.plain_state_dict, self.label))
+
+
+def fingerprint(*parts) -> str:
+    """A short content hash of state dicts and strings (results are cached for the class: equal inputs share them)."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for part in parts:
+        if isinstance(part, dict):
+            for k, v in part.items():
+                h.update(k.encode())
+                h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(part, bytes):
+            h.update(part)
+        else:
+            h.update(str(part).encode())
+    return h.hexdigest()[:16]
 
 
 def pair_key(cfg: M.ResNetConfig, seed: int, steps: int) -> str:

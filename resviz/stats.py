@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resviz import limits, models
+from resviz.inputs import limits
+from resviz import models
 
 INITS = {  # scheme -> what it does, in words for the page
     "default": "PyTorch's layer defaults (reset_parameters: Kaiming-uniform with a=sqrt(5), BN weight 1)",

@@ -18,7 +18,8 @@ import pandas  # noqa: F401  plotly imports it lazily, which races when two sess
 import streamlit as st
 import torch
 
-from resviz import limits, models
+from resviz.inputs import limits
+from resviz import models
 
 log = logging.getLogger("resviz")
 
@@ -235,7 +236,7 @@ def _fm_fingerprint(state_dict: dict) -> str:
 @st.cache_resource(max_entries=2, show_spinner="Loading the ImageNet weights…")
 def fm_pretrained_model(cfg: models.ResNetConfig, device: str = "cpu") -> torch.nn.Module:
     """torchvision's ImageNet weights (from the local cache) in a shared, read-only model."""
-    from resviz import weights
+    from resviz.inputs import weights
 
     model = weights.load_pretrained(models.build_model(cfg), weights.pretrained_weights(cfg)).model
     for p in model.parameters():
@@ -253,7 +254,7 @@ def _fm_owned(key: str, make) -> dict:
 
 def fm_weights_ui(cfg: models.ResNetConfig, device: str) -> dict:
     """Weights picker: returns {"model", "cfg", "key", "names", "imagenet", "resize", "label", "plain_state_dict"}."""
-    from resviz import weights
+    from resviz.inputs import weights
 
     enum = weights.pretrained_weights(cfg)
     trained = st.session_state.get("trained")
@@ -299,7 +300,7 @@ def _fm_sha(data: bytes) -> str:
 @st.cache_resource(max_entries=4, show_spinner="Building the plain twin…")
 def fm_plain_model(_w: dict, model_key: str, device: str) -> torch.nn.Module:
     """The plain twin of the chosen weights (its own trained weights when the training page made them)."""
-    from resviz import weights
+    from resviz.inputs import weights
 
     if _w["plain_state_dict"] is not None:
         plain = weights.load_into_copy(_w["plain_state_dict"], models.build_model(models.plain_config(_w["cfg"]))).model

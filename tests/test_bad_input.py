@@ -154,7 +154,7 @@ def test_bad_weights_on_feature_maps_page(case, guarded):
 
 
 def test_oversize_weights_are_refused_before_unpickling(guarded, monkeypatch):
-    from resviz import weights
+    from resviz.inputs import weights
 
     monkeypatch.setattr(weights, "MAX_BYTES", 1000)  # a small cap stands in for a 300 MB file
     with pytest.raises(weights.WeightsError, match="MB"):

@@ -3,7 +3,8 @@ import re
 import tomllib
 from pathlib import Path
 
-from resviz import limits, models
+from resviz.inputs import limits
+from resviz import models
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torchvision import datasets
 
-from resviz import data as D
+from resviz.inputs import data as D
 
 # --- built-in --------------------------------------------------------------------------------------------
 

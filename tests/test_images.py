@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resviz import images
-from resviz.images import ImageError, load_image
+from resviz.inputs import images
+from resviz.inputs.images import ImageError, load_image
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:

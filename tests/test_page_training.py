@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from resviz import data
+from resviz.inputs import data
 from resviz.models import ResNet
 from tests.conftest import new_app, no_exceptions, open_page, page_exceptions, screenshot, wait_idle
 

@@ -12,7 +12,8 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from resviz import images, models, stats
+from resviz.inputs import images
+from resviz import models, stats
 from resviz.plots import signal as plots
 
 TINY = replace(models.get_config("resnet20"), layers=(1, 1, 1), input_size=16, name="resnet8")  # 8 layers

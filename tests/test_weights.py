@@ -7,8 +7,9 @@ import pytest
 import torch
 import torchvision
 
-from resviz import models, weights
-from resviz.weights import WeightsError, load_state_dict_safely
+from resviz.inputs import weights
+from resviz import models
+from resviz.inputs.weights import WeightsError, load_state_dict_safely
 
 
 def tiny(num_classes=10, layers=(1, 1), **kw):

@@ -11,7 +11,8 @@ import time
 
 import torch
 
-from resviz import attribution, features, images, models
+from resviz.inputs import images
+from resviz import attribution, features, models
 
 SIZE = 224
 

@@ -9,7 +9,8 @@ import collections
 import copy
 import time
 
-from resviz import data, training
+from resviz.inputs import data
+from resviz import training
 from resviz.models import get_config
 
 PAIR = "resnet20"  # the app's default model and its plain twin

@@ -17,7 +17,8 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from resviz import limits, models
+from resviz.inputs import limits
+from resviz import models
 
 MAX_BYTES = limits.mb(limits.WEIGHTS_MB)  # the uploader's cap: every preset's checkpoint fits (Wide ResNet-50-2: 263 MB)
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")  # what training scripts wrap weights in

@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from resviz import limits
+from resviz.inputs import limits
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP")  # what the uploader accepts; others are refused before decoding
 UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "bmp")  # file extensions for st.file_uploader
 MAX_BYTES = limits.mb(limits.IMAGE_MB)  # the uploader's own cap (a phone photo is 2-8 MB)
 MAX_PIXELS = 40_000_000  # 40 megapixels: above any phone camera, far below a bomb's billions
-SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "samples"
+SAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "samples"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics
 IMAGENET_STD = (0.229, 0.224, 0.225)

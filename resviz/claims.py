@@ -1,0 +1,87 @@
+"""The lesson-claims check: every lesson's headline claim, measured on several seeds, with its margin.
+
+    python -m resviz.claims              # CI size: small models, few steps, seeds 0-4
+    python -m resviz.claims --full       # the sizes the pages use (minutes to an hour on a laptop CPU)
+    python -m resviz.claims --only training lesion
+
+A lesson module ``resviz/lessons/<name>.py`` takes part by defining ``claims(seeds, full) -> list[Claim]``.
+A claim that fails on some seed is a finding to fix in the lesson, not a seed to drop.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from dataclasses import dataclass
+
+SEEDS = (0, 1, 2, 3, 4)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One sentence a page says, checked on one seed: the measured margin and whether it holds."""
+    lesson: str
+    text: str  # the claim as the page states it
+    seed: int
+    margin: float  # measured; > 0 means the claim holds by that much
+    unit: str = ""  # what the margin is in ("loss", "accuracy points", "x")
+    detail: str = ""  # the numbers behind the margin
+
+    @property
+    def holds(self) -> bool:
+        return self.margin > 0
+
+
+def lesson_claims(name: str, seeds=SEEDS, full: bool = False) -> list[Claim]:
+    """The claims of one lesson (empty when its module states none)."""
+    module = importlib.import_module(f"resviz.lessons.{name}")
+    check = getattr(module, "claims", None)
+    return list(check(tuple(seeds), full)) if check else []
+
+
+def all_claims(seeds=SEEDS, full: bool = False, only=None) -> list[Claim]:
+    """Every lesson's claims, in the order of the lessons."""
+    from resviz.lessons import LESSONS
+
+    out = []
+    for lesson in LESSONS:
+        if only and lesson.name not in only:
+            continue
+        try:
+            out += lesson_claims(lesson.name, seeds, full)
+        except ModuleNotFoundError as e:
+            if e.name != f"resviz.lessons.{lesson.name}":
+                raise
+    return out
+
+
+def format_table(claims: list[Claim]) -> str:
+    """One line per claim and seed: holds or FAILS, the margin, the numbers."""
+    lines = []
+    for c in claims:
+        verdict = "holds" if c.holds else "FAILS"
+        lines.append(f"{verdict:5}  {c.lesson:13} seed {c.seed}  margin {c.margin:+.3g} {c.unit:8}  {c.text}"
+                     + (f"  [{c.detail}]" if c.detail else ""))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--full", action="store_true", help="the sizes the pages use (slow)")
+    ap.add_argument("--seeds", type=int, nargs="*", default=list(SEEDS))
+    ap.add_argument("--only", nargs="*", help="lesson names")
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    claims = all_claims(args.seeds, args.full, args.only)
+    print(format_table(claims))
+    failed = sum(not c.holds for c in claims)
+    print(f"{len(claims) - failed} passed, {failed} failed  ({time.perf_counter() - t0:.0f} s)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
