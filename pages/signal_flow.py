@@ -4,8 +4,9 @@ from dataclasses import replace
 import streamlit as st
 
 from resviz.inputs import images, limits
-from resviz import models, stats, ui
-from resviz.plots import signal as plots
+from resviz import models, ui
+from resviz.lessons import signal_flow as stats
+from resviz.plots import signal_flow as plots
 
 DEPTHS = (8, 14, 20, 32, 44, 56, 110, 164, 218, 326)  # 6k+2 layers; the paper's CIFAR nets go to 110, beyond is custom
 INITS = {"kaiming": "Kaiming (default)", "default": "PyTorch defaults", "xavier": "Xavier",

@@ -27,7 +27,7 @@ from resviz.lesion import lesion_study
 from resviz.paths import gradient_by_path_length, path_counts, path_length_distribution
 from resviz.shattered import SweepConfig, shattered_sweep
 from resviz.landscape import loss_grid, random_direction
-from resviz.stats import apply_init, collect_stats, compare_signal_flow, sample_batch
+from resviz.lessons.signal_flow import apply_init, collect_stats, compare_signal_flow, sample_batch
 
 __all__ = [
     "CIFAR_PRESETS", "IMAGENET_PRESETS", "PRESETS", "ConfigError", "ResNet", "ResNetConfig",

@@ -80,7 +80,7 @@ def test_sidebar_model_is_used_when_asked():
 
 
 def test_results_are_cached_per_configuration_and_shared(monkeypatch):
-    from resviz import stats
+    from resviz.lessons import signal_flow as stats
 
     calls = []
     real = stats.compare_signal_flow

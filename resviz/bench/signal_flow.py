@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from resviz import models, stats
+from resviz import models
+from resviz.lessons import signal_flow as stats
 
 BATCH, SIZE, REPEAT = 8, 224, 5
 TARGET = 1.10

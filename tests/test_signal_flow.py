@@ -13,8 +13,9 @@ from PIL import Image
 from torch import nn
 
 from resviz.inputs import images
-from resviz import models, stats
-from resviz.plots import signal as plots
+from resviz import models
+from resviz.lessons import signal_flow as stats
+from resviz.plots import signal_flow as plots
 
 TINY = replace(models.get_config("resnet20"), layers=(1, 1, 1), input_size=16, name="resnet8")  # 8 layers
 

@@ -49,7 +49,7 @@ def sample_batch(cfg: models.ResNetConfig, batch: int = 8, seed: int = 0) -> tup
 def image_batch(data: bytes, cfg: models.ResNetConfig, seed: int = 0,
                 max_bytes: int = limits.mb(limits.IMAGE_MB)) -> tuple[torch.Tensor, torch.Tensor]:
     """An uploaded picture as a batch of one, resized to the model's input; its label is drawn from ``seed``."""
-    from resviz import images  # the shared safe loader: size, format and pixel count checked before decoding
+    from resviz.inputs import images  # the shared safe loader: size, format and pixel count checked before decoding
 
     if cfg.in_channels not in (1, 3):
         raise models.ConfigError(f"A photo has 3 colour channels; this model expects {cfg.in_channels}.")
