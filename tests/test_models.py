@@ -53,6 +53,19 @@ def test_plain_twin_has_no_additions_and_shares_weights():
     torch.testing.assert_close(twin.layer2[0].conv1.weight, model.layer2[0].conv1.weight)
 
 
+def test_plain_bottleneck_twin_never_adds_even_where_shapes_match():
+    # stem 32 channels = 8 planes x 4: layer1.0's x and F(x) have the same shape, so x *could* be added
+    cfg = models.plain_config(models.ResNetConfig(block="bottleneck", layers=(2, 2), widths=(8, 16), stem="cifar",
+                                                  stem_width=32, input_size=8, num_classes=3))
+    model = build_model(cfg, seed=0).eval()
+    assert _count_adds(model) == 0
+    with torch.no_grad():
+        for b in model.blocks():
+            x = torch.randn(1, b.conv1.in_channels, 8, 8)
+            fx = b.bn3(b.conv3(b.relu2(b.bn2(b.conv2(b.relu(b.bn1(b.conv1(x))))))))
+            torch.testing.assert_close(b(x), torch.relu(fx))  # relu(F(x)), never relu(F(x) + x)
+
+
 @pytest.mark.parametrize("option,projections,params", [("A", 0, 0), ("B", 2, None), ("C", 9, None)])
 def test_shortcut_options(option, projections, params):
     cfg = get_config("resnet20", shortcut=option)

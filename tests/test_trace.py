@@ -9,8 +9,11 @@ from resviz import models
 from resviz.plots.architecture import layout_graph, plot_architecture
 from resviz.trace import LEAF_TYPES, stage_graph, trace_shapes
 
-# torchvision's weight metadata: num_params and GFLOPS (= GMACs of conv + fc) at 224x224.
-PUBLISHED = {"resnet18": (11_689_512, 1.814), "resnet50": (25_557_032, 4.089), "resnet152": (60_192_808, 11.514)}
+# torchvision's weight metadata: num_params and GFLOPS (= GMACs of conv + fc) at 224x224, to the digits it gives.
+PUBLISHED = {"resnet18": (11_689_512, "1.814"), "resnet34": (21_797_672, "3.664"), "resnet50": (25_557_032, "4.089"),
+             "resnet101": (44_549_160, "7.801"), "resnet152": (60_192_808, "11.514"),
+             "resnext50_32x4d": (25_028_904, "4.23"),  # grouped 3x3 convs: each output sums C_in/groups inputs
+             "wide_resnet50_2": (68_883_240, "11.398")}
 
 
 def real_shapes(cfg, size):
@@ -42,6 +45,16 @@ def test_trace_matches_real_forward_for_every_preset(name):
     assert_trace_matches_forward(models.get_config(name, input_size=size))
 
 
+@pytest.mark.parametrize("name,size,stride_in_1x1", [("resnet20", 33, False), ("resnet20", 31, False),
+                                                     ("resnet18", 37, False), ("resnet50", 65, False),
+                                                     ("resnet50", 65, True)])
+def test_trace_matches_real_forward_on_odd_inputs(name, size, stride_in_1x1):
+    """Stride 2 on an odd size rounds up ((33 + 2 - 3) // 2 + 1 = 17; option A keeps ceil(33 / 2) = 17 pixels)."""
+    cfg = models.get_config(name, input_size=size, stride_in_1x1=stride_in_1x1)
+    assert_trace_matches_forward(cfg)
+    assert_trace_matches_forward(models.plain_config(cfg))
+
+
 def random_config(rng):
     block = rng.choice(models.BLOCKS)
     stages = rng.randint(1, 4)
@@ -65,7 +78,7 @@ def test_totals_match_torchvision_published_counts(name):
     trace = trace_shapes(models.get_config(name))
     params, gmacs = PUBLISHED[name]
     assert trace.total_params == params
-    assert round(trace.total_macs / 1e9, 3) == gmacs
+    assert f"{trace.total_macs / 1e9:.{len(gmacs.split('.')[1])}f}" == gmacs
     assert trace.output_shape == (1000,)
 
 
