@@ -175,6 +175,15 @@ def _result_store() -> tuple[cachetools.LRUCache, threading.Lock]:
     return cachetools.LRUCache(maxsize=48), threading.Lock()
 
 
+@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
+def shared_model(key: Hashable, _make: Callable[[], Any]) -> Any:
+    """A read-only model made once by ``_make()`` for the whole class (``key``: small hashables saying which).
+
+    Exceptions are not kept: a failed load is tried again on the next rerun. Never mutate what it returns.
+    """
+    return _make()
+
+
 def session_owned(name: str, key: Hashable, make: Callable[[], Any]) -> Any:
     """An object this student owns (uploaded or trained weights), made again only when ``key`` changes."""
     held = st.session_state.get(f"_owned_{name}")
@@ -215,109 +224,6 @@ def cached_trace(cfg: models.ResNetConfig):
     from resviz.trace import trace_shapes
 
     return trace_shapes(cfg)
-
-
-# --- feature maps page ---
-FM_SOURCES = {"pretrained": "ImageNet-pretrained (torchvision)", "trained": "Trained on the training page",
-              "random": "Random initialization", "upload": "Uploaded state dict (.pt/.pth)"}
-
-
-def _fm_fingerprint(state_dict: dict) -> str:
-    """A content hash of a state dict: results are cached for the class, so equal weights share them."""
-    import hashlib
-
-    h = hashlib.sha1()
-    for k, v in state_dict.items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-@st.cache_resource(max_entries=2, show_spinner="Loading the ImageNet weights…")
-def fm_pretrained_model(cfg: models.ResNetConfig, device: str = "cpu") -> torch.nn.Module:
-    """torchvision's ImageNet weights (from the local cache) in a shared, read-only model."""
-    from resviz.inputs import weights
-
-    model = weights.load_pretrained(models.build_model(cfg), weights.pretrained_weights(cfg)).model
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model.to(device).eval()
-
-
-def _fm_owned(key: str, make) -> dict:
-    """A per-session model built once per ``key`` (uploaded or trained weights belong to one student)."""
-    held = st.session_state.get("fm_owned")
-    if not held or held["key"] != key:
-        held = st.session_state["fm_owned"] = {"key": key, **make()}
-    return held
-
-
-def fm_weights_ui(cfg: models.ResNetConfig, device: str) -> dict:
-    """Weights picker: returns {"model", "cfg", "key", "names", "imagenet", "resize", "label", "plain_state_dict"}."""
-    from resviz.inputs import weights
-
-    enum = weights.pretrained_weights(cfg)
-    trained = st.session_state.get("trained")
-    options = [k for k in FM_SOURCES if (k != "pretrained" or enum) and (k != "trained" or trained)]
-    source = st.radio("Weights", options, format_func=FM_SOURCES.get, key="fm_source", horizontal=True,
-                      help="ImageNet weights exist only for the ImageNet presets in the sidebar.")
-    out = {"cfg": cfg, "names": None, "imagenet": cfg.stem == "imagenet", "resize": None, "plain_state_dict": None,
-           "model": None, "key": f"random|{cfg}", "label": "random weights (seed 0)"}
-    try:
-        if source == "pretrained":
-            if not weights.is_cached(enum) and st.button("Try to download the ImageNet weights", key="fm_download"):
-                with st.spinner(f"Downloading {enum.url}…"):
-                    weights.load_pretrained(models.build_model(cfg), enum, download=True)
-            out.update(model=fm_pretrained_model(cfg, device), key=f"imagenet|{cfg}", names=weights.class_names(enum),
-                       imagenet=True, label=f"torchvision {enum}", resize=enum.transforms().resize_size[0])
-        elif source == "trained":
-            t = trained
-            held = _fm_owned(f"trained|{t['label']}|{_fm_fingerprint(t['state_dict'])}",
-                             lambda: {"model": weights.load_into_copy(t["state_dict"], models.build_model(t["cfg"])).model})
-            out.update(model=held["model"].to(device).eval(), cfg=t["cfg"], key=held["key"], label=t["label"],
-                       imagenet=False, plain_state_dict=t.get("plain_state_dict"))  # trained on (x - 0.5) / 0.5
-        elif source == "upload":
-            up = st.file_uploader("State dict saved with torch.save(model.state_dict(), …)", type=["pt", "pth"],
-                                  key="fm_weights_file", max_upload_size=limits.WEIGHTS_MB)
-            if up is not None:
-                data = up.getvalue()
-                held = _fm_owned(f"upload|{cfg}|{_fm_sha(data)}",
-                                 lambda: {"model": weights.load_state_dict_safely(data, models.build_model(cfg)).model})
-                out.update(model=held["model"].to(device).eval(), key=held["key"], label=f"uploaded {up.name}")
-    except weights.WeightsError as e:
-        st.error(f"{e} Using random weights instead.")
-    if out["model"] is None:
-        out["model"] = load_model(cfg, device)
-    return out
-
-
-def _fm_sha(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha1(data).hexdigest()[:16]
-
-
-@st.cache_resource(max_entries=4, show_spinner="Building the plain twin…")
-def fm_plain_model(_w: dict, model_key: str, device: str) -> torch.nn.Module:
-    """The plain twin of the chosen weights (its own trained weights when the training page made them)."""
-    from resviz.inputs import weights
-
-    if _w["plain_state_dict"] is not None:
-        plain = weights.load_into_copy(_w["plain_state_dict"], models.build_model(models.plain_config(_w["cfg"]))).model
-    else:
-        plain = models.plain_twin(_w["model"])
-    for p in plain.parameters():
-        p.requires_grad_(False)
-    return plain.to(device).eval()
-
-
-@st.cache_data(max_entries=32, ttl=3600, show_spinner="Running the image through the network…")
-def fm_capture(_model: torch.nn.Module, model_key: str, _x: torch.Tensor, image_key: str, block: int,
-               cam_block: int, target: int | None) -> dict:
-    """features.capture, cached for the class by (weights, image, block, Grad-CAM block, class)."""
-    from resviz import features
-
-    return features.capture(_model, _x, block=block, cam_block=cam_block, target=target)
 
 
 # --- beyond pages (lesion, paths, landscape) ---

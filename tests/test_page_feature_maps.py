@@ -119,7 +119,7 @@ def test_cached_imagenet_weights_give_named_top5(tmp_path, monkeypatch):
     fake = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"  # torchvision's file name, our weights
     fake.parent.mkdir(parents=True)
     torch.save(torchvision.models.resnet18().state_dict(), fake)
-    ui.fm_pretrained_model.clear()
+    ui.shared_model.clear()
     try:
         at = new_app("feature_maps", timeout=180, sidebar={"sel_family": "ImageNet", "sel_imagenet": "resnet18"})
         no_exceptions(at)
@@ -130,7 +130,7 @@ def test_cached_imagenet_weights_give_named_top5(tmp_path, monkeypatch):
         shown = [i for i, n in enumerate(names) if f'"{n} ({i})"' in top5]
         assert len(shown) == 5 and "class numbers" not in top5  # five ImageNet class names with their indices
     finally:
-        ui.fm_pretrained_model.clear()
+        ui.shared_model.clear()
 
 
 def test_integrated_gradients_and_occlusion_buttons(app):

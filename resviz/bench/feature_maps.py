@@ -12,7 +12,8 @@ import time
 import torch
 
 from resviz.inputs import images
-from resviz import attribution, features, models
+from resviz import models
+from resviz.lessons import feature_maps as fm
 
 SIZE = 224
 
@@ -24,10 +25,10 @@ def _jpeg() -> bytes:
     return buf.getvalue()
 
 
-def _page_path(model, data: bytes, block: int) -> dict:
+def _page_path(model, data: bytes, block: int) -> fm.Capture:
     img = images.load_image(data)
     x = images.to_tensor(images.preprocess_steps(img, images.preprocess_for(SIZE)))
-    return features.capture(model, x, block=block, cam_block=-1)
+    return fm.capture(model, x, block=block, cam_block=-1)
 
 
 def interleaved_best(fns: dict, rounds: int) -> dict:
@@ -48,7 +49,7 @@ def run(preset: str = "resnet50", repeat: int = 3) -> list[dict]:
     shared = models.build_model(preset, seed=0).eval()
     for p in shared.parameters():
         p.requires_grad_(False)
-    trainable = features.working_copy(shared)
+    trainable = fm.working_copy(shared)
     x = torch.randn(1, 3, SIZE, SIZE)
     data = _jpeg()
 
@@ -58,7 +59,7 @@ def run(preset: str = "resnet50", repeat: int = 3) -> list[dict]:
 
     def with_captum():
         r = _page_path(shared, data, -1)  # (its own Grad-CAM is wasted here: an upper bound)
-        attribution.grad_cam(shared, x, block=-1, target=r["target"])
+        fm.grad_cam(shared, x, block=-1, target=r.target)
 
     t = interleaved_best({"base": forward_backward, "last": lambda: _page_path(shared, data, -1),
                           "first": lambda: _page_path(shared, data, 0), "captum": with_captum}, repeat)

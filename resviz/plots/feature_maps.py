@@ -70,23 +70,24 @@ def plot_feature_grid(maps: np.ndarray, channels, title: str, zmax: np.ndarray |
     return fig
 
 
-def plot_block_views(result: dict, k: int) -> list[go.Figure]:
-    """F(x), the shortcut x and relu(F(x) + x) for the k most active channels; one color scale per channel."""
-    titles = VIEW_TITLES if result["residual"] else PLAIN_TITLES
-    views = [v for v in titles if result.get(v) is not None]
-    k = min(k, len(result["channels"]))
-    zmax = np.max([np.abs(result[v][:k]).reshape(k, -1).max(1) for v in views], axis=0)
-    return [plot_feature_grid(result[v][:k], result["channels"][:k], f"{result['block']}: {titles[v]}", zmax)
-            for v in views]
+def plot_block_views(result, k: int) -> list[go.Figure]:
+    """F(x), the shortcut x and relu(F(x) + x) of a ``feature_maps.Capture`` for the k most active channels;
+    one colour scale per channel, shared by its views."""
+    titles = VIEW_TITLES if result.residual else PLAIN_TITLES
+    views = {v: getattr(result, v) for v in titles if getattr(result, v) is not None}
+    k = min(k, len(result.channels))
+    zmax = np.max([np.abs(m[:k]).reshape(k, -1).max(1) for m in views.values()], axis=0)
+    return [plot_feature_grid(m[:k], result.channels[:k], f"{result.block}: {titles[v]}", zmax)
+            for v, m in views.items()]
 
 
-def plot_block_norms(norms: list[dict], highlight: str | None = None) -> go.Figure:
-    """RMS size of F(x), of the shortcut x and of the block output, block by block."""
-    names = [n["name"] for n in norms]
+def plot_block_norms(norms: list, highlight: str | None = None) -> go.Figure:
+    """RMS size of F(x), of the shortcut x and of the block output, block by block (``feature_maps.BlockNorms``)."""
+    names = [n.name for n in norms]
     fig = go.Figure()
     for key, label in (("x", "shortcut x"), ("fx", "main path F(x)"), ("out", "output")):
-        if any(key in n for n in norms):
-            fig.add_trace(go.Scatter(x=names, y=[n.get(key) for n in norms], mode="lines+markers", name=label,
+        if any(getattr(n, key) is not None for n in norms):
+            fig.add_trace(go.Scatter(x=names, y=[getattr(n, key) for n in norms], mode="lines+markers", name=label,
                                      hovertemplate=f"%{{x}}<br>{label}: RMS %{{y:.3f}}<extra></extra>"))
     if highlight in names:
         fig.add_vline(x=names.index(highlight), line_dash="dot", line_color="grey")

@@ -1,0 +1,314 @@
+"""The Feature maps lesson: which weights are shown, what one block does to a picture, and why the net decided.
+
+Weights: ``WeightsSource`` says where they come from; ``imagenet``, ``trained``, ``uploaded`` and ``random`` each
+return a ``LoadedWeights`` (a read-only model in eval mode, its config, class names, how to preprocess).
+
+Feature maps, from ONE forward pass: hooks on each block's ``add`` module see F(x) and the shortcut as its two
+inputs; a hook on ``relu_out`` sees the block's output. The same forward keeps the Grad-CAM block's output in the
+autograd graph, so Grad-CAM costs one partial backward and no second forward. The plain twin never calls ``add``:
+there F(x) is the input of ``relu_out``. Hooks live on a deep copy (``working_copy``) and are always removed.
+
+Attributions: thin captum wrappers (Grad-CAM, Integrated Gradients, Occlusion) -> numpy heat maps of the input.
+"""
+from __future__ import annotations
+
+import copy
+import enum
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from captum.attr import LayerAttribution, LayerGradCam, Occlusion
+from captum.attr._utils.approximation_methods import approximation_parameters
+from torch import nn
+
+from resviz import models
+from resviz.hooks import Hooks
+from resviz.inputs import images, weights
+from resviz.pair import TrainedPair, fingerprint
+
+MAX_CHANNELS = 32  # channels kept per view, most active first; the page shows up to this many
+RANDOM_SEED = 0  # the seed of the random weights (ui.load_model's default)
+
+
+# --- which weights ------------------------------------------------------------------------------------------
+
+
+class WeightsSource(str, enum.Enum):
+    """Where the weights come from; the value is the page's widget value."""
+    PRETRAINED = "pretrained"  # torchvision's ImageNet weights (ImageNet presets only)
+    TRAINED = "trained"  # the pair trained on the Training race page in this session
+    RANDOM = "random"  # torchvision's initialisation from a fixed seed: an untrained network
+    UPLOAD = "upload"  # a state dict the student uploaded
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedWeights:
+    """A model ready to look inside: read-only, eval mode, gradients off."""
+    source: WeightsSource
+    model: nn.Module
+    cfg: models.ResNetConfig  # the config the model was built from (may differ from the sidebar's: TRAINED)
+    key: str  # a content key: results are cached for the class, equal weights share them
+    label: str  # what the page says the weights are
+    class_names: tuple[str, ...] = ()  # empty: the classes have numbers only
+    imagenet_normalised: bool = True  # ImageNet mean/std; False: the Training race's (x - 0.5) / 0.5
+    resize: int | None = None  # shorter side before the centre crop (None: images.preprocess_for's rule)
+    plain_state_dict: dict | None = None  # the plain twin's own trained weights (TRAINED), else None
+
+    @property
+    def untrained(self) -> bool:
+        """The weights were never trained: predictions and attributions explain an untrained network."""
+        return self.source is WeightsSource.RANDOM
+
+    def preprocess(self) -> images.Preprocess:
+        """How a picture becomes this model's input (the recipe its weights were trained with)."""
+        return images.preprocess_for(self.cfg.input_size, imagenet=self.imagenet_normalised, resize=self.resize)
+
+    def class_name(self, index: int) -> str:
+        return self.class_names[index] if index < len(self.class_names) else f"class {index}"
+
+
+def sources(cfg: models.ResNetConfig, pair: TrainedPair | None) -> list[WeightsSource]:
+    """The sources that exist for ``cfg``: ImageNet weights only for ImageNet presets, TRAINED only after a race."""
+    have = {WeightsSource.PRETRAINED: weights.pretrained_weights(cfg) is not None,
+            WeightsSource.TRAINED: pair is not None}
+    return [s for s in WeightsSource if have.get(s, True)]
+
+
+def _frozen(model: nn.Module, device: str) -> nn.Module:
+    for p in model.parameters():
+        p.requires_grad_(False)  # read-only: shared by reruns (and, for public weights, by the class)
+    return model.to(device).eval()
+
+
+def imagenet_downloaded(cfg: models.ResNetConfig) -> bool:
+    """Whether torchvision's checkpoint for ``cfg`` is in the local torch hub cache."""
+    enum_member = weights.pretrained_weights(cfg)
+    return enum_member is not None and weights.is_cached(enum_member)
+
+
+def download_imagenet(cfg: models.ResNetConfig) -> None:
+    """Fetch torchvision's checkpoint for ``cfg`` into the torch hub cache (WeightsError when offline)."""
+    weights.load_pretrained(models.build_model(cfg), weights.pretrained_weights(cfg), download=True)
+
+
+def imagenet(cfg: models.ResNetConfig, device: str = "cpu") -> LoadedWeights:
+    """torchvision's ImageNet weights for an ImageNet preset (or its plain twin), from the local cache."""
+    member = weights.pretrained_weights(cfg)
+    if member is None:
+        raise weights.WeightsError(f"torchvision has no ImageNet weights for {cfg.label}; pick an ImageNet preset.")
+    model = weights.load_pretrained(models.build_model(cfg), member).model
+    return LoadedWeights(WeightsSource.PRETRAINED, _frozen(model, device), cfg, key=f"imagenet|{cfg}",
+                         label=f"torchvision {member}", class_names=tuple(weights.class_names(member)),
+                         resize=member.transforms().resize_size[0])
+
+
+def trained(pair: TrainedPair, device: str = "cpu", plain: bool = False) -> LoadedWeights:
+    """The Training race's ResNet (or, with ``plain``, its plain twin) with the classes it learnt."""
+    cfg = models.with_shortcuts(pair.cfg, residual=not plain)
+    sd = pair.plain_state_dict if plain else pair.state_dict
+    model = weights.load_into_copy(sd, models.build_model(cfg)).model
+    return LoadedWeights(WeightsSource.TRAINED, _frozen(model, device), cfg, key=f"trained|{plain}|{pair.key}",
+                         label=f"{'the plain twin of ' if plain else ''}{pair.label}",
+                         class_names=tuple(pair.class_names), imagenet_normalised=False,
+                         plain_state_dict=None if plain else pair.plain_state_dict)
+
+
+def uploaded(data: bytes, filename: str, cfg: models.ResNetConfig, device: str = "cpu") -> LoadedWeights:
+    """A student's state dict in a model of ``cfg`` (checked: weights_only, sizes, names; WeightsError if unfit)."""
+    model = weights.load_state_dict_safely(data, models.build_model(cfg)).model
+    return LoadedWeights(WeightsSource.UPLOAD, _frozen(model, device), cfg, key=f"upload|{cfg}|{fingerprint(data)}",
+                         label=f"uploaded {filename}", imagenet_normalised=cfg.stem == "imagenet")
+
+
+def random(cfg: models.ResNetConfig, model: nn.Module) -> LoadedWeights:
+    """``model``, built from ``cfg`` with seed ``RANDOM_SEED`` and never trained (the app's shared model)."""
+    return LoadedWeights(WeightsSource.RANDOM, model, cfg, key=f"random|{RANDOM_SEED}|{cfg}",
+                         label=f"random weights (seed {RANDOM_SEED})", imagenet_normalised=cfg.stem == "imagenet")
+
+
+def plain_model(w: LoadedWeights, device: str = "cpu") -> nn.Module:
+    """The plain twin of ``w``: its own trained weights after a race, else ``w``'s weights minus the shortcuts."""
+    if w.plain_state_dict is not None:
+        plain = weights.load_into_copy(w.plain_state_dict, models.build_model(models.plain_config(w.cfg))).model
+    else:
+        plain = models.plain_twin(w.model)
+    return _frozen(plain, device)
+
+
+# --- inside one block ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BlockNorms:
+    """RMS (root mean square over every element) of a block's parts, for one picture."""
+    name: str  # "layer2.0"
+    fx: float  # main path F(x)
+    out: float  # block output relu(F(x) + x)
+    x: float | None = None  # the shortcut; None in the plain twin
+
+
+@dataclass(frozen=True, eq=False)
+class Capture:
+    """What one forward (and one partial backward) showed: a block's views, every block's size, prediction, CAM."""
+    block: str  # the block whose views are kept
+    channels: np.ndarray  # the kept channels of the output, most active (mean over H, W) first
+    n_channels: int  # channels of the block's output
+    fx: np.ndarray  # (k, H, W) main path F(x)
+    out: np.ndarray  # (k, H, W) output relu(F(x) + x)
+    x: np.ndarray | None  # (k, H, W) the shortcut; None in the plain twin
+    norms: list[BlockNorms]
+    probs: np.ndarray  # (num_classes,) softmax of the logits
+    target: int  # the class Grad-CAM explains
+    residual: bool
+    cam_block: str | None = None  # where Grad-CAM looked (None: not computed)
+    cam: np.ndarray | None = None  # (H, W) Grad-CAM upsampled to the input
+    cam_lowres: np.ndarray | None = None  # (h, w) at the block's own resolution
+
+
+def working_copy(model: nn.Module) -> nn.Module:
+    """A private copy in eval mode with gradients on: hooks and autograd never touch the shared model."""
+    twin = copy.deepcopy(model).eval()
+    for p in twin.parameters():
+        p.requires_grad_(True)
+    return twin
+
+
+def _rms(t: torch.Tensor) -> float:
+    return float(t.detach().float().pow(2).mean().sqrt())
+
+
+def _numpy(t: torch.Tensor, channels: np.ndarray) -> np.ndarray:
+    return t.detach()[0, torch.as_tensor(channels, device=t.device)].float().cpu().numpy()  # (k, H, W)
+
+
+def grad_cam_from(act: torch.Tensor, score: torch.Tensor, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Grad-CAM (Selvaraju et al. 2017): relu(sum_c mean_hw(d score / d A_c) * A_c), then upsampled to ``size``."""
+    grads = torch.autograd.grad(score, act)[0]  # backward only as far as the chosen block
+    channel_weights = grads.mean(dim=(2, 3), keepdim=True)  # (1, C, 1, 1): how much each channel matters
+    cam = torch.relu((channel_weights * act).sum(dim=1, keepdim=True)).detach()  # (1, 1, h, w)
+    up = LayerAttribution.interpolate(cam, size, interpolate_mode="bilinear")  # captum's upsampling
+    return cam[0, 0].cpu().numpy(), up[0, 0].cpu().numpy()
+
+
+def _watch_blocks(hooks: Hooks, blocks: list[nn.Module], keep: int, cam_at: int | None, seen: dict) -> None:
+    """Hooks that record each block's RMS sizes, the kept block's tensors and the Grad-CAM block's output."""
+    def on_add(i):
+        def hook(module, inputs, output):
+            fx, shortcut = inputs
+            seen["norms"][i].update(fx=_rms(fx), x=_rms(shortcut))
+            if i == keep:
+                seen["fx"], seen["x"] = fx, shortcut
+        return hook
+
+    def on_out(i):
+        def hook(module, inputs, output):
+            seen["norms"][i].setdefault("fx", _rms(inputs[0]))  # plain twin: the input of relu_out is F(x)
+            seen["norms"][i]["out"] = _rms(output)
+            if i == keep:
+                seen.setdefault("fx", inputs[0])
+                seen["out"] = output
+            if i == cam_at:
+                seen["cam_act"] = output  # stays in the graph: Grad-CAM needs its gradient
+        return hook
+
+    for i, b in enumerate(blocks):
+        hooks.forward(b.add, on_add(i))
+        hooks.forward(b.relu_out, on_out(i))
+
+
+def capture(model: models.ResNet, x: torch.Tensor, block: int = -1, cam_block: int | None = -1,
+            target: int | None = None, max_channels: int = MAX_CHANNELS, copy_model: bool = True) -> Capture:
+    """One forward (+ one partial backward for Grad-CAM) -> feature maps, block sizes, prediction, Grad-CAM.
+
+    ``block`` picks the block whose three views are kept; ``cam_block`` the Grad-CAM block (None: skip it);
+    ``target`` the class explained (None: the predicted one). The model passed in is never changed.
+    """
+    net = working_copy(model) if copy_model else model
+    blocks, names = net.blocks(), net.block_names()
+    block, cam_at = block % len(blocks), (None if cam_block is None else cam_block % len(blocks))
+    seen: dict = {"norms": [dict() for _ in blocks]}
+    with Hooks() as hooks:
+        _watch_blocks(hooks, blocks, block, cam_at, seen)
+        with torch.set_grad_enabled(cam_at is not None):
+            logits = net(x)  # (1, num_classes): the one forward
+    probs = torch.softmax(logits.detach().float(), dim=1)[0].cpu().numpy()
+    target = int(probs.argmax()) if target is None else int(target)
+    out = seen["out"]
+    order = out.detach()[0].float().mean(dim=(1, 2)).argsort(descending=True)[:max_channels].cpu().numpy()
+    cam = dict(cam_block=None)
+    if cam_at is not None:
+        lowres, up = grad_cam_from(seen["cam_act"], logits[0, target], tuple(x.shape[-2:]))
+        cam = dict(cam_block=names[cam_at], cam=up, cam_lowres=lowres)
+    return Capture(block=names[block], channels=order, n_channels=int(out.shape[1]), fx=_numpy(seen["fx"], order),
+                   out=_numpy(out, order), x=_numpy(seen["x"], order) if "x" in seen else None,
+                   norms=[BlockNorms(name=n, **d) for n, d in zip(names, seen["norms"])], probs=probs,
+                   target=target, residual=bool(getattr(net.cfg, "residual", True)), **cam)
+
+
+def top_k(probs: np.ndarray, names: tuple[str, ...] | list[str] | None, k: int = 5) -> list[dict]:
+    """The k most probable classes as ``{"index", "name", "prob"}``, most probable first."""
+    idx = np.argsort(-probs)[:k]
+    return [{"index": int(i), "name": names[i] if names and i < len(names) else f"class {i}",
+             "prob": float(probs[i])} for i in idx]
+
+
+# --- attributions (captum) ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class IGResult:
+    """Integrated Gradients of one picture for one class."""
+    attr: np.ndarray  # (C, H, W) per input value
+    heat: np.ndarray  # (H, W) summed over channels
+    delta: float  # completeness error: sum(attr) - (score - baseline_score)
+    score: float  # the class score of the picture
+    baseline_score: float  # the class score of the baseline (all zeros after normalisation: the mean colour)
+
+
+def grad_cam(model: nn.Module, x: torch.Tensor, block: int, target: int) -> np.ndarray:
+    """captum's LayerGradCam at block ``block`` (output after the block's ReLU), upsampled to the image (H, W)."""
+    net = working_copy(model)
+    cam = LayerGradCam(net, net.blocks()[block]).attribute(x, target=target, relu_attributions=True)
+    return LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")[0, 0].detach().cpu().numpy()
+
+
+def integrated_gradients(model: nn.Module, x: torch.Tensor, target: int, steps: int = 32, chunk: int = 8,
+                         baseline: torch.Tensor | None = None, method: str = "gausslegendre",
+                         on_progress: Callable[[int, int], None] | None = None) -> IGResult:
+    """Integrated Gradients (Sundararajan et al. 2017) with captum's quadrature, ``chunk`` path points at a time;
+    ``on_progress(done, total)`` is called after each chunk."""
+    net = working_copy(model)
+    baseline = torch.zeros_like(x) if baseline is None else baseline
+    step_sizes_fn, alphas_fn = approximation_parameters(method)
+    step_weights, alphas = step_sizes_fn(steps), alphas_fn(steps)
+    total = torch.zeros_like(x)
+    for start in range(0, steps, chunk):
+        a = torch.tensor(alphas[start:start + chunk], dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
+        w = torch.tensor(step_weights[start:start + chunk], dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
+        path = (baseline + a * (x - baseline)).requires_grad_(True)  # (chunk, C, H, W) points on the line
+        grads = torch.autograd.grad(net(path)[:, target].sum(), path)[0]
+        total += (w * grads).sum(dim=0, keepdim=True)
+        if on_progress:
+            on_progress(min(start + chunk, steps), steps)
+    attr = ((x - baseline) * total).detach()
+    with torch.no_grad():
+        score, base_score = (float(net(t)[0, target]) for t in (x, baseline))
+    delta = float(attr.sum()) - (score - base_score)  # completeness: attributions sum to the score change
+    return IGResult(attr=attr[0].cpu().numpy(), heat=attr[0].sum(0).cpu().numpy(), delta=delta, score=score,
+                    baseline_score=base_score)
+
+
+def occlusion(model: nn.Module, x: torch.Tensor, target: int, window: int | None = None,
+              stride: int | None = None, per_eval: int = 8) -> np.ndarray:
+    """captum's Occlusion: how much the target score drops when a grey square hides each region (H, W)."""
+    size = x.shape[-1]
+    window = window or max(1, size // 4)  # 7 x 7 positions by default: 49 forwards
+    stride = stride or max(1, window // 2)
+    net = working_copy(model)
+    with torch.no_grad():
+        attr = Occlusion(net).attribute(x, sliding_window_shapes=(x.shape[1], window, window),
+                                        strides=(x.shape[1], stride, stride), target=target, baselines=0.0,
+                                        perturbations_per_eval=per_eval)
+    return attr[0].sum(0).cpu().numpy()

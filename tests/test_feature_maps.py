@@ -1,0 +1,212 @@
+"""Feature maps, Grad-CAM and attributions: shapes, hand-worked cases, and captum / plain PyTorch as oracles."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import IntegratedGradients
+from torch import nn
+
+from resviz import models
+from resviz.inputs import weights
+from resviz.lessons import feature_maps as fm
+from resviz.pair import TrainedPair
+
+
+def tiny(residual=True, **kw):
+    cfg = models.ResNetConfig(block="basic", layers=(1, 2), widths=(4, 8), stem="cifar", stem_width=4,
+                              input_size=16, num_classes=5, shortcut="B", residual=residual, **kw)
+    model = models.build_model(cfg, seed=0).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)  # like the app's shared model
+    return model
+
+
+@pytest.fixture
+def x():
+    return torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+
+
+def stem(model, x):
+    return model.relu(model.bn1(model.conv1(x)))
+
+
+def test_block_names_in_depth_order():
+    assert tiny().block_names() == ["layer1.0", "layer2.0", "layer2.1"]
+
+
+def test_three_views_have_the_right_shapes_and_add_up(x):
+    model = tiny()
+    r = fm.capture(model, x, block=1, max_channels=5)
+    assert r.block == "layer2.0" and r.n_channels == 8
+    for view in (r.fx, r.x, r.out):
+        assert view.shape == (5, 8, 8)  # 5 most active of 8 channels, stride 2 halves 16 -> 8
+    np.testing.assert_allclose(r.out, np.maximum(r.fx + r.x, 0), atol=1e-6)  # relu(F(x) + x)
+    # oracle: the block's output computed by hand, channels in the order returned
+    with torch.no_grad():
+        ref = model.layer2[0](model.layer1(stem(model, x)))[0].numpy()
+    np.testing.assert_allclose(r.out, ref[r.channels], atol=1e-5)
+    means = ref.mean(axis=(1, 2))
+    assert list(r.channels) == list(np.argsort(-means)[:5])  # most active first
+
+
+def test_zero_init_residual_blocks_pass_the_input_through(x):
+    # Hand-worked: with the last BN's weight 0 (and bias 0), F(x) = 0, so relu(F(x) + x) = relu(x) = x.
+    model = tiny(zero_init_residual=True)
+    r = fm.capture(model, x, block=0)
+    assert np.abs(r.fx).max() == 0
+    np.testing.assert_allclose(r.out, r.x, atol=0)
+    assert r.norms[0].fx == 0 and r.norms[0].out == pytest.approx(r.norms[0].x)
+
+
+def test_plain_twin_has_no_shortcut_view(x):
+    plain = models.plain_twin(tiny())
+    r = fm.capture(plain, x, block=2)
+    assert r.x is None and not r.residual
+    np.testing.assert_allclose(r.out, np.maximum(r.fx, 0), atol=1e-6)
+    assert r.norms[2].x is None and r.norms[2].fx > 0 and r.norms[2].out > 0
+
+
+def test_shared_model_is_left_exactly_as_it_was(x):
+    model = tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fm.capture(model, x)
+    assert all(not p.requires_grad for p in model.parameters())
+    assert all(not m._forward_hooks for m in model.modules())
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+
+
+def test_hooks_are_removed_even_when_the_forward_fails():
+    model = tiny()
+    with pytest.raises(RuntimeError):
+        fm.capture(model, torch.zeros(1, 2, 16, 16), copy_model=False)  # 2 channels: conv1 fails
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize("cam_block", [0, -1])
+def test_grad_cam_matches_captum(x, cam_block):
+    model = tiny()
+    r = fm.capture(model, x, cam_block=cam_block, target=3)
+    ref = fm.grad_cam(model, x, block=cam_block, target=3)
+    assert r.cam.shape == (16, 16) and r.target == 3
+    assert r.cam_lowres.shape == ((16, 16) if cam_block == 0 else (8, 8))
+    assert r.cam.max() > 0
+    np.testing.assert_allclose(r.cam, ref, rtol=1e-4, atol=1e-6)
+
+
+def test_prediction_and_top_k(x):
+    model = tiny()
+    r = fm.capture(model, x, cam_block=None)
+    with torch.no_grad():
+        ref = torch.softmax(model(x), 1)[0].numpy()
+    np.testing.assert_allclose(r.probs, ref, rtol=1e-5)
+    assert r.target == int(ref.argmax()) and r.cam is None and r.cam_block is None
+    top = fm.top_k(np.array([0.1, 0.6, 0.3]), ["cat", "dog", "fish"], k=2)
+    assert top == [{"index": 1, "name": "dog", "prob": 0.6}, {"index": 2, "name": "fish", "prob": 0.3}]
+    assert fm.top_k(np.array([0.2, 0.8]), None, 1)[0]["name"] == "class 1"
+
+
+def test_integrated_gradients_matches_captum_and_is_complete(x):
+    model = tiny()
+    seen = []
+    r = fm.integrated_gradients(model, x, target=2, steps=12, chunk=5,
+                                         on_progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(5, 12), (10, 12), (12, 12)]
+    ref = IntegratedGradients(fm.working_copy(model)).attribute(x, target=2, n_steps=12)
+    np.testing.assert_allclose(r.attr, ref[0].detach().numpy(), rtol=1e-4, atol=1e-6)
+    assert r.heat.shape == (16, 16)
+    assert abs(r.delta) < 0.05 * max(1.0, abs(r.score - r.baseline_score))
+
+
+class TopLeftSum(nn.Module):
+    """Score = sum of the top-left 2x2 pixels: occluding exactly them drops it by 4 on an image of ones."""
+
+    def forward(self, x):
+        return x[:, :, :2, :2].sum(dim=(1, 2, 3)).unsqueeze(1)
+
+
+def test_occlusion_hand_worked():
+    heat = fm.occlusion(TopLeftSum(), torch.ones(1, 1, 4, 4), target=0, window=2, stride=2)
+    expected = np.zeros((4, 4))
+    expected[:2, :2] = 4.0
+    np.testing.assert_allclose(heat, expected)
+
+
+def test_occlusion_on_a_resnet_has_image_shape(x):
+    assert fm.occlusion(tiny(), x, target=0).shape == (16, 16)
+
+
+def test_block_view_figures_show_channel_and_range(x):
+    from resviz.plots import feature_maps as plots
+
+    r = fm.capture(tiny(), x, block=0, max_channels=4)
+    figs = plots.plot_block_views(r, k=2)
+    assert [f.layout.title.text for f in figs] == ["layer1.0: main path F(x)", "layer1.0: shortcut x",
+                                                  "layer1.0: output relu(F(x) + x)"]
+    trace = figs[2].data[0]  # one heat map holding every channel's tile
+    c, m = r.channels[0], r.out[0]
+    h, w = m.shape
+    info = np.asarray(trace.customdata)[:h, :w]  # the first tile: channel, value, its range on hover
+    assert (info[..., 0] == c).all() and np.allclose(info[..., 1], m)
+    assert np.allclose(info[..., 2], m.min()) and np.allclose(info[..., 3], m.max())
+    shared = max(np.abs(v[0]).max() for v in (r.fx, r.x, r.out))  # one colour scale per channel, all views
+    assert np.allclose(np.asarray(trace.z)[:h, :w], m / shared)
+    assert figs[2].layout.annotations[0].text == f"ch {c}"
+    plain = fm.capture(models.plain_twin(tiny()), x, block=0)
+    assert len(plots.plot_block_views(plain, k=3)) == 2  # no shortcut view in the plain twin
+
+
+# --- which weights ---
+
+def tiny_pair(class_names=("disc", "square", "triangle", "cross", "ring")):
+    resnet, plain = tiny(), models.build_model(models.plain_config(tiny().cfg), seed=4)
+    return TrainedPair(resnet.cfg, resnet.state_dict(), plain.state_dict(), "tiny trained 4 steps on Built-in shapes",
+                       class_names=class_names, data_name="Built-in shapes", steps=4)
+
+
+def test_sources_offer_imagenet_only_for_imagenet_presets_and_trained_only_after_a_race():
+    S = fm.WeightsSource
+    assert fm.sources(models.get_config("resnet20"), None) == [S.RANDOM, S.UPLOAD]
+    assert fm.sources(models.get_config("resnet18"), tiny_pair()) == [S.PRETRAINED, S.TRAINED, S.RANDOM, S.UPLOAD]
+
+
+def test_trained_weights_keep_their_classes_and_the_race_preprocessing():
+    pair = tiny_pair()
+    w = fm.trained(pair)
+    assert w.source is fm.WeightsSource.TRAINED and not w.untrained
+    assert w.class_names == pair.class_names and w.class_name(1) == "square" and w.class_name(7) == "class 7"
+    assert w.preprocess().mean == (0.5, 0.5, 0.5) and w.preprocess().crop == 16  # trained on (x - 0.5) / 0.5
+    torch.testing.assert_close(w.model.state_dict(), pair.state_dict)
+    assert all(not p.requires_grad for p in w.model.parameters()) and not w.model.training
+    plain = fm.trained(pair, plain=True)
+    assert not plain.cfg.residual and plain.key != w.key and plain.label.startswith("the plain twin of ")
+    torch.testing.assert_close(plain.model.state_dict(), pair.plain_state_dict)
+
+
+def test_plain_model_uses_the_race_twin_own_weights_else_the_same_weights_without_shortcuts():
+    pair = tiny_pair()
+    torch.testing.assert_close(fm.plain_model(fm.trained(pair)).state_dict(), pair.plain_state_dict)
+    w = fm.random(tiny().cfg, tiny())
+    plain = fm.plain_model(w)
+    assert w.untrained and not plain.cfg.residual
+    assert all(torch.equal(v, w.model.state_dict()[k]) for k, v in plain.state_dict().items())  # copied, not redrawn
+    assert w.model.cfg.residual  # the shared model was not changed
+
+
+def test_uploaded_weights_are_keyed_by_content():
+    import io
+
+    buf = io.BytesIO()
+    torch.save(tiny().state_dict(), buf)
+    a = fm.uploaded(buf.getvalue(), "a.pt", tiny().cfg)
+    b = fm.uploaded(buf.getvalue(), "b.pt", tiny().cfg)
+    assert a.key == b.key and a.label == "uploaded a.pt" and a.class_names == ()
+    assert not a.imagenet_normalised  # a CIFAR-stem net: the race's normalisation
+    with pytest.raises(weights.WeightsError, match="output classes"):
+        fm.uploaded(buf.getvalue(), "a.pt", replace(tiny().cfg, num_classes=3))
+
+
+def test_imagenet_weights_for_a_custom_net_are_refused_in_plain_words():
+    with pytest.raises(weights.WeightsError, match="no ImageNet weights"):
+        fm.imagenet(tiny().cfg)
