@@ -5,8 +5,9 @@ import pandas as pd
 import streamlit as st
 
 from resviz import models, ui
+from resviz.lessons.architecture import mismatch_text, shortcut_label
 from resviz.plots.architecture import layout_graph, plot_architecture
-from resviz.trace import TABLE_COLUMNS, fmt_shape
+from resviz.trace import TABLE_COLUMNS, ShortcutKind, fmt_shape
 
 st.title("Architecture")
 sel = ui.current_selection()
@@ -16,7 +17,8 @@ trace = ui.cached_trace(cfg)
 
 if trace.error:
     st.error(f"This configuration cannot run. {trace.error}")
-    st.caption(f"Traced {len(trace.rows)} layers before `{trace.failed_layer}`; they are listed below.")
+    if trace.failed_layer:
+        st.caption(f"Traced {len(trace.rows)} layers before `{trace.failed_layer}`; they are listed below.")
 else:
     c = st.columns(5)
     c[0].metric("Parameters", f"{trace.total_params:,}")
@@ -27,21 +29,21 @@ else:
     c[4].metric("Receptive field", f"{rf} px",
                 help="Input pixels that can influence one output of the last conv layer (before pooling).")
 
-expanding = next((b for b in trace.blocks if b["expands"]), None)
+expanding = next((b for b in trace.blocks if b.type == "Bottleneck"), None)
 if expanding:
-    w, out = expanding["expands"]
-    st.info(f"**Bottleneck:** in `{expanding['name']}` a 1x1 conv squeezes the input to {w} channels, the 3x3 conv "
+    w, out = expanding.channels[2:]
+    st.info(f"**Bottleneck:** in `{expanding.name}` a 1x1 conv squeezes the input to {w} channels, the 3x3 conv "
             f"works on those {w}, and the last 1x1 conv expands them to {out} ({out // w}x). Every bottleneck "
             "does this: the expensive 3x3 runs on few channels.")
-projections = [b for b in trace.blocks if b["shortcut"] != "identity" and not b["shortcut"].startswith("none")]
+projections = [b for b in trace.blocks if b.shortcut in (ShortcutKind.ZERO_PAD, ShortcutKind.PROJECTION)]
 if projections:
     st.warning("**Where x cannot be added as it is:**\n" + "\n".join(
-        f"- `{b['name']}`: {fmt_shape(b['in_shape'])} → {fmt_shape(b['out_shape'])} because {b['reason']}; "
-        f"the shortcut is a **{b['shortcut']}**." for b in projections))
+        f"- `{b.name}`: {fmt_shape(b.in_shape)} → {fmt_shape(b.out_shape)} because {mismatch_text(b)}; "
+        f"the shortcut is a **{shortcut_label(b)}**." for b in projections))
 elif not cfg.residual:
     st.caption("The plain twin has no shortcuts: nothing is added, so no shapes need to match.")
 
-stages = list(dict.fromkeys(b["stage"] for b in trace.blocks))
+stages = list(dict.fromkeys(b.stage for b in trace.blocks))
 expand = st.segmented_control("Show layers of", ["blocks only", *stages, "all"], default="blocks only",
                               key="arch_expand") or "blocks only"
 fig = plot_architecture(layout_graph(trace, "all" if expand == "all" else {expand}), cfg.label)

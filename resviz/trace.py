@@ -7,6 +7,7 @@ and a ``networkx.DiGraph`` whose edges carry the tensor shapes.
 from __future__ import annotations
 
 import csv
+import enum
 import functools
 import io
 from dataclasses import dataclass, field
@@ -24,16 +25,61 @@ TABLE_COLUMNS = ("name", "stage", "block", "path", "op", "kernel", "stride", "in
                  "params", "macs", "receptive_field")
 
 
+class ShortcutKind(enum.Enum):
+    """What a block adds to F(x). The value is the short name a page may show."""
+
+    IDENTITY = "identity"  # x as it is
+    ZERO_PAD = "zero-pad"  # option A: keep every s-th pixel, append channels of zeros
+    PROJECTION = "1x1 projection"  # options B and C: a 1x1 conv (+ batch norm)
+    NONE = "none"  # the plain twin adds nothing
+
+
+@dataclass(frozen=True)
+class Block:
+    """One residual block as traced: its input x and output shapes, its shortcut, its main path's channels."""
+
+    name: str  # "layer2.0"
+    stage: str  # "layer2"
+    type: str  # "BasicBlock" or "Bottleneck"
+    in_shape: tuple[int, ...]  # x: (C, H, W)
+    out_shape: tuple[int, ...]  # F(x), and the block's output
+    stride: int
+    shortcut: ShortcutKind
+    option: str  # the config's shortcut option (A, B or C) that chose ``shortcut``
+    channels: tuple[int, ...]  # C_in, then each main-path conv's C_out: (256, 64, 64, 256) in a bottleneck
+    groups: int  # of the 3x3 conv (32 in ResNeXt-50 32x4d)
+    params: int
+
+    @property
+    def channels_differ(self) -> bool:
+        return self.in_shape[0] != self.out_shape[0]
+
+    @property
+    def size_differs(self) -> bool:
+        return self.in_shape[1:] != self.out_shape[1:]
+
+    @property
+    def shapes_differ(self) -> bool:
+        """x cannot be added to F(x) as it is."""
+        return self.in_shape != self.out_shape
+
+    def __getitem__(self, key: str):
+        """Transitional: the README's notebook example still reads blocks by key (name, shortcut, reason)."""
+        from resviz.lessons.architecture import mismatch_text, shortcut_label
+
+        return {"shortcut": shortcut_label, "reason": mismatch_text}.get(key, lambda b: getattr(b, key))(self)
+
+
 @dataclass
 class Trace:
     """What ``trace_shapes`` found: per-layer rows, per-block summaries, the dataflow graph."""
 
     cfg: ResNetConfig
     rows: list[dict] = field(default_factory=list)
-    blocks: list[dict] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
     graph: nx.DiGraph = field(default_factory=nx.DiGraph)
     error: str | None = None  # why tracing stopped early, in plain words
-    failed_layer: str | None = None  # the first layer that could not run
+    failed_layer: str | None = None  # the first layer that could not run (None: the configuration itself)
 
     @property
     def total_params(self) -> int:
@@ -58,12 +104,12 @@ class Trace:
 
 
 def fmt_shape(shape) -> str:
-    """(64, 56, 56) -> '64x56x56'; (C,) stays as one number."""
+    """(64, 56, 56) -> '64×56×56' (channels × height × width); (C,) stays one number; None -> '—'."""
     if shape is None:
-        return ""
+        return "—"
     if isinstance(shape[0], tuple):  # the add's two operands
         return " + ".join(fmt_shape(s) for s in shape)
-    return "x".join(str(d) for d in shape)
+    return "×".join(str(d) for d in shape)
 
 
 def conv_macs(conv: nn.Conv2d, out_shape: tuple) -> int:
@@ -104,34 +150,21 @@ def _location(name: str, stage_names: list[str]) -> tuple[str, str, str]:
     return ("stem" if name in ("conv1", "bn1", "relu", "maxpool") else "head"), "", "main"
 
 
-def _shortcut_info(block: nn.Module, in_shape: tuple, out_shape: tuple, residual: bool) -> tuple[str, str]:
-    """(kind, reason) for a block's shortcut, in the words the page shows."""
-    channels = in_shape[0] != out_shape[0]
-    spatial = in_shape[1:] != out_shape[1:]
-    if channels and spatial:
-        reason = f"channels differ ({in_shape[0]}→{out_shape[0]}) and spatial size differs " \
-                 f"({in_shape[1]}→{out_shape[1]})"
-    elif channels:
-        reason = f"channels differ ({in_shape[0]}→{out_shape[0]})"
-    elif spatial:
-        reason = f"spatial size differs ({in_shape[1]}→{out_shape[1]})"
-    else:
-        reason = "shapes already match"
-    if not residual:
-        return "none (plain)", reason
-    ds = block.downsample
-    if ds is None:
-        return "identity", reason
-    if isinstance(ds, PadShortcut):
-        return f"zero-pad, stride {ds.stride}", reason
-    stride = ds[0].stride[0]
-    if not (channels or spatial):
-        reason += "; option C projects anyway"
-    return f"1x1 projection, stride {stride}", reason
+def shortcut_kind(block: nn.Module) -> ShortcutKind:
+    """The kind of shortcut a built block adds to F(x)."""
+    if not block.residual:
+        return ShortcutKind.NONE
+    if block.downsample is None:
+        return ShortcutKind.IDENTITY
+    return ShortcutKind.ZERO_PAD if isinstance(block.downsample, PadShortcut) else ShortcutKind.PROJECTION
 
 
 class TraceStop(Exception):
-    """Raised to stop tracing at the first layer that cannot work; the message says why."""
+    """Raised to stop tracing at ``layer``, the first layer that cannot work; the message says why."""
+
+    def __init__(self, layer: str, message: str):
+        super().__init__(message)
+        self.layer = layer
 
 
 @dataclass(frozen=True)
@@ -149,7 +182,7 @@ def out_shape(name: str, module: nn.Module, shape: tuple, input_size: int) -> tu
     if isinstance(module, nn.Linear):
         flat = int(torch.Size(shape).numel())
         if flat != module.in_features:
-            raise TraceStop(f"Layer `{name}` expects {module.in_features} features but receives {flat}.")
+            raise TraceStop(name, f"Layer `{name}` expects {module.in_features} features but receives {flat}.")
         return (module.out_features,)
     c, h, w = shape
     if isinstance(module, nn.AdaptiveAvgPool2d):
@@ -160,27 +193,23 @@ def out_shape(name: str, module: nn.Module, shape: tuple, input_size: int) -> tu
         return shape
     k, s, p, d = (_attr(module, a) for a in ("kernel_size", "stride", "padding", "dilation"))
     if isinstance(module, nn.Conv2d) and c != module.in_channels:
-        raise TraceStop(f"Layer `{name}` expects {module.in_channels} input channels but receives {c} "
+        raise TraceStop(name, f"Layer `{name}` expects {module.in_channels} input channels but receives {c} "
                         f"(shape {fmt_shape(shape)}).")
     if s > 1 and min(h, w) == 1:
-        raise TraceStop(f"Layer `{name}` should halve the feature map (stride {s}), but the map is already 1x1: "
+        raise TraceStop(name, f"Layer `{name}` should halve the feature map (stride {s}), but the map is already 1x1: "
                         f"the input ({input_size} px) is too small for this depth. Use a larger input or fewer stages.")
     oh, ow = ((x + 2 * p - d * (k - 1) - 1) // s + 1 for x in (h, w))
     if min(oh, ow) < 1:
-        raise TraceStop(f"Layer `{name}` would produce a {oh}x{ow} map from {h}x{w}: the spatial size reaches "
+        raise TraceStop(name, f"Layer `{name}` would produce a {oh}x{ow} map from {h}x{w}: the spatial size reaches "
                         "zero. Use a larger input.")
     return (module.out_channels if isinstance(module, nn.Conv2d) else c, oh, ow)
 
 
-def _edge_kind(model: nn.Module, src: str, dst: str, operand: int) -> str:
-    """'main', or which kind of shortcut an edge belongs to (the add's second operand is the shortcut)."""
+def _edge_kind(model: nn.Module, dst: str, operand: int) -> ShortcutKind | None:
+    """The kind of shortcut an edge belongs to, or None on the main path (the add's second operand is the shortcut)."""
     if ".downsample" not in dst and not (dst.endswith(".add") and operand == 1):
-        return "main"
-    proj = next((n for n in (dst, src) if ".downsample" in n), None)
-    if proj is None:
-        return "shortcut-identity"
-    ds = model.get_submodule(proj.split(".downsample")[0] + ".downsample")
-    return "shortcut-pad" if isinstance(ds, PadShortcut) else "shortcut-projection"
+        return None
+    return shortcut_kind(model.get_submodule(".".join(dst.split(".")[:2])))
 
 
 class _Walker:
@@ -202,16 +231,17 @@ class _Walker:
         self.trace.rows.append(row)
         self.trace.graph.add_node(name, **row)
         for i, f in enumerate(inputs):
-            self.trace.graph.add_edge(f.node, name, shape=f.shape, kind=_edge_kind(self.model, f.node, name, i))
+            self.trace.graph.add_edge(f.node, name, shape=f.shape, kind=_edge_kind(self.model, name, i))
         return _Flow(name, shape, rf, jump)
 
     def close_block(self, name: str, block_in: _Flow, out: _Flow) -> None:
         block = self.model.get_submodule(name)
-        kind, reason = _shortcut_info(block, block_in.shape, out.shape, self.model.cfg.residual)
-        self.trace.blocks.append(dict(name=name, stage=name.split(".")[0], type=type(block).__name__,
-                                      in_shape=block_in.shape, out_shape=out.shape, stride=block.stride,
-                                      shortcut=kind, reason=reason, params=sum(p.numel() for p in block.parameters()),
-                                      expands=_expansion(block)))
+        convs = [m for m in (block.conv1, block.conv2, getattr(block, "conv3", None)) if m is not None]
+        self.trace.blocks.append(Block(
+            name=name, stage=name.split(".")[0], type=type(block).__name__, in_shape=block_in.shape,
+            out_shape=out.shape, stride=block.stride, shortcut=shortcut_kind(block), option=self.model.cfg.shortcut,
+            channels=(convs[0].in_channels, *(c.out_channels for c in convs)), groups=block.conv2.groups,
+            params=sum(p.numel() for p in block.parameters())))
 
     def run(self, flow: _Flow) -> None:
         block, block_in, side = "", None, None
@@ -231,12 +261,6 @@ class _Walker:
                 flow = self.step(name, module, [flow])
         if block:
             self.close_block(block, block_in, flow)
-
-
-def _expansion(block: nn.Module) -> tuple[int, int] | None:
-    """(width, out channels) where a bottleneck's last 1x1 expands channels, else None."""
-    conv3 = getattr(block, "conv3", None)
-    return (conv3.in_channels, conv3.out_channels) if conv3 is not None else None
 
 
 def _attr(module: nn.Module, attr: str):
@@ -262,7 +286,7 @@ def trace_shapes(cfg: ResNetConfig, input_shape: tuple[int, int, int] | None = N
         check_config(cfg)
         model = skeleton(cfg)
     except ConfigError as e:
-        trace.error, trace.failed_layer = str(e), "(configuration)"
+        trace.error = str(e)  # the configuration itself: no layer was traced
         return trace
     shape = tuple(input_shape or (cfg.in_channels, cfg.input_size, cfg.input_size))
     trace.graph.add_node("input", name="input", op="input", out_shape=shape, stage="stem", block="",
@@ -270,8 +294,7 @@ def trace_shapes(cfg: ResNetConfig, input_shape: tuple[int, int, int] | None = N
     try:
         _Walker(model, trace).run(_Flow("input", shape))
     except TraceStop as e:
-        trace.error = str(e)
-        trace.failed_layer = str(e).split("`")[1]
+        trace.error, trace.failed_layer = str(e), e.layer
     return trace
 
 
@@ -284,12 +307,12 @@ def stage_graph(trace: Trace) -> nx.DiGraph:
                params=sum(r["params"] for r in stem_out))
     prev_shape = g.nodes["stem"]["out_shape"]
     for b in trace.blocks:
-        g.add_node(b["name"], label=b["name"], **{k: v for k, v in b.items() if k != "name"})
-        g.add_edge(prev, b["name"], shape=prev_shape, kind="main")
-        prev, prev_shape = b["name"], b["out_shape"]
+        g.add_node(b.name, label=b.name, stage=b.stage, out_shape=b.out_shape, params=b.params, block=b)
+        g.add_edge(prev, b.name, shape=prev_shape, kind=None)
+        prev, prev_shape = b.name, b.out_shape
     head = [r for r in trace.rows if r["stage"] == "head"]
     if head and not trace.error:
         g.add_node("head", label="avgpool + fc", stage="head", out_shape=head[-1]["out_shape"],
                    params=sum(r["params"] for r in head))
-        g.add_edge(prev, "head", shape=prev_shape, kind="main")
+        g.add_edge(prev, "head", shape=prev_shape, kind=None)
     return g

@@ -7,7 +7,7 @@ from torch import nn
 
 from resviz import models
 from resviz.plots.architecture import layout_graph, plot_architecture
-from resviz.trace import LEAF_TYPES, stage_graph, trace_shapes
+from resviz.trace import LEAF_TYPES, TABLE_COLUMNS, ShortcutKind, stage_graph, trace_shapes
 
 # torchvision's weight metadata: num_params and GFLOPS (= GMACs of conv + fc) at 224x224, to the digits it gives.
 PUBLISHED = {"resnet18": (11_689_512, "1.814"), "resnet34": (21_797_672, "3.664"), "resnet50": (25_557_032, "4.089"),
@@ -100,18 +100,24 @@ def test_published_receptive_fields_of_resnet18_and_50():
         assert [r for r in rows if r["op"] == "relu"][-1]["receptive_field"] == rf
 
 
-def test_blocks_name_shortcut_kind_and_reason():
-    blocks = {b["name"]: b for b in trace_shapes(models.get_config("resnet50")).blocks}
-    assert blocks["layer1.0"]["shortcut"] == "1x1 projection, stride 1"
-    assert blocks["layer1.0"]["reason"] == "channels differ (64→256)"
-    assert blocks["layer2.0"]["shortcut"] == "1x1 projection, stride 2"
-    assert "spatial size differs (56→28)" in blocks["layer2.0"]["reason"]
-    assert blocks["layer2.1"]["shortcut"] == "identity" and blocks["layer1.0"]["expands"] == (64, 256)
-    cifar = {b["name"]: b for b in trace_shapes(models.get_config("resnet20")).blocks}
-    assert cifar["layer2.0"]["shortcut"] == "zero-pad, stride 2"
+def test_blocks_are_typed_with_shortcut_kind_option_and_channels():
+    blocks = {b.name: b for b in trace_shapes(models.get_config("resnet50")).blocks}
+    first, down, same = blocks["layer1.0"], blocks["layer2.0"], blocks["layer2.1"]
+    assert (first.shortcut, first.option, first.stride) == (ShortcutKind.PROJECTION, "B", 1)
+    assert first.channels_differ and not first.size_differs and first.channels == (64, 64, 64, 256)
+    assert (down.shortcut, down.stride, down.in_shape, down.out_shape) == (
+        ShortcutKind.PROJECTION, 2, (256, 56, 56), (512, 28, 28))
+    assert down.channels == (256, 128, 128, 512) and down.type == "Bottleneck" and down.groups == 1
+    assert same.shortcut is ShortcutKind.IDENTITY and not same.shapes_differ
+    assert trace_shapes(models.get_config("resnext50_32x4d")).blocks[0].groups == 32
+    cifar = {b.name: b for b in trace_shapes(models.get_config("resnet20")).blocks}
+    assert (cifar["layer2.0"].shortcut, cifar["layer2.0"].option) == (ShortcutKind.ZERO_PAD, "A")
+    assert cifar["layer2.0"].channels == (16, 32, 32) and cifar["layer2.0"].type == "BasicBlock"
     plain = trace_shapes(models.plain_config(models.get_config("resnet20")))
-    assert all(b["shortcut"] == "none (plain)" for b in plain.blocks)
+    assert all(b.shortcut is ShortcutKind.NONE for b in plain.blocks)
     assert not any(r["op"] == "add" for r in plain.rows)
+    c = {b.name: b for b in trace_shapes(models.get_config("resnet20", shortcut="C")).blocks}
+    assert c["layer1.0"].shortcut is ShortcutKind.PROJECTION and not c["layer1.0"].shapes_differ
 
 
 def test_add_rows_show_both_operand_shapes_and_graph_edges_carry_shapes():
@@ -119,9 +125,13 @@ def test_add_rows_show_both_operand_shapes_and_graph_edges_carry_shapes():
     add = next(r for r in trace.rows if r["name"] == "layer2.0.add")
     assert add["in_shape"] == ((512, 28, 28), (512, 28, 28))
     g = trace.graph
-    assert g.edges["layer2.0.downsample.1", "layer2.0.add"] == {"shape": (512, 28, 28), "kind": "shortcut-projection"}
-    assert g.edges["layer2.0.relu_out", "layer2.1.add"]["kind"] == "shortcut-identity"
-    assert g.edges["layer2.0.bn3", "layer2.0.add"]["kind"] == "main"
+    assert g.edges["layer2.0.downsample.1", "layer2.0.add"] == {"shape": (512, 28, 28),
+                                                               "kind": ShortcutKind.PROJECTION}
+    assert g.edges["layer1.2.relu_out", "layer2.0.downsample.0"]["kind"] is ShortcutKind.PROJECTION
+    assert g.edges["layer2.0.relu_out", "layer2.1.add"]["kind"] is ShortcutKind.IDENTITY
+    assert g.edges["layer2.0.bn3", "layer2.0.add"]["kind"] is None  # the main path
+    pad = trace_shapes(models.get_config("resnet20")).graph
+    assert pad.edges["layer2.0.downsample", "layer2.0.add"]["kind"] is ShortcutKind.ZERO_PAD
     assert g.in_degree("layer2.0.add") == 2
 
 
@@ -136,13 +146,16 @@ def test_channel_mismatch_and_bad_config_are_explained():
     trace = trace_shapes(models.get_config("resnet20"), input_shape=(1, 32, 32))
     assert trace.failed_layer == "conv1" and "expects 3 input channels but receives 1" in trace.error
     bad = trace_shapes(models.get_config("resnet20", layers=(3, 0, 3)))
-    assert bad.error and bad.failed_layer == "(configuration)" and bad.rows == []
+    assert "at least one block" in bad.error and bad.failed_layer is None and bad.rows == []
 
 
 def test_csv_has_a_row_per_layer():
     trace = trace_shapes(models.get_config("resnet20"))
     lines = trace.to_csv().strip().splitlines()
-    assert len(lines) == len(trace.rows) + 1 and lines[1].startswith("conv1,stem,,main,conv,3,1,3x32x32,16x32x32,432")
+    assert lines[0] == ",".join(TABLE_COLUMNS) and len(lines) == len(trace.rows) + 1
+    assert lines[1] == "conv1,stem,,main,conv,3,1,3×32×32,16×32×32,432,442368,3"  # 32*32*16 outputs x 27 products
+    add = next(line for line in lines if line.startswith("layer2.0.add,"))
+    assert add == "layer2.0.add,layer2,layer2.0,main,add,,,32×16×16 + 32×16×16,32×16×16,0,0,21"
 
 
 def test_stage_graph_and_plot_for_resnet152_stay_small():

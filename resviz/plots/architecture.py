@@ -8,7 +8,8 @@ from __future__ import annotations
 import networkx as nx
 import plotly.graph_objects as go
 
-from resviz.trace import Trace, fmt_shape
+from resviz.lessons.architecture import mismatch_text, shortcut_label
+from resviz.trace import Block, ShortcutKind, Trace, fmt_shape
 
 NODE_STYLE = {  # op -> (colour, marker symbol, legend name)
     "input": ("#444444", "square", "input / output"),
@@ -27,20 +28,22 @@ NODE_STYLE = {  # op -> (colour, marker symbol, legend name)
     "block-plain": ("#1f77b4", "circle", "plain block (no shortcut)"),
     "x": ("#444444", "circle-open", "block input x"),
 }
-EDGE_STYLE = {  # kind -> (colour, width, dash, legend name)
-    "main": ("#8c8c8c", 1.5, "solid", "main path"),
-    "shortcut-identity": ("#2ca02c", 2.5, "solid", "identity shortcut"),
-    "shortcut-projection": ("#ff7f0e", 2.5, "solid", "projection shortcut"),
-    "shortcut-pad": ("#e377c2", 2.5, "dash", "zero-pad shortcut"),
+EDGE_STYLE = {  # edge kind (None: the main path; "link": between rows) -> (colour, width, dash, legend name)
+    None: ("#8c8c8c", 1.5, "solid", "main path"),
+    ShortcutKind.IDENTITY: ("#2ca02c", 2.5, "solid", "identity shortcut"),
+    ShortcutKind.PROJECTION: ("#ff7f0e", 2.5, "solid", "projection shortcut"),
+    ShortcutKind.ZERO_PAD: ("#e377c2", 2.5, "dash", "zero-pad shortcut"),
     "link": ("#d0d0d0", 1, "dot", "to next row"),
 }
+BLOCK_KIND = {ShortcutKind.NONE: "block-plain", ShortcutKind.PROJECTION: "block-projection",
+              ShortcutKind.ZERO_PAD: "block-pad", ShortcutKind.IDENTITY: "block-identity"}
 ROW_HEIGHT = 1.0
 
 
-def _block_kind(block: dict) -> str:
-    s = block["shortcut"]
-    return ("block-plain" if s.startswith("none") else "block-projection" if "projection" in s
-            else "block-pad" if "pad" in s else "block-identity")
+def _block_node(block: Block) -> dict:
+    """A collapsed block's node attributes."""
+    return dict(name=block.name, op=BLOCK_KIND[block.shortcut], block_info=block, out_shape=block.out_shape,
+                params=block.params, label=f"{block.name}<br>{fmt_shape(block.out_shape)}")
 
 
 def _layer_label(node: dict) -> str:
@@ -63,26 +66,25 @@ def layout_graph(trace: Trace, expand: set[str] | str = ()) -> nx.DiGraph:
                     g.add_node(n, pos=(x, -row[0] - 0.45 * k), **data[n])
         row[0] += ROW_HEIGHT
 
-    def chain(nodes: list[str], kind: str = "main") -> None:
+    def chain(nodes: list[str]) -> None:
         for u, v in zip(nodes, nodes[1:]):
-            g.add_edge(u, v, **(full.edges[u, v] if full.has_edge(u, v) else dict(shape=None, kind=kind)))
+            g.add_edge(u, v, **(full.edges[u, v] if full.has_edge(u, v) else dict(shape=None, kind=None)))
 
     stem = ["input"] + [r["name"] for r in trace.rows if r["stage"] == "stem"]
     place([[n] for n in stem], {n: full.nodes[n] for n in stem})
     chain(stem)
     last = stem[-1]
-    for stage in dict.fromkeys(b["stage"] for b in trace.blocks):
-        blocks = [b for b in trace.blocks if b["stage"] == stage]
+    for stage in dict.fromkeys(b.stage for b in trace.blocks):
+        blocks = [b for b in trace.blocks if b.stage == stage]
         if expand == "all" or stage in expand:
             for b in blocks:
                 last = _place_block_row(g, full, b, last, place)
         else:
-            place([[b["name"]] for b in blocks], {b["name"]: dict(b, op=_block_kind(b), label=f"{b['name']}<br>{fmt_shape(b['out_shape'])}")
-                   for b in blocks})
-            g.add_edge(last, blocks[0]["name"], shape=blocks[0]["in_shape"], kind="link")
+            place([[b.name] for b in blocks], {b.name: _block_node(b) for b in blocks})
+            g.add_edge(last, blocks[0].name, shape=blocks[0].in_shape, kind="link")
             for a, b in zip(blocks, blocks[1:]):
-                g.add_edge(a["name"], b["name"], shape=a["out_shape"], kind="main")
-            last = blocks[-1]["name"]
+                g.add_edge(a.name, b.name, shape=a.out_shape, kind=None)
+            last = blocks[-1].name
     head = [r["name"] for r in trace.rows if r["stage"] == "head"]
     if head:
         place([[n] for n in head], {n: full.nodes[n] for n in head})
@@ -91,12 +93,11 @@ def layout_graph(trace: Trace, expand: set[str] | str = ()) -> nx.DiGraph:
     return g
 
 
-def _place_block_row(g: nx.DiGraph, full: nx.DiGraph, block: dict, prev: str, place) -> str:
+def _place_block_row(g: nx.DiGraph, full: nx.DiGraph, block: Block, prev: str, place) -> str:
     """Lay one block out as a row: its input x, the main path, the shortcut branch below; returns its output node."""
-    members = [n for n, d in full.nodes(data=True) if d.get("block") == block["name"]]
-    x_node = f"{block['name']}.x"
-    data = {x_node: dict(name=x_node, op="x", block=block["name"], out_shape=block["in_shape"],
-                         label=f"{block['name']}: x")}
+    members = [n for n, d in full.nodes(data=True) if d.get("block") == block.name]
+    x_node = f"{block.name}.x"
+    data = {x_node: dict(name=x_node, op="x", block=block.name, out_shape=block.in_shape, label=f"{block.name}: x")}
     columns = [[x_node]]
     for gen in nx.topological_generations(full.subgraph(members)):
         main = [n for n in gen if full.nodes[n]["path"] == "main"]
@@ -113,7 +114,7 @@ def _place_block_row(g: nx.DiGraph, full: nx.DiGraph, block: dict, prev: str, pl
     for u, v, d in full.in_edges(members, data=True):
         if u not in members:  # the block's input enters the main path and the shortcut
             g.add_edge(x_node, v, **d)
-    g.add_edge(prev, x_node, shape=block["in_shape"], kind="link")
+    g.add_edge(prev, x_node, shape=block.in_shape, kind="link")
     return columns[-1][0]
 
 
@@ -129,9 +130,10 @@ def _curve(p0, p1, lift: float, n: int = 16) -> tuple[list, list]:
 
 def _hover(n: str, d: dict) -> str:
     parts = [f"<b>{n}</b>", d.get("op", "")]
-    if d.get("shortcut"):
-        parts += [f"in {fmt_shape(d['in_shape'])} → out {fmt_shape(d['out_shape'])}",
-                  f"shortcut: {d['shortcut']}", f"why: {d['reason']}"]
+    if d.get("block_info"):
+        b = d["block_info"]
+        parts += [f"in {fmt_shape(b.in_shape)} → out {fmt_shape(b.out_shape)}",
+                  f"shortcut: {shortcut_label(b)}", f"why: {mismatch_text(b)}"]
     elif d.get("out_shape") is not None:
         parts.append(f"out {fmt_shape(d['out_shape'])}")
     if d.get("params"):
@@ -150,10 +152,10 @@ def plot_architecture(g: nx.DiGraph, title: str = "") -> go.Figure:
     for kind, (colour, width, dash, label) in EDGE_STYLE.items():
         xs, ys = [], []
         for u, v, d in g.edges(data=True):
-            if d.get("kind", "main") != kind:
+            if d.get("kind") != kind:
                 continue
             (x0, y0), (x1, y1) = pos[u], pos[v]
-            if kind == "shortcut-identity" and abs(x1 - x0) > 1 and y0 == y1:
+            if kind is ShortcutKind.IDENTITY and abs(x1 - x0) > 1 and y0 == y1:
                 cx, cy = _curve(pos[u], pos[v], 0.35)
             else:
                 cx, cy = [x0, x1], [y0, y1]
@@ -165,7 +167,7 @@ def plot_architecture(g: nx.DiGraph, title: str = "") -> go.Figure:
     mids = [(pos[u], pos[v], d) for u, v, d in g.edges(data=True) if d.get("shape") is not None]
     fig.add_trace(go.Scatter(
         x=[(a[0] + b[0]) / 2 for a, b, _ in mids],
-        y=[(a[1] + b[1]) / 2 + (0.17 if d["kind"] == "shortcut-identity" and a[1] == b[1] and abs(b[0] - a[0]) > 1 else 0)
+        y=[(a[1] + b[1]) / 2 + (0.17 if d["kind"] is ShortcutKind.IDENTITY and a[1] == b[1] and abs(b[0] - a[0]) > 1 else 0)
            for a, b, d in mids],
         mode="markers", marker=dict(size=7, color="rgba(0,0,0,0.08)"), name="tensor (hover)",
         hovertext=[f"tensor {fmt_shape(d['shape'])}<br>{EDGE_STYLE[d['kind']][3]}" for _, _, d in mids],
