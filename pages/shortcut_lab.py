@@ -1,14 +1,18 @@
 """Shortcut lab: why x + F(x) needs equal shapes, and how zero-padding or a 1x1 convolution makes them equal."""
 import streamlit as st
 
-from resviz import shortcuts as sc
 from resviz import ui
-from resviz.plots import shortcuts as plots
+from resviz.lessons import shortcut_lab as sc
+from resviz.lessons.shortcut_lab import FixKind
+from resviz.plots import shortcut_lab as plots
+from resviz.trace import fmt_shape, trace_shapes
 
-_lab = st.cache_data(max_entries=32, show_spinner="Running F(x) and the fixes…")(sc.compare_fixes)
-_pixel = st.cache_data(max_entries=32, show_spinner=False)(sc.pixel_product)
-_blocks = st.cache_data(max_entries=16, show_spinner="Reading the blocks…")(sc.model_blocks)
-_bottleneck = st.cache_data(max_entries=16, show_spinner=False)(sc.bottleneck_costs)
+
+def _shared(fn, *args, label=""):
+    """``fn(*args)``, computed once for the whole class."""
+    return ui.shared_result((fn.__name__, *args), lambda _: fn(*args), label)
+
+
 NUMBERS = {k: st.column_config.NumberColumn(format="localized") for k in ("parameters", "MACs")}
 INPUTS = {"sl_cin": ("Input channels", 0, sc.MAX_CHANNELS, 4), "sl_cout": ("Output channels", 0, sc.MAX_CHANNELS, 8),
           "sl_stride": ("Stride", 1, 8, 2), "sl_h": ("Height", 0, sc.MAX_SIDE, 6), "sl_w": ("Width", 0, sc.MAX_SIDE, 6)}
@@ -17,9 +21,7 @@ for k, (*_, default) in INPUTS.items():
 
 
 def _use_block(blocks):
-    b = blocks[st.session_state["sl_block"]]
-    st.session_state.update(sl_cin=b["in_ch"], sl_cout=b["out_ch"], sl_stride=b["stride"], sl_h=b["height"],
-                            sl_w=b["width"], sl_row=0, sl_col=0)
+    st.session_state.update(zip(INPUTS, sc.block_inputs(blocks[st.session_state["sl_block"]])), sl_row=0, sl_col=0)
 
 
 st.title("Shortcut lab: making x and F(x) fit")
@@ -30,7 +32,7 @@ sel = ui.current_selection()
 cfg, device = sel.chosen, sel.device
 with st.expander(f"Pick a real block from the current model ({cfg.label})", expanded=True), \
         ui.friendly_errors("Reading the model's blocks"):
-    blocks = _blocks(cfg)
+    blocks = _shared(trace_shapes, cfg, label="Reading the blocks…").blocks
     st.selectbox("Block", range(len(blocks)), format_func=lambda i: sc.block_label(blocks[i]), key="sl_block")
     st.button("Use this block's shapes", key="sl_use", on_click=_use_block, args=(blocks,))
 c_in, c_out, stride, h, w = (col.number_input(label, lo, hi, key=k)
@@ -39,45 +41,43 @@ st.caption("F(x) here is a 3x3 convolution (with this stride) + batch norm: like
            "sets the output channels and size. Every number below is computed from real tensors and modules.")
 
 with ui.friendly_errors("Running the shortcut lab"):
-    lab = _lab(c_in, c_out, stride, h, w, device=device)
+    lab = _shared(sc.compare_fixes, c_in, c_out, stride, h, w, 0, device, label="Running F(x) and the fixes…")
     st.header("1 · The naive addition: F(x) + x")
-    st.markdown(f"x is **{sc.fmt_shape(lab['x_shape'])}**, F(x) is **{sc.fmt_shape(lab['fx_shape'])}** "
+    st.markdown(f"x is **{fmt_shape(lab.x_shape)}**, F(x) is **{fmt_shape(lab.fx_shape)}** "
                 f"(channels × height × width).")
-    naive = lab["naive"]
-    if naive["error"]:
+    naive = lab.naive
+    if naive.error:
         st.markdown("PyTorch refuses. Its own error message:")
-        st.code(f"RuntimeError: {naive['error']}", language=None)
-    (st.success if naive["ok"] and not naive["broadcast"] else st.warning)(sc.mismatch_text(naive))
+        st.code(f"RuntimeError: {naive.error}", language=None)
+    (st.success if naive.ok and not naive.broadcast else st.warning)(sc.mismatch_text(naive))
 
     st.header("2 · The fixes, each run on x")
     st.dataframe(sc.fix_table(lab), hide_index=True, column_config=NUMBERS)
-    nl = lab["next_layer"]
+    cat, add = lab.after_cat, lab.after_add
     st.markdown(
         f"**Option A** costs nothing but can only *add* channels. **Option B** learns a projection: "
-        f"{lab['fixes'][2]['params']:,} parameters. **Concatenation** also costs nothing here, but the next layer "
-        f"then sees {nl['after_cat']['in_channels']} channels instead of {nl['after_add']['in_channels']}: a 3x3 "
-        f"conv back to {c_out} channels needs {nl['after_cat']['params']:,} parameters and "
-        f"{nl['after_cat']['macs']:,} MACs instead of {nl['after_add']['params']:,} and {nl['after_add']['macs']:,}, "
-        f"and it grows again at every block (that is DenseNet's design). MACs = output elements × input "
-        f"channels × kernel height × kernel width.")
+        f"{lab.fix(FixKind.PROJECTION).params:,} parameters. **Concatenation** also costs nothing here, but the next "
+        f"layer then sees {cat.in_channels} channels instead of {add.in_channels}: a 3x3 conv back to {c_out} "
+        f"channels needs {cat.params:,} parameters and {cat.macs:,} MACs instead of {add.params:,} and "
+        f"{add.macs:,}, and it grows again at every block (that is DenseNet's design). MACs = output elements × "
+        f"input channels × kernel height × kernel width.")
 
     st.header("3 · What a 1x1 convolution is")
     st.markdown("A 1x1 convolution looks at **one pixel at a time**: it multiplies that pixel's vector of "
                 "channel values by a C_out × C_in weight matrix. The same matrix is used at every pixel. "
                 "Option B's convolution, for the output pixel you pick:")
-    oh, ow = lab["fx_shape"][2:]
+    oh, ow = lab.fx_shape[1:]
     for k, n in (("sl_row", oh), ("sl_col", ow)):  # keep the picked pixel inside a smaller output
         st.session_state[k] = min(st.session_state.get(k, 0), n - 1)
     pc = st.columns(2)
     row = pc[0].slider("Output row", 0, max(oh - 1, 1), key="sl_row", disabled=oh < 2)
     col = pc[1].slider("Output column", 0, max(ow - 1, 1), key="sl_col", disabled=ow < 2)
-    p = _pixel(c_in, c_out, stride, h, w, row, col, device=device)
+    p = _shared(sc.pixel_product, c_in, c_out, stride, h, w, row, col, 0, device)
     st.plotly_chart(plots.plot_pixel_product(p), key="sl_product")
-    st.markdown(f"Output channel 0 by hand: y₀ = {p['y0_text']}; the convolution "
-                f"computed **{p['y_conv'][0]:.4f}**. Weights: {p['params']:,} ({c_out} × {c_in}); "
-                f"MACs: {p['macs']:,} ({p['out_hw'][0]}×{p['out_hw'][1]} pixels × {c_out} × {c_in}).")
-    st.plotly_chart(plots.plot_kept_pixels(p["kept"], p["in_pixel"], stride),
-                    key="sl_kept")
+    st.markdown(f"Output channel 0 by hand: y₀ = {p.y0_text}; the convolution "
+                f"computed **{p.y_conv[0]:.4f}**. Weights: {p.params:,} ({c_out} × {c_in}); "
+                f"MACs: {p.macs:,} ({p.out_hw[0]}×{p.out_hw[1]} pixels × {c_out} × {c_in}).")
+    st.plotly_chart(plots.plot_kept_pixels(p.kept, p.in_pixel, stride), key="sl_kept")
     st.caption(f"With stride {stride} the 1x1 convolution reads one pixel in {stride} along each axis "
                f"and ignores the rest (grey); option A's subsampling keeps exactly the same pixels.")
 
@@ -87,14 +87,14 @@ ch = bc[0].selectbox("Block channels", (64, 256, 512, 1024, 2048), index=1, key=
 bstride = bc[1].radio("Stride", (1, 2), index=1, horizontal=True, key="sl_bn_stride")
 size = bc[2].selectbox("Input size", (7, 14, 28, 56), index=3, key="sl_bn_size")
 with ui.friendly_errors("Measuring the bottleneck"):
-    costs = _bottleneck(ch, bstride, size)
+    costs = _shared(sc.bottleneck_costs, ch, bstride, size)
     st.markdown(f"A bottleneck first **reduces** {ch} channels to {ch // 4} with a 1x1 conv, runs the 3x3 on "
                 f"those few channels, then **expands** back to {ch} with another 1x1. Compared with two 3x3 "
                 f"convs at {ch} channels (the real modules, measured on a {ch}×{size}×{size} input):")
     st.plotly_chart(plots.plot_bottleneck_costs(costs), key="sl_bn_chart")
-    for name in list(costs)[:2]:
-        st.markdown(f"**{name}**")
-        st.dataframe(sc.layer_table(costs[name]["rows"]), hide_index=True, column_config=NUMBERS)
+    for design in costs[:2]:
+        st.markdown(f"**{design.name}**")
+        st.dataframe(sc.layer_table(design.rows), hide_index=True, column_config=NUMBERS)
     st.markdown("The paper (He et al. 2016) puts the stride on the first 1x1, which then simply drops 3 of every "
                 "4 pixels before the 3x3 sees them (fewer MACs). torchvision's \"v1.5\" moves it to the 3x3, which "
                 "looks at every pixel: more MACs, about 0.5% better top-1 on ImageNet (NVIDIA's ResNet-50 v1.5 "

@@ -21,8 +21,8 @@ from resviz.models import (
     plain_config,
     plain_twin,
 )
-from resviz.trace import Trace, trace_shapes
-from resviz.shortcuts import bottleneck_costs, compare_fixes, model_blocks, pixel_product
+from resviz.trace import Block, ShortcutKind, Trace, trace_shapes
+from resviz.lessons.shortcut_lab import bottleneck_costs, compare_fixes, pixel_product
 from resviz.lesion import lesion_study
 from resviz.paths import gradient_by_path_length, path_counts, path_length_distribution
 from resviz.shattered import SweepConfig, shattered_sweep
@@ -32,8 +32,8 @@ from resviz.lessons.signal_flow import apply_init, collect_stats, compare_signal
 __all__ = [
     "CIFAR_PRESETS", "IMAGENET_PRESETS", "PRESETS", "ConfigError", "ResNet", "ResNetConfig",
     "build_model", "count_params", "get_config", "pick_device", "plain_config", "plain_twin",
-    "Trace", "trace_shapes",
-    "bottleneck_costs", "compare_fixes", "model_blocks", "pixel_product",
+    "Block", "ShortcutKind", "Trace", "trace_shapes",
+    "bottleneck_costs", "compare_fixes", "pixel_product",
     "lesion_study", "gradient_by_path_length", "path_counts", "path_length_distribution",
     "SweepConfig", "shattered_sweep", "loss_grid", "random_direction",
     "apply_init", "collect_stats", "compare_signal_flow", "sample_batch",

@@ -36,11 +36,14 @@ def test_impossible_inputs_get_a_clear_message_and_equal_shapes_need_no_fix():
     no_exceptions(at)
     assert "at least one channel" in at.error[0].value
     at.number_input(key="sl_cin").set_value(4)
+    at.number_input(key="sl_h").set_value(0).run()
+    no_exceptions(at)
+    assert "at least one pixel" in at.error[0].value
     at.number_input(key="sl_h").set_value(2)
     at.number_input(key="sl_w").set_value(2)
-    at.number_input(key="sl_stride").set_value(4).run()
+    at.number_input(key="sl_stride").set_value(4).run()  # PyTorch runs it: F(x) is 8x1x1
     no_exceptions(at)
-    assert "Stride 4 is larger than the 2x2 image" in at.error[0].value
+    assert not at.error and "F(x) is **8×1×1**" in _text(at)
     at.number_input(key="sl_stride").set_value(1)
     at.number_input(key="sl_cout").set_value(4).run()  # 4x2x2 both: the identity works
     no_exceptions(at)

@@ -5,6 +5,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from resviz.lessons.shortcut_lab import BlockCost, PixelProduct
+
 DIVERGING = "RdBu_r"  # red positive, blue negative, white zero
 MAX_TEXT = 12  # write the numbers into the cells only while they stay readable
 
@@ -13,17 +15,17 @@ def _cells(values: np.ndarray, digits: int) -> np.ndarray | None:
     return np.vectorize(lambda v: f"{round(float(v), digits) + 0.0:g}")(values) if max(values.shape) <= MAX_TEXT else None
 
 
-def plot_pixel_product(p: dict) -> go.Figure:
+def plot_pixel_product(p: PixelProduct) -> go.Figure:
     """W (C_out x C_in) times the input pixel's channel vector x gives the output pixel's vector y."""
-    w = p["weight"]
+    w = p.weight
     rows, cols = w.shape
-    x, y = p["x_vec"][:cols, None], p["y_conv"][:rows, None]
+    x, y = p.x_vec[:cols, None], p.y_conv[:rows, None]
     w_lim = float(max(np.abs(w).max(), 1e-6))  # weights get their own scale: they are much smaller than x
     v_lim = float(max(np.abs(x).max(), np.abs(y).max(), 1e-6))
     fig = make_subplots(rows=1, cols=3, column_widths=[0.7, 0.12, 0.12], horizontal_spacing=0.08, subplot_titles=(
-        f"W: 1x1 conv weights ({p['weight_shape'][0]} out × {p['weight_shape'][1]} in)"
-        + ("" if (rows, cols) == tuple(p["weight_shape"]) else f", first {rows}×{cols} shown"),
-        f"x at input pixel {p['in_pixel']}", f"y = W·x at output {p['out_pixel']}"))
+        f"W: 1x1 conv weights ({p.weight_shape[0]} out × {p.weight_shape[1]} in)"
+        + ("" if (rows, cols) == tuple(p.weight_shape) else f", first {rows}×{cols} shown"),
+        f"x at input pixel {p.in_pixel}", f"y = W·x at output {p.out_pixel}"))
     bars = ({"title": "weight", "x": 1.0, "len": 0.45, "y": 0.78}, {"title": "x, y", "x": 1.0, "len": 0.45, "y": 0.22})
     for i, (z, digits, lim) in enumerate(((w, 4, w_lim), (x, 1, v_lim), (y, 3, v_lim))):
         fig.add_trace(go.Heatmap(z=z, zmin=-lim, zmax=lim, colorscale=DIVERGING, showscale=i < 2,
@@ -61,12 +63,12 @@ def plot_kept_pixels(kept: np.ndarray, in_pixel: tuple[int, int], stride: int) -
     return fig
 
 
-def plot_bottleneck_costs(costs: dict) -> go.Figure:
+def plot_bottleneck_costs(costs: tuple[BlockCost, ...]) -> go.Figure:
     """Parameters and MACs of each block design, side by side."""
-    names = [c["short"] for c in costs.values()]
+    names = [c.short for c in costs]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("parameters (main path)", "multiply-accumulates (main path)"))
     for col, key in ((1, "params"), (2, "macs")):
-        vals = [c[key] for c in costs.values()]
+        vals = [getattr(c, key) for c in costs]
         fig.add_trace(go.Bar(x=names, y=vals, text=[f"{v:,}" for v in vals], textposition="outside",
                              marker_color=["#2b6cb0", "#3182ce", "#c05621", "#718096"], showlegend=False), 1, col)
         fig.update_yaxes(range=[0, max(vals) * 1.18], row=1, col=col)
