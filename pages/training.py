@@ -3,25 +3,16 @@ import time
 
 import streamlit as st
 
+from resviz import ui
 from resviz.inputs import data, limits
-from resviz import training, ui
-from resviz.models import get_config
+from resviz.lessons import training
+from resviz.lessons.training import DataRequest, DataSource, RacePair
 from resviz.plots.training import grad_range, plot_grad_heatmap, plot_race_accuracy, plot_race_loss
 
-SOURCES = ("Built-in shapes (no download)", "CIFAR10", "MNIST", "FashionMNIST", "My image folder (zip upload)",
-           "The teacher's image folders")
+DATA_LABELS = {DataSource.BUILTIN: "Built-in shapes (no download)", DataSource.CIFAR10: "CIFAR10",
+               DataSource.MNIST: "MNIST", DataSource.FASHION_MNIST: "FashionMNIST",
+               DataSource.ZIP: "My image folder (zip upload)", DataSource.TEACHER: "The teacher's image folders"}
 LRS = (0.001, 0.003, 0.01, 0.03, 0.05, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
-
-
-@st.cache_resource(max_entries=4, show_spinner="Loading the images…")
-def load_data(source: str, size: int, channels: int, download: bool, folder: str = ""):
-    """Built-in, torchvision or teacher's-folder images: shared read-only tensors (a student's zip is not cached)."""
-    if source == SOURCES[0]:
-        return data.builtin_dataset(n_train=4000, n_test=1000, size=size, channels=channels, seed=0)
-    if source == SOURCES[5]:
-        return data.load_image_folder(data.teacher_folders()[folder], size, channels)
-    return data.load_torchvision_dataset(source, download=download)
-
 
 st.title("Training race: ResNet against its plain twin")
 st.markdown("Both networks start from **the same weights** (the plain twin just never adds the shortcut), see "
@@ -29,24 +20,24 @@ st.markdown("Both networks start from **the same weights** (the plain twin just 
             "He et al. (2016) found deep plain nets train *worse* than shallower ones (the degradation problem); "
             "tick the shallower plain net to see it. Same seed, same device: same curves.")
 sel = ui.current_selection()
-device = sel.device
+pair_labels = {RacePair.SIDEBAR: f"{sel.cfg.label} (sidebar model)", RacePair.DEEP: "Deeper: resnet56 vs plain-56"}
 left, mid, right = st.columns(3)
-pair = left.radio("Networks", (f"{sel.cfg.label} (sidebar model)", "Deeper: resnet56 vs plain-56"),
-                  key="tr_pair", help="The deeper pair shows the gap more clearly, at a third of the speed.")
+pair = left.radio("Networks", list(RacePair), format_func=pair_labels.get, key="tr_pair",
+                  help="The deeper pair shows the gap more clearly, at a third of the speed.")
 shallow = left.checkbox("Add a shallower plain net", key="tr_shallow", help="A third of the blocks per stage.")
 folders = data.teacher_folders()  # offered only when the teacher started the server with RESVIZ_IMAGE_FOLDERS
-source = left.selectbox("Data", SOURCES if folders else SOURCES[:5], key="tr_data")
-folder = left.selectbox("Folder", list(folders), key="tr_folder") if source == SOURCES[5] else ""
+sources = [s for s in DataSource if folders or s is not DataSource.TEACHER]
+source = left.selectbox("Data", sources, format_func=DATA_LABELS.get, key="tr_data")
+folder = left.selectbox("Folder", list(folders), key="tr_folder") if source is DataSource.TEACHER else ""
 lr = mid.select_slider("Learning rate", LRS, value=training.RaceConfig.lr, key="tr_lr",
                        help="Very large rates make runs diverge.")
 batch = mid.select_slider("Batch size", (8, 16, 32, 64, 128), value=32, key="tr_batch")
 steps = mid.number_input("Steps", 1, 5000, training.RaceConfig.steps, step=25, key="tr_steps")
 wd = right.select_slider("Weight decay", (0.0, 1e-5, 1e-4, 5e-4, 1e-3), value=1e-4, key="tr_wd")
 seed = right.number_input("Seed", 0, 10_000, 0, key="tr_seed", help="Initial weights and batch order.")
-download = right.checkbox("Download the dataset if missing", key="tr_dl") if source in SOURCES[1:4] else False
+download = right.checkbox("Download the dataset if missing", key="tr_dl") if source.torchvision else False
 upload = st.file_uploader("ImageFolder zip: one folder per class", type="zip", key="tr_zip",
-                          max_upload_size=limits.ZIP_MB) \
-    if source == SOURCES[4] else None
+                          max_upload_size=limits.ZIP_MB) if source is DataSource.ZIP else None
 start, stop = st.columns(2)[0].columns(2)
 started = start.button("Start", type="primary", key="tr_start", width="stretch")
 stopped = stop.button("Stop", key="tr_stop", width="stretch")
@@ -54,59 +45,55 @@ stopped = stop.button("Stop", key="tr_stop", width="stretch")
 ss = st.session_state
 if started:
     with ui.friendly_errors("Preparing the race"):
-        cfg = sel.cfg if pair.endswith("(sidebar model)") else get_config("resnet56")
+        cfg = pair.config(sel.cfg)
         size, channels = training.data_shape_for(cfg)
-        notes = []
-        if source == SOURCES[4] and upload is None:
-            raise data.DatasetError("Upload a zip of an image folder first.")
-        train, test, names = (data.load_image_folder(upload.getvalue(), size, channels, report=notes)
-                              if source == SOURCES[4] else load_data(source, size, channels, download, folder))
+        req, notes = DataRequest(source, size, channels, download, folder, upload and upload.getvalue()), []
+        train, test, names = ui.shared_tensors(req.key, req.load) if source.shared else req.load(notes)
         rcfg = training.RaceConfig(lr=lr, batch_size=batch, steps=int(steps), weight_decay=wd, seed=int(seed),
-                                   device=device)
-        ss["tr_run"] = training.new_race(cfg, train, test, names, rcfg, shallow, notes) | {"data": source}
+                                   device=sel.device)
+        ss["tr_run"] = training.new_race(cfg, train, test, names, rcfg, shallow, notes, source.value)
 run = ss.get("tr_run")
-if run and stopped and run["running"]:
-    run["running"] = False
-    run["notes"].append(f"Stopped by you at step {run['history']['step']}.")
+if run and stopped:
+    run.stop()
 if not run:
     st.info("Choose the networks and settings, then press **Start**. Charts update live; **Stop** keeps what "
             "was learned so far.")
     st.stop()
 
-for note in run["notes"]:
+for note in run.notes:
     st.caption(note)
 progress, status = st.progress(0.0), st.empty()
 loss_ph, acc_ph = (c.empty() for c in st.columns(2))
-heat_phs = [c.empty() for c in st.columns(len(run["history"]["runs"]))]
+heat_phs = [c.empty() for c in st.columns(len(run.history.runs))]
 draws = ss.setdefault("tr_draws", [0])
 
+
 def draw(h):
-    progress.progress(h["step"] / h["steps"], text=f"step {h['step']} of {h['steps']}")
-    status.markdown(training.status_line(h, run["running"]))
+    progress.progress(h.step / h.steps, text=f"step {h.step} of {h.steps}")
+    status.markdown(training.status_line(h, run.running))
     draws[0] += 1
     loss_ph.plotly_chart(plot_race_loss(h), key=f"tr_loss_{draws[0]}")
-    acc_ph.plotly_chart(plot_race_accuracy(h, run["chance"]), key=f"tr_acc_{draws[0]}")
+    acc_ph.plotly_chart(plot_race_accuracy(h, run.chance), key=f"tr_acc_{draws[0]}")
     zr = grad_range(h)
-    for i, (ph, (name, r)) in enumerate(zip(heat_phs, h["runs"].items())):
-        ph.plotly_chart(plot_grad_heatmap(name, r["layers"], r["step"], r["grad_norms"], zr), key=f"tr_h{i}_{draws[0]}")
+    for i, (ph, r) in enumerate(zip(heat_phs, h.runs.values())):
+        ph.plotly_chart(plot_grad_heatmap(r.name, r.layers, r.step, r.grad_norms, zr), key=f"tr_h{i}_{draws[0]}")
 
-if run["running"]:
+
+if run.running:
     last = 0.0
     with ui.friendly_errors("Training"):  # a Stop click interrupts this loop; the rerun keeps what it made
-        for rec in run["gen"]:
-            training.add_record(run["history"], rec)
+        for h in run.advance():
             if time.monotonic() - last > 1.5:
-                draw(run["history"])
+                draw(h)
                 last = time.monotonic()
-    run["running"] = False
-h = run["history"]
+    run.running = False
+h = run.history
 draw(h)
 for kind, text in training.race_messages(h):
     getattr(st, kind)(text)
-if h["step"] and not run["running"]:
-    if not run.get("saved"):
-        ss["trained"], run["saved"] = training.trained_entry(run, run["data"].split(" (")[0]), True
+if h.step and not run.running:
+    ss["trained"] = vars(run.trained_pair())  # TODO(next commit): the TrainedPair itself, once its readers take it
     st.download_button("Download the trained ResNet (state dict)", lambda: training.state_dict_bytes(
-        ss["trained"]["state_dict"]), file_name=f"{next(iter(h['runs'])).lower()}_trained.pt", key="tr_save")
+        run.trained_pair().state_dict), file_name=f"{next(iter(h.runs)).lower()}_trained.pt", key="tr_save")
     st.caption("The trained ResNet and its twin are now available on the Feature maps page (source: trained). "
                "Load the file with `model.load_state_dict(torch.load(path, weights_only=True))`.")

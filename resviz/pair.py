@@ -13,7 +13,8 @@ from typing import Callable
 import torch
 
 from resviz.inputs import data
-from resviz import diskcache, training
+from resviz import diskcache
+from resviz.lessons import training
 from resviz import models as M
 
 N_TRAIN = 2000  # built-in training images: enough to learn the shapes in a few hundred steps

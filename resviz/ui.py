@@ -175,6 +175,19 @@ def _result_store() -> tuple[cachetools.LRUCache, threading.Lock]:
     return cachetools.LRUCache(maxsize=48), threading.Lock()
 
 
+def shared_tensors(key: Hashable, make: Callable[[], Any]) -> Any:
+    """Large read-only tensors (a dataset) made once for the whole class, at most 4 kept. Never mutate them.
+
+    ``key`` is a small hashable (a tuple of plain values) that says what ``make()`` returns.
+    """
+    return _shared_tensors(key, make)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the data…")
+def _shared_tensors(key: Hashable, _make: Callable[[], Any]) -> Any:
+    return _make()
+
+
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")
 def shared_model(key: Hashable, _make: Callable[[], Any]) -> Any:
     """A read-only model made once by ``_make()`` for the whole class (``key``: small hashables saying which).

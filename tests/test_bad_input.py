@@ -18,6 +18,7 @@ from PIL import Image
 
 from conftest import ROOT, new_app, no_exceptions
 from resviz import models
+from resviz.lessons.training import DataSource
 
 
 def png(size=(40, 30), mode="RGB") -> bytes:
@@ -173,7 +174,7 @@ BAD_ZIPS = {
 def test_bad_zip_on_training_page(case, guarded):
     data, words = BAD_ZIPS[case]
     at = new_app("training", timeout=120)
-    at.selectbox(key="tr_data").set_value("My image folder (zip upload)").run()
+    at.selectbox(key="tr_data").set_value(DataSource.ZIP).run()
     at.file_uploader(key="tr_zip").set_value(("class.zip", data, "application/zip")).run()
     at.button(key="tr_start").click().run()
     assert_message(at, words)

@@ -53,8 +53,8 @@ def train(seed: int) -> list[float]:
     at.number_input(key="tr_seed").set_value(seed)
     at.button(key="tr_start").click().run()
     no_exceptions(at)
-    runs = at.session_state["tr_run"]["history"]["runs"]
-    return [round(v, 5) for r in runs.values() for v in r["loss"]]
+    runs = at.session_state["tr_run"].history.runs
+    return [round(v, 5) for r in runs.values() for v in r.loss]
 
 
 def look(colour) -> list:

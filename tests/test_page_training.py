@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from resviz.inputs import data
+from resviz.lessons.training import DataSource, RacePair
 from resviz.models import ResNet
 from tests.conftest import new_app, no_exceptions, open_page, page_exceptions, screenshot, wait_idle
 
@@ -41,8 +42,9 @@ def test_page_smoke_shows_controls_and_hint():
     no_exceptions(at)
     assert "Training race" in at.title[0].value
     assert any("press **Start**" in i.value for i in at.info)
-    assert at.radio(key="tr_pair").options[0].startswith("resnet20")
-    assert at.session_state["trained"] is None
+    assert at.radio(key="tr_pair").options == ["resnet20 (sidebar model)", "Deeper: resnet56 vs plain-56"]
+    assert at.radio(key="tr_pair").value is RacePair.SIDEBAR
+    assert "trained" not in at.session_state  # nothing trained yet: the other pages offer no trained pair
 
 
 def test_start_runs_a_tiny_race_and_shares_the_trained_model():
@@ -87,14 +89,14 @@ def test_huge_learning_rate_shows_divergence_and_the_others_keep_going():
 
 def test_missing_torchvision_dataset_is_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "DEFAULT_ROOT", str(tmp_path))
-    at = start(tiny_app(), tr_data="MNIST")
+    at = start(tiny_app(), tr_data=DataSource.MNIST)
     no_exceptions(at)
     assert at.error and "built-in dataset" in at.error[0].value
     assert "tr_run" not in at.session_state
 
 
 def test_zip_source_without_upload_asks_for_one():
-    at = start(tiny_app(), tr_data="My image folder (zip upload)")
+    at = start(tiny_app(), tr_data=DataSource.ZIP)
     no_exceptions(at)
     assert at.error and "Upload a zip" in at.error[0].value
 
@@ -142,14 +144,14 @@ def test_a_good_zip_uploaded_on_the_page_trains():
         for name, payload in _image_zip_members().items():
             z.writestr(name, payload)
     at = new_app("training", timeout=300)
-    at.selectbox(key="tr_data").set_value("My image folder (zip upload)").run()
+    at.selectbox(key="tr_data").set_value(DataSource.ZIP).run()
     at.file_uploader(key="tr_zip").set_value(("shapes.zip", buf.getvalue(), "application/zip")).run()
     at.number_input(key="tr_steps").set_value(3)
     at.select_slider(key="tr_batch").set_value(8)
     at.button(key="tr_start").click().run()
     no_exceptions(at)
     assert not at.error, [e.value for e in at.error]
-    assert at.session_state["tr_run"]["history"]["step"] == 3
+    assert at.session_state["tr_run"].history.step == 3
 
 
 def test_teacher_folders_are_offered_by_name_only(tmp_path, monkeypatch):
@@ -158,13 +160,14 @@ def test_teacher_folders_are_offered_by_name_only(tmp_path, monkeypatch):
         (tmp_path / "shapes" / name).write_bytes(payload)
     at = new_app("training", timeout=300)
     assert "The teacher's image folders" not in at.selectbox(key="tr_data").options  # not configured: not offered
+    assert at.selectbox(key="tr_data").options[0] == "Built-in shapes (no download)"
     monkeypatch.setenv("RESVIZ_IMAGE_FOLDERS", str(tmp_path))
     at.run()
-    at.selectbox(key="tr_data").set_value("The teacher's image folders").run()
+    at.selectbox(key="tr_data").set_value(DataSource.TEACHER).run()
     assert at.selectbox(key="tr_folder").options == ["shapes"]
     at.number_input(key="tr_steps").set_value(2)
     at.select_slider(key="tr_batch").set_value(8)
     at.button(key="tr_start").click().run()
     no_exceptions(at)
     assert not at.error, [e.value for e in at.error]
-    assert at.session_state["tr_run"]["history"]["step"] == 2
+    assert at.session_state["tr_run"].history.step == 2

@@ -5,17 +5,16 @@ import copy
 import io
 import math
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
-from dataclasses import replace
 from torch.utils.data import TensorDataset
 
 from resviz import models as M
-from resviz import training as T
-
-
-
+from resviz.lessons import training as T
+from resviz.pair import TrainedPair
 
 TINY = M.ResNetConfig(block="basic", layers=(2, 1), widths=(4, 8), stem="cifar", stem_width=4, input_size=8,
                       num_classes=2, shortcut="A", name="tiny")
@@ -149,6 +148,20 @@ def test_make_race_models_twin_shares_initial_weights_and_shallow_is_shallower()
     assert list(T.make_race_models(M.plain_config(TINY), seed=0)) == ["ResNet-8", "plain-8"]
 
 
+@pytest.mark.parametrize("shortcut", ["A", "B", "C"])
+def test_plain_twin_is_copied_so_every_shared_tensor_starts_equal(shortcut):
+    # Built separately, an option-B/C twin draws different weights from layer2.1 on (the projections use the RNG).
+    cfg = M.get_config("resnet20", shortcut=shortcut)
+    ms = T.make_race_models(cfg, seed=3)
+    res, plain = ms["ResNet-20"].state_dict(), ms["plain-20"].state_dict()
+    assert set(plain) <= set(res) and len(plain) > 50
+    unequal = [k for k in plain if not torch.equal(plain[k], res[k])]
+    assert unequal == []
+    projections = [k for k in res if "downsample" in k]
+    assert bool(projections) == (shortcut != "A")  # the twin drops exactly these: they have no plain counterpart
+    assert set(res) - set(plain) == set(projections)
+
+
 def test_check_race_explains_bad_settings():
     ms = T.make_race_models(TINY, seed=0)
     data = easy_data(n=8)
@@ -176,17 +189,17 @@ def _history(loss_a, loss_b):
     for step, (la, lb) in enumerate(zip(loss_a, loss_b), start=1):
         runs = {n: {"loss": v, "acc": 0.5, "test_acc": None, "grad_norms": [1.0], "diverged": False, "message": None}
                 for n, v in (("a", la), ("b", lb))}
-        T.add_record(h, {"step": step, "steps": len(loss_a), "elapsed_s": step / 10, "steps_per_s": 10.0,
-                         "runs": runs})
+        h.add({"step": step, "steps": len(loss_a), "elapsed_s": step / 10, "steps_per_s": 10.0, "runs": runs})
     return h
 
 
 def test_history_and_pulls_ahead_worked_by_hand():
     # b's loss jumps from 1 to 3 at step 6: its moving average is 0.9 * 1 + 0.1 * 3 = 1.2 there, 0.2 above a's.
     h = _history([1.0] * 20, [1.0] * 5 + [3.0] * 15)
-    assert h["runs"]["a"]["layers"] == [""]  # the Linear itself is the only layer
-    assert h["runs"]["a"]["step"] == list(range(1, 21))
-    assert h["elapsed"][5] == pytest.approx(0.6)
+    assert h.runs["a"].layers == [""]  # the Linear itself is the only layer
+    assert h.runs["a"].step == list(range(1, 21))
+    assert (h.runs["a"].role, h.runs["b"].role) == (T.Role.RESNET, T.Role.PLAIN)
+    assert h.elapsed[5] == pytest.approx(0.6)
     assert T.pulls_ahead(h, "a", "b") == 6
     assert T.pulls_ahead(h, "b", "a") is None
     assert T.pulls_ahead(_history([1.0] * 20, [1.05] * 20), "a", "b") is None  # 0.05 is not "clearly"
@@ -207,7 +220,7 @@ def test_fit_config_rebuilds_for_the_data_and_says_so():
 
 def test_race_messages_and_status_line():
     h = _history([1.0] * 20, [1.0] * 5 + [3.0] * 15)
-    h["runs"]["b"]["message"] = "b diverged at step 7"
+    h.runs["b"].message = "b diverged at step 7"
     msgs = T.race_messages(h)
     assert msgs[0] == ("warning", "b diverged at step 7")
     assert msgs[1][0] == "success" and "from step 6, 1 s into the race" in msgs[1][1]  # elapsed 0.6 s rounds to 1
@@ -215,25 +228,54 @@ def test_race_messages_and_status_line():
     assert T.status_line(h, running=True) == "**10.0 steps/s** · a: loss 1.000 · *running…*"  # b stopped: not shown
 
 
-def test_new_race_runs_and_hands_over_cpu_weights():
+def test_new_race_runs_and_hands_over_a_trained_pair():
     data = easy_data(16)
-    run_ = T.new_race(TINY, data, data, ["dark", "bright"], T.RaceConfig(batch_size=8, steps=2))
-    assert run_["chance"] == 0.5 and run_["cfg"].input_size == 8 and run_["notes"] == []
-    for rec in run_["gen"]:
-        T.add_record(run_["history"], rec)
-    entry = T.trained_entry(run_, "easy data")
-    assert entry["label"] == "ResNet-8 trained 2 steps on easy data"
-    model = M.ResNet(entry["cfg"])
-    model.load_state_dict(entry["state_dict"])
-    assert torch.equal(model.fc.weight, run_["models"]["ResNet-8"].fc.weight.detach())
+    race = T.new_race(TINY, data, data, ["dark", "bright"], T.RaceConfig(batch_size=8, steps=2), data_name="easy data")
+    assert race.chance == 0.5 and race.cfg.input_size == 8 and race.notes == []
+    seen = [h.step for h in race.advance()]
+    assert seen == [1, 2] and not race.running
+    trained = race.trained_pair()
+    assert isinstance(trained, TrainedPair) and trained is race.trained_pair()  # made once
+    assert trained.label == "ResNet-8 trained 2 steps on easy data"
+    assert (trained.class_names, trained.data_name, trained.steps) == (("dark", "bright"), "easy data", 2)
+    model = M.ResNet(trained.cfg)
+    model.load_state_dict(trained.state_dict)
+    assert torch.equal(model.fc.weight, race.models["ResNet-8"].fc.weight.detach())
+    plain = M.ResNet(M.plain_config(trained.cfg))
+    plain.load_state_dict(trained.plain_state_dict)
+    assert torch.equal(plain.fc.weight, race.models["plain-8"].fc.weight.detach())
+    assert all(v.device.type == "cpu" for v in trained.state_dict.values())
+
+
+def test_stop_keeps_what_was_learned_and_says_so():
+    data = easy_data(16)
+    race = T.new_race(TINY, data, data, ["dark", "bright"], T.RaceConfig(batch_size=8, steps=5))
+    next(race.advance())
+    race.stop()
+    race.stop()  # a second click says nothing more
+    assert not race.running and race.notes == ["Stopped by you at step 1."]
+    assert race.trained_pair().steps == 1
+
+
+def test_data_request_keys_and_sources():
+    zip_req = T.DataRequest(T.DataSource.ZIP, upload=b"PK...")
+    assert not T.DataSource.ZIP.shared and T.DataSource.BUILTIN.shared
+    assert [s for s in T.DataSource if s.torchvision] == [T.DataSource.CIFAR10, T.DataSource.MNIST,
+                                                          T.DataSource.FASHION_MNIST]
+    assert T.DataRequest(T.DataSource.ZIP, upload=b"other") == zip_req  # the bytes are not part of the key
+    with pytest.raises(T.data.DatasetError, match="Upload a zip"):
+        T.DataRequest(T.DataSource.ZIP).load()
+    train, test, names = T.DataRequest(T.DataSource.BUILTIN, size=16, channels=1).load()
+    assert train.tensors[0].shape[1:] == (1, 16, 16) and names[0] == "disc"
+    assert T.RacePair.DEEP.config(TINY).name == "resnet56" and T.RacePair.SIDEBAR.config(TINY) is TINY
 
 
 def test_plots_worked_by_hand():
     import numpy as np
 
-    from resviz.plots.training import grad_range, plot_grad_heatmap, plot_race_accuracy, plot_race_loss, smooth
+    from resviz.plots.training import grad_range, plot_grad_heatmap, plot_race_accuracy, plot_race_loss
 
-    assert smooth([1.0, None, 3.0, float("nan")], alpha=0.5) == [1.0, None, 2.0, None]
+    assert T.smooth([1.0, None, 3.0, float("nan")], alpha=0.5) == [1.0, None, 2.0, None]
     fig = plot_grad_heatmap("net", ["conv1", "fc"], [1, 2], [[10.0, 100.0], [0.0, float("inf")]])
     z = np.asarray(fig.data[0].z, dtype=float)
     assert z[:, 0].tolist() == [1.0, 2.0]  # log10 of 10 and 100; layers are rows

@@ -10,7 +10,7 @@ import copy
 import time
 
 from resviz.inputs import data
-from resviz import training
+from resviz.lessons import training
 from resviz.models import get_config
 
 PAIR = "resnet20"  # the app's default model and its plain twin
@@ -62,11 +62,10 @@ def gap_row(max_steps: int = 400) -> dict:
     hist = training.new_history(race_models, cfg.steps)
     step = None
     for rec in training.race(race_models, train, test, cfg):
-        training.add_record(hist, rec)
-        step = training.pulls_ahead(hist, *names)
+        step = training.pulls_ahead(hist.add(rec), *names)
         if step is not None:
             break
-    secs = hist["elapsed"][step - 1] if step else float("nan")
+    secs = hist.elapsed[step - 1] if step else float("nan")
     return {"figure": f"seconds until {names[0]}'s loss is clearly below {names[1]}'s (default race, built-in data"
                       f"; step {step})",
             "baseline": "wall clock from the first step", "value": secs, "unit": "s",

@@ -4,36 +4,26 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-COLORS = ("#1f77b4", "#d62728", "#ff7f0e", "#2ca02c", "#9467bd")  # ResNet blue, plain twin red, shallow orange
-DASHES = ("solid", "dash", "dot", "dashdot", "longdash")
+from resviz.lessons.training import RaceHistory, Role, smooth
+
+COLORS = {Role.RESNET: "#1f77b4", Role.PLAIN: "#d62728", Role.SHALLOW: "#ff7f0e"}  # one colour per role, every chart
+DASHES = {Role.RESNET: "solid", Role.PLAIN: "dash", Role.SHALLOW: "dot"}
 LEGEND = dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom")
-
-
-def smooth(values: list[float | None], alpha: float = 0.1) -> list[float | None]:
-    """Exponential moving average that skips gaps (None/NaN), so noisy batch losses read as a trend."""
-    out, avg = [], None
-    for v in values:
-        if v is None or not np.isfinite(v):
-            out.append(None)
-            continue
-        avg = v if avg is None else (1 - alpha) * avg + alpha * v
-        out.append(avg)
-    return out
 
 
 def _finite(values) -> list[float | None]:
     return [float(v) if v is not None and np.isfinite(v) else None for v in values]
 
 
-def plot_race_loss(history: dict) -> go.Figure:
+def plot_race_loss(history: RaceHistory) -> go.Figure:
     """Training loss per step for every network: faint raw batch losses, bold smoothed trend."""
     fig = go.Figure()
-    for i, (name, run) in enumerate(history["runs"].items()):
-        color, dash = COLORS[i % len(COLORS)], DASHES[i % len(DASHES)]
-        fig.add_trace(go.Scatter(x=run["step"], y=_finite(run["loss"]), name=f"{name} (each batch)",
+    for name, run in history.runs.items():
+        color, dash = COLORS[run.role], DASHES[run.role]
+        fig.add_trace(go.Scatter(x=run.step, y=_finite(run.loss), name=f"{name} (each batch)",
                                  line=dict(color=color, width=1), opacity=0.25, showlegend=False,
                                  hovertemplate="step %{x}: loss %{y:.3f}<extra>" + name + "</extra>"))
-        fig.add_trace(go.Scatter(x=run["step"], y=smooth(run["loss"]), name=name,
+        fig.add_trace(go.Scatter(x=run.step, y=run.smoothed_loss, name=name,
                                  line=dict(color=color, width=3, dash=dash),
                                  hovertemplate="step %{x}: smoothed loss %{y:.3f}<extra>" + name + "</extra>"))
     fig.update_xaxes(title="training step", rangemode="tozero")
@@ -43,15 +33,15 @@ def plot_race_loss(history: dict) -> go.Figure:
     return fig
 
 
-def plot_race_accuracy(history: dict, chance: float | None = None) -> go.Figure:
+def plot_race_accuracy(history: RaceHistory, chance: float | None = None) -> go.Figure:
     """Accuracy per network: smoothed training-batch accuracy (thin) and test accuracy (markers)."""
     fig = go.Figure()
-    for i, (name, run) in enumerate(history["runs"].items()):
-        color, dash = COLORS[i % len(COLORS)], DASHES[i % len(DASHES)]
-        train = [None if a is None else 100 * a for a in smooth(run["acc"])]
-        fig.add_trace(go.Scatter(x=run["step"], y=train, name=f"{name} train", line=dict(color=color, width=1.5,
+    for name, run in history.runs.items():
+        color, dash = COLORS[run.role], DASHES[run.role]
+        train = [None if a is None else 100 * a for a in smooth(run.acc)]
+        fig.add_trace(go.Scatter(x=run.step, y=train, name=f"{name} train", line=dict(color=color, width=1.5,
                                  dash=dash), hovertemplate="step %{x}: train %{y:.1f}%<extra>" + name + "</extra>"))
-        fig.add_trace(go.Scatter(x=run["test_step"], y=[100 * a for a in run["test_acc"]], name=f"{name} test",
+        fig.add_trace(go.Scatter(x=run.test_step, y=[100 * a for a in run.test_acc], name=f"{name} test",
                                  mode="lines+markers", line=dict(color=color, width=3, dash=dash),
                                  marker=dict(size=8), hovertemplate="step %{x}: test %{y:.1f}%<extra>" + name +
                                  "</extra>"))
@@ -91,9 +81,9 @@ def plot_grad_heatmap(name: str, layers: list[str], steps: list[int], norms: lis
     return fig
 
 
-def grad_range(history: dict) -> tuple[float, float] | None:
+def grad_range(history: RaceHistory) -> tuple[float, float] | None:
     """One log10 colour range for every network's heatmap, so their colours compare."""
-    vals = [v for run in history["runs"].values() for n in run["grad_norms"] if n for v in n
+    vals = [v for run in history.runs.values() for n in run.grad_norms if n for v in n
             if v is not None and np.isfinite(v) and v > 0]
     if not vals:
         return None

@@ -7,12 +7,17 @@
 Every model sees the same batches (one ``torch.Generator`` per run, never the global RNG: many students
 train at once) and gets its own SGD optimizer with the same settings. Per-step statistics stay cheap: one
 fused norm over the layer gradients per model and one device-to-CPU copy per step for all models.
+
+A page holds one ``Race`` (the models, the live generator and a typed ``RaceHistory``); the verdicts and the
+charts read the same smoothed curves (``smooth``).
 """
 from __future__ import annotations
 
+import enum
+import io
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 import torch
@@ -21,8 +26,75 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from resviz import models as M
+from resviz import pair
+from resviz.inputs import data
 
 DIVERGED_LOSS = 1e4  # a cross-entropy this large means logits off by thousands: the run has blown up
+SMOOTHING = 0.1  # weight of the newest batch in the smoothed loss (the chart's bold line and the verdicts)
+
+
+class Role(enum.Enum):
+    """What a network is in the race; the charts colour by role, the verdicts compare roles."""
+    RESNET = "ResNet"
+    PLAIN = "plain twin"
+    SHALLOW = "shallower plain net"
+
+
+class RacePair(enum.Enum):
+    """Which networks race: the sidebar's model and its twin, or the paper's deeper ResNet-56 and plain-56."""
+    SIDEBAR = "sidebar"
+    DEEP = "resnet56"
+
+    def config(self, sidebar_cfg: M.ResNetConfig) -> M.ResNetConfig:
+        """The residual config this pair races."""
+        return sidebar_cfg if self is RacePair.SIDEBAR else M.get_config(self.value)
+
+
+class DataSource(enum.Enum):
+    """Where the race's images come from; the value is the data's name in labels ("trained ... on CIFAR10")."""
+    BUILTIN = "Built-in shapes"
+    CIFAR10 = "CIFAR10"
+    MNIST = "MNIST"
+    FASHION_MNIST = "FashionMNIST"
+    ZIP = "My image folder"
+    TEACHER = "The teacher's image folders"
+
+    @property
+    def torchvision(self) -> bool:
+        return self.value in data.TORCHVISION_NAMES
+
+    @property
+    def shared(self) -> bool:
+        """Whether the loaded images can be shared by the whole class (a student's own zip is not)."""
+        return self is not DataSource.ZIP
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """The images a race asks for; hashable, so a shared cache can key on it (the zip's bytes excepted)."""
+    source: DataSource = DataSource.BUILTIN
+    size: int = 32
+    channels: int = 3
+    download: bool = False  # torchvision sets only: fetch them if missing
+    folder: str = ""  # the teacher's folder, by name
+    upload: bytes | None = field(default=None, compare=False, repr=False)  # the student's zip
+
+    @property
+    def key(self) -> tuple:
+        """What the loaded images depend on, as plain values (a shared cache's key)."""
+        return ("race-data", self.source.value, self.size, self.channels, self.download, self.folder)
+
+    def load(self, report: list[str] | None = None) -> tuple[TensorDataset, TensorDataset, list[str]]:
+        """``(train, test, class_names)``; DatasetError in plain words when the data cannot be had."""
+        if self.source is DataSource.BUILTIN:
+            return data.builtin_dataset(n_train=4000, n_test=1000, size=self.size, channels=self.channels, seed=0)
+        if self.source is DataSource.TEACHER:
+            return data.load_image_folder(data.teacher_folders()[self.folder], self.size, self.channels)
+        if self.source is DataSource.ZIP:
+            if self.upload is None:
+                raise data.DatasetError("Upload a zip of an image folder first.")
+            return data.load_image_folder(self.upload, self.size, self.channels, report=report)
+        return data.load_torchvision_dataset(self.source.value, download=self.download)
 
 
 @dataclass
@@ -66,8 +138,12 @@ def shallow_config(cfg: M.ResNetConfig) -> M.ResNetConfig | None:
 
 def make_race_models(cfg: M.ResNetConfig, seed: int = 0, include_shallow_plain: bool = False,
                      device: str | torch.device | None = None) -> dict[str, nn.Module]:
-    """The ResNet of ``cfg``, its plain twin (same initial weights), and optionally a shallower plain net."""
-    res_cfg = replace(cfg, residual=True)
+    """The ResNet of ``cfg``, its plain twin, and optionally a shallower plain net; in ``Role`` order.
+
+    The twin is copied from the ResNet (``models.plain_twin``), never built separately: every tensor the two
+    share starts equal, whatever the shortcut option.
+    """
+    res_cfg = M.with_shortcuts(cfg)
     resnet = M.build_model(res_cfg, seed=seed)
     twin = M.plain_twin(resnet)  # leaves the global RNG as it was
     race_models = {short_name(res_cfg): resnet, short_name(M.plain_config(res_cfg)): twin}
@@ -218,57 +294,118 @@ def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def state_dict_bytes(state_dict: dict) -> bytes:
     """``torch.save`` into bytes, for a download button; load with ``torch.load(..., weights_only=True)``."""
-    import io
-
     buf = io.BytesIO()
     torch.save(state_dict, buf)
     return buf.getvalue()
 
 
-def new_history(race_models: dict[str, nn.Module], steps: int) -> dict:
-    """An empty race history: what the page keeps in the session and the charts read (plain lists)."""
-    runs = {name: {"layers": layer_params(m)[0], "step": [], "loss": [], "acc": [], "grad_norms": [],
-                   "test_step": [], "test_acc": [], "message": None} for name, m in race_models.items()}
-    return {"runs": runs, "step": 0, "steps": steps, "elapsed": [], "steps_per_s": 0.0}
+# --- the history a page keeps, and what it says ------------------------------------------------------------
 
 
-def add_record(history: dict, rec: dict) -> dict:
-    """Append one ``race`` record to ``history`` (a stopped run adds nothing more)."""
-    history["step"], history["steps_per_s"] = rec["step"], rec["steps_per_s"]
-    history["elapsed"].append(rec["elapsed_s"])
-    for name, r in rec["runs"].items():
-        run = history["runs"][name]
-        if r["loss"] is not None:
-            for key in ("loss", "acc", "grad_norms"):
-                run[key].append(r[key])
-            run["step"].append(rec["step"])
-        if r["test_acc"] is not None:
-            run["test_step"].append(rec["step"])
-            run["test_acc"].append(r["test_acc"])
-        if r["diverged"]:
-            run["message"] = r["message"]
-    return history
-
-
-def ema(values: list[float], alpha: float = 0.1) -> list[float]:
-    """Exponential moving average of a loss curve (the charts' smoothed line)."""
+def smooth(values: list[float | None], alpha: float = SMOOTHING) -> list[float | None]:
+    """Exponential moving average that skips gaps (None/NaN/inf): the chart's bold line and the verdicts' input."""
     out, avg = [], None
     for v in values:
+        if v is None or not math.isfinite(v):
+            out.append(None)
+            continue
         avg = v if avg is None else (1 - alpha) * avg + alpha * v
         out.append(avg)
     return out
 
 
-def pulls_ahead(history: dict, leader: str, other: str, margin: float = 0.1, hold: int = 10) -> int | None:
+@dataclass
+class RunHistory:
+    """One network's curves so far (plain lists: cheap to keep in a session and to chart)."""
+    name: str  # "ResNet-20"
+    role: Role
+    layers: list[str]  # conv/linear layer names, the rows of the gradient heatmap
+    step: list[int] = field(default_factory=list)  # steps with a finite record
+    loss: list[float] = field(default_factory=list)  # training-batch loss, before the update
+    acc: list[float] = field(default_factory=list)  # training-batch accuracy
+    grad_norms: list[list[float]] = field(default_factory=list)  # one list per step, in ``layers`` order
+    test_step: list[int] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    message: str | None = None  # why it stopped (divergence)
+
+    @property
+    def smoothed_loss(self) -> list[float | None]:
+        return smooth(self.loss)
+
+
+@dataclass
+class RaceHistory:
+    """Every network's curves, in ``Role`` order, plus the race's clock."""
+    runs: dict[str, RunHistory]
+    steps: int  # planned
+    step: int = 0  # done
+    elapsed: list[float] = field(default_factory=list)  # seconds since the start, per step
+    steps_per_s: float = 0.0
+
+    def by_role(self, role: Role) -> RunHistory | None:
+        return next((r for r in self.runs.values() if r.role is role), None)
+
+    def add(self, rec: dict) -> RaceHistory:
+        """Append one ``race`` record (a stopped run adds nothing more)."""
+        self.step, self.steps_per_s = rec["step"], rec["steps_per_s"]
+        self.elapsed.append(rec["elapsed_s"])
+        for name, r in rec["runs"].items():
+            run = self.runs[name]
+            if r["loss"] is not None:
+                run.step.append(rec["step"])
+                run.loss.append(r["loss"])
+                run.acc.append(r["acc"])
+                run.grad_norms.append(r["grad_norms"])
+            if r["test_acc"] is not None:
+                run.test_step.append(rec["step"])
+                run.test_acc.append(r["test_acc"])
+            if r["diverged"]:
+                run.message = r["message"]
+        return self
+
+
+ROLES_IN_ORDER = (Role.RESNET, Role.PLAIN, Role.SHALLOW)  # make_race_models' order
+
+
+def new_history(race_models: dict[str, nn.Module], steps: int, roles: tuple[Role, ...] = ROLES_IN_ORDER
+                ) -> RaceHistory:
+    """An empty history for these models (roles in ``make_race_models`` order unless given)."""
+    runs = {name: RunHistory(name, role, layer_params(m)[0]) for (name, m), role in zip(race_models.items(), roles)}
+    return RaceHistory(runs, steps)
+
+
+def pulls_ahead(history: RaceHistory, leader: str, other: str, margin: float = 0.1, hold: int = 10) -> int | None:
     """First step from which ``leader``'s smoothed loss stays ``margin`` below ``other``'s for ``hold`` steps."""
-    a, b = history["runs"][leader], history["runs"][other]
-    n = min(len(a["loss"]), len(b["loss"]))
-    la, lb = ema(a["loss"][:n]), ema(b["loss"][:n])
-    ahead = [math.isfinite(x) and (not math.isfinite(y) or y - x >= margin) for x, y in zip(la, lb)]
+    a, b = history.runs[leader], history.runs[other]
+    n = min(len(a.loss), len(b.loss))
+    la, lb = smooth(a.loss[:n]), smooth(b.loss[:n])
+    ahead = [x is not None and (y is None or y - x >= margin) for x, y in zip(la, lb)]
     for i in range(n - hold + 1):
         if all(ahead[i:i + hold]):
-            return a["step"][i]
+            return a.step[i]
     return None
+
+
+def race_messages(history: RaceHistory) -> list[tuple[str, str]]:
+    """What the race showed, in words: ``("warning", divergence)`` and ``("success", who pulled ahead, when)``."""
+    out = [("warning", r.message) for r in history.runs.values() if r.message]
+    resnet, plain, shallow = (history.by_role(role) for role in ROLES_IN_ORDER)
+    pairs = [(resnet, plain)] + ([(shallow, plain)] if shallow else [])
+    for lead, other in pairs:
+        step = pulls_ahead(history, lead.name, other.name)
+        if step:
+            out.append(("success", f"{lead.name}'s smoothed loss went clearly below {other.name}'s (by 0.1, held for "
+                                   f"10 steps) from step {step}, {history.elapsed[step - 1]:.0f} s into the race."))
+    return out
+
+
+def status_line(history: RaceHistory, running: bool) -> str:
+    """Steps per second and each live network's latest batch loss, for the line above the charts."""
+    losses = [f"{r.name}: loss {r.loss[-1]:.3f}" for r in history.runs.values() if r.loss and not r.message]
+    return " · ".join([f"**{history.steps_per_s:.1f} steps/s**", *losses] + (["*running…*"] if running else []))
+
+
+# --- a race as a page holds it -----------------------------------------------------------------------------
 
 
 def data_shape_for(cfg: M.ResNetConfig) -> tuple[int, int]:
@@ -295,39 +432,53 @@ def fit_config(cfg: M.ResNetConfig, train: Dataset, num_classes: int) -> tuple[M
     return fitted, notes
 
 
+@dataclass(eq=False)
+class Race:
+    """One race as a page keeps it in the session: the models, the live generator and what it recorded."""
+    cfg: M.ResNetConfig  # the ResNet's config, fitted to the data
+    models: dict[str, nn.Module]  # in ``Role`` order
+    history: RaceHistory
+    gen: Iterator[dict]
+    class_names: tuple[str, ...]
+    data_name: str
+    notes: list[str] = field(default_factory=list)
+    running: bool = True
+    trained: pair.TrainedPair | None = None  # what it handed to the other pages, once finished
+
+    @property
+    def chance(self) -> float:
+        return 1 / max(1, len(self.class_names))
+
+    def advance(self) -> Iterator[RaceHistory]:
+        """Run the race on, yielding the history after every step; ends when the race does."""
+        for rec in self.gen:
+            yield self.history.add(rec)
+        self.running = False
+
+    def stop(self) -> None:
+        """Stop here (what was learned so far is kept)."""
+        if self.running:
+            self.running = False
+            self.notes.append(f"Stopped by you at step {self.history.step}.")
+
+    def trained_pair(self) -> pair.TrainedPair:
+        """The trained ResNet and its twin, as the other pages read them (CPU weights, class names, data)."""
+        if self.trained is None:
+            resnet, plain = list(self.models.values())[:2]
+            name = next(iter(self.models))
+            self.trained = pair.TrainedPair(
+                cfg=self.cfg, state_dict=cpu_state_dict(resnet), plain_state_dict=cpu_state_dict(plain),
+                label=f"{name} trained {self.history.step} steps on {self.data_name}", class_names=self.class_names,
+                data_name=self.data_name, steps=self.history.step)
+        return self.trained
+
+
 def new_race(cfg: M.ResNetConfig, train: Dataset, test: Dataset, class_names: list[str], race_cfg: RaceConfig,
-             include_shallow_plain: bool = False, notes: list[str] | None = None) -> dict:
-    """Everything a page keeps for one race: the fitted config, the models, the live generator and its history."""
+             include_shallow_plain: bool = False, notes: list[str] | None = None, data_name: str = "") -> Race:
+    """A race ready to run: the config fitted to the data, the models, the generator and an empty history."""
     cfg, fit_notes = fit_config(cfg, train, len(class_names))
     race_models = make_race_models(cfg, seed=race_cfg.seed, include_shallow_plain=include_shallow_plain,
                                    device=race_cfg.device)
-    return {"gen": race(race_models, train, test, race_cfg), "models": race_models, "cfg": cfg,
-            "history": new_history(race_models, race_cfg.steps), "notes": [*(notes or []), *fit_notes],
-            "chance": 1 / len(class_names), "running": True}
-
-
-def trained_entry(run: dict, data_name: str) -> dict:
-    """The ``st.session_state["trained"]`` entry other pages read: config, CPU weights of both nets, a label."""
-    resnet, plain = list(run["models"].values())[:2]
-    name = next(iter(run["models"]))
-    return {"cfg": run["cfg"], "state_dict": cpu_state_dict(resnet), "plain_state_dict": cpu_state_dict(plain),
-            "label": f"{name} trained {run['history']['step']} steps on {data_name}"}
-
-
-def race_messages(history: dict) -> list[tuple[str, str]]:
-    """What the race showed, in words: ``("warning", divergence)`` and ``("success", who pulled ahead, when)``."""
-    out = [("warning", r["message"]) for r in history["runs"].values() if r["message"]]
-    names = list(history["runs"])
-    pairs = [(names[0], names[1])] + ([(names[2], names[1])] if len(names) > 2 else [])  # ResNet, shallow vs plain
-    for lead, other in pairs:
-        step = pulls_ahead(history, lead, other)
-        if step:
-            out.append(("success", f"{lead}'s smoothed loss went clearly below {other}'s (by 0.1, held for 10 steps) "
-                                   f"from step {step}, {history['elapsed'][step - 1]:.0f} s into the race."))
-    return out
-
-
-def status_line(history: dict, running: bool) -> str:
-    """Steps per second and each live network's latest batch loss, for the line above the charts."""
-    losses = [f"{n}: loss {r['loss'][-1]:.3f}" for n, r in history["runs"].items() if r["loss"] and not r["message"]]
-    return " · ".join([f"**{history['steps_per_s']:.1f} steps/s**", *losses] + (["*running…*"] if running else []))
+    return Race(cfg=cfg, models=race_models, history=new_history(race_models, race_cfg.steps),
+                gen=race(race_models, train, test, race_cfg), class_names=tuple(class_names), data_name=data_name,
+                notes=[*(notes or []), *fit_notes])
