@@ -5,41 +5,39 @@ import pandas as pd
 import streamlit as st
 
 from resviz import models, ui
-from resviz.lessons.architecture import mismatch_text, shortcut_label
+from resviz.lessons import architecture as arch
 from resviz.plots.architecture import layout_graph, plot_architecture
-from resviz.trace import TABLE_COLUMNS, ShortcutKind, fmt_shape
+from resviz.trace import TABLE_COLUMNS, fmt_shape, trace_shapes
 
 st.title("Architecture")
 sel = ui.current_selection()
 plain = st.toggle("Show the plain twin (shortcut additions removed)", value=sel.plain, key="arch_plain")
 cfg = models.with_shortcuts(sel.cfg, residual=not plain)
-trace = ui.cached_trace(cfg)
+trace = ui.shared_result(("trace_shapes", cfg), lambda _: trace_shapes(cfg), "Tracing the shapes…")
 
 if trace.error:
     st.error(f"This configuration cannot run. {trace.error}")
     if trace.failed_layer:
-        st.caption(f"Traced {len(trace.rows)} layers before `{trace.failed_layer}`; they are listed below.")
+        st.caption(f"Traced {len(trace.rows)} layers before `{trace.failed_layer}` (marked on the graph); "
+                   "they are listed below.")
 else:
+    rf = arch.receptive_field(trace)
     c = st.columns(5)
     c[0].metric("Parameters", f"{trace.total_params:,}")
     c[1].metric("Multiply-accumulates", f"{trace.total_macs / 1e9:.3f} G")
     c[2].metric("Weighted layers", cfg.depth)
     c[3].metric("Output", fmt_shape(trace.output_shape))
-    rf = max(r["receptive_field"] for r in trace.rows if r["op"] not in ("avgpool", "fc"))
-    c[4].metric("Receptive field", f"{rf} px",
-                help="Input pixels that can influence one output of the last conv layer (before pooling).")
+    c[4].metric("Receptive field (theoretical)", f"{rf.px} px")
+    placement = ui.shared_result(("stride_placement", cfg), lambda _: arch.stride_placement(cfg), "Counting…")
+    notes = [arch.macs_text(cfg, trace.total_macs, placement), arch.receptive_field_text(rf)]
+    st.caption(" ".join(n for n in notes if n))
+if idle := arch.idle_stride_text(trace):
+    st.warning(idle)
 
-expanding = next((b for b in trace.blocks if b.type == "Bottleneck"), None)
-if expanding:
-    w, out = expanding.channels[2:]
-    st.info(f"**Bottleneck:** in `{expanding.name}` a 1x1 conv squeezes the input to {w} channels, the 3x3 conv "
-            f"works on those {w}, and the last 1x1 conv expands them to {out} ({out // w}x). Every bottleneck "
-            "does this: the expensive 3x3 runs on few channels.")
-projections = [b for b in trace.blocks if b.shortcut in (ShortcutKind.ZERO_PAD, ShortcutKind.PROJECTION)]
-if projections:
-    st.warning("**Where x cannot be added as it is:**\n" + "\n".join(
-        f"- `{b.name}`: {fmt_shape(b.in_shape)} → {fmt_shape(b.out_shape)} because {mismatch_text(b)}; "
-        f"the shortcut is a **{shortcut_label(b)}**." for b in projections))
+if bottlenecks := arch.bottlenecks(trace):
+    st.info(arch.bottleneck_text(bottlenecks))
+if reshaping := arch.reshaping_text(trace):
+    st.warning(reshaping)
 elif not cfg.residual:
     st.caption("The plain twin has no shortcuts: nothing is added, so no shapes need to match.")
 

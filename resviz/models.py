@@ -52,6 +52,8 @@ class ResNetConfig:
     @property
     def label(self) -> str:
         base = self.name if self.name != "custom" else f"custom-{self.depth}"
+        if self.block == "bottleneck" and self.stride_in_1x1:
+            base += " (stride on 1x1)"
         return base if self.residual else f"plain twin of {base}"
 
 

@@ -80,6 +80,7 @@ class Trace:
     graph: nx.DiGraph = field(default_factory=nx.DiGraph)
     error: str | None = None  # why tracing stopped early, in plain words
     failed_layer: str | None = None  # the first layer that could not run (None: the configuration itself)
+    idle_strides: list[str] = field(default_factory=list)  # strided layers that met a 1x1 map: it stays 1x1
 
     @property
     def total_params(self) -> int:
@@ -177,8 +178,11 @@ class _Flow:
     jump: int = 1
 
 
-def out_shape(name: str, module: nn.Module, shape: tuple, input_size: int) -> tuple:
-    """The output shape (without batch) of ``module`` for input ``shape``, by the layer's own formula."""
+def out_shape(name: str, module: nn.Module, shape: tuple) -> tuple:
+    """The output shape (without batch) of ``module`` for input ``shape``, by the layer's own formula.
+
+    Raises TraceStop only where PyTorch itself refuses (a stride on a 1x1 map is not refused: it stays 1x1).
+    """
     if isinstance(module, nn.Linear):
         flat = int(torch.Size(shape).numel())
         if flat != module.in_features:
@@ -195,9 +199,6 @@ def out_shape(name: str, module: nn.Module, shape: tuple, input_size: int) -> tu
     if isinstance(module, nn.Conv2d) and c != module.in_channels:
         raise TraceStop(name, f"Layer `{name}` expects {module.in_channels} input channels but receives {c} "
                         f"(shape {fmt_shape(shape)}).")
-    if s > 1 and min(h, w) == 1:
-        raise TraceStop(name, f"Layer `{name}` should halve the feature map (stride {s}), but the map is already 1x1: "
-                        f"the input ({input_size} px) is too small for this depth. Use a larger input or fewer stages.")
     oh, ow = ((x + 2 * p - d * (k - 1) - 1) // s + 1 for x in (h, w))
     if min(oh, ow) < 1:
         raise TraceStop(name, f"Layer `{name}` would produce a {oh}x{ow} map from {h}x{w}: the spatial size reaches "
@@ -220,7 +221,9 @@ class _Walker:
 
     def step(self, name: str, module: nn.Module, inputs: list[_Flow]) -> _Flow:
         x = inputs[0]
-        shape = out_shape(name, module, x.shape, self.model.cfg.input_size)
+        shape = out_shape(name, module, x.shape)
+        if (_attr(module, "stride") or 1) > 1 and x.shape[1:] == (1, 1):
+            self.trace.idle_strides.append(name)
         rf, jump = grow_receptive_field(module, max(f.rf for f in inputs), x.jump, x.shape[-1])
         stage, block, path = _location(name, self.model.stage_names)
         row = dict(name=name, stage=stage, block=block, path=path, op=OP_NAMES[type(module)],

@@ -37,6 +37,7 @@ SIDEBAR_DEFAULTS = {  # widget key -> default; widgets take their value from her
     "sel_family": Family.CIFAR.value, "sel_cifar": DEFAULT_PRESET, "sel_imagenet": "resnet50", "sel_block": "basic",
     "sel_layers": "2, 2, 2", "sel_width": 16, "sel_stem": "cifar", "sel_size": 32, "sel_in_ch": 3,
     "sel_classes": 10, "sel_norm": True, "sel_shortcut": "B", "sel_plain": False, "sel_device": "auto",
+    "sel_stride_in_1x1": False,
 }
 
 
@@ -128,7 +129,11 @@ def _config_ui(family: Family) -> models.ResNetConfig:
     if family is Family.CIFAR:
         return models.get_config(st.sidebar.selectbox("Preset", models.CIFAR_PRESETS, key="sel_cifar"))
     if family is Family.IMAGENET:
-        return models.get_config(st.sidebar.selectbox("Preset", models.IMAGENET_PRESETS, key="sel_imagenet"))
+        name = st.sidebar.selectbox("Preset", models.IMAGENET_PRESETS, key="sel_imagenet")
+        in_1x1 = models.PRESETS[name].block == "bottleneck" and st.sidebar.toggle(
+            "Stride on the first 1x1 (paper)", key="sel_stride_in_1x1",
+            help="He et al. put a downsampling bottleneck's stride on its first 1x1; torchvision (v1.5) on the 3x3.")
+        return models.get_config(name, stride_in_1x1=in_1x1)
     return _custom_config_ui()
 
 

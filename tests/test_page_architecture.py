@@ -19,16 +19,38 @@ def test_architecture_defaults_to_resnet20_with_paper_counts():
     no_exceptions(at)
     assert metric(at, "Parameters") == "269,722"
     assert metric(at, "Weighted layers") == "20"
-    assert any("zero-pad, stride 2" in w.value for w in at.warning)
+    assert any("`layer2.0`: 16×32×32 → 32×16×16" in w.value and "zero-pad, stride 2" in w.value for w in at.warning)
+    assert not at.info  # basic blocks: no bottleneck callout
 
 
 def test_choosing_resnet50_shows_bottleneck_and_projection_callouts():
     at = new_app("architecture", sidebar={"sel_family": "ImageNet", "sel_imagenet": "resnet50"})
     no_exceptions(at)
     assert metric(at, "Parameters") == "25,557,032"
-    assert metric(at, "Receptive field") == "427 px"  # the last conv's, as published (pooling excluded)
-    assert any("expands them to 256 (4x)" in i.value for i in at.info)
-    assert any("1x1 projection, stride 2" in w.value for w in at.warning)
+    assert metric(at, "Multiply-accumulates") == "4.089 G"  # torchvision's v1.5
+    assert metric(at, "Receptive field (theoretical)") == "427 px"  # the last conv's, as published (pooling excluded)
+    captions = " ".join(c.value for c in at.caption)
+    assert "427 px on this 224 px input" in captions and "give **3.8 G**" in captions
+    assert any("in `layer1.1` the first 1x1 conv squeezes 256 channels to 64" in i.value for i in at.info)
+    assert any("`layer2.0`: 256×56×56 → 512×28×28" in w.value and "1x1 projection, stride 2" in w.value
+               for w in at.warning)
+
+
+def test_sidebar_puts_the_stride_on_the_first_1x1_as_the_paper_does():
+    at = new_app("architecture", sidebar={"sel_family": "ImageNet", "sel_imagenet": "resnet50",
+                                          "sel_stride_in_1x1": True})
+    no_exceptions(at)
+    assert metric(at, "Multiply-accumulates") == "3.858 G"  # He et al. Table 1: 3.8 G
+    assert metric(at, "Parameters") == "25,557,032"  # same weights, another place for the stride
+    assert "Shown: the stride on the first 1x1" in " ".join(c.value for c in at.caption)
+    assert at.sidebar.toggle(key="sel_stride_in_1x1").value
+
+
+def test_option_c_projections_are_labelled_option_c_and_only_reshaping_blocks_are_listed():
+    at = new_app("architecture", sidebar={"sel_family": "Custom", "sel_shortcut": "C"})
+    no_exceptions(at)
+    warning = next(w.value for w in at.warning if "cannot be added" in w.value)
+    assert warning.count("(option C") == 2 and "`layer1.0`:" not in warning
 
 
 def test_plain_twin_toggle_removes_shortcuts_and_projection_parameters():
@@ -39,11 +61,12 @@ def test_plain_twin_toggle_removes_shortcuts_and_projection_parameters():
     assert not at.warning and any("no shortcuts" in c.value for c in at.caption)
 
 
-def test_impossible_custom_config_shows_clear_error_and_partial_table():
+def test_a_tiny_input_runs_as_in_pytorch_and_warns_that_strides_do_nothing():
     at = new_app("architecture", sidebar={"sel_family": "Custom", "sel_layers": "1, 1, 1, 1, 1, 1", "sel_size": 8})
     no_exceptions(at)
-    assert any("cannot run" in e.value and "too small" in e.value for e in at.error)
-    assert len(at.dataframe[0].value) > 0
+    assert not at.error and metric(at, "Output") == "10"  # PyTorch runs it: 8 -> 4 -> 2 -> 1, then 1x1 stays 1x1
+    assert any("already 1x1 when it reaches `layer5.0.conv1`" in w.value and "stride does nothing" in w.value
+               for w in at.warning)
 
 
 def test_unparsable_custom_stages_keep_previous_model():
@@ -53,11 +76,27 @@ def test_unparsable_custom_stages_keep_previous_model():
     assert at.session_state["selection"].cfg.name == "resnet20"
 
 
-def test_expand_all_layers_and_csv_download():
+def test_expand_all_layers_and_the_csv_holds_the_layer_table(monkeypatch):
+    import csv
+    import io
+
+    import streamlit as st
+
+    offered, real = {}, st.download_button
+
+    def spy(label, data, *args, **kwargs):  # the page's own CSV text, as the button hands it to the browser
+        offered[kwargs.get("key")] = data
+        return real(label, data, *args, **kwargs)
+
+    monkeypatch.setattr(st, "download_button", spy)
     at = new_app("architecture")
     at.get_by_key("arch_expand").set_value("all").run()
     no_exceptions(at)
-    assert at.get("download_button")
+    shown = at.dataframe[0].value
+    rows = list(csv.DictReader(io.StringIO(offered["arch_csv"])))
+    assert [r["name"] for r in rows] == list(shown["name"]) and rows[0]["out_shape"] == "16×32×32"
+    assert rows[-1]["name"] == "fc" and int(rows[-1]["params"]) == 64 * 10 + 10
+    assert sum(int(r["params"]) for r in rows) == 269_722 and sum(int(r["macs"]) for r in rows) == 40_551_040
 
 
 @pytest.mark.browser

@@ -135,11 +135,21 @@ def test_add_rows_show_both_operand_shapes_and_graph_edges_carry_shapes():
     assert g.in_degree("layer2.0.add") == 2
 
 
-def test_too_small_input_names_the_first_failing_layer_and_keeps_the_rows_before():
-    trace = trace_shapes(models.get_config("resnet50", input_size=8))
-    assert trace.failed_layer == "layer3.0.conv2"
-    assert "too small" in trace.error and "layer3.0.conv2" in trace.error
-    assert trace.rows and trace.rows[-1]["name"] == "layer3.0.relu"
+@pytest.mark.parametrize("name,size", [("resnet18", 16), ("resnet50", 8), ("resnet18", 1), ("resnet20", 1)])
+def test_tiny_inputs_are_traced_as_pytorch_runs_them(name, size):
+    """PyTorch runs a stride-2 layer on a 1x1 map (the map stays 1x1): the trace runs it too, as the real forward."""
+    cfg = models.get_config(name, input_size=size)
+    assert_trace_matches_forward(cfg)
+    assert trace_shapes(cfg).output_shape == (cfg.num_classes,)
+
+
+def test_strides_on_a_1x1_map_are_named():
+    r18 = trace_shapes(models.get_config("resnet18", input_size=16))  # 16 -> 8 -> 4 (maxpool) -> 4, 2, 1, then 1x1
+    assert r18.idle_strides == ["layer4.0.conv1", "layer4.0.downsample.0"]
+    assert next(b for b in r18.blocks if b.name == "layer4.0").out_shape == (512, 1, 1)
+    r50 = trace_shapes(models.get_config("resnet50", input_size=8))  # stride on the 3x3 (v1.5)
+    assert r50.idle_strides == ["layer3.0.conv2", "layer3.0.downsample.0", "layer4.0.conv2", "layer4.0.downsample.0"]
+    assert trace_shapes(models.get_config("resnet50")).idle_strides == []
 
 
 def test_channel_mismatch_and_bad_config_are_explained():
