@@ -46,8 +46,9 @@ expand = st.segmented_control("Show layers of", ["blocks only", *stages, "all"],
                               key="arch_expand") or "blocks only"
 fig = plot_architecture(layout_graph(trace, "all" if expand == "all" else {expand}), cfg.label)
 st.plotly_chart(fig, width="stretch", key="arch_graph")
-st.caption("Hover a node for its shapes, parameters and MACs; hover the small dot on an edge for the tensor it "
-           "carries. Green arcs are identity shortcuts, orange projection (1x1 conv), pink zero-padding.")
+st.caption("Each shortcut runs below the main path F(x) to the addition ⊕: green the identity (x as it is), orange "
+           "a 1x1 projection, dashed magenta zero-padding. Long stages fold their identical blocks. Hover a node for "
+           "its shapes, parameters and MACs, the small dot on an edge for the tensor it carries.")
 
 st.subheader("Layer table")
 table = pd.DataFrame(trace.rows, columns=TABLE_COLUMNS)

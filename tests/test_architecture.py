@@ -4,6 +4,7 @@ import pytest
 from resviz import models
 from resviz.lessons import architecture as arch
 from resviz.lessons.architecture import Change
+from resviz.trace import ShortcutKind
 from resviz.trace import trace_shapes
 
 
@@ -87,3 +88,82 @@ def test_idle_strides_are_a_warning_not_an_error():
     text = arch.idle_stride_text(trace)
     assert "already 1x1 when it reaches `layer4.0.conv1`" in text and "their stride does nothing" in text
     assert arch.idle_stride_text(trace_shapes(models.get_config("resnet18"))) is None
+
+
+# --- the graph (resviz/plots/architecture.py) ---
+from resviz.plots import architecture as graph  # noqa: E402
+
+PLOT_PX = 1000  # the chart's plotting width on a 1400 px wide page (sidebar open)
+CHAR_PX = 8.5  # a 14 px character is at most this wide on average
+
+
+def _figure(name, view=(), **kw):
+    trace = trace_shapes(models.get_config(name, **kw))
+    return graph.layout_graph(trace, view), graph.plot_architecture(graph.layout_graph(trace, view), name)
+
+
+def test_blocks_view_draws_every_shortcut_in_its_own_colour():
+    g, fig = _figure("resnet50")
+    lines = {t.name: t for t in fig.data if t.mode == "lines"}
+    assert {"identity shortcut", "projection shortcut"} <= set(lines)
+    arcs = [(u, v, d["kind"]) for u, v, d in g.edges(data=True) if d.get("arc")]
+    assert len(arcs) == 16  # one per block
+    assert sum(k is ShortcutKind.PROJECTION for *_, k in arcs) == 4 and ("layer1.in", "layer1.0.add") in {
+        (u, v) for u, v, _ in arcs}
+    shortcut = set(graph.SHORTCUT_COLOURS.values())
+    others = [t.marker.color for t in fig.data if t.mode != "lines" and t.name not in (
+        "1x1 projection on the shortcut", "zero-pad on the shortcut (option A)")]
+    assert not shortcut & set(others) and not shortcut & {graph.EDGE_STYLE[None][0]}
+    assert lines["identity shortcut"].line.color != next(t for t in fig.data if t.name == "ReLU").marker.color
+    plain_g, plain = _figure("resnet50", residual=False)
+    assert not any(d.get("arc") for *_, d in plain_g.edges(data=True))
+    assert not {"identity shortcut", "projection shortcut"} & {t.name for t in plain.data}
+
+
+def test_long_stages_fold_their_identical_blocks():
+    g, _ = _figure("resnet152")
+    row = sorted((d["pos"][0], n) for n, d in g.nodes(data=True) if n.startswith("layer3.") and d["op"] in (
+        "block", "fold"))
+    assert [n for _, n in row] == ["layer3.0", "layer3.1 … layer3.34", "layer3.35"]
+    assert g.nodes["layer3.1 … layer3.34"]["label"] == "layer3.1 … layer3.34<br>×34 identical blocks"
+    assert "layer2.7" in g  # 8 blocks fit in a row
+    assert graph.fold_stage(trace_shapes(models.get_config("resnet101")).blocks[7:30])[1].name == \
+        "layer3.1 … layer3.21"
+
+
+@pytest.mark.parametrize("name,view", [("resnet152", ()), ("resnet152", "all"), ("resnet50", {"layer2"}),
+                                       ("resnet20", ()), ("wide_resnet50_2", ())])
+def test_labels_do_not_overlap_and_text_is_large_and_dark(name, view):
+    g, fig = _figure(name, view)
+    x0, x1 = fig.layout.xaxis.range
+    px = PLOT_PX / (x1 - x0)
+    rows = {}
+    for n, d in g.nodes(data=True):
+        if d.get("label") and d.get("text_position", "top center") == "top center":
+            rows.setdefault(round(d["pos"][1], 3), []).append((d["pos"][0], max(map(len, d["label"].split("<br>")))))
+    for y, labels in rows.items():
+        labels.sort()
+        for (xa, la), (xb, lb) in zip(labels, labels[1:]):
+            assert (xb - xa) * px >= (la + lb) / 2 * CHAR_PX, (name, y, xa, xb)
+    sizes = [t.textfont.size for t in fig.data if t.mode and "text" in t.mode] + [fig.layout.legend.font.size]
+    assert min(sizes) >= 14 and fig.layout.font.size >= 14
+    colours = {t.textfont.color for t in fig.data if t.mode and "text" in t.mode} | {fig.layout.font.color}
+    assert colours == {"#1a1a1a"}
+
+
+@pytest.mark.parametrize("view", [(), "all"])
+def test_axes_fit_the_graph_without_a_blank_band(view):
+    g, fig = _figure("resnet20", view)
+    ys = [d["pos"][1] for _, d in g.nodes(data=True)]
+    bottom, top = fig.layout.yaxis.range
+    assert 0 < top - max(ys) <= 0.6 and 0 < min(ys) - bottom <= 1.0
+    assert fig.layout.height <= (top - bottom) * graph.PX_PER_UNIT_Y + 150
+
+
+def test_the_failing_layer_is_marked_on_the_graph():
+    trace = trace_shapes(models.get_config("resnet20"), input_shape=(1, 32, 32))  # conv1 wants 3 channels
+    g = graph.layout_graph(trace)
+    assert g.nodes["failed"]["label"] == "conv1: cannot run" and "expects 3 input channels" in g.nodes["failed"]["hover"]
+    assert g.has_edge("input", "failed") and g.nodes["failed"]["pos"][0] > g.nodes["input"]["pos"][0]
+    fig = graph.plot_architecture(g)
+    assert next(t for t in fig.data if t.name == "cannot run" and t.mode != "lines").text == ("conv1: cannot run",)

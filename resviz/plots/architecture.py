@@ -1,9 +1,13 @@
-"""The network as an interactive graph: one row per stage (collapsed) or per block (expanded).
+"""The network as an interactive graph: stem, one row per stage (its blocks) or per block (its layers), head.
 
-Positions come from the traced ``networkx`` graph (``topological_generations`` orders each block's layers
-left to right); plotly draws them. Edges carry tensor shapes, shown on hover at each edge's midpoint.
+The main path runs left to right along a row; every shortcut dips below it, coloured by its kind (colours no
+other element uses). A stage with many blocks folds its identical middle blocks into one node
+("layer3.1 … layer3.34, ×34 identical blocks"). Positions are computed here from the traced ``networkx`` graph
+(``topological_generations`` orders a block's layers); plotly draws them, with tensor shapes on hover.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import networkx as nx
 import plotly.graph_objects as go
@@ -11,183 +15,301 @@ import plotly.graph_objects as go
 from resviz.lessons.architecture import mismatch_text, shortcut_label
 from resviz.trace import Block, ShortcutKind, Trace, fmt_shape
 
-NODE_STYLE = {  # op -> (colour, marker symbol, legend name)
-    "input": ("#444444", "square", "input / output"),
-    "conv": ("#1f77b4", "square", "convolution"),
-    "bn": ("#9e9e9e", "circle", "batch norm"),
-    "relu": ("#2ca02c", "triangle-right", "ReLU"),
-    "maxpool": ("#17becf", "diamond", "pooling"),
-    "avgpool": ("#17becf", "diamond", "pooling"),
-    "fc": ("#9467bd", "square", "fully connected"),
-    "add": ("#000000", "circle-cross-open", "addition F(x) + x"),
-    "zero-pad": ("#e377c2", "hexagon", "zero-pad shortcut (A)"),
-    "proj": ("#ff7f0e", "square", "1x1 projection shortcut"),
-    "block-identity": ("#7f7f7f", "circle", "block, identity shortcut"),
-    "block-projection": ("#ff7f0e", "diamond", "block, 1x1 projection shortcut"),
-    "block-pad": ("#e377c2", "hexagon", "block, zero-pad shortcut"),
-    "block-plain": ("#1f77b4", "circle", "plain block (no shortcut)"),
-    "x": ("#444444", "circle-open", "block input x"),
+FONT = dict(size=14, color="#1a1a1a")  # at least 14 px and dark: readable from the back of a classroom
+SHORTCUT_COLOURS = {  # used by nothing else in the figure
+    ShortcutKind.IDENTITY: "#2ca02c",  # green
+    ShortcutKind.PROJECTION: "#ff7f0e",  # orange
+    ShortcutKind.ZERO_PAD: "#d6279b",  # magenta
 }
-EDGE_STYLE = {  # edge kind (None: the main path; "link": between rows) -> (colour, width, dash, legend name)
-    None: ("#8c8c8c", 1.5, "solid", "main path"),
-    ShortcutKind.IDENTITY: ("#2ca02c", 2.5, "solid", "identity shortcut"),
-    ShortcutKind.PROJECTION: ("#ff7f0e", 2.5, "solid", "projection shortcut"),
-    ShortcutKind.ZERO_PAD: ("#e377c2", 2.5, "dash", "zero-pad shortcut"),
-    "link": ("#d0d0d0", 1, "dot", "to next row"),
+NODE_STYLE = {  # op -> (colour, marker symbol, size, legend name)
+    "input": ("#1a1a1a", "square", 14, "input / output"),
+    "conv": ("#1f4e8c", "square", 14, "convolution"),
+    "bn": ("#9e9e9e", "circle", 12, "batch norm"),
+    "relu": ("#5c5c5c", "triangle-right", 13, "ReLU"),
+    "maxpool": ("#17becf", "diamond", 14, "pooling"),
+    "avgpool": ("#17becf", "diamond", 14, "pooling"),
+    "fc": ("#8c6bb1", "square", 14, "fully connected"),
+    "x": ("#1a1a1a", "circle-open", 13, "block input x"),
+    "block": ("#4a6c8c", "square", 22, "residual block: F(x)"),
+    "plain-block": ("#4a6c8c", "square", 22, "plain block (no shortcut)"),
+    "fold": ("#9fb3c8", "square", 30, "identical blocks, folded"),
+    "add": ("#1a1a1a", "circle-cross-open", 16, "addition F(x) + x"),
+    "proj": (SHORTCUT_COLOURS[ShortcutKind.PROJECTION], "square", 13, "1x1 projection on the shortcut"),
+    "zero-pad": (SHORTCUT_COLOURS[ShortcutKind.ZERO_PAD], "hexagon", 14, "zero-pad on the shortcut (option A)"),
+    "failed": ("#b30000", "x", 20, "cannot run"),
 }
-BLOCK_KIND = {ShortcutKind.NONE: "block-plain", ShortcutKind.PROJECTION: "block-projection",
-              ShortcutKind.ZERO_PAD: "block-pad", ShortcutKind.IDENTITY: "block-identity"}
-ROW_HEIGHT = 1.0
+EDGE_STYLE = {  # edge kind (None: the main path; "link": to the next row) -> (colour, width, dash, legend name)
+    None: ("#7a7a7a", 2, "solid", "main path F(x)"),
+    ShortcutKind.IDENTITY: (SHORTCUT_COLOURS[ShortcutKind.IDENTITY], 3, "solid", "identity shortcut"),
+    ShortcutKind.PROJECTION: (SHORTCUT_COLOURS[ShortcutKind.PROJECTION], 3, "solid", "projection shortcut"),
+    ShortcutKind.ZERO_PAD: (SHORTCUT_COLOURS[ShortcutKind.ZERO_PAD], 3, "dash", "zero-pad shortcut"),
+    "failed": ("#b30000", 2, "dot", "cannot run"),
+}  # "link" edges (the end of a row to the start of the next) are not drawn: rows read like lines of text
+BLOCK_STEP = 2.0  # x units per block in a stage row
+FOLD_STEP = 4.0  # a folded run needs room for its two-line label
+LAYER_STEP = 1.6  # x units per layer in a block row
+DIP = 0.45  # how far below its row a shortcut runs
+ROW_GAP = {"layers": 1.25, "blocks": 1.1, "plain": 0.9}  # y units between a row and the next
+MAX_ROW = 8  # a stage with more blocks folds its identical middle blocks
+MIN_SPAN = 12.0  # x units: small networks do not spread over the whole width
+PX_PER_UNIT_Y = 95
 
 
-def _block_node(block: Block) -> dict:
-    """A collapsed block's node attributes."""
-    return dict(name=block.name, op=BLOCK_KIND[block.shortcut], block_info=block, out_shape=block.out_shape,
-                params=block.params, label=f"{block.name}<br>{fmt_shape(block.out_shape)}")
+@dataclass(frozen=True)
+class Fold:
+    """Consecutive identical blocks drawn as one node."""
+
+    blocks: tuple[Block, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.blocks[0].name} … {self.blocks[-1].name}"
+
+    @property
+    def shortcut(self) -> ShortcutKind:
+        return self.blocks[0].shortcut
+
+    @property
+    def in_shape(self) -> tuple:
+        return self.blocks[0].in_shape
+
+    @property
+    def out_shape(self) -> tuple:
+        return self.blocks[-1].out_shape
 
 
-def _layer_label(node: dict) -> str:
-    name = node.get("name", "")
-    if ".downsample" in name:
-        return {"conv": f"1x1 conv /{node.get('stride')}", "bn": "bn", "zero-pad": "zero-pad"}.get(node["op"], "")
-    return name.split(".")[-1] if node.get("block") else name
+def fold_stage(blocks: list[Block], max_row: int = MAX_ROW) -> list[Block | Fold]:
+    """The stage as drawn: as it is up to ``max_row`` blocks; else each run of identical blocks longer than
+    two becomes a Fold of all but its last block (ResNet-152's layer3: layer3.0, layer3.1 … layer3.34, layer3.35)."""
+    if len(blocks) <= max_row:
+        return list(blocks)
+    out, run = [], []
+    for b in [*blocks, None]:
+        if run and (b is None or _signature(b) != _signature(run[0])):
+            out += [Fold(tuple(run[:-1])), run[-1]] if len(run) > 2 else run
+            run = []
+        if b is not None:
+            run.append(b)
+    return out
+
+
+def _signature(b: Block) -> tuple:
+    return b.in_shape, b.out_shape, b.shortcut, b.channels, b.stride
+
+
+class _Layout:
+    """Places rows top to bottom, keeping the last node drawn so the next row can link to it."""
+
+    def __init__(self, trace: Trace):
+        self.trace, self.full, self.g = trace, trace.graph, nx.DiGraph()
+        self.y, self.last = 0.0, None
+
+    def node(self, name: str, x: float, op: str, label: str, hover: str, dy: float = 0.0, **data) -> None:
+        self.g.add_node(name, pos=(x, self.y + dy), op=op, label=label, hover=hover, **data)
+
+    def edge(self, u: str, v: str, kind=None, shape=None, arc: bool = False) -> None:
+        self.g.add_edge(u, v, kind=kind, shape=shape, arc=arc)
+
+    def next_row(self, kind: str) -> None:
+        self.y -= ROW_GAP[kind]
+
+    def layer_row(self, names: list[str]) -> None:
+        """A row of plain layers (stem or head), chained along the main path."""
+        for i, n in enumerate(names):
+            d = self.full.nodes[n]
+            self.node(n, i * LAYER_STEP, d["op"] if d["op"] in NODE_STYLE else "input", n, _layer_hover(n, d),
+                      shape=d.get("out_shape"))
+            if i == 0 and self.last:
+                self.edge(self.last, n, "link", d.get("in_shape"))
+            elif i:
+                self.edge(names[i - 1], n, None, self.full.nodes[names[i - 1]].get("out_shape"))
+        self.last = names[-1]
+
+    def stage_row(self, stage: str, blocks: list[Block]) -> None:
+        """One stage as a row of blocks; each residual block's shortcut runs below it to its addition."""
+        start = f"{stage}.in"
+        self.node(start, 0.0, "x", stage, f"<b>{stage}</b> input x: {fmt_shape(blocks[0].in_shape)}",
+                  text_position="middle left")
+        if self.last:
+            self.edge(self.last, start, "link", blocks[0].in_shape)
+        prev, x = start, 0.0
+        for item in fold_stage(blocks):
+            step = FOLD_STEP if isinstance(item, Fold) else BLOCK_STEP
+            mid, x = x + step / 2, x + step
+            fold = isinstance(item, Fold)
+            op = "fold" if fold else "block" if item.shortcut is not ShortcutKind.NONE else "plain-block"
+            self.node(item.name, mid, op, _block_label(item), _block_hover(item), shape=item.out_shape)
+            self.edge(prev, item.name, None, item.in_shape)
+            if item.shortcut is ShortcutKind.NONE:
+                prev = item.name
+                continue
+            add = f"{item.name}.add"
+            self.node(add, x, "add", "", f"F(x) + x = {fmt_shape(item.out_shape)}", shape=item.out_shape)
+            self.edge(item.name, add, None, item.out_shape)
+            self.edge(prev, add, item.shortcut, item.in_shape, arc=True)
+            if item.shortcut is not ShortcutKind.IDENTITY:  # what sits on the shortcut, at the bottom of its dip
+                self.node(f"{item.name}.shortcut", mid, "proj" if item.shortcut is ShortcutKind.PROJECTION
+                          else "zero-pad", "", _shortcut_hover(item), dy=-DIP / 2)
+            prev = add
+        self.last = prev
+
+    def block_row(self, block: Block) -> None:
+        """One block as a row of layers: x, the main path F(x), the shortcut's layers below, the addition."""
+        members = [n for n, d in self.full.nodes(data=True) if d.get("block") == block.name]
+        x_node = f"{block.name}.x"
+        self.node(x_node, 0.0, "x", f"{block.name}: x", f"<b>{block.name}</b> input x: {fmt_shape(block.in_shape)}")
+        if self.last:
+            self.edge(self.last, x_node, "link", block.in_shape)
+        for k, gen in enumerate(nx.topological_generations(self.full.subgraph(members)), start=1):
+            for n in gen:
+                d = self.full.nodes[n]
+                side = d["path"] == "shortcut"
+                op = ("proj" if d["op"] in ("conv", "bn") else d["op"]) if side else d["op"]
+                self.node(n, k * LAYER_STEP, op, _side_label(d) if side else n.split(".")[-1], _layer_hover(n, d),
+                          dy=-DIP if side else 0.0, shape=d.get("out_shape"))
+        for u, v, d in self.full.edges(members, data=True):
+            if v in members:
+                self.edge(u if u in members else x_node, v, d["kind"], d["shape"],
+                          arc=d["kind"] is ShortcutKind.IDENTITY)
+        for u, v, d in self.full.in_edges(members, data=True):
+            if u not in members:  # x enters the main path and the shortcut
+                self.edge(x_node, v, d["kind"], d["shape"], arc=d["kind"] is ShortcutKind.IDENTITY)
+        self.last = members[-1] if members else x_node
+
+    def fold_row(self, fold: Fold) -> None:
+        """Identical blocks in an expanded stage, drawn as one node."""
+        self.node(fold.name, 0.0, "fold", f"{_block_label(fold).replace('<br>', ', ')}: the same layers as the "
+                  "next block", _block_hover(fold), shape=fold.out_shape, text_position="middle right")
+        if self.last:
+            self.edge(self.last, fold.name, "link", fold.in_shape)
+        self.last = fold.name
+
+    def failed(self, layer: str, error: str) -> None:
+        """A red cross after the last layer traced: the layer that cannot run."""
+        x, y = self.g.nodes[self.last]["pos"] if self.last else (-LAYER_STEP, self.y)
+        self.g.add_node("failed", pos=(x + LAYER_STEP, y), op="failed", label=f"{layer}: cannot run",
+                        hover=f"<b>{layer}</b><br>{error}", text_position="bottom center")
+        if self.last:
+            self.edge(self.last, "failed", "failed")
 
 
 def layout_graph(trace: Trace, expand: set[str] | str = ()) -> nx.DiGraph:
     """A display graph with ``pos`` on every node. ``expand``: stage names to show layer by layer, or 'all'."""
-    g, full = nx.DiGraph(), trace.graph
-    row = [0.0]
-
-    def place(columns: list[list[str]], data: dict[str, dict]) -> None:
-        """Put one row on the page; nodes sharing a column after the first are shortcut layers, drawn below."""
-        for x, column in enumerate(columns):
-            for k, n in enumerate(column):
-                if n is not None:  # slot 0 is the main path; an empty one leaves a gap above a shortcut layer
-                    g.add_node(n, pos=(x, -row[0] - 0.45 * k), **data[n])
-        row[0] += ROW_HEIGHT
-
-    def chain(nodes: list[str]) -> None:
-        for u, v in zip(nodes, nodes[1:]):
-            g.add_edge(u, v, **(full.edges[u, v] if full.has_edge(u, v) else dict(shape=None, kind=None)))
-
-    stem = ["input"] + [r["name"] for r in trace.rows if r["stage"] == "stem"]
-    place([[n] for n in stem], {n: full.nodes[n] for n in stem})
-    chain(stem)
-    last = stem[-1]
+    lay = _Layout(trace)
+    lay.layer_row(["input"] + [r["name"] for r in trace.rows if r["stage"] == "stem"])
     for stage in dict.fromkeys(b.stage for b in trace.blocks):
         blocks = [b for b in trace.blocks if b.stage == stage]
         if expand == "all" or stage in expand:
-            for b in blocks:
-                last = _place_block_row(g, full, b, last, place)
+            for item in fold_stage(blocks):
+                lay.next_row("layers")
+                lay.fold_row(item) if isinstance(item, Fold) else lay.block_row(item)
         else:
-            place([[b.name] for b in blocks], {b.name: _block_node(b) for b in blocks})
-            g.add_edge(last, blocks[0].name, shape=blocks[0].in_shape, kind="link")
-            for a, b in zip(blocks, blocks[1:]):
-                g.add_edge(a.name, b.name, shape=a.out_shape, kind=None)
-            last = blocks[-1].name
+            lay.next_row("blocks" if trace.cfg.residual else "plain")
+            lay.stage_row(stage, blocks)
     head = [r["name"] for r in trace.rows if r["stage"] == "head"]
     if head:
-        place([[n] for n in head], {n: full.nodes[n] for n in head})
-        g.add_edge(last, head[0], shape=full.nodes[head[0]]["in_shape"], kind="link")
-        chain(head)
-    return g
+        lay.next_row("plain")
+        lay.layer_row(head)
+    if trace.failed_layer:
+        lay.failed(trace.failed_layer, trace.error or "")
+    return lay.g
 
 
-def _place_block_row(g: nx.DiGraph, full: nx.DiGraph, block: Block, prev: str, place) -> str:
-    """Lay one block out as a row: its input x, the main path, the shortcut branch below; returns its output node."""
-    members = [n for n, d in full.nodes(data=True) if d.get("block") == block.name]
-    x_node = f"{block.name}.x"
-    data = {x_node: dict(name=x_node, op="x", block=block.name, out_shape=block.in_shape, label=f"{block.name}: x")}
-    columns = [[x_node]]
-    for gen in nx.topological_generations(full.subgraph(members)):
-        main = [n for n in gen if full.nodes[n]["path"] == "main"]
-        side = [n for n in gen if full.nodes[n]["path"] == "shortcut"]
-        for n in main + side:
-            data[n] = dict(full.nodes[n])
-        for n in side:
-            data[n]["label"] = _layer_label(data[n])
-            data[n]["op"] = "proj" if data[n]["op"] in ("conv", "bn") else data[n]["op"]
-        columns.append([main[0] if main else None, *main[1:], *side])
-    place(columns, data)
-    for u, v, d in full.subgraph(members).edges(data=True):
-        g.add_edge(u, v, **d)
-    for u, v, d in full.in_edges(members, data=True):
-        if u not in members:  # the block's input enters the main path and the shortcut
-            g.add_edge(x_node, v, **d)
-    g.add_edge(prev, x_node, shape=block.in_shape, kind="link")
-    return columns[-1][0]
+def _block_label(item: Block | Fold) -> str:
+    if isinstance(item, Fold):
+        return f"{item.name}<br>×{len(item.blocks)} identical blocks"
+    return f"{item.name}<br>{fmt_shape(item.out_shape)}"
 
 
-def _curve(p0, p1, lift: float, n: int = 16) -> tuple[list, list]:
-    """A quadratic Bezier from p0 to p1 bulging up by ``lift`` (for shortcuts that skip layers)."""
+def _block_hover(item: Block | Fold) -> str:
+    b = item.blocks[0] if isinstance(item, Fold) else item
+    head = f"<b>{item.name}</b>" + (f" ({len(item.blocks)} blocks, each:)" if isinstance(item, Fold) else "")
+    return "<br>".join([head, f"{b.type}: x {fmt_shape(b.in_shape)} → {fmt_shape(b.out_shape)}",
+                        "channels along F(x): " + " → ".join(map(str, b.channels)),
+                        f"shortcut: {shortcut_label(b)}", f"why: {mismatch_text(b)}", f"parameters {b.params:,}"])
+
+
+def _shortcut_hover(b: Block) -> str:
+    return f"<b>shortcut of {b.name}</b><br>{shortcut_label(b)}<br>x {fmt_shape(b.in_shape)} → {fmt_shape(b.out_shape)}"
+
+
+def _side_label(d: dict) -> str:
+    return {"conv": f"1x1 conv /{d.get('stride')}", "bn": "bn", "zero-pad": "zero-pad"}.get(d["op"], "")
+
+
+def _layer_hover(n: str, d: dict) -> str:
+    parts = [f"<b>{n}</b>", d.get("op", "")]
+    if d.get("out_shape") is not None:
+        parts.append(f"out {fmt_shape(d['out_shape'])}")
+    for key, fmt in (("params", "parameters {:,}"), ("macs", "MACs {:,}"), ("receptive_field", "receptive field {} px")):
+        if d.get(key):
+            parts.append(fmt.format(d[key]))
+    return "<br>".join(parts)
+
+
+def _curve(p0, p1, dip: float, n: int = 17) -> tuple[list, list]:
+    """A quadratic Bézier from p0 to p1 sagging by ``dip`` at its middle (a shortcut running below the row)."""
     (x0, y0), (x1, y1) = p0, p1
-    cx, cy = (x0 + x1) / 2, max(y0, y1) + lift
+    cx, cy = (x0 + x1) / 2, min(y0, y1) - 2 * dip  # the control point twice as low: the curve's middle is at -dip
     ts = [i / (n - 1) for i in range(n)]
     xs = [(1 - t) ** 2 * x0 + 2 * (1 - t) * t * cx + t**2 * x1 for t in ts]
     ys = [(1 - t) ** 2 * y0 + 2 * (1 - t) * t * cy + t**2 * y1 for t in ts]
     return xs, ys
 
 
-def _hover(n: str, d: dict) -> str:
-    parts = [f"<b>{n}</b>", d.get("op", "")]
-    if d.get("block_info"):
-        b = d["block_info"]
-        parts += [f"in {fmt_shape(b.in_shape)} → out {fmt_shape(b.out_shape)}",
-                  f"shortcut: {shortcut_label(b)}", f"why: {mismatch_text(b)}"]
-    elif d.get("out_shape") is not None:
-        parts.append(f"out {fmt_shape(d['out_shape'])}")
-    if d.get("params"):
-        parts.append(f"params {d['params']:,}")
-    if d.get("macs"):
-        parts.append(f"MACs {d['macs']:,}")
-    if d.get("receptive_field"):
-        parts.append(f"receptive field {d['receptive_field']} px")
-    return "<br>".join(parts)
+def _edge_path(pos: dict, u: str, v: str, d: dict) -> tuple[list, list]:
+    (x0, y0), (x1, y1) = pos[u], pos[v]
+    if d.get("arc") and y0 == y1:
+        return _curve(pos[u], pos[v], DIP / 2 if abs(x1 - x0) <= FOLD_STEP else DIP)
+    return [x0, x1], [y0, y1]
 
 
 def plot_architecture(g: nx.DiGraph, title: str = "") -> go.Figure:
-    """Draw a laid-out display graph: nodes by kind, edges by kind, tensor shapes on edge hover."""
+    """Draw a laid-out display graph: edges by kind, nodes by kind, tensor shapes on hover."""
     fig = go.Figure()
     pos = nx.get_node_attributes(g, "pos")
+    mids = []
     for kind, (colour, width, dash, label) in EDGE_STYLE.items():
         xs, ys = [], []
         for u, v, d in g.edges(data=True):
-            if d.get("kind") != kind:
-                continue
-            (x0, y0), (x1, y1) = pos[u], pos[v]
-            if kind is ShortcutKind.IDENTITY and abs(x1 - x0) > 1 and y0 == y1:
-                cx, cy = _curve(pos[u], pos[v], 0.35)
-            else:
-                cx, cy = [x0, x1], [y0, y1]
-            xs += cx + [None]
-            ys += cy + [None]
+            if d.get("kind") == kind:
+                cx, cy = _edge_path(pos, u, v, d)
+                xs += cx + [None]
+                ys += cy + [None]
+                if d.get("shape") is not None:
+                    mids.append((cx[len(cx) // 2], cy[len(cy) // 2], f"tensor {fmt_shape(d['shape'])}<br>{label}"))
         if xs:
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=label, hoverinfo="skip",
-                                     line=dict(color=colour, width=width, dash=dash)))
-    mids = [(pos[u], pos[v], d) for u, v, d in g.edges(data=True) if d.get("shape") is not None]
-    fig.add_trace(go.Scatter(
-        x=[(a[0] + b[0]) / 2 for a, b, _ in mids],
-        y=[(a[1] + b[1]) / 2 + (0.17 if d["kind"] is ShortcutKind.IDENTITY and a[1] == b[1] and abs(b[0] - a[0]) > 1 else 0)
-           for a, b, d in mids],
-        mode="markers", marker=dict(size=7, color="rgba(0,0,0,0.08)"), name="tensor (hover)",
-        hovertext=[f"tensor {fmt_shape(d['shape'])}<br>{EDGE_STYLE[d['kind']][3]}" for _, _, d in mids],
-        hoverinfo="text", showlegend=False))
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=label, hoverinfo="skip", legendgroup=label,
+                                     showlegend=kind != "failed", line=dict(color=colour, width=width, dash=dash)))
+    fig.add_trace(go.Scatter(x=[m[0] for m in mids], y=[m[1] for m in mids], mode="markers", showlegend=False,
+                             marker=dict(size=8, color="rgba(0,0,0,0.10)"), hovertext=[m[2] for m in mids],
+                             hoverinfo="text", name="tensor (hover)"))
     seen = set()
-    for op, (colour, symbol, label) in NODE_STYLE.items():
+    for op, (colour, symbol, size, label) in NODE_STYLE.items():
         nodes = [(n, d) for n, d in g.nodes(data=True) if d.get("op") == op]
         if not nodes:
             continue
-        fig.add_trace(go.Scatter(legendgroup=label, showlegend=label not in seen,
+        fig.add_trace(go.Scatter(
             x=[pos[n][0] for n, _ in nodes], y=[pos[n][1] for n, _ in nodes], mode="markers+text", name=label,
-            marker=dict(size=16 if op.startswith("block") else 13, color=colour, symbol=symbol,
-                        line=dict(width=1, color="white")),
-            text=[d.get("label") or _layer_label(d) for _, d in nodes], textposition="top center",
-            textfont=dict(size=9), hovertext=[_hover(n, d) for n, d in nodes], hoverinfo="text"))
+            legendgroup=label, showlegend=label not in seen,
+            marker=dict(size=size, color=colour, symbol=symbol, line=dict(width=1, color="white")),
+            text=[d.get("label", "") for _, d in nodes], textfont=FONT, hoverinfo="text",
+            textposition=[d.get("text_position", "top center") for _, d in nodes],
+            hovertext=[d.get("hover", n) for n, d in nodes]))
         seen.add(label)
-    rows = len({round(p[1], 3) for p in pos.values() if float(p[1]).is_integer()}) or 1
-    fig.update_layout(title=dict(text=title, y=0.995, yanchor="top"), height=max(380, 80 * rows + 160),
-                      showlegend=True, hovermode="closest",
-                      legend=dict(orientation="h", y=-0.01, yanchor="top", x=0, font=dict(size=11)),
-                      margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="white",
-                      xaxis=dict(visible=False), yaxis=dict(visible=False))
+    return _frame(fig, pos, title)
+
+
+def _frame(fig: go.Figure, pos: dict, title: str) -> go.Figure:
+    """Axes fitted to the nodes (no blank band), a height that follows the rows, legend below, dark 14 px text."""
+    xs, ys = [p[0] for p in pos.values()] or [0], [p[1] for p in pos.values()] or [0]
+    top, bottom = max(ys) + 0.55, min(ys) - DIP - 0.35  # room for labels above and the lowest shortcut
+    right = max(max(xs), MIN_SPAN)
+    fig.update_layout(
+        title=dict(text=title, x=0, font=dict(size=17, color=FONT["color"])), font=FONT, showlegend=True,
+        height=int((top - bottom) * PX_PER_UNIT_Y) + 130, hovermode="closest", plot_bgcolor="white",
+        legend=dict(orientation="h", y=0, yanchor="top", x=0, font=FONT), hoverlabel=dict(font_size=14),
+        margin=dict(l=10, r=10, t=40, b=10),
+        xaxis=dict(visible=False, range=[-1.6, right + 0.9]),  # room on the left for the stage names
+        yaxis=dict(visible=False, range=[bottom, top]))
     return fig
