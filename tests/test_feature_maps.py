@@ -210,3 +210,70 @@ def test_uploaded_weights_are_keyed_by_content():
 def test_imagenet_weights_for_a_custom_net_are_refused_in_plain_words():
     with pytest.raises(weights.WeightsError, match="no ImageNet weights"):
         fm.imagenet(tiny().cfg)
+
+
+# --- figures: readable, one visual language ---
+
+def all_fonts(fig) -> list[tuple[str, float, str]]:
+    """(where, size, colour) of every text of a figure, with the defaults plotly would use filled in."""
+    base = fig.layout.font
+    out = [("layout", base.size, base.color), ("title", fig.layout.title.font.size, fig.layout.title.font.color)]
+    out += [(f"annotation {a.text}", a.font.size or base.size, a.font.color or base.color)
+            for a in fig.layout.annotations]
+    for axis in [fig.layout[k] for k in fig.layout if k.startswith(("xaxis", "yaxis"))]:
+        out.append(("ticks", axis.tickfont.size or base.size, axis.tickfont.color or base.color))
+    return out
+
+
+def test_every_figure_has_text_of_14_px_or_more_in_a_dark_colour(x):
+    from PIL import ImageColor
+
+    from resviz.inputs import images
+    from resviz.plots import feature_maps as plots
+
+    r = fm.capture(tiny(), x, block=0, max_channels=4)
+    img = images.load_image(images.sample_bytes("cat"))
+    figs = [*plots.plot_block_views(r, 4), plots.plot_block_norms(r.norms, r.block),
+            plots.plot_top_k(fm.top_k(r.probs, None)),
+            plots.plot_overlay(np.zeros((16, 16, 3), np.uint8), r.cam, "cam"),
+            plots.plot_preprocessing(images.preprocess_steps(img, images.preprocess_for(16)))]
+    for fig in figs:
+        for where, size, colour in all_fonts(fig):
+            assert size >= 14, (fig.layout.title.text, where, size)
+            assert sum(ImageColor.getrgb(colour)) < 3 * 80, (where, colour)  # dark on the white page
+
+
+def test_heat_maps_use_the_one_sequential_and_the_one_diverging_map(x):
+    import plotly.colors
+
+    from resviz.plots import feature_maps as plots, style
+
+    r = fm.capture(tiny(), x)
+    image = np.zeros((16, 16, 3), np.uint8)
+    cam = plots.plot_overlay(image, r.cam, "Grad-CAM").data[1]
+    signed = plots.plot_overlay(image, r.cam - r.cam.mean(), "IG", signed=True).data[1]
+
+    def rgb(scale):
+        return [c[c.index("(") + 1:].rsplit(",", 1)[0].replace(" ", "") for _, c in scale]
+
+    def named(name):
+        return [c[c.index("(") + 1:-1].replace(" ", "") for c in
+                plotly.colors.convert_colors_to_same_type([c for _, c in plotly.colors.get_colorscale(name)], "rgb")[0]]
+
+    assert rgb(cam.colorscale) == named(style.SEQUENTIAL) != named("Jet") and cam.zmin == 0
+    assert rgb(signed.colorscale) == named(style.DIVERGING) and signed.zmin == -signed.zmax
+    alpha = [float(c.rsplit(",", 1)[1].rstrip(")")) for _, c in cam.colorscale]
+    assert alpha[0] == 0 and alpha == sorted(alpha)  # zero shows the photo; stronger values cover more of it
+    assert plots.plot_block_views(r, 2)[0].data[0].colorscale == plots.plot_block_views(r, 2)[1].data[0].colorscale
+
+
+def test_every_sample_photo_has_a_source_and_a_free_licence():
+    from resviz.inputs import images
+
+    notes = (images.SAMPLES_DIR / "ATTRIBUTION.md").read_text()
+    photos = sorted(p.name for p in images.SAMPLES_DIR.glob("*.jpg"))
+    assert len(photos) >= 3 and {"cat.jpg", "coffee.jpg"} <= set(photos)
+    for name in photos:
+        row = next(line for line in notes.splitlines() if line.startswith(f"| `{name}`"))
+        assert "CC0" in row or "public domain" in row, row
+        assert (images.SAMPLES_DIR / name).stat().st_size < 60_000

@@ -8,6 +8,8 @@ from PIL import Image
 
 from conftest import new_app, no_exceptions, open_page, page_exceptions, screenshot, wait_idle
 from resviz import models
+from resviz.inputs.data import SHAPES
+from resviz.pair import TrainedPair
 
 
 def png(size=(40, 30), color=(200, 30, 30)) -> bytes:
@@ -23,7 +25,15 @@ def saved(obj) -> bytes:
 
 
 def texts(at) -> str:
-    return " ".join([c.value for c in at.caption] + [s.value for s in at.subheader] + [e.value for e in at.error])
+    kinds = ("caption", "subheader", "error", "warning", "info", "markdown")
+    return " ".join(e.value for kind in kinds for e in getattr(at, kind))
+
+
+def chart(at, key: str) -> str:
+    """The plotly figure drawn under ``key``, as its JSON spec."""
+    found = [c.proto.spec for c in at.get("plotly_chart") if c.proto.id.endswith(f"-{key}")]
+    assert found, (key, texts(at))
+    return found[0]
 
 
 @pytest.fixture(scope="module")
@@ -33,18 +43,30 @@ def app():
     return at
 
 
-def test_smoke_shows_the_three_views_of_the_first_block(app):
+def test_smoke_shows_a_photo_in_the_first_block_and_says_the_weights_are_random(app):
     assert not app.error
-    assert "Inside block layer1.0: 16 channels, showing the 9 most active" in texts(app)
-    assert "synthetic drawings" in texts(app)
-    assert len(app.get("plotly_chart")) >= 6  # preprocessing, three views, norms, top-5, Grad-CAM
+    assert app.selectbox(key="fm_sample").value == "cat"  # a real photo by default
+    assert "Inside block layer1.0: 16 channels, the 9 most active" in texts(app)
+    assert "These weights are random: the network is untrained." in app.warning[0].value
+    assert "Training race" in app.warning[0].value and "ImageNet" in app.warning[0].value
+    assert "Top-5 classes of an untrained network" in chart(app, "fm_top")
+    assert len(app.get("plotly_chart")) >= 6  # three views, top-5, Grad-CAM, sizes, preprocessing
 
 
 def test_block_and_channel_widgets(app):
     app.selectbox(key="fm_block").set_value(4).run()  # resnet20: layer1.0-2, layer2.0-2, ...
     app.slider(key="fm_k").set_value(4).run()
     no_exceptions(app)
-    assert "Inside block layer2.1: 32 channels, showing the 4 most active" in texts(app)
+    assert "Inside block layer2.1: 32 channels, the 4 most active" in texts(app)
+
+
+def test_plain_twin_of_random_weights_says_what_is_true_of_random_weights(app):
+    app.toggle(key="fm_plain").set_value(True).run()
+    no_exceptions(app)
+    caption = next(c.value for c in app.caption if c.value.startswith("Plain twin's top class"))
+    assert "same random weights" in caption and "Neither network was trained" in caption
+    assert "no longer fit together" not in caption
+    app.toggle(key="fm_plain").set_value(False).run()
 
 
 def test_uploaded_photo_is_used_and_bad_uploads_are_explained(app):
@@ -67,6 +89,7 @@ def test_weights_upload_good_bad_and_malicious(tmp_path):
     at.file_uploader(key="fm_weights_file").set_value(("mine.pt", saved(good), "application/octet-stream")).run()
     no_exceptions(at)
     assert not at.error and "with uploaded mine.pt" in texts(at)
+    assert not at.warning  # uploaded weights are not called random
     r18 = saved(models.build_model("resnet18").state_dict())
     at.file_uploader(key="fm_weights_file").set_value(("r18.pth", r18, "application/octet-stream")).run()
     assert "This file has 1000 output classes; the chosen model has 10" in at.error[0].value
@@ -77,24 +100,46 @@ def test_weights_upload_good_bad_and_malicious(tmp_path):
         def __reduce__(self):
             return (exec, (f"open({str(target)!r}, 'w').write('x')",))
 
-    at.file_uploader(key="fm_weights_file").set_value(("evil.pt", saved({"a": Evil()}), "application/octet-stream")).run()
+    evil = saved({"a": Evil()})
+    at.file_uploader(key="fm_weights_file").set_value(("evil.pt", evil, "application/octet-stream")).run()
     no_exceptions(at)
     assert "would run code" in at.error[0].value and not target.exists()
 
 
-def test_trained_model_from_the_training_page_is_offered():
+def trained_pair(name="resnet20"):
+    resnet = models.build_model(name, seed=3)
+    plain = models.build_model(models.plain_config(resnet.cfg), seed=4)
+    return TrainedPair(resnet.cfg, resnet.state_dict(), plain.state_dict(),
+                       f"{name} trained 300 steps on Built-in shapes", class_names=SHAPES,
+                       data_name="Built-in shapes", steps=300)
+
+
+def test_trained_model_keeps_its_class_names_and_matches_the_sidebar():
     at = new_app("feature_maps", timeout=120)
-    trained = models.build_model("resnet20", seed=3)
-    at.session_state["trained"] = {"cfg": trained.cfg, "state_dict": trained.state_dict(),
-                                   "plain_state_dict": models.build_model(models.plain_config(trained.cfg), seed=4).state_dict(),
-                                   "label": "resnet20, 2 epochs"}
+    at.session_state["trained"] = trained_pair()
     at.run()
     at.radio(key="fm_source").set_value("trained").run()
     no_exceptions(at)
-    assert "with resnet20, 2 epochs" in texts(at)
+    assert "with resnet20 trained 300 steps on Built-in shapes" in texts(at)
+    assert not at.warning and not at.info  # trained weights, and the sidebar's own model (ResNet-20)
+    top5 = chart(at, "fm_top")
+    assert sum(f'"{name} ({i})"' in top5 for i, name in enumerate(SHAPES)) == 5  # names of the shapes it learnt
+    assert "0: disc" in at.selectbox(key="fm_target").options
+    assert "Shorter side resized to 32 px, center 32x32 crop" in texts(at)  # the race's preprocessing
     at.toggle(key="fm_plain").set_value(True).run()
     no_exceptions(at)
-    assert "Plain twin's top class" in texts(at)
+    assert "trained in the same race, on the same batches, with its own weights" in texts(at)
+
+
+def test_trained_model_that_is_not_the_sidebars_is_said_plainly():
+    at = new_app("feature_maps", timeout=120, sidebar={"sel_cifar": "resnet32"})
+    at.session_state["trained"] = trained_pair("resnet20")
+    at.run()
+    at.radio(key="fm_source").set_value("trained").run()
+    no_exceptions(at)
+    assert "This page shows **resnet20** trained on the Training race" in at.info[0].value
+    assert "not the sidebar's **resnet32**" in at.info[0].value
+    assert "Inside block layer1.0: 16 channels" in texts(at) and len(at.selectbox(key="fm_block").options) == 9
 
 
 def test_imagenet_weights_missing_gives_a_message_and_download_failure_falls_back(tmp_path, monkeypatch):
@@ -104,6 +149,7 @@ def test_imagenet_weights_missing_gives_a_message_and_download_failure_falls_bac
     at = new_app("feature_maps", timeout=180, sidebar={"sel_family": "ImageNet", "sel_imagenet": "resnet18"})
     no_exceptions(at)
     assert "not on this computer" in at.error[0].value and "random weights (seed 0)" in texts(at)
+    assert "network is untrained" in at.warning[0].value  # the fallback is said where the eye is
     at.button(key="fm_download").click().run()
     no_exceptions(at)
     assert "Could not download" in at.error[0].value and "Network is unreachable" in at.error[0].value
@@ -123,12 +169,15 @@ def test_cached_imagenet_weights_give_named_top5(tmp_path, monkeypatch):
     try:
         at = new_app("feature_maps", timeout=180, sidebar={"sel_family": "ImageNet", "sel_imagenet": "resnet18"})
         no_exceptions(at)
-        assert not at.error and "with torchvision ResNet18_Weights.IMAGENET1K_V1" in texts(at)
+        assert not at.error and not at.warning and "with torchvision ResNet18_Weights.IMAGENET1K_V1" in texts(at)
         assert "Shorter side resized to 256 px, center 224x224 crop" in texts(at)
         top5 = [c.proto.spec for c in at.get("plotly_chart") if "Top-5" in c.proto.spec][0]
         names = torchvision.models.ResNet18_Weights.DEFAULT.meta["categories"]
         shown = [i for i, n in enumerate(names) if f'"{n} ({i})"' in top5]
-        assert len(shown) == 5 and "class numbers" not in top5  # five ImageNet class names with their indices
+        assert len(shown) == 5 and "untrained" not in top5  # five ImageNet class names with their indices
+        at.toggle(key="fm_plain").set_value(True).run()
+        no_exceptions(at)
+        assert "trained with the shortcuts, so without them the layers no longer fit together" in texts(at)
     finally:
         ui.shared_model.clear()
 
@@ -147,17 +196,24 @@ def test_integrated_gradients_and_occlusion_buttons(app):
 
 
 @pytest.mark.browser
-def test_browser_upload_a_real_file(app_server, page, tmp_path):
+def test_browser_first_screen_shows_the_lesson_and_a_real_upload_runs(app_server, page, tmp_path):
     rng = np.random.default_rng(0)
     photo = tmp_path / "photo.jpg"
     Image.fromarray(rng.integers(0, 255, (120, 160, 3), np.uint8)).save(photo, format="JPEG")
+    page.set_viewport_size({"width": 1400, "height": 900})  # a classroom projector's first screen
     open_page(page, app_server, "feature_maps")
     page.get_by_text("Inside block layer1.0").first.wait_for(timeout=90_000)
+    wait_idle(page)
+    warning = page.get_by_text("These weights are random").first.bounding_box()
+    assert warning and warning["y"] + warning["height"] <= 900
+    charts = page.locator('[data-testid="stPlotlyChart"]')
+    for i in range(3):  # F(x), the shortcut x and relu(F(x) + x): whole, above the fold
+        box = charts.nth(i).bounding_box()
+        assert box and box["y"] >= 0 and box["y"] + box["height"] <= 900, (i, box)
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(photo))
     page.get_by_text("photo.jpg").first.wait_for(timeout=30_000)
+    page.get_by_text("Preprocessing: what the network really sees").first.click()  # open the expander
     page.get_by_text("original 160x120").first.wait_for(timeout=90_000)
-    wait_idle(page)
-    page.set_viewport_size({"width": 1400, "height": 3600})  # the app scrolls inside; show all of it
     wait_idle(page)
     screenshot(page, "feature_maps")
     assert page_exceptions(page) == []

@@ -19,7 +19,7 @@ SIZE = 224
 
 
 def _jpeg() -> bytes:
-    img = images.load_image(images.sample_bytes("cat_face")).resize((640, 480))
+    img = images.load_image(images.sample_bytes("cat")).resize((640, 480))
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=90)
     return buf.getvalue()

@@ -21,6 +21,7 @@ UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "bmp")  # file extensions for st.f
 MAX_BYTES = limits.mb(limits.IMAGE_MB)  # the uploader's own cap (a phone photo is 2-8 MB)
 MAX_PIXELS = 40_000_000  # 40 megapixels: above any phone camera, far below a bomb's billions
 SAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "samples"
+SAMPLE_SUFFIXES = (".jpg", ".png")  # photos (JPEG keeps them a few tens of KB) and drawn patterns
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -140,12 +141,13 @@ def to_tensor(steps: dict, device: str | torch.device = "cpu", channels: int = 3
 
 
 def sample_names() -> list[str]:
-    """Bundled sample pictures (synthetic, drawn by ``assets/samples/make_samples.py``)."""
-    return sorted(p.stem for p in SAMPLES_DIR.glob("*.png"))
+    """Bundled sample pictures: photos (public domain or CC0, ``assets/samples/ATTRIBUTION.md``) and drawn patterns."""
+    return sorted(p.stem for p in SAMPLES_DIR.iterdir() if p.suffix in SAMPLE_SUFFIXES)
 
 
 def sample_bytes(name: str) -> bytes:
-    path = SAMPLES_DIR / f"{Path(name).name}.png"  # Path(name).name: no way out of the folder
-    if not path.is_file():
-        raise ImageError(f"There is no sample called {name!r}.")
-    return path.read_bytes()
+    for suffix in SAMPLE_SUFFIXES:
+        path = SAMPLES_DIR / f"{Path(name).name}{suffix}"  # Path(name).name: no way out of the folder
+        if path.is_file():
+            return path.read_bytes()
+    raise ImageError(f"There is no sample called {name!r}.")

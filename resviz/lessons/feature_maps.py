@@ -69,6 +69,17 @@ class LoadedWeights:
         return self.class_names[index] if index < len(self.class_names) else f"class {index}"
 
 
+PLAIN_TWIN_NOTES = {  # what the plain twin's weights are, for each source (tests check each against plain_model)
+    WeightsSource.PRETRAINED: "It keeps these ImageNet weights without the shortcut additions; the weights were "
+                              "trained with the shortcuts, so without them the layers no longer fit together.",
+    WeightsSource.TRAINED: "It is the plain twin trained in the same race, on the same batches, with its own weights.",
+    WeightsSource.RANDOM: "It has the same random weights without the shortcut additions. Neither network was "
+                          "trained: the two differ only by the shortcuts, and neither prediction means anything yet.",
+    WeightsSource.UPLOAD: "It keeps the uploaded weights without the shortcut additions; if they were trained with "
+                          "shortcuts, the layers no longer fit together without them.",
+}
+
+
 def sources(cfg: models.ResNetConfig, pair: TrainedPair | None) -> list[WeightsSource]:
     """The sources that exist for ``cfg``: ImageNet weights only for ImageNet presets, TRAINED only after a race."""
     have = {WeightsSource.PRETRAINED: weights.pretrained_weights(cfg) is not None,
@@ -271,7 +282,8 @@ def grad_cam(model: nn.Module, x: torch.Tensor, block: int, target: int) -> np.n
     """captum's LayerGradCam at block ``block`` (output after the block's ReLU), upsampled to the image (H, W)."""
     net = working_copy(model)
     cam = LayerGradCam(net, net.blocks()[block]).attribute(x, target=target, relu_attributions=True)
-    return LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")[0, 0].detach().cpu().numpy()
+    up = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
+    return up[0, 0].detach().cpu().numpy()
 
 
 def integrated_gradients(model: nn.Module, x: torch.Tensor, target: int, steps: int = 32, chunk: int = 8,

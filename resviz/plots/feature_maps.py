@@ -7,8 +7,11 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from resviz.plots import style
+
 VIEW_TITLES = {"fx": "main path F(x)", "x": "shortcut x", "out": "output relu(F(x) + x)"}
 PLAIN_TITLES = {"fx": "main path F(x)", "out": "output relu(F(x)) (no shortcut)"}
+PART_COLORS = {"x": "#7f7f7f", "fx": "#9467bd", "out": "#2ca02c"}  # parts of a block, not networks (style.COLORS)
 
 
 def _hide_axes(fig: go.Figure) -> None:
@@ -28,7 +31,7 @@ def plot_preprocessing(steps: dict) -> go.Figure:
         fig.add_trace(go.Image(z=steps[key], hoverinfo="skip"), 1, i + 1)
     lim = float(np.abs(norm).max()) or 1.0
     for c in range(3):
-        fig.add_trace(go.Heatmap(z=norm[c], colorscale="RdBu_r", zmin=-lim, zmax=lim, showscale=c == 2,
+        fig.add_trace(go.Heatmap(z=norm[c], colorscale=style.DIVERGING, zmin=-lim, zmax=lim, showscale=c == 2,
                                  colorbar=dict(len=0.9, thickness=10),
                                  hovertemplate="normalized %{z:.2f}<extra></extra>"), 1, 4 + c)
     _hide_axes(fig)
@@ -36,12 +39,11 @@ def plot_preprocessing(steps: dict) -> go.Figure:
     for i in range(2, 7):
         fig.update_yaxes(scaleanchor=f"x{i}", row=1, col=i)
     fig.update_layout(height=240, margin=dict(l=0, r=0, t=40, b=0))
-    fig.update_annotations(font_size=11)
-    return fig
+    return style.readable(fig)
 
 
 def plot_feature_grid(maps: np.ndarray, channels, title: str, zmax: np.ndarray | None = None,
-                      cols: int | None = None) -> go.Figure:
+                      cols: int | None = None, height: int | None = None) -> go.Figure:
     """The k channel maps (k, H, W) tiled into ONE heat map (one trace draws fast); red positive, blue negative,
     each channel on its own colour scale (divided by ``zmax[i]``); hover: channel, value, its range."""
     k, h, w = maps.shape
@@ -58,26 +60,26 @@ def plot_feature_grid(maps: np.ndarray, channels, title: str, zmax: np.ndarray |
         z[y0:y0 + h, x0:x0 + w] = m / (float(zmax[i]) or 1.0)
         info[y0:y0 + h, x0:x0 + w] = np.stack(np.broadcast_arrays(c, m, m.min(), m.max()), -1)
         labels.append(dict(x=x0 + (w - 1) / 2, y=y0 - 0.5, text=f"ch {c}", showarrow=False, yanchor="bottom",
-                           font=dict(size=10)))
+                           font=dict(size=style.FONT_SIZE)))
     fig = go.Figure(go.Heatmap(
-        z=z, customdata=info, colorscale="RdBu_r", zmin=-1, zmax=1, showscale=False, hoverongaps=False,
+        z=z, customdata=info, colorscale=style.DIVERGING, zmin=-1, zmax=1, showscale=False, hoverongaps=False,
         hovertemplate=("channel %{customdata[0]:.0f}<br>value %{customdata[1]:.3f}<br>"
                        "range [%{customdata[2]:.3f}, %{customdata[3]:.3f}]<extra></extra>")))
     _hide_axes(fig)
     fig.update_yaxes(scaleanchor="x")
-    fig.update_layout(title=dict(text=title, x=0.5, xanchor="center"), height=70 + 110 * rows,
+    fig.update_layout(title=dict(text=title, x=0.5, xanchor="center"), height=height or 70 + 110 * rows,
                       margin=dict(l=0, r=0, t=60, b=0), annotations=labels, plot_bgcolor="white")
-    return fig
+    return style.readable(fig)
 
 
-def plot_block_views(result, k: int) -> list[go.Figure]:
+def plot_block_views(result, k: int, height: int | None = None) -> list[go.Figure]:
     """F(x), the shortcut x and relu(F(x) + x) of a ``feature_maps.Capture`` for the k most active channels;
     one colour scale per channel, shared by its views."""
     titles = VIEW_TITLES if result.residual else PLAIN_TITLES
     views = {v: getattr(result, v) for v in titles if getattr(result, v) is not None}
     k = min(k, len(result.channels))
     zmax = np.max([np.abs(m[:k]).reshape(k, -1).max(1) for m in views.values()], axis=0)
-    return [plot_feature_grid(m[:k], result.channels[:k], f"{result.block}: {titles[v]}", zmax)
+    return [plot_feature_grid(m[:k], result.channels[:k], f"{result.block}: {titles[v]}", zmax, height=height)
             for v, m in views.items()]
 
 
@@ -88,34 +90,37 @@ def plot_block_norms(norms: list, highlight: str | None = None) -> go.Figure:
     for key, label in (("x", "shortcut x"), ("fx", "main path F(x)"), ("out", "output")):
         if any(getattr(n, key) is not None for n in norms):
             fig.add_trace(go.Scatter(x=names, y=[getattr(n, key) for n in norms], mode="lines+markers", name=label,
+                                     line=dict(color=PART_COLORS[key], width=3, dash="dash" if key == "x" else "solid"),
                                      hovertemplate=f"%{{x}}<br>{label}: RMS %{{y:.3f}}<extra></extra>"))
     if highlight in names:
         fig.add_vline(x=names.index(highlight), line_dash="dot", line_color="grey")
-    fig.update_layout(height=320, margin=dict(l=0, r=0, t=70, b=0), title="Size of each part, block by block",
-                      xaxis_title="block", yaxis_title="RMS (root mean square)",
-                      legend=dict(orientation="h", y=1.02, yanchor="bottom"))
-    return fig
+    fig.update_layout(height=420, margin=dict(l=0, r=0, t=50, b=90), title="Size of each part, block by block",
+                      yaxis_title="RMS over all elements",  # the legend sits under the plot: never on the title
+                      legend=dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0))
+    return style.readable(fig)
 
 
-def plot_top_k(top: list[dict], title: str = "Top-5 classes") -> go.Figure:
+def plot_top_k(top: list[dict], title: str = "Top-5 classes", color: str = style.COLORS["resnet"]) -> go.Figure:
     """Horizontal bars: class name and probability, most probable on top."""
     top = top[::-1]
-    fig = go.Figure(go.Bar(x=[t["prob"] for t in top], y=[t["name"] if t["name"] == f"class {t['index']}" else f"{t['name']} ({t['index']})" for t in top],
-                           orientation="h", text=[f"{t['prob']:.1%}" for t in top], textposition="auto",
+    labels = [t["name"] if t["name"] == f"class {t['index']}" else f"{t['name']} ({t['index']})" for t in top]
+    fig = go.Figure(go.Bar(x=[t["prob"] for t in top], y=labels, orientation="h", marker_color=color,
+                           text=[f"{t['prob']:.1%}" for t in top], textposition="auto",
                            hovertemplate="%{y}: %{x:.2%}<extra></extra>"))
-    fig.update_layout(title=title, height=60 + 36 * len(top), margin=dict(l=0, r=0, t=40, b=0),
+    fig.update_layout(title=title, height=80 + 40 * len(top), margin=dict(l=0, r=0, t=50, b=0),
                       xaxis=dict(title="probability", range=[0, 1], tickformat=".0%"))
-    return fig
+    return style.readable(fig)
 
 
 def plot_overlay(image: np.ndarray, heat: np.ndarray, title: str, signed: bool = False) -> go.Figure:
-    """A heat map (H, W) laid half-transparent over the image (H, W, 3) it explains."""
+    """A heat map (H, W) over the image (H, W, 3) it explains: the diverging map for signed values, the sequential
+    one for magnitudes, transparent near zero so the photo shows through."""
     lim = float(np.abs(heat).max()) or 1.0
-    scale = dict(colorscale="RdBu_r", zmin=-lim, zmax=lim) if signed else dict(colorscale="Jet", zmin=0, zmax=lim)
     fig = go.Figure(go.Image(z=image, hoverinfo="skip"))
-    fig.add_trace(go.Heatmap(z=heat, opacity=0.45, colorbar=dict(thickness=10), **scale,
+    fig.add_trace(go.Heatmap(z=heat, colorscale=style.overlay_scale(signed), zmin=-lim if signed else 0, zmax=lim,
+                             colorbar=dict(thickness=14),
                              hovertemplate="row %{y}, col %{x}<br>%{z:.3g}<extra></extra>"))
     _hide_axes(fig)
     fig.update_yaxes(scaleanchor="x")
-    fig.update_layout(title=title, height=330, margin=dict(l=0, r=0, t=40, b=0))
-    return fig
+    fig.update_layout(title=title, height=340, margin=dict(l=0, r=0, t=50, b=0))
+    return style.readable(fig)
