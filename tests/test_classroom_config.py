@@ -1,12 +1,11 @@
 """The classroom server's settings: every one asserted, and every uploader capped."""
 import re
 import tomllib
-from pathlib import Path
 
-from resviz.inputs import limits
+from helpers import ROOT
 from resviz import models
+from resviz.inputs import limits
 
-ROOT = Path(__file__).resolve().parent.parent
 CONFIG = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
 
 
@@ -34,11 +33,12 @@ def test_server_upload_cap_is_the_largest_uploader_and_fits_the_largest_state_di
 
 def test_every_uploader_has_its_own_size_cap():
     calls = []
-    for path in [ROOT / "app.py", *(ROOT / "pages").glob("*.py"), *(ROOT / "resviz").glob("*.py")]:
+    files = [ROOT / "app.py", *(ROOT / "pages").glob("*.py"), *(ROOT / "resviz").rglob("*.py")]
+    for path in files:
         src = path.read_text()
         for m in re.finditer(r"file_uploader\(", src):
             calls.append((path.name, "max_upload_size=" in src[m.start():m.start() + 600]))
-    assert all(ok for _, ok in calls), [name for name, ok in calls if not ok]
+    assert calls and all(ok for _, ok in calls), [name for name, ok in calls if not ok]
 
 
 def test_pinned_versions_have_no_known_advisories():

@@ -3,9 +3,7 @@
 Each session must see only its own upload and run, the shared cached models must come out unchanged and
 without hooks, and two sessions with different seeds must each reproduce their single-session curves.
 """
-import hashlib
-import io
-import json
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,8 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import new_app, no_exceptions
-from resviz import ui
+from helpers import encode, figure, new_app, no_exceptions
+from resviz import models, ui
+from resviz.pair import fingerprint
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -24,16 +23,7 @@ def png(colour) -> bytes:
     """A 48x48 picture, different for each student: a coloured square on a gradient."""
     arr = np.tile(np.linspace(0, 255, 48, dtype=np.uint8)[:, None, None], (1, 48, 3))
     arr[12:36, 12:36] = colour
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def figure(at, key) -> dict:
-    found = [e for e in at.get("plotly_chart") if key in e.proto.id]
-    assert found, ([e.value for e in at.error], [e.message for e in at.exception], [e.value for e in at.info],
-                   [e.proto.id for e in at.get("plotly_chart")], len(list(at.main)))
-    return json.loads(found[0].proto.spec)
+    return encode(Image.fromarray(arr))
 
 
 OPEN = threading.Lock()
@@ -74,17 +64,7 @@ def trace(preset) -> str:
 
 def shared_models():
     """The cached, shared models every session reads (built once here, before the class arrives)."""
-    from resviz import models
-
     return [ui.load_model(models.get_config("resnet20"), "cpu")]
-
-
-def fingerprint(model) -> str:
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().numpy().tobytes())
-    return h.hexdigest()
 
 
 def hooks(model) -> int:
@@ -107,9 +87,37 @@ def serial_compile(monkeypatch):
     monkeypatch.setattr(ScriptCache, "get_bytecode", get_bytecode)
 
 
-def test_ten_sessions_at_once_stay_isolated_and_leave_shared_models_untouched(serial_compile):
+@pytest.fixture
+def one_runtime(monkeypatch):
+    """A real server has one runtime and one set of options for every session; AppTest installs its own around
+    each run and removes them after, in process-wide globals. With runs in threads, one run ending removed the
+    runtime another was starting with ("Runtime hasn't been created!": the page drew nothing, and the test failed
+    with ``KeyError: 'fm_upload'``), and restored the options under another run (its widgets' formatters went
+    unrecorded). Here the runtime a run installs stays until the next one replaces it, and the test-mode option
+    is set once for the whole test."""
+    from streamlit.runtime import Runtime
+    from streamlit.testing.v1 import app_test
+    from streamlit.testing.v1.util import patch_config_options
+
+    installed = []
+
+    def instance(cls):
+        if cls._instance is not None:
+            installed[:] = [cls._instance]
+        if not installed:
+            raise RuntimeError("Runtime hasn't been created!")
+        return installed[0]
+
+    monkeypatch.setattr(Runtime, "instance", classmethod(instance))
+    monkeypatch.setattr(Runtime, "exists", classmethod(lambda cls: cls._instance is not None or bool(installed)))
+    monkeypatch.setattr(app_test, "patch_config_options", lambda overrides: contextlib.nullcontext())
+    with patch_config_options({"global.appTest": True}):
+        yield
+
+
+def test_ten_sessions_at_once_stay_isolated_and_leave_shared_models_untouched(serial_compile, one_runtime):
     shared = shared_models()
-    before = [fingerprint(m) for m in shared]
+    before = [fingerprint(m.state_dict()) for m in shared]
     # Single-session references, one student at a time.
     alone = {seed: train(seed) for seed in (1, 2)}
     colours = [(255, 0, 0), (0, 0, 255), (0, 255, 0)]
@@ -126,7 +134,32 @@ def test_ten_sessions_at_once_stay_isolated_and_leave_shared_models_untouched(se
     assert alone[1] != alone[2]
     assert results[4:7] == looks_alone
     assert results[7:] == ["11,689,512", "25,557,032", "60,192,808"]
-    assert [fingerprint(m) for m in shared] == before
+    assert [fingerprint(m.state_dict()) for m in shared] == before
     assert all(hooks(m) == 0 for m in shared)
     assert all(not p.requires_grad for m in shared for p in m.parameters())
     assert torch.is_grad_enabled()
+
+
+def test_a_run_ending_in_another_session_leaves_this_ones_runtime_alone(one_runtime):
+    """What made the test above flaky, made to happen all the time: other sessions' runs end (AppTest removes the
+    runtime after each) while this session draws its page."""
+    from streamlit.runtime import Runtime
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_string('import streamlit as st\nst.file_uploader("Upload", key="up")', default_timeout=60)
+    at.run()
+    stop = threading.Event()
+
+    def other_runs_ending():
+        while not stop.is_set():
+            Runtime._instance = None
+
+    other = threading.Thread(target=other_runs_ending)
+    other.start()
+    try:
+        for _ in range(10):
+            at.run()
+            assert at.file_uploader(key="up").label == "Upload"
+    finally:
+        stop.set()
+        other.join()

@@ -1,5 +1,7 @@
 """The project's promises: the README's two commands, CI runs the test one, requirements pinned."""
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,3 +40,30 @@ def test_readme_notebook_example_runs_and_prints_what_it_says(capsys):
     exec(compile(code, "README.md", "exec"), {})
     expected = re.search(r"^# (.+)$", code, re.M).group(1)
     assert capsys.readouterr().out.strip() == expected
+
+
+SERVER_SIDE = ("streamlit", "websockets", "tornado", "playwright")  # what a notebook must not pull in
+
+
+def imported_after(code: str) -> set[str]:
+    """Top-level names of the modules a fresh interpreter has imported after running ``code``."""
+    out = subprocess.run([sys.executable, "-c", f"{code}\nimport sys\nprint(' '.join(sys.modules))"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def test_import_resviz_leaves_the_server_and_the_tools_alone():
+    names = imported_after("import resviz")
+    assert not {n for n in names if n.split(".")[0] in SERVER_SIDE or n.startswith("google.protobuf")}
+    assert not {n for n in names if n.startswith(("resviz.ui", "resviz.tools", "resviz.bench"))}
+
+
+def test_no_library_module_imports_streamlit():
+    """Every module but the app plumbing (ui), the tools and the benchmarks works without a server."""
+    names = imported_after(
+        "import importlib, pkgutil, resviz\n"
+        "for m in pkgutil.walk_packages(resviz.__path__, 'resviz.'):\n"
+        "    if not m.name.startswith(('resviz.ui', 'resviz.tools.', 'resviz.bench.')):\n"
+        "        importlib.import_module(m.name)")
+    assert "resviz.lessons" in names and "resviz.plots" in names  # the walk reached the sub-packages
+    assert not {n for n in names if n.split(".")[0] in SERVER_SIDE}

@@ -1,25 +1,24 @@
 """The whole app: cold start to a page in Chromium, warm rerun of each page after one widget change, and
 server memory per extra student session.
 
-Pages come from resviz.lessons.page_texts(); the widget changed on each page is in PAGE_WIDGETS, else the
-first simple widget of the page is picked (the row says which).
+Pages come from resviz.lessons.page_texts(); the widget changed on each page is in PAGE_WIDGETS (keyed by lesson
+name; a test checks it covers every lesson), else the first simple widget of the page is picked (the row says which).
 """
 from __future__ import annotations
 
-import os
 import time
 
-from resviz.lessons import page_texts
-from resviz.bench._server import ROOT, Session, cpu_s, rss_mb, start_server, stop_server
+from resviz.lessons import lesson, page_texts
+from resviz.tools import browser
+from resviz.tools.server import ROOT, cpu_s, rss_mb, start_server, stop_server
+from resviz.tools.session import Session
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run"]
-PAGE_WIDGETS = {  # URL path -> (widget key, new value): a cheap change a student makes on that page
+PAGE_WIDGETS = {  # lesson name -> (widget key, new value): a cheap change a student makes on that page
     "architecture": ("arch_plain", True),  # show the plain twin: one more cached shape trace
     "shortcut_lab": ("sl_row", 1),  # another output pixel of the 1x1 conv
     "signal_flow": ("sf_input", "Upload an image"),  # input source; no file yet, so the cached measurement stays
     "feature_maps": ("fm_k", 4),  # channels shown; the captured maps are cached
+    "training": ("tr_shallow", True),  # add the shallower plain net: nothing trains until Start
     # The pages below have no display-only widget: each change recomputes (cached per value afterwards).
     "shattered": ("sh_seed", 1),  # another initialisation: two small MLP sweeps
     "paths": ("pa_samples", 1),  # fewer random paths per length
@@ -38,16 +37,15 @@ def _row(figure, value, unit, target, ok, baseline="-") -> dict:
 def cold_start(text: str, timeout_s: float = 180) -> dict:
     """Seconds from ``streamlit run app.py`` to the home page drawn (``text`` shown, no run going) in Chromium."""
     figure = "cold start: streamlit run app.py -> home page rendered in headless Chromium"
-    if not os.path.exists(CHROMIUM):
-        return _row(f"{figure} (skipped: Chromium not found at {CHROMIUM})", float("nan"), "s", "report", None)
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        return _row(f"{figure} (skipped: playwright not installed)", float("nan"), "s", "report", None)
+    reason = browser.missing()
+    if reason:
+        return _row(f"{figure} (skipped: {reason})", float("nan"), "s", "report", None)
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        chromium = browser.launch(p)
         try:
-            pg = browser.new_page()
+            pg = chromium.new_page()
             t0 = time.perf_counter()
             proc, url = start_server(timeout=timeout_s)
             try:
@@ -55,14 +53,14 @@ def cold_start(text: str, timeout_s: float = 180) -> dict:
                 pg.goto(url, timeout=timeout_s * 1000)
                 pg.get_by_text(text).first.wait_for(timeout=timeout_s * 1000)
                 for _ in range(int(timeout_s * 10)):  # bounded: until no script run is shown as going
-                    if pg.locator('[data-testid="stStatusWidget"]').count() == 0:
+                    if not browser.running(pg):
                         break
                     pg.wait_for_timeout(100)
                 total = time.perf_counter() - t0
             finally:
                 stop_server(proc)
         finally:
-            browser.close()
+            chromium.close()
     return _row(figure, total, "s", "report", None, baseline=f"server healthy after {healthy:.1f} s")
 
 
@@ -109,13 +107,10 @@ def warm_rerun(page: str, timeout_s: float = 180) -> dict:
     from streamlit.testing.v1 import AppTest
 
     name = page or "home"
-    if page and not (ROOT / "pages" / f"{page}.py").exists():
-        return _row(f"warm rerun of {name} (skipped: pages/{page}.py does not exist yet)", float("nan"), "s",
-                    f"<= {RERUN_TARGET_S} s", None)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout_s)
     at.run()
     if page:
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(lesson(page).page).run()
     if at.exception:
         return _row(f"warm rerun of {name}: the page raised {at.exception[0].message[:80]!r} at defaults",
                     float("nan"), "s", f"<= {RERUN_TARGET_S} s", False, baseline="AppTest run")

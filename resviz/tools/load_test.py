@@ -1,9 +1,9 @@
 """A classroom on one server: N student sessions over every page, kept alive and rerunning, then closed.
 
-    python scripts/load_test.py --sessions 30 --minutes 3            # starts its own server
-    python scripts/load_test.py --url http://127.0.0.1:8501 --pid 1234   # an already running one
+    python -m resviz.tools.load_test --sessions 30 --minutes 3            # starts its own server
+    python -m resviz.tools.load_test --url http://127.0.0.1:8501 --pid 1234   # an already running one
 
-Each session is a websocket client (resviz/bench/_server.py: no browser), pages spread round-robin over
+Each session is a websocket client (resviz.tools.session: no browser), pages spread round-robin over
 resviz.lessons.page_texts(). Every session reruns its page every few seconds until the time is up, then
 closes; the script waits ``--settle`` s and reads the server's memory again. Reports time to first render
 (connect -> page drawn; median/p95/max), rerun times, disconnects/timeouts, exception boxes and server
@@ -22,10 +22,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from resviz.bench._server import Session, cpu_s, rss_mb, server_tracebacks, start_server, stop_server
+from resviz.lessons import page_texts
+from resviz.tools.server import ROOT, cpu_s, rss_mb, server_tracebacks, start_server, stop_server
+from resviz.tools.session import Session
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,12 +49,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.url and not args.url.startswith(("http://127.0.0.1", "http://localhost")):
         ap.error("--url must be a loopback address (http://127.0.0.1:PORT)")
     return args
-
-
-def default_pages() -> list[str]:
-    from resviz.lessons import page_texts
-
-    return list(page_texts())
 
 
 def assign_pages(n: int, pages: list[str]) -> list[str]:
@@ -197,7 +190,7 @@ def format_table(s: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    pages = args.pages.split(",") if args.pages is not None else default_pages()
+    pages = args.pages.split(",") if args.pages is not None else list(page_texts())
     proc, url, pid = None, args.url, args.pid
     if not url:
         print("starting streamlit…", file=sys.stderr, flush=True)

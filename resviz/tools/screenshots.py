@@ -1,0 +1,70 @@
+"""Screenshots of every page: start the app, open each page in headless Chromium at 1400x900, save PNGs.
+
+    python -m resviz.tools.screenshots [--out assets/screenshots] [--pages architecture training ...] [--full]
+
+``<page>.png`` is the first screen (what a projector shows before anyone scrolls); with ``--full`` also
+``<page>_full.png``, the whole page. The home page is saved as ``home.png``. Pages come from resviz.lessons.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+from resviz.lessons import page_texts
+from resviz.tools import browser
+from resviz.tools.server import ROOT, start_server, stop_server
+
+
+def before_shot(pg, path: str) -> None:
+    """A little interaction so the shot shows the page at work."""
+    if path == "training":
+        steps = pg.get_by_label("Steps")
+        steps.fill("60")
+        steps.press("Enter")
+        browser.wait_idle(pg)
+        pg.get_by_role("button", name="Start").click()
+        pg.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=240_000)  # the race draws its curves
+        browser.wait_idle(pg, 240_000)
+    if path == "architecture":
+        pg.get_by_text("layer2", exact=True).first.click()
+        browser.wait_idle(pg)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(ROOT / "assets" / "screenshots"))
+    ap.add_argument("--pages", nargs="*", default=list(page_texts()), help="URL paths ('' is home); default: all")
+    ap.add_argument("--full", action="store_true", help="also save the whole page as <page>_full.png")
+    ap.add_argument("--url", help="use this running server instead of starting one")
+    args = ap.parse_args(argv)
+    reason = browser.missing()
+    if reason:
+        ap.error(reason)
+    from playwright.sync_api import sync_playwright
+
+    out = Path(args.out)
+    proc, url = (None, args.url) if args.url else start_server()
+    try:
+        with sync_playwright() as p:
+            chromium = browser.launch(p)
+            pg = chromium.new_page(viewport=browser.VIEWPORT)
+            for path in args.pages:
+                name = path or "home"
+                browser.open_page(pg, url, path)
+                try:
+                    before_shot(pg, path)
+                except Exception as e:  # noqa: BLE001 - still take the shot, and say why it is plain
+                    print(f"{name}: could not interact ({type(e).__name__}: {e})")
+                errors = browser.page_exceptions(pg)
+                browser.screenshot(pg, out / f"{name}.png")
+                if args.full:
+                    browser.screenshot(pg, out / f"{name}_full.png", full=True)
+                print(f"{name}: {'OK' if not errors else errors}")
+            chromium.close()
+    finally:
+        if proc:
+            stop_server(proc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

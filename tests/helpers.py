@@ -1,0 +1,132 @@
+"""Shared test helpers, in one module: AppTest runs and what they show, tiny models, the files a student uploads
+(PNGs, bombs, zips, saved state dicts), and the browser helpers of resviz.tools. Fixtures live in conftest.py.
+
+    from helpers import new_app, no_exceptions, texts, png, tiny_model
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from resviz import models
+from resviz.lessons import lesson
+from resviz.tools import browser
+from resviz.tools.browser import open_page, page_exceptions, wait_idle  # noqa: F401 - re-exported for tests
+
+ROOT = Path(__file__).resolve().parent.parent
+# Screenshots go to a temp folder; RESVIZ_SCREENSHOTS=assets/screenshots refreshes the README's.
+SCREENSHOTS = Path(os.environ.get("RESVIZ_SCREENSHOTS", "/tmp/resviz-screenshots"))
+TEXT_KINDS = ("title", "header", "subheader", "markdown", "caption", "info", "success", "warning", "error")
+
+
+# --- AppTest ---------------------------------------------------------------------------------------------
+def new_app(page: str | None = None, timeout: float = 60, sidebar: dict | None = None):
+    """An AppTest of the whole app, run once, then switched to the lesson ``page`` and run.
+
+    AppTest reruns a page on its own, without app.py's sidebar, so the app-wide model is chosen before the
+    first run: ``sidebar={"sel_family": "ImageNet", "sel_imagenet": "resnet50"}`` gives those sidebar widgets
+    their values (by key); the page then reads the selection from session state.
+    """
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
+    for key, value in (sidebar or {}).items():
+        at.session_state[key] = value
+    at.run()
+    if page:
+        at.switch_page(lesson(page).page).run()
+    return at
+
+
+def no_exceptions(at) -> None:
+    """Fail with the page's own text if it shows an exception box."""
+    assert not at.exception, [e.message for e in at.exception]
+
+
+def texts(at, kinds: tuple[str, ...] = TEXT_KINDS) -> str:
+    """Every text the page shows in elements of these kinds (titles, markdown, captions, alerts...), one a line."""
+    return "\n".join(str(e.value) for kind in kinds for e in getattr(at, kind))
+
+
+def figures(at) -> list[dict]:
+    """Every plotly chart on the page, as its JSON spec (``data`` and ``layout``)."""
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def figure(at, key: str) -> dict:
+    """The plotly chart drawn with ``key=key``, as its JSON spec; fails with what the page shows instead."""
+    found = [c for c in at.get("plotly_chart") if c.proto.id.endswith(f"-{key}")]
+    assert found, (key, [c.proto.id for c in at.get("plotly_chart")], texts(at, ("error", "warning", "info")),
+                   [e.message for e in at.exception])
+    return json.loads(found[0].proto.spec)
+
+
+# --- models ----------------------------------------------------------------------------------------------
+TINY = dict(block="basic", layers=(1, 1), widths=(4, 8), stem="cifar", stem_width=4, input_size=8, num_classes=4,
+            shortcut="A", name="tiny")
+
+
+def tiny_config(**overrides) -> models.ResNetConfig:
+    """A two-stage ResNet of width 4-8 on 8x8 inputs (overrides: any ResNetConfig field): runs in milliseconds."""
+    return models.ResNetConfig(**{**TINY, **overrides})
+
+
+def tiny_model(seed: int = 0, frozen: bool = False, **overrides) -> models.ResNet:
+    """``tiny_config(**overrides)`` built with ``seed``, in eval mode; ``frozen`` like the app's shared models."""
+    model = models.build_model(tiny_config(**overrides), seed=seed).eval()
+    for p in model.parameters():
+        p.requires_grad_(not frozen)
+    return model
+
+
+# --- files a student uploads -----------------------------------------------------------------------------
+def encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    """``img`` saved in ``fmt`` (PNG, JPEG, WEBP, BMP...), as the bytes of an upload."""
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def png(size: tuple[int, int] = (40, 30), color=120, mode: str = "RGB") -> bytes:
+    """A plain PNG of one colour."""
+    return encode(Image.new(mode, size, color))
+
+
+def bomb_png(w: int = 100_000, h: int = 100_000) -> bytes:
+    """A 1x1 PNG whose header claims w x h pixels: what a decompression bomb looks like before decoding."""
+    data = bytearray(png((1, 1), 0, "L"))
+    ihdr = bytearray(data[12:29])  # b"IHDR" + 13 bytes of fields
+    ihdr[4:12] = struct.pack(">II", w, h)
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+def zipped(members: dict[str, bytes]) -> bytes:
+    """A zip archive (deflated) holding ``{name: payload}``."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, payload in members.items():
+            z.writestr(name, payload)
+    return buf.getvalue()
+
+
+def saved(obj) -> bytes:
+    """``torch.save(obj)`` as bytes: a state-dict upload."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+# --- browser ---------------------------------------------------------------------------------------------
+def screenshot(pg, name: str) -> Path:
+    """Save a full-page PNG as SCREENSHOTS/<name>.png and return its path (open it and look)."""
+    return browser.screenshot(pg, SCREENSHOTS / f"{name}.png", full=True)
