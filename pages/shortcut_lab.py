@@ -1,4 +1,5 @@
 """Shortcut lab: why x + F(x) needs equal shapes, and how zero-padding or a 1x1 convolution makes them equal."""
+import pandas as pd
 import streamlit as st
 
 from resviz import ui
@@ -52,7 +53,7 @@ with ui.friendly_errors("Running the shortcut lab"):
     (st.success if naive.ok and not naive.broadcast else st.warning)(sc.mismatch_text(naive))
 
     st.header("2 · The fixes, each run on x")
-    st.dataframe(sc.fix_table(lab), hide_index=True, column_config=NUMBERS)
+    st.table(pd.DataFrame(sc.fix_table(lab)).set_index("fix").style.format("{:,}", subset=["parameters", "MACs"]))
     cat, add = lab.after_cat, lab.after_add
     st.markdown(
         f"**Option A** costs nothing but can only *add* channels. **Option B** learns a projection: "

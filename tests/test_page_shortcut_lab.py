@@ -23,7 +23,8 @@ def test_page_runs_and_shows_pytorchs_error(lab):
     # default 4x6x6 -> F(x) 8x3x3: PyTorch's real message, naming the width
     assert "must match the size of tensor b (6) at non-singleton dimension 3" in lab.code[0].value
     assert "**channels** (F(x) has 8, x has 4)" in _text(lab)
-    fixes = lab.dataframe[0].value.set_index("fix")
+    fixes = lab.table[0].value  # a static table: every column visible at any width, long text wraps
+    assert list(fixes.columns) == ["works?", "result", "parameters", "MACs", "shortcut output", "what it does"]
     assert fixes.loc["Identity (no fix)", "works?"] == "no"
     assert fixes.loc["Option B: 1x1 conv + BN", "parameters"] == 4 * 8 + 2 * 8  # conv + BN weight and bias
     assert fixes.loc["Option B: 1x1 conv + BN", "MACs"] == 3 * 3 * 8 * 4
@@ -58,7 +59,7 @@ def test_pick_a_real_block_fills_the_inputs():
     no_exceptions(at)
     got = [at.number_input(key=k).value for k in ("sl_cin", "sl_cout", "sl_stride", "sl_h", "sl_w")]
     assert got == [16, 32, 2, 32, 32]
-    fixes = at.dataframe[0].value.set_index("fix")
+    fixes = at.table[0].value
     assert fixes.loc["Option A: zero-pad", "result"] == "32×16×16"
     assert fixes.loc["Option A: zero-pad", "parameters"] == 0
 
@@ -72,7 +73,7 @@ def test_pick_a_block_of_an_imagenet_model():
     assert not at.error, [e.value for e in at.error]
     got = [at.number_input(key=k).value for k in ("sl_cin", "sl_cout", "sl_stride", "sl_h", "sl_w")]
     assert got == [1024, 2048, 2, 14, 14]  # layer4.0
-    fixes = at.dataframe[0].value.set_index("fix")
+    fixes = at.table[0].value
     assert fixes.loc["Option B: 1x1 conv + BN", "parameters"] == 1024 * 2048 + 2 * 2048
     assert fixes.loc["Option B: 1x1 conv + BN", "MACs"] == 7 * 7 * 2048 * 1024
 
@@ -90,12 +91,12 @@ def test_bottleneck_costs_shown(lab):
     at = new_app("shortcut_lab")
     at.radio(key="sl_bn_stride").set_value(1).run()
     no_exceptions(at)
-    paper = at.dataframe[1].value
+    paper = at.dataframe[0].value
     assert list(paper["parameters"]) == [256 * 64, 64 * 64 * 9, 64 * 256]
     assert list(paper["MACs"]) == [56 * 56 * 64 * 256, 56 * 56 * 64 * 64 * 9, 56 * 56 * 256 * 64]
-    v15 = lab.dataframe[2].value  # default stride 2: the stride sits on the 3x3
+    v15 = lab.dataframe[1].value  # default stride 2: the stride sits on the 3x3
     assert list(v15["stride"]) == [1, 2, 1]
-    assert list(lab.dataframe[1].value["stride"]) == [2, 1, 1]
+    assert list(lab.dataframe[0].value["stride"]) == [2, 1, 1]
 
 
 @pytest.mark.browser

@@ -180,3 +180,31 @@ def test_plots():
     bars = plots.plot_bottleneck_costs(costs)
     assert list(bars.data[0].y) == [c.params for c in costs] and list(bars.data[1].y) == [c.macs for c in costs]
     assert plots._cells(np.array([[-1e-5, 0.25]]), 4).tolist() == [["0", "0.25"]]  # no "-0"
+
+
+def _font_sizes(node, parent=""):
+    """Every font size set anywhere in a plotly figure's JSON."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "size" and parent.endswith("font"):
+                yield v
+            else:
+                yield from _font_sizes(v, k)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _font_sizes(v, parent)
+
+
+def test_every_chart_text_is_at_least_14_px_and_dark():
+    p = sc.pixel_product(3, 4, 2, 5, 5)
+    for fig in (plots.plot_pixel_product(p), plots.plot_kept_pixels(p.kept, p.in_pixel, 2),
+                plots.plot_bottleneck_costs(sc.bottleneck_costs())):
+        sizes = list(_font_sizes(fig.to_plotly_json()))
+        assert sizes and min(sizes) >= 14
+        assert fig.layout.font.color == "#1a1a1a" and fig.layout.xaxis.tickfont.size >= 14
+        assert all(a.font.size >= 14 and a.font.color == "#1a1a1a" for a in fig.layout.annotations)
+
+
+def test_fix_table_puts_the_numbers_before_the_long_text(lab):
+    assert list(sc.fix_table(lab)[0]) == ["fix", "works?", "result", "parameters", "MACs", "shortcut output",
+                                          "what it does"]

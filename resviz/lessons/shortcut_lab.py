@@ -347,9 +347,9 @@ def bottleneck_costs(channels: int = 256, stride: int = 1, size: int = 56) -> tu
 
 def fix_table(lab: LabResult) -> list[dict]:
     """``compare_fixes`` rows ready to show: one per fix, shapes as C×H×W."""
-    return [{"fix": r.fix.value, "what it does": r.how, "shortcut output": fmt_shape(r.shortcut_shape),
-             "result": fmt_shape(r.result_shape), "works?": "yes" if r.works else "no",
-             "parameters": r.params, "MACs": r.macs} for r in lab.fixes]
+    return [{"fix": r.fix.value, "works?": "yes" if r.works else "no", "result": fmt_shape(r.result_shape),
+             "parameters": r.params, "MACs": r.macs, "shortcut output": fmt_shape(r.shortcut_shape),
+             "what it does": r.how} for r in lab.fixes]  # the long text last: the numbers never scroll away
 
 
 def mismatch_text(naive: Addition) -> str:

@@ -9,6 +9,17 @@ from resviz.lessons.shortcut_lab import BlockCost, PixelProduct
 
 DIVERGING = "RdBu_r"  # red positive, blue negative, white zero
 MAX_TEXT = 12  # write the numbers into the cells only while they stay readable
+MAX_PIXEL_TEXT = 144  # label the kept pixels with their output position on grids up to 12x12
+FONT = dict(size=14, color="#1a1a1a")  # at least 14 px and dark: readable from the back of a classroom
+
+
+def _readable(fig: go.Figure) -> go.Figure:
+    """Every title, tick, legend and colour-bar text at 14 px (titles 16) and dark."""
+    fig.update_layout(font=FONT, legend_font=FONT, hoverlabel_font_size=FONT["size"])
+    fig.update_xaxes(tickfont=FONT, title_font=FONT)
+    fig.update_yaxes(tickfont=FONT, title_font=FONT)
+    fig.update_annotations(font=dict(size=16, color=FONT["color"]))  # subplot titles
+    return fig
 
 
 def _cells(values: np.ndarray, digits: int) -> np.ndarray | None:
@@ -26,20 +37,20 @@ def plot_pixel_product(p: PixelProduct) -> go.Figure:
         f"W: 1x1 conv weights ({p.weight_shape[0]} out × {p.weight_shape[1]} in)"
         + ("" if (rows, cols) == tuple(p.weight_shape) else f", first {rows}×{cols} shown"),
         f"x at input pixel {p.in_pixel}", f"y = W·x at output {p.out_pixel}"))
-    bars = ({"title": "weight", "x": 1.0, "len": 0.45, "y": 0.78}, {"title": "x, y", "x": 1.0, "len": 0.45, "y": 0.22})
+    bars = [{"title": {"text": name, "font": FONT}, "x": 1.0, "len": 0.45, "y": y, "tickfont": FONT}
+            for name, y in (("weight", 0.78), ("x, y", 0.22))]
     for i, (z, digits, lim) in enumerate(((w, 4, w_lim), (x, 1, v_lim), (y, 3, v_lim))):
         fig.add_trace(go.Heatmap(z=z, zmin=-lim, zmax=lim, colorscale=DIVERGING, showscale=i < 2,
                                  text=_cells(z, digits), texttemplate="%{text}" if max(z.shape) <= MAX_TEXT else None,
+                                 textfont=dict(size=14),
                                  colorbar=bars[min(i, 1)],
                                  hovertemplate="row %{y}, column %{x}: %{z:.3f}<extra></extra>"), 1, i + 1)
         fig.update_yaxes(autorange="reversed", row=1, col=i + 1)
         fig.update_xaxes(showticklabels=i == 0, row=1, col=i + 1)
     fig.update_xaxes(title_text="input channel", row=1, col=1)
     fig.update_yaxes(title_text="output channel", row=1, col=1)
-    fig.update_yaxes(title_text="input channel", row=1, col=2)
-    fig.update_yaxes(title_text="output channel", row=1, col=3)
-    fig.update_layout(height=max(320, min(640, 28 * rows + 140)), margin={"t": 60, "b": 60})
-    return fig
+    fig.update_layout(height=max(340, min(680, 30 * rows + 150)), margin={"t": 60, "b": 60})
+    return _readable(fig)
 
 
 def plot_kept_pixels(kept: np.ndarray, in_pixel: tuple[int, int], stride: int) -> go.Figure:
@@ -48,19 +59,20 @@ def plot_kept_pixels(kept: np.ndarray, in_pixel: tuple[int, int], stride: int) -
     fig = go.Figure(go.Heatmap(z=kept.astype(int), zmin=0, zmax=1, colorscale=[[0, "#eeeeee"], [1, "#2b6cb0"]],
                                showscale=False, xgap=1, ygap=1,
                                hovertemplate="row %{y}, column %{x}<extra></extra>"))
-    if h * w <= 400:
+    if h * w <= MAX_PIXEL_TEXT:
         rr, cc = np.nonzero(kept)
         fig.add_trace(go.Scatter(x=cc, y=rr, mode="text", text=[f"{r // stride},{c // stride}" for r, c in zip(rr, cc)],
-                                 textfont={"color": "white", "size": 10}, hoverinfo="skip", showlegend=False))
+                                 textfont={"color": "white", "size": 14}, hoverinfo="skip", showlegend=False))
     fig.add_trace(go.Scatter(x=[in_pixel[1]], y=[in_pixel[0]], mode="markers",
                              name="the input pixel in the product above",
                              marker={"symbol": "square-open", "size": 18, "color": "#e53e3e", "line": {"width": 3}}))
     fig.update_yaxes(autorange="reversed", title_text="input row", scaleanchor="x", constrain="domain")
     fig.update_xaxes(title_text="input column", constrain="domain")
-    fig.update_layout(title=f"Stride {stride}: {int(kept.sum())} of {h * w} input pixels are read "
-                            f"(blue, labelled with their output position)",
-                      height=min(560, max(300, 22 * h + 120)), margin={"t": 50}, legend={"orientation": "h"})
-    return fig
+    labelled = ", labelled with their output position" if h * w <= MAX_PIXEL_TEXT else ""
+    fig.update_layout(title=dict(text=f"Stride {stride}: {int(kept.sum())} of {h * w} input pixels are read "
+                                      f"(blue{labelled})", font=dict(size=16)),
+                      height=min(600, max(340, 30 * h + 140)), margin={"t": 50}, legend={"orientation": "h"})
+    return _readable(fig)
 
 
 def plot_bottleneck_costs(costs: tuple[BlockCost, ...]) -> go.Figure:
@@ -70,8 +82,10 @@ def plot_bottleneck_costs(costs: tuple[BlockCost, ...]) -> go.Figure:
     for col, key in ((1, "params"), (2, "macs")):
         vals = [getattr(c, key) for c in costs]
         fig.add_trace(go.Bar(x=names, y=vals, text=[f"{v:,}" for v in vals], textposition="outside",
-                             marker_color=["#2b6cb0", "#3182ce", "#c05621", "#718096"], showlegend=False), 1, col)
-        fig.update_yaxes(range=[0, max(vals) * 1.18], row=1, col=col)
-    fig.update_xaxes(tickangle=0, tickfont={"size": 11})
-    fig.update_layout(height=460, margin={"t": 40, "b": 90})
+                             textfont=FONT, cliponaxis=False, showlegend=False,
+                             marker_color=["#2b6cb0", "#3182ce", "#c05621", "#718096"]), 1, col)
+        fig.update_yaxes(range=[0, max(vals) * 1.2], row=1, col=col)
+    fig.update_layout(height=500, margin={"t": 40, "b": 110})
+    fig = _readable(fig)
+    fig.update_xaxes(tickangle=0)
     return fig
