@@ -21,25 +21,14 @@ if trace.error:
         st.caption(f"Traced {len(trace.rows)} layers before `{trace.failed_layer}` (marked on the graph); "
                    "they are listed below.")
 else:
-    rf = arch.receptive_field(trace)
     c = st.columns(5)
     c[0].metric("Parameters", f"{trace.total_params:,}")
     c[1].metric("Multiply-accumulates", f"{trace.total_macs / 1e9:.3f} G")
     c[2].metric("Weighted layers", cfg.depth)
     c[3].metric("Output", fmt_shape(trace.output_shape))
-    c[4].metric("Receptive field (theoretical)", f"{rf.px} px")
-    placement = ui.shared_result(("stride_placement", cfg), lambda _: arch.stride_placement(cfg), "Counting…")
-    notes = [arch.macs_text(cfg, trace.total_macs, placement), arch.receptive_field_text(rf)]
-    st.caption(" ".join(n for n in notes if n))
+    c[4].metric("Receptive field (theoretical)", f"{arch.receptive_field(trace).px} px")
 if idle := arch.idle_stride_text(trace):
     st.warning(idle)
-
-if bottlenecks := arch.bottlenecks(trace):
-    st.info(arch.bottleneck_text(bottlenecks))
-if reshaping := arch.reshaping_text(trace):
-    st.warning(reshaping)
-elif not cfg.residual:
-    st.caption("The plain twin has no shortcuts: nothing is added, so no shapes need to match.")
 
 stages = list(dict.fromkeys(b.stage for b in trace.blocks))
 expand = st.segmented_control("Show layers of", ["blocks only", *stages, "all"], default="blocks only",
@@ -49,6 +38,17 @@ st.plotly_chart(fig, width="stretch", key="arch_graph")
 st.caption("Each shortcut runs below the main path F(x) to the addition ⊕: green the identity (x as it is), orange "
            "a 1x1 projection, dashed magenta zero-padding. Long stages fold their identical blocks. Hover a node for "
            "its shapes, parameters and MACs, the small dot on an edge for the tensor it carries.")
+
+if bottlenecks := arch.bottlenecks(trace):
+    st.info(arch.bottleneck_text(bottlenecks))
+if reshaping := arch.reshaping_text(trace):
+    st.warning(reshaping)
+elif not cfg.residual:
+    st.caption("The plain twin has no shortcuts: nothing is added, so no shapes need to match.")
+if not trace.error:
+    placement = ui.shared_result(("stride_placement", cfg), lambda _: arch.stride_placement(cfg), "Counting…")
+    notes = [arch.macs_text(cfg, trace.total_macs, placement), arch.receptive_field_text(arch.receptive_field(trace))]
+    st.caption(" ".join(n for n in notes if n))
 
 st.subheader("Layer table")
 table = pd.DataFrame(trace.rows, columns=TABLE_COLUMNS)
