@@ -1,14 +1,21 @@
-"""resviz: the frame. Pages live in pages/; the model picker in the sidebar is shared by all."""
+"""resviz: the frame. Navigation over the one list of lessons; the model picker and the projector switch in the
+sidebar are shared by every page."""
+from pathlib import Path
+
 import streamlit as st
 
 from resviz import ui
 from resviz.lessons import LESSONS
 
-st.set_page_config(page_title="resviz: how residual networks work", page_icon=":material/stacks:", layout="wide")
+ICON = Path(__file__).parent / "assets" / "icon.svg"  # served inline: no icon font from the internet
+
+st.set_page_config(page_title="resviz: how residual networks work", page_icon=str(ICON), layout="wide")
 
 PAGES = [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)] + [
     st.Page(lesson.page, title=lesson.title, icon=lesson.icon) for lesson in LESSONS]
 
 page = st.navigation(PAGES)
 ui.model_sidebar_ui()
+st.sidebar.toggle("Projector", key="projector",
+                  help="Larger chart text and thicker lines, readable from the back of a classroom.")
 page.run()

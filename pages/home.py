@@ -1,21 +1,29 @@
-"""Home: what a residual block is, and what each page teaches."""
+"""Home: what a residual block is (as a picture), why He et al. built it, and what each page teaches."""
+from pathlib import Path
+
 import streamlit as st
 
 from resviz.lessons import HOME_HEADING, LESSONS
 
+BLOCK_PICTURE = Path(__file__).resolve().parent.parent / "assets" / "residual_block.svg"
+
 st.title("resviz: how residual networks work")
+st.image(str(BLOCK_PICTURE), width=900,
+         caption="A residual block (He et al. 2016, Fig. 2; the basic block: two 3x3 convolutions, each followed by "
+                 "batch norm).")
 st.markdown(
     r"""
-A plain network asks a stack of layers to learn a mapping $H(x)$ directly.
-A **residual block** asks it to learn only the *residual* $F(x) = H(x) - x$ and adds the input back
-through a **shortcut**:
+A plain network asks a stack of layers to learn a mapping $H(x)$ directly. A **residual block** asks the layers
+only for the *residual* $F(x) = H(x) - x$ and adds the input back through a **shortcut**: $H(x) = F(x) + x$.
 
-$$H(x) = F(x) + x$$
+**Why.** In He et al.'s experiments a deeper plain network reached a *higher training error* than a shallower one
+(the degradation problem, §1 and Fig. 1), although copying its input through the extra layers would have done no
+worse. Their **hypothesis** (§1, §3.1): a stack of nonlinear layers has difficulty learning the identity, while
+pushing $F(x)$ towards zero is easy. The Training race below puts it to the test on the same batches.
 
-If the best thing a block can do is nothing, it only has to push $F(x)$ to zero, which is easy; a plain
-stack would have to learn the identity, which is hard. The addition needs $F(x)$ and $x$ to have the same
-shape; where a block changes the number of channels or the image size, the shortcut reshapes $x$
-(zero-padding, or a 1x1 convolution). He et al., *Deep Residual Learning for Image Recognition*, CVPR 2016.
+The addition needs $F(x)$ and $x$ to have the same shape; where a block changes the number of channels or the image
+size, the shortcut reshapes $x$ (zero-padding, or a 1x1 convolution). He, Zhang, Ren and Sun, *Deep Residual
+Learning for Image Recognition*, CVPR 2016.
 """
 )
 st.subheader(HOME_HEADING)

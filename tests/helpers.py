@@ -17,11 +17,12 @@ import torch
 from PIL import Image
 
 from resviz import models
-from resviz.lessons import lesson
+from resviz.lessons import LESSONS, lesson
 from resviz.tools import browser
 from resviz.tools.browser import open_page, page_exceptions, wait_idle  # noqa: F401 - re-exported for tests
 
 ROOT = Path(__file__).resolve().parent.parent
+PAGES = ROOT / Path(LESSONS[0].page).parent  # the folder of the page scripts (home and the lessons)
 # Screenshots go to a temp folder; RESVIZ_SCREENSHOTS=assets/screenshots refreshes the README's.
 SCREENSHOTS = Path(os.environ.get("RESVIZ_SCREENSHOTS", "/tmp/resviz-screenshots"))
 TEXT_KINDS = ("title", "header", "subheader", "markdown", "caption", "info", "success", "warning", "error")

@@ -2,7 +2,7 @@
 import re
 import tomllib
 
-from helpers import ROOT
+from helpers import PAGES, ROOT
 from resviz import models
 from resviz.inputs import limits
 
@@ -33,7 +33,7 @@ def test_server_upload_cap_is_the_largest_uploader_and_fits_the_largest_state_di
 
 def test_every_uploader_has_its_own_size_cap():
     calls = []
-    files = [ROOT / "app.py", *(ROOT / "pages").glob("*.py"), *(ROOT / "resviz").rglob("*.py")]
+    files = [ROOT / "app.py", *PAGES.glob("*.py"), *(ROOT / "resviz").rglob("*.py")]
     for path in files:
         src = path.read_text()
         for m in re.finditer(r"file_uploader\(", src):

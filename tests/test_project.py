@@ -30,7 +30,9 @@ def test_requirements_pin_the_stack():
 def test_every_page_is_in_the_navigation_and_visited_by_the_browser_test():
     from resviz.lessons import LESSONS, page_texts
 
-    files = {p.stem for p in (ROOT / "pages").glob("*.py")}
+    from helpers import PAGES
+
+    files = {p.stem for p in PAGES.glob("*.py")}
     assert files == {"home"} | {lesson.name for lesson in LESSONS}
     assert set(page_texts()) == {"" if f == "home" else f for f in files}
 
