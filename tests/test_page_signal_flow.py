@@ -1,19 +1,14 @@
-"""The signal-flow page: AppTest smoke and interaction tests (widgets set by key), one browser test."""
+"""The signal-flow page: AppTest smoke and interaction tests (widgets set by key), one browser test that looks at the
+first screen at 1400x900."""
 import io
+import re
 
 import pytest
 from PIL import Image
 
-from conftest import new_app, no_exceptions, open_page, page_exceptions, screenshot, wait_idle
-
-
-def text(at) -> str:
-    return " ".join([m.value for m in at.markdown] + [c.value for c in at.caption] + [e.value for e in at.error]
-                    + [w.value for w in at.warning])
-
-
-def charts(at) -> list[str]:
-    return [c.proto.spec for c in at.get("plotly_chart")]
+from helpers import SCREENSHOTS, figures, new_app, no_exceptions, open_page, page_exceptions, screenshot, texts, wait_idle
+from resviz.lessons import signal_flow as sf
+from resviz.tools import browser
 
 
 @pytest.fixture(scope="module")
@@ -23,90 +18,124 @@ def app():
     return at
 
 
-def test_smoke_resnet20_with_bn_at_init(app):
+def test_smoke_resnet20_with_bn_at_init_says_random_weights_and_cites_what_it_measured(app):
     assert not app.error
-    t = text(app)
-    assert "**resnet20** (20 layers, batch norm on) and its plain twin" in t
-    assert "**ResNet**: going forward" in t and "**Plain twin**: going forward" in t
-    assert "With batch norm the plain net's gradient does not vanish here" in t
-    assert "both curves sit at 1 by construction" in t
-    specs = charts(app)
-    assert len(specs) == 5 and all('"plain twin"' in s and '"ResNet"' in s for s in specs)
-    assert '"type":"log"' in specs[2].replace(" ", "")  # gradient norms on a log scale
+    t = texts(app)
+    assert "**resnet20** (20 layers, batch norm on) and its plain twin: **random weights** (seed 0" in t
+    assert "**ResNet**: forward, the RMS of the conv outputs" in t and "**Plain twin**: forward" in t
+    assert "With batch norm, at initialisation, from the last conv back to the first" in t
+    assert "in line with the paper" not in t and "both curves sit at 1 by construction" in t
+    specs = figures(app)
+    assert len(specs) == 4 and all({"ResNet", "plain twin"} <= {d["name"] for d in s["data"]} for s in specs[:3])
+    forward, backward = specs[:2]
+    assert backward["layout"]["yaxis"]["type"] == "log" and "RMS of ∂loss/∂output" in backward["layout"]["yaxis"]["title"]["text"]
+    assert "over batch × channels × positions" in forward["layout"]["yaxis"]["title"]["text"]
+    assert [d["line"]["color"] for d in forward["data"]] == ["#1f77b4", "#d62728"]
+
+
+def test_the_page_prints_the_numbers_it_figures(app):
+    """The first and last points of the backward chart are the numbers the ResNet's line quotes."""
+    backward = figures(app)[1]
+    resnet = next(d for d in backward["data"] if d["name"] == "ResNet")
+    line = next(m.value for m in app.markdown if "**ResNet**" in m.value)
+    quoted = re.search(r"gradient goes from (\S+) at the last conv to (\S+) at the first conv", line).groups()
+    assert quoted == (f"{resnet['y'][-1]:.3g}", f"{resnet['y'][0]:.3g}")
 
 
 def test_bn_off_with_pytorch_default_init_shows_vanishing(app):
     app.toggle(key="sf_bn").set_value(False)
-    app.selectbox(key="sf_init").set_value("default").run()
+    app.selectbox(key="sf_init").set_value(sf.Init.DEFAULT).run()
     no_exceptions(app)
-    t = text(app)
+    t = texts(app)
     assert "batch norm off" in t and "Without BN the response is the 3x3 conv's own output" in t
-    assert "the plain net's gradient vanishes, while the ResNet's shortcuts carry it through" in t
+    assert "the plain net's gradient vanishes" in t and "The shortcuts carry the gradient back" in t
     app.toggle(key="sf_bn").set_value(True)
-    app.selectbox(key="sf_init").set_value("kaiming").run()
+    app.selectbox(key="sf_init").set_value(sf.Init.KAIMING).run()
+
+
+def test_zero_last_bn_without_bn_says_it_zeroes_the_last_conv(app):
+    app.toggle(key="sf_bn").set_value(False)
+    app.selectbox(key="sf_init").set_value(sf.Init.ZERO_LAST).run()
+    no_exceptions(app)
+    t = texts(app)
+    assert "zeroes the last conv of every block instead" in t and "dead" not in t
+    app.toggle(key="sf_bn").set_value(True)
+    app.selectbox(key="sf_init").set_value(sf.Init.KAIMING).run()
 
 
 def test_depth_and_training_steps(app):
     app.select_slider(key="sf_depth").set_value(8)
     app.slider(key="sf_steps").set_value(3).run()
     no_exceptions(app)
-    t = text(app)
-    assert "**resnet8** (8 layers" in t and "After 3 SGD steps (lr 0.01)" in t
-    assert len(app.tabs) == 5 and len(charts(app)) == 6  # + the training-loss chart
+    t = texts(app)
+    assert "**resnet8** (8 layers" in t and "then 3 plain SGD steps (lr 0.01)" in t and "After 3 SGD steps" in t
+    assert len(app.tabs) == 4 and len(figures(app)) == 5  # + the training-loss chart
+    names = [d["name"] for d in figures(app)[0]["data"]]
+    assert names == ["ResNet at initialisation", "ResNet after 3 steps", "plain twin at initialisation",
+                     "plain twin after 3 steps"]
     app.slider(key="sf_steps").set_value(0).run()
 
 
+def test_seed_changes_the_weights_and_says_so(app):
+    app.number_input(key="sf_seed").set_value(3).run()
+    no_exceptions(app)
+    assert "random weights** (seed 3" in texts(app)
+    app.number_input(key="sf_seed").set_value(0).run()
+
+
 def test_uploaded_image_and_a_broken_file(app):
-    app.radio(key="sf_input").set_value("Upload an image").run()
+    app.radio(key="sf_input").set_value(sf.Input.IMAGE.value).run()
     assert "No image yet" in " ".join(i.value for i in app.info)
     buf = io.BytesIO()
     Image.new("RGB", (60, 40), (30, 90, 200)).save(buf, format="PNG")
     app.file_uploader(key="sf_upload").set_value(("blue.png", buf.getvalue(), "image/png")).run()
     no_exceptions(app)
-    assert not app.error and "your image (a batch of 1)" in text(app)
+    assert not app.error and "your image (a batch of 1)" in texts(app)
     app.file_uploader(key="sf_upload").set_value(("fake.png", b"no picture here", "image/png")).run()
     no_exceptions(app)
-    assert "That image cannot be used" in app.error[0].value and "not an image we can read" in app.error[0].value
-    app.radio(key="sf_input").set_value("Built-in batch").run()
+    assert "Measuring the signal flow" in app.error[0].value and "not an image we can read" in app.error[0].value
+    app.radio(key="sf_input").set_value(sf.Input.BATCH.value).run()
     assert not app.error
 
 
 def test_sidebar_model_is_used_when_asked():
     at = new_app("signal_flow", timeout=180, sidebar={"sel_family": "Custom", "sel_layers": "1, 1",
                                                       "sel_size": 16, "sel_plain": True})
-    at.radio(key="sf_source").set_value("The sidebar model").run()
+    at.toggle(key="sf_sidebar").set_value(True).run()
     no_exceptions(at)
-    assert "**custom-6** (6 layers, batch norm on) and its plain twin" in text(at)  # residual version of the pick
+    assert "**custom-6** (6 layers, batch norm on) and its plain twin" in texts(at)  # residual version of the pick
 
 
-def test_results_are_cached_per_configuration_and_shared(monkeypatch):
-    from resviz.lessons import signal_flow as stats
-
+def test_results_are_computed_once_per_configuration_and_shared(monkeypatch):
     calls = []
-    real = stats.compare_signal_flow
-    monkeypatch.setattr(stats, "compare_signal_flow", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    real = sf.measure
+    monkeypatch.setattr(sf, "measure", lambda s, *a, **k: calls.append(s) or real(s, *a, **k))
     at = new_app("signal_flow", timeout=180)
-    calls.clear()  # the default configuration may or may not be cached already
+    calls.clear()  # the default configuration may or may not be stored already
     at.select_slider(key="sf_depth").set_value(14)
     at.slider(key="sf_batch").set_value(3).run()  # a configuration no other test uses
     at.run()
-    assert [c.depth for c in calls] == [14]  # the rerun was served from the cache
+    assert [c.cfg.depth for c in calls] == [14]  # the rerun was served from the shared store
     other = new_app("signal_flow", timeout=180)  # another student's session
     other.select_slider(key="sf_depth").set_value(14)
     other.slider(key="sf_batch").set_value(3).run()
-    assert len(calls) == 1 and "**resnet14** (14 layers" in text(other)
+    assert len(calls) == 1 and "**resnet14** (14 layers" in texts(other)
     other.toggle(key="sf_bn").set_value(False).run()  # a new configuration is measured
-    assert len(calls) == 2 and not calls[1].norm
+    assert len(calls) == 2 and not calls[1].cfg.norm
 
 
 @pytest.mark.browser
-def test_browser_page_renders_charts(app_server, page):
+def test_browser_charts_on_the_first_screen_at_1400x900(app_server, page):
+    page.set_viewport_size({"width": 1400, "height": 900})
     open_page(page, app_server, "signal_flow")
     page.get_by_text("What the charts show").first.wait_for(timeout=90_000)
     wait_idle(page)
     assert page_exceptions(page) == []
-    assert page.get_by_text("going backward, the gradient norm").count() >= 1
-    assert page.locator(".js-plotly-plot").count() >= 1
-    page.set_viewport_size({"width": 1400, "height": 2400})
-    wait_idle(page)
+    assert page.get_by_text("backward, the RMS of the gradient").count() >= 1
+    plots = page.locator(".js-plotly-plot")
+    assert plots.count() >= 2
+    for i in range(2):  # forward and backward charts start on the first screen
+        box = plots.nth(i).bounding_box()
+        assert box is not None and box["y"] < 900 - 250, box
+    browser.screenshot(page, SCREENSHOTS / "signal_flow_first_screen.png")  # what a class sees first
     screenshot(page, "signal_flow")

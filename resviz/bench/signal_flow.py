@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import torchvision
 
 from resviz import models
-from resviz.lessons import signal_flow as stats
+from resviz.lessons import signal_flow
 
 BATCH, SIZE, REPEAT = 8, 224, 5
 TARGET = 1.10
@@ -28,7 +28,7 @@ def _bare(model, x, y):
 
 def _ratio(model, x, y, clock, repeat: int = REPEAT) -> tuple[float, float, float]:
     """(ratio, bare seconds, with-statistics seconds): fastest of ``repeat`` alternating runs after a warm-up."""
-    runs = {"bare": (_bare, []), "stats": (stats.collect_stats, [])}
+    runs = {"bare": (_bare, []), "stats": (signal_flow.collect_stats, [])}
     for fn, _ in runs.values():
         fn(model, x, y)  # warm-up: allocator, oneDNN kernels
     for _ in range(repeat):

@@ -1,36 +1,72 @@
-"""Signal-flow charts: per-layer statistics of a ResNet against its plain twin (numpy/dicts -> plotly)."""
+"""Signal-flow charts: per-layer statistics of a ResNet against its plain twin (FlowResult -> plotly).
+
+Sizes are per-element RMS (the root mean square over the batch and every channel and position), drawn for the
+convolutions only: the average pool and the classifier change the number of elements, not the signal's health.
+"""
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-LEGEND = dict(orientation="h", y=-0.2, x=0.5, xanchor="center", yanchor="top")  # below: clear of the stage names
-NETS = (("resnet", "ResNet", "#1f77b4"), ("plain", "plain twin", "#d62728"))  # name, label, colour
-DASH = {"resnet": "solid", "plain": "dash"}  # dashed: still visible where the curves coincide
-QUANTITIES = {  # key in collect_stats' output -> (title, y-axis label)
-    "act_norm": ("Forward: activation norm of each layer's output", "‖output‖ per example"),
-    "act_std": ("Forward: standard deviation of each layer's output", "std of output"),
-    "grad_norm": ("Backward: gradient norm with respect to each layer's output", "‖∂loss/∂output‖"),
-    "weight_grad_norm": ("Backward: gradient norm of each layer's weights", "‖∂loss/∂weight‖"),
+from resviz.lessons.signal_flow import FlowResult, Layers, Net
+
+COLORS = {Net.RESNET: "#1f77b4", Net.PLAIN: "#d62728"}  # the app's ResNet blue and plain-twin red
+DASH = {Net.RESNET: "solid", Net.PLAIN: "dash"}  # dashed: still visible where the curves coincide
+FONT = dict(size=15, color="#1a1a1a")  # readable from the back of a classroom: >= 14 px, near-black
+LEGEND = dict(orientation="h", y=-0.28, x=0.5, xanchor="center", yanchor="top")  # below: clear of the stage names
+OVER = "over batch × channels × positions"
+QUANTITIES = {  # LayerStats attribute -> (title, y-axis label)
+    "act_rms": ("Forward: size of each conv's output", f"RMS of the output<br>({OVER})"),
+    "grad_rms": ("Backward: size of the gradient at each conv", f"RMS of ∂loss/∂output<br>({OVER})"),
+    "weight_grad_rms": ("Backward: size of each conv's weight gradient", "RMS of ∂loss/∂weight<br>(over its weights)"),
 }
 
 
-def _stage_label(stage: int, last: int) -> str:
-    return "stem" if stage == 0 else ("fc" if stage == last else f"stage {stage}")
+def _stage_label(stage: int) -> str:
+    return "stem" if stage == 0 else f"stage {stage}"
 
 
-def _mark_stages(fig: go.Figure, stages: list[int], last: int, row: int | None = None) -> None:
+def _mark_stages(fig: go.Figure, stages: list[int], row: int | None = None) -> None:
     """A dotted line where a new stage starts, and each stage's name centred over it (x is 1-based)."""
     starts = [i for i, s in enumerate(stages) if i == 0 or s != stages[i - 1]] + [len(stages)]
     axis = "" if not row or row == 1 else str(row)
     for a, b in itertools.pairwise(starts):
         if a > 0:
-            fig.add_vline(x=a + 0.5, line_dash="dot", line_color="grey", row=row, col=1 if row else None)
+            fig.add_vline(x=a + 0.5, line_dash="dot", line_color="#555", row=row, col=1 if row else None)
         fig.add_annotation(x=(a + b + 1) / 2, y=1.0, xref=f"x{axis}", yref=f"y{axis} domain", yanchor="bottom",
-                           text=_stage_label(stages[a], last), showarrow=False, font=dict(size=11, color="grey"))
+                           text=_stage_label(stages[a]), showarrow=False, font=dict(size=14, color="#333"))
+
+
+def _readable(fig: go.Figure) -> go.Figure:
+    """Every text of the figure in FONT: the app's theme would otherwise grey out and shrink axis texts."""
+    fig.update_layout(font=FONT, legend_font=FONT, title_font=dict(size=18, color=FONT["color"]))
+    fig.update_xaxes(tickfont=FONT, title_font=FONT)
+    fig.update_yaxes(tickfont=FONT, title_font=FONT)
+    return fig
+
+
+def _power(t: float) -> str:
+    """``2×10⁻⁴``-style label (plotly's own minor log labels are drawn too small to read)."""
+    k = math.floor(math.log10(t) + 1e-9)
+    m = round(t / 10**k)
+    return ("" if m == 1 else f"{m}×") + f"10<sup>{k}</sup>".replace("-", "−")
+
+
+def _log_ticks(values: np.ndarray) -> dict:
+    """Tick positions 1-2-5 per decade (or every n-th decade over wide ranges), all labelled at full size."""
+    v = values[np.isfinite(values) & (values > 0)]
+    if not v.size:
+        return {}
+    lo, hi = math.floor(math.log10(v.min())), math.ceil(math.log10(v.max()))
+    span = hi - lo  # decades the data spans; one more each side for the axis's padding
+    mult = (1, 2, 5) if span <= 3 else (1,)
+    ticks = [m * 10.0**k for k in range(lo - 1, hi + 2, max(1, span // 8)) for m in mult]
+    plain = v.min() >= 1e-2 and v.max() < 1e4  # one style per axis: 0.05 and 2 plainly, else 5×10⁻⁴ and 10⁻³
+    return dict(tickvals=ticks, ticktext=[f"{t:g}" if plain else _power(t) for t in ticks])
 
 
 def _positive(values: np.ndarray) -> list[float | None]:
@@ -38,41 +74,54 @@ def _positive(values: np.ndarray) -> list[float | None]:
     return [float(v) if np.isfinite(v) and v > 0 else None for v in values]
 
 
-def plot_layer_stat(result: dict, quantity: str) -> go.Figure:
-    """One per-layer statistic for both nets, log scale, layers in depth order, stage boundaries dotted."""
+def _hover(layers: Layers, idx: list[int]) -> list[str]:
+    return [f"{layers.names[i]} ({layers.kind(i)})" for i in idx]
+
+
+def plot_layer_stat(result: FlowResult, quantity: str, height: int = 400) -> go.Figure:
+    """One per-conv statistic for both nets, log scale, depth order, stage boundaries dotted; after training steps
+    the curves at initialisation are drawn faintly behind."""
     title, ylabel = QUANTITIES[quantity]
-    info = result["resnet"]["layer_info"]
-    x = np.arange(1, len(info["names"]) + 1)
-    hover = [f"{n} ({k})" for n, k in zip(info["names"], info["kinds"])]
+    layers = result[Net.RESNET].stats.layers
+    idx = layers.convs
+    x = np.arange(1, len(idx) + 1)
     fig = go.Figure()
-    for key, label, color in NETS:
-        fig.add_trace(go.Scatter(x=x, y=_positive(result[key][quantity]), name=label, mode="lines+markers",
-                                 line=dict(color=color, dash=DASH[key]), marker=dict(size=5), text=hover,
-                                 hovertemplate="layer %{x}: %{text}<br>%{y:.3g}<extra>" + label + "</extra>"))
-    _mark_stages(fig, info["stages"], max(info["stages"]))
-    fig.update_yaxes(type="log", title=ylabel, exponentformat="power")
-    fig.update_xaxes(title="layer (depth order: input → output)")
-    fig.update_layout(title=dict(text=title), height=420, margin=dict(t=60, b=90), legend=LEGEND)
-    return fig
+    for net in Net:
+        run = result[net]
+        curves = [(run.stats, net.label, 1.0)]
+        if result.settings.steps:
+            curves = [(run.init_stats, f"{net.label} at initialisation", 0.35),
+                      (run.stats, f"{net.label} after {result.settings.steps} steps", 1.0)]
+        for stats, label, opacity in curves:
+            fig.add_trace(go.Scatter(x=x, y=_positive(getattr(stats, quantity)[idx]), name=label, opacity=opacity,
+                                     mode="lines+markers", line=dict(color=COLORS[net], dash=DASH[net], width=2.5),
+                                     marker=dict(size=6), text=_hover(layers, idx),
+                                     hovertemplate="conv %{x}: %{text}<br>%{y:.3g}<extra>" + label + "</extra>"))
+    _mark_stages(fig, [layers.stages[i] for i in idx])
+    shown = np.concatenate([np.asarray(d.y, dtype=float) for d in fig.data]) if fig.data else np.zeros(0)
+    fig.update_yaxes(type="log", title=ylabel, **_log_ticks(shown))
+    fig.update_xaxes(title="conv layer (depth order: input → output)")
+    fig.update_layout(title=dict(text=title), height=height, margin=dict(t=70, b=110, l=100, r=20), legend=LEGEND)
+    return _readable(fig)
 
 
-def plot_responses(result: dict) -> go.Figure:
+def plot_responses(result: FlowResult) -> go.Figure:
     """The paper's Fig. 7: std of each 3x3 layer's response (after BN, before the addition), in depth order
     (top) and sorted by magnitude (bottom)."""
-    info = result["resnet"]["layer_info"]
-    idx = [i for i, k in enumerate(info["kinds"]) if k == "conv 3x3"]
-    names = [info["names"][i] for i in idx]
+    layers = result[Net.RESNET].stats.layers
+    idx = layers.convs3x3
     fig = make_subplots(rows=2, cols=1, vertical_spacing=0.2)
     x = np.arange(1, len(idx) + 1)
-    for key, label, color in NETS:
-        std = np.asarray(result[key]["resp_std"])[idx]
-        fig.add_trace(go.Scatter(x=x, y=std, name=label, mode="lines+markers", line=dict(color=color, dash=DASH[key]),
-                                 marker=dict(size=4), text=names,
-                                 hovertemplate="%{text}<br>std %{y:.3g}<extra>" + label + "</extra>"), row=1, col=1)
-        fig.add_trace(go.Scatter(x=x, y=np.sort(std)[::-1], name=label, mode="lines", showlegend=False,
-                                 line=dict(color=color, dash=DASH[key])), row=2, col=1)
-    _mark_stages(fig, [info["stages"][i] for i in idx], max(info["stages"]), row=1)
-    finite = np.concatenate([np.asarray(result[k]["resp_std"])[idx] for k, _, _ in NETS])
+    stds = {net: np.asarray(result[net].stats.resp_std)[idx] for net in Net}
+    for net, std in stds.items():
+        line = dict(color=COLORS[net], dash=DASH[net], width=2.5)
+        fig.add_trace(go.Scatter(x=x, y=std, name=net.label, mode="lines+markers", line=line, marker=dict(size=5),
+                                 text=[layers.names[i] for i in idx],
+                                 hovertemplate="%{text}<br>std %{y:.3g}<extra>" + net.label + "</extra>"), row=1, col=1)
+        fig.add_trace(go.Scatter(x=x, y=np.sort(std)[::-1], name=net.label, mode="lines", showlegend=False,
+                                 line=line), row=2, col=1)
+    _mark_stages(fig, [layers.stages[i] for i in idx], row=1)
+    finite = np.concatenate(list(stds.values()))
     finite = finite[np.isfinite(finite) & (finite > 0)]
     wide = finite.size and finite.max() / finite.min() > 100  # without BN the stds span decades: log scale
     fig.update_yaxes(title="std of response", type="log" if wide else "linear", rangemode="tozero")
@@ -80,17 +129,17 @@ def plot_responses(result: dict) -> go.Figure:
     fig.update_xaxes(title="3x3 layer (sorted by magnitude)", row=2, col=1)
     fig.update_layout(title=dict(text="Std of 3x3 layer responses (after BN, before the addition): the paper's "
                                       "Fig. 7", y=0.98),
-                      height=580, margin=dict(t=80, b=90), legend=LEGEND)
-    return fig
+                      height=600, margin=dict(t=90, b=100), legend=LEGEND)
+    return _readable(fig)
 
 
-def plot_losses(result: dict) -> go.Figure:
+def plot_losses(result: FlowResult) -> go.Figure:
     """Training loss on the batch over the SGD steps, both nets."""
     fig = go.Figure()
-    for key, label, color in NETS:
-        losses = result["losses"].get(key, [])
-        fig.add_trace(go.Scatter(x=np.arange(1, len(losses) + 1), y=losses, name=label, mode="lines+markers",
-                                 line=dict(color=color)))
-    fig.update_layout(title="Training loss on this batch, step by step", height=300, margin=dict(t=50, b=40),
+    for net in Net:
+        losses = result[net].losses
+        fig.add_trace(go.Scatter(x=np.arange(1, len(losses) + 1), y=losses, name=net.label, mode="lines+markers",
+                                 line=dict(color=COLORS[net], dash=DASH[net], width=2.5)))
+    fig.update_layout(title="Training loss on this batch, step by step", height=340, margin=dict(t=60, b=50),
                       xaxis_title="SGD step", yaxis_title="cross-entropy loss")
-    return fig
+    return _readable(fig)
