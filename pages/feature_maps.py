@@ -60,10 +60,11 @@ def capture(w: fm.LoadedWeights, model, x, image_key: str, block: int, cam_block
 def notice(w: fm.LoadedWeights, sel: ui.Selection) -> None:
     """Say plainly, at the top, what the weights are and which model the page shows."""
     if w.untrained:
+        imagenet = ("choose **ImageNet weights** above" if Source.PRETRAINED in fm.sources(sel.chosen, None)
+                    else "pick an ImageNet preset in the sidebar and its ImageNet weights")
         st.warning("**These weights are random: the network is untrained.** Its top-5 classes, Grad-CAM, Integrated "
                    "Gradients and Occlusion below explain an untrained network, not what a ResNet learns. Train one on "
-                   "the **Training race** page, or pick an ImageNet preset in the sidebar and its ImageNet weights.",
-                   icon=":material/warning:")
+                   f"the **Training race** page, or {imagenet}.", icon=":material/warning:")
     if w.cfg != sel.chosen:
         st.info(f"This page shows **{w.cfg.label}** trained on the Training race ({w.label}), not the sidebar's "
                 f"**{sel.chosen.label}**. Choose other weights to see the sidebar's model.", icon=":material/info:")
@@ -129,11 +130,11 @@ with ui.friendly_errors("Computing the feature maps"):
         p = capture(w, held(w, "fm_plain", lambda: fm.plain_model(w, device)), x, image_key, block, cam_block,
                     r.target)
         a, b = st.columns(2)
-        a.plotly_chart(plots.plot_block_views(p, k)[-1], key="fm_plain_view")
+        a.plotly_chart(plots.plot_block_views(p, k, height=330)[-1], key="fm_plain_view")
         b.plotly_chart(plots.plot_overlay(steps["cropped"], p.cam, f"Plain twin: Grad-CAM at {p.cam_block}"),
                        key="fm_plain_cam")
         best = fm.top_k(p.probs, w.class_names, 1)[0]
-        st.caption(f"Plain twin's top class: {best['name']} ({best['prob']:.0%}). {fm.PLAIN_TWIN_NOTES[w.source]}")
+        st.caption(f"Plain twin's top class: {best['name']} ({best['prob']:.1%}). {fm.PLAIN_TWIN_NOTES[w.source]}")
 
     st.subheader("Other attributions (captum)")
     store = st.session_state.setdefault("fm_attr", {})  # the latest result of each kind, with what it explains

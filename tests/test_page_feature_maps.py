@@ -48,7 +48,7 @@ def test_smoke_shows_a_photo_in_the_first_block_and_says_the_weights_are_random(
     assert app.selectbox(key="fm_sample").value == "cat"  # a real photo by default
     assert "Inside block layer1.0: 16 channels, the 9 most active" in texts(app)
     assert "These weights are random: the network is untrained." in app.warning[0].value
-    assert "Training race" in app.warning[0].value and "ImageNet" in app.warning[0].value
+    assert "Training race" in app.warning[0].value and "pick an ImageNet preset in the sidebar" in app.warning[0].value
     assert "Top-5 classes of an untrained network" in chart(app, "fm_top")
     assert len(app.get("plotly_chart")) >= 6  # three views, top-5, Grad-CAM, sizes, preprocessing
 
@@ -150,13 +150,14 @@ def test_imagenet_weights_missing_gives_a_message_and_download_failure_falls_bac
     no_exceptions(at)
     assert "not on this computer" in at.error[0].value and "random weights (seed 0)" in texts(at)
     assert "network is untrained" in at.warning[0].value  # the fallback is said where the eye is
+    assert "choose **ImageNet weights** above" in at.warning[0].value  # this preset has them
     at.button(key="fm_download").click().run()
     no_exceptions(at)
     assert "Could not download" in at.error[0].value and "Network is unreachable" in at.error[0].value
     assert "Inside block layer1.0: 64 channels" in texts(at)  # ResNet-18 at 224 still runs on random weights
 
 
-def test_cached_imagenet_weights_give_named_top5(tmp_path, monkeypatch):
+def test_cached_imagenet_weights_give_named_top5_and_a_plain_twin_that_no_longer_fits(tmp_path, monkeypatch):
     import torchvision
 
     from resviz import ui
@@ -182,7 +183,7 @@ def test_cached_imagenet_weights_give_named_top5(tmp_path, monkeypatch):
         ui.shared_model.clear()
 
 
-def test_integrated_gradients_and_occlusion_buttons(app):
+def test_integrated_gradients_and_occlusion_buttons_draw_their_maps(app):
     app.selectbox(key="fm_target").set_value(3).run()
     app.slider(key="fm_ig_steps").set_value(8).run()
     app.button(key="fm_ig_run").click().run()
