@@ -15,6 +15,8 @@ PAGES = [st.Page("pages/home.py", title="Home", icon=":material/home:", default=
     st.Page(lesson.page, title=lesson.title, icon=lesson.icon) for lesson in LESSONS]
 
 page = st.navigation(PAGES)
+# Streamlit leaves about 6rem above every title; on a projector's first screen that room belongs to the lesson.
+st.html("<style>[data-testid='stMainBlockContainer'] {padding-top: 2rem;}</style>")
 ui.model_sidebar_ui()
 st.sidebar.toggle("Projector", key="projector",
                   help="Larger chart text and thicker lines, readable from the back of a classroom.")

@@ -43,6 +43,12 @@ def test_a_page_load_asks_no_other_host_for_anything(app_server, page):
 
 
 @pytest.mark.browser
+def test_the_title_starts_near_the_top_of_the_first_screen(app_server, page):
+    chromium.open_page(page, app_server)
+    assert page.locator("h1").first.bounding_box()["y"] < 100  # px; Streamlit's own padding puts it at ~140
+
+
+@pytest.mark.browser
 @pytest.mark.xfail(strict=True, reason="Streamlit runs pages/<name>.py on its own (legacy pages/ navigation) until "
                    "some session has run app.py's st.navigation; fixed only by a folder name Streamlit does not "
                    "scan (issue 16)")
