@@ -47,6 +47,13 @@ def new_app(page: str | None = None, timeout: float = 60, sidebar: dict | None =
     return at
 
 
+def checked_app(page: str | None = None, timeout: float = 60, sidebar: dict | None = None):
+    """``new_app(...)`` that has run with no exception box (a page test's module fixture)."""
+    at = new_app(page, timeout, sidebar)
+    no_exceptions(at)
+    return at
+
+
 def no_exceptions(at) -> None:
     """Fail with the page's own text if it shows an exception box."""
     assert not at.exception, [e.message for e in at.exception]
@@ -111,10 +118,10 @@ def bomb_png(w: int = 100_000, h: int = 100_000) -> bytes:
     return bytes(data)
 
 
-def zipped(members: dict[str, bytes]) -> bytes:
-    """A zip archive (deflated) holding ``{name: payload}``."""
+def zipped(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    """A zip archive holding ``{name: payload}`` (deflated, or ``method``)."""
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+    with zipfile.ZipFile(buf, "w", method) as z:
         for name, payload in members.items():
             z.writestr(name, payload)
     return buf.getvalue()
@@ -131,3 +138,14 @@ def saved(obj) -> bytes:
 def screenshot(pg, name: str) -> Path:
     """Save a full-page PNG as SCREENSHOTS/<name>.png and return its path (open it and look)."""
     return browser.screenshot(pg, SCREENSHOTS / f"{name}.png", full=True)
+
+
+def visit(pg, base_url: str, path: str, *expected: str) -> str:
+    """Open the page at ``path`` in Chromium, check it shows no exception box and every ``expected`` text, save
+    its screenshot (named after the page); returns the page's text."""
+    open_page(pg, base_url, path)
+    assert page_exceptions(pg) == []
+    body = pg.inner_text("body")
+    assert [t for t in expected if t not in body] == [], body[:2000]
+    screenshot(pg, path or "home")
+    return body

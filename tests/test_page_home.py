@@ -2,8 +2,8 @@
 switch; in Chromium, nothing fetched from another host, and a shared page link works on a fresh server."""
 import pytest
 
-from helpers import new_app, no_exceptions, texts
-from resviz.lessons import LESSONS
+from helpers import checked_app, texts, visit
+from resviz.lessons import HOME_HEADING, LESSONS
 from resviz.tools import browser as chromium
 from resviz.tools.server import start_server, stop_server
 
@@ -16,8 +16,7 @@ def nav_titles(pg) -> list[str]:
 
 
 def test_home_shows_the_block_as_a_picture_and_the_hypothesis_as_a_hypothesis():
-    at = new_app()
-    no_exceptions(at)
+    at = checked_app()
     pictures = at.get("image")
     assert len(pictures) == 1 and "Fig. 2" in pictures[0].proto.imgs[0].caption
     assert pictures[0].proto.imgs[0].url.startswith("data:image/svg+xml")  # inline: no request for it
@@ -28,14 +27,14 @@ def test_home_shows_the_block_as_a_picture_and_the_hypothesis_as_a_hypothesis():
 
 
 def test_projector_switch_is_in_the_sidebar_for_every_page():
-    at = new_app()
+    at = checked_app()
     assert at.sidebar.toggle(key="projector").value is False  # off until the teacher turns it on
 
 
 @pytest.mark.browser
 def test_a_page_load_asks_no_other_host_for_anything(app_server, page):
     requests = chromium.watch_requests(page)
-    chromium.open_page(page, app_server)
+    visit(page, app_server, "", HOME_HEADING)
     chromium.open_page(page, app_server, "architecture")
     assert any(u.startswith(app_server) for u in requests)  # the watch sees the app's own requests
     assert chromium.foreign(requests, app_server) == []
