@@ -191,6 +191,8 @@ def test_plain_model_uses_the_race_twin_own_weights_else_the_same_weights_withou
     plain = fm.plain_model(w)
     assert w.untrained and not plain.cfg.residual
     assert all(torch.equal(v, w.model.state_dict()[k]) for k, v in plain.state_dict().items())  # copied, not redrawn
+    dropped = set(w.model.state_dict()) - set(plain.state_dict())
+    assert dropped and all(".downsample." in k for k in dropped)  # only the projection shortcuts are left out
     assert w.model.cfg.residual  # the shared model was not changed
 
 

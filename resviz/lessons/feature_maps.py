@@ -70,13 +70,15 @@ class LoadedWeights:
 
 
 PLAIN_TWIN_NOTES = {  # what the plain twin's weights are, for each source (tests check each against plain_model)
-    WeightsSource.PRETRAINED: "It keeps these ImageNet weights without the shortcut additions; the weights were "
-                              "trained with the shortcuts, so without them the layers no longer fit together.",
+    WeightsSource.PRETRAINED: "It keeps these ImageNet weights but has no shortcuts (projection shortcuts dropped); "
+                              "the weights were trained with the shortcuts, so without them the layers no longer "
+                              "fit together.",
     WeightsSource.TRAINED: "It is the plain twin trained in the same race, on the same batches, with its own weights.",
-    WeightsSource.RANDOM: "It has the same random weights without the shortcut additions. Neither network was "
-                          "trained: the two differ only by the shortcuts, and neither prediction means anything yet.",
-    WeightsSource.UPLOAD: "It keeps the uploaded weights without the shortcut additions; if they were trained with "
-                          "shortcuts, the layers no longer fit together without them.",
+    WeightsSource.RANDOM: "It has the same random weights but no shortcuts (projection shortcuts dropped). Neither "
+                          "network was trained: the two differ only by the shortcuts, and neither prediction means "
+                          "anything yet.",
+    WeightsSource.UPLOAD: "It keeps the uploaded weights but has no shortcuts (projection shortcuts dropped); if they "
+                          "were trained with shortcuts, the layers no longer fit together without them.",
 }
 
 
