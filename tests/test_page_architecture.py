@@ -1,7 +1,7 @@
 """Architecture page and app frame: AppTest smoke and interaction tests, and one real-browser visit."""
 import pytest
 
-from conftest import new_app, no_exceptions, open_page, page_exceptions, screenshot
+from conftest import new_app, no_exceptions, open_page, page_exceptions, screenshot, wait_idle
 
 
 def metric(at, label):
@@ -108,3 +108,22 @@ def test_every_page_renders_in_chromium_without_exceptions(app_server, page):
         assert page_exceptions(page) == [], path
         assert page.get_by_text(text).first.is_visible(), (path, text)
         screenshot(page, path or "home")
+
+
+@pytest.mark.browser
+def test_browser_graph_draws_the_shortcuts_and_folds_resnet152(app_server, page):
+    def legend():
+        page.locator("g.legend text.legendtext").first.wait_for()  # plotly has drawn the chart
+        return page.locator("g.legend text.legendtext").all_text_contents()
+
+    open_page(page, app_server, "architecture")
+    assert page_exceptions(page) == []
+    assert {"identity shortcut", "zero-pad shortcut"} <= set(legend())  # ResNet-20, blocks only (the default)
+    page.get_by_text("ImageNet", exact=True).click()
+    wait_idle(page)
+    page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").first.click()
+    page.get_by_text("resnet152", exact=True).last.click()
+    wait_idle(page)
+    page.get_by_text("×34 identical blocks").first.wait_for()
+    assert "projection shortcut" in legend()
+    screenshot(page, "architecture_resnet152")

@@ -4,7 +4,7 @@ import json
 import pytest
 
 
-from conftest import new_app, no_exceptions, open_page, page_exceptions, screenshot
+from conftest import new_app, no_exceptions, open_page, page_exceptions, screenshot, wait_idle
 
 
 def _text(at) -> str:
@@ -107,4 +107,12 @@ def test_browser_shortcut_lab(app_server, page):
     body = page.inner_text("body")
     assert "Shortcut lab" in body and "must match the size of tensor" in body
     assert "What a 1x1 convolution is" in body
+    for label, value in (("Input channels", 1024), ("Output channels", 2048), ("Height", 14), ("Width", 14)):
+        box = page.get_by_label(label)  # layer4.0 of a ResNet-50: the longest texts in the fixes table
+        box.fill(str(value))
+        box.press("Enter")
+        wait_idle(page)
+    macs = page.get_by_role("columnheader", name="MACs").bounding_box()
+    cell = page.get_by_role("cell", name="102,760,448").bounding_box()  # option B: 7*7*2048*1024
+    assert macs and cell and macs["x"] + macs["width"] <= 1400 and cell["x"] + cell["width"] <= 1400
     screenshot(page, "shortcut_lab")
