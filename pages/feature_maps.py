@@ -46,9 +46,10 @@ def weights_ui(sel: ui.Selection) -> fm.LoadedWeights:
     return fm.random(cfg, ui.load_model(cfg, device))
 
 
-def held(w: fm.LoadedWeights, name: str, make):
-    """A model derived from ``w``: the student's own when ``w`` is, else shared by the class."""
-    return ui.session_owned(name, w.key, make) if w.source in OWNED else ui.shared_model((name, w.key), make)
+def held(w: fm.LoadedWeights, name: str, device: str, make):
+    """A model derived from ``w`` on ``device``: the student's own when ``w`` is, else shared by the class."""
+    key = (name, w.key, device)
+    return ui.session_owned(name, key, make) if w.source in OWNED else ui.shared_model(key, make)
 
 
 def capture(w: fm.LoadedWeights, model, x, image_key: str, block: int, cam_block: int, target: int | None):
@@ -127,7 +128,7 @@ with ui.friendly_errors("Computing the feature maps"):
                    f"scaled to [0, 1] and normalized as (x - mean) / std with mean {pre.mean} and std {pre.std}.")
 
     if cfg.residual and st.toggle("Compare with the plain twin (same layers, shortcuts removed)", key="fm_plain"):
-        p = capture(w, held(w, "fm_plain", lambda: fm.plain_model(w, device)), x, image_key, block, cam_block,
+        p = capture(w, held(w, "fm_plain", device, lambda: fm.plain_model(w, device)), x, image_key, block, cam_block,
                     r.target)
         a, b = st.columns(2)
         a.plotly_chart(plots.plot_block_views(p, k, height=330)[-1], key="fm_plain_view")
