@@ -4,6 +4,7 @@ import torch
 import torchvision
 
 from resviz import models
+from resviz.hooks import Hooks
 from resviz.models import ConfigError, build_model, count_params, get_config, plain_twin
 
 TORCHVISION_PARAMS = {"resnet18": 11_689_512, "resnet50": 25_557_032, "resnet152": 60_192_808}
@@ -37,11 +38,11 @@ def test_cifar_param_counts_match_paper(n, millions):
 
 def _count_adds(model):
     calls = []
-    hooks = [m.register_forward_hook(lambda *a: calls.append(1)) for m in model.modules()
-             if isinstance(m, models.Add)]
-    model(torch.randn(1, 3, 32, 32))
-    for h in hooks:
-        h.remove()
+    with Hooks() as hooks:
+        for m in model.modules():
+            if isinstance(m, models.Add):
+                hooks.forward(m, lambda *a: calls.append(1))
+        model(torch.randn(1, 3, 32, 32))
     return len(calls)
 
 
@@ -66,14 +67,15 @@ def test_plain_bottleneck_twin_never_adds_even_where_shapes_match():
             torch.testing.assert_close(b(x), torch.relu(fx))  # relu(F(x)), never relu(F(x) + x)
 
 
-@pytest.mark.parametrize("option,projections,params", [("A", 0, 0), ("B", 2, None), ("C", 9, None)])
-def test_shortcut_options(option, projections, params):
-    cfg = get_config("resnet20", shortcut=option)
-    model = build_model(cfg)
+# Projection = 1x1 conv (C_in x C_out) + BN (2 x C_out). B: layer2.0 16->32 (576), layer3.0 32->64 (2,176).
+# C adds 16->16 x3 (288 each), 32->32 x2 (1,088 each), 64->64 x2 (4,224 each).
+@pytest.mark.parametrize("option,projections,params", [("A", 0, 0), ("B", 2, 2_752), ("C", 9, 14_240)])
+def test_shortcut_options_add_the_projections_and_parameters_worked_by_hand(option, projections, params):
+    model = build_model(get_config("resnet20", shortcut=option))
     proj = [b for b in model.blocks() if isinstance(b.downsample, torch.nn.Sequential)]
     assert len(proj) == projections
-    out = model(torch.randn(2, 3, 32, 32))
-    assert out.shape == (2, 10)
+    assert count_params(model) - count_params(build_model("resnet20", shortcut="A")) == params
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
 def test_option_a_pads_with_zeros_and_subsamples():

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from resviz import models
+from resviz.hooks import Hooks
 from resviz.plots.architecture import layout_graph, plot_architecture
 from resviz.trace import LEAF_TYPES, TABLE_COLUMNS, ShortcutKind, stage_graph, trace_shapes
 
@@ -19,14 +20,12 @@ PUBLISHED = {"resnet18": (11_689_512, "1.814"), "resnet34": (21_797_672, "3.664"
 def real_shapes(cfg, size):
     """Output shape of every leaf module in a real CPU forward pass (the oracle)."""
     model = models.build_model(cfg).eval()
-    shapes, hooks = {}, []
-    for name, m in model.named_modules():
-        if isinstance(m, LEAF_TYPES):
-            hooks.append(m.register_forward_hook(lambda m, a, o, n=name: shapes.__setitem__(n, tuple(o.shape[1:]))))
-    with torch.no_grad():
+    shapes = {}
+    with Hooks() as hooks, torch.no_grad():
+        for name, m in model.named_modules():
+            if isinstance(m, LEAF_TYPES):
+                hooks.forward(m, lambda m, a, o, n=name: shapes.__setitem__(n, tuple(o.shape[1:])))
         model(torch.randn(1, cfg.in_channels, size, size))
-    for h in hooks:
-        h.remove()
     return shapes
 
 
