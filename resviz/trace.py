@@ -63,12 +63,6 @@ class Block:
         """x cannot be added to F(x) as it is."""
         return self.in_shape != self.out_shape
 
-    def __getitem__(self, key: str):
-        """Transitional: the README's notebook example still reads blocks by key (name, shortcut, reason)."""
-        from resviz.lessons.architecture import mismatch_text, shortcut_label
-
-        return {"shortcut": shortcut_label, "reason": mismatch_text}.get(key, lambda b: getattr(b, key))(self)
-
 
 @dataclass
 class Trace:
