@@ -23,10 +23,10 @@ from resviz.models import (
 )
 from resviz.trace import Block, ShortcutKind, Trace, trace_shapes
 from resviz.lessons.shortcut_lab import bottleneck_costs, compare_fixes, pixel_product
-from resviz.lesion import lesion_study
-from resviz.paths import gradient_by_path_length, path_counts, path_length_distribution
-from resviz.shattered import SweepConfig, shattered_sweep
-from resviz.landscape import loss_grid, random_direction
+from resviz.lessons.lesion import lesion_study
+from resviz.lessons.paths import gradient_by_path_length, path_counts, path_length_distribution
+from resviz.lessons.shattered import SweepConfig, shattered_sweep
+from resviz.lessons.landscape import loss_grid, random_direction
 from resviz.lessons.signal_flow import apply_init, collect_stats, compare_signal_flow, sample_batch
 
 __all__ = [

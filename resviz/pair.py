@@ -1,24 +1,30 @@
-"""A trained ResNet and its trained plain twin, for the pages that study trained networks (lesion study,
-paths, loss landscape).
+"""The trained ResNet and plain twin that the lesion study, paths and loss landscape pages study.
 
-``train_pair`` trains both on the built-in dataset with the training race (same batches, same initial
-weights) and stores the weights in the disk cache, keyed by (config, seed, steps), so a later visit or
-another student reuses them. ``eval_data`` draws fresh built-in images the pair never saw.
+A ``TrainedPair`` (CPU weights) comes from the training page (``PairSource.SESSION``) or is trained here on
+the built-in images (``PairSource.BUILTIN``, made by ``resviz.builtin_pair``). ``load_pair`` makes a
+``LoadedPair`` of it: both models ready on a device, with their accuracy on fresh built-in images they never
+saw, and whether that accuracy is no better than guessing.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Callable
+import enum
+import hashlib
+from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
-from resviz.inputs import data
-from resviz import diskcache
-from resviz.lessons import training
 from resviz import models as M
+from resviz.inputs import data
 
-N_TRAIN = 2000  # built-in training images: enough to learn the shapes in a few hundred steps
-EVAL_SEED = 1000  # evaluation images come from another seed: never seen in training
+EVAL_SEED = 1000  # evaluation images come from another seed than any training set: never seen in training
+EVAL_IMAGES = 500  # images the pair's accuracy is measured on: about +-2 accuracy points
+AT_CHANCE = 0.05  # accuracy within 5 points of guessing counts as guessing (3 standard errors of 500 guesses
+#                   at 10% are 4 points)
+
+
+class PairError(ValueError):
+    """A trained pair these pages cannot test (other data, other shapes), in plain words."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,8 +46,6 @@ class TrainedPair:
 
 def fingerprint(*parts) -> str:
     """A short content hash of state dicts and strings (results are cached for the class: equal inputs share them)."""
-    import hashlib
-
     h = hashlib.sha1()
     for part in parts:
         if isinstance(part, dict):
@@ -55,19 +59,56 @@ def fingerprint(*parts) -> str:
     return h.hexdigest()[:16]
 
 
-def pair_key(cfg: M.ResNetConfig, seed: int, steps: int) -> str:
-    """The disk-cache key of a trained pair."""
-    return f"pair-{cfg.label}-{hash_config(cfg)}-seed{seed}-steps{steps}"
+class PairSource(enum.Enum):
+    """Where the pair a page studies comes from."""
+    SESSION = "session"  # trained on the training page, in this student's session
+    BUILTIN = "builtin"  # trained here on the built-in images, kept on this machine for every student
 
 
-def hash_config(cfg: M.ResNetConfig) -> str:
-    import hashlib
+@dataclass(frozen=True, eq=False)
+class LoadedPair:
+    """A trained pair ready to study: both models on a device, and how well they do on fresh built-in images."""
+    trained: TrainedPair
+    source: PairSource
+    resnet: nn.Module  # eval mode, gradients off: shared by the pages (and maybe the class), never change it
+    plain: nn.Module
+    resnet_accuracy: float  # on EVAL_IMAGES fresh built-in images
+    plain_accuracy: float
+    eval_images: int = EVAL_IMAGES
 
-    return hashlib.sha1(repr(replace(cfg, residual=True)).encode()).hexdigest()[:10]
+    @property
+    def cfg(self) -> M.ResNetConfig:
+        return self.trained.cfg
+
+    @property
+    def key(self) -> str:
+        return self.trained.key
+
+    @property
+    def label(self) -> str:
+        return self.trained.label
+
+    @property
+    def chance(self) -> float:
+        """The accuracy of guessing: one over the number of classes."""
+        return 1 / self.cfg.num_classes
+
+    @property
+    def resnet_at_chance(self) -> bool:
+        return self.resnet_accuracy <= self.chance + AT_CHANCE
+
+    @property
+    def plain_at_chance(self) -> bool:
+        return self.plain_accuracy <= self.chance + AT_CHANCE
+
+    @property
+    def is_at_chance(self) -> bool:
+        """Either network no better than guessing: what it shows is not what training does."""
+        return self.resnet_at_chance or self.plain_at_chance
 
 
 def check_pair_config(cfg: M.ResNetConfig) -> None:
-    """ConfigError unless the built-in dataset can train ``cfg`` (2-10 classes, 8-256 pixels)."""
+    """ConfigError unless the built-in images fit ``cfg`` (2-10 classes, 1 or 3 channels, 8-64 pixels)."""
     if not 2 <= cfg.num_classes <= len(data.SHAPES):
         raise M.ConfigError(f"The built-in images have 2 to {len(data.SHAPES)} classes; this model has "
                             f"{cfg.num_classes} outputs. Pick a CIFAR preset (10 classes).")
@@ -76,55 +117,24 @@ def check_pair_config(cfg: M.ResNetConfig) -> None:
                             "pick a CIFAR preset (32x32).")
 
 
-def eval_data(cfg: M.ResNetConfig, n: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+def check_testable(trained: TrainedPair) -> None:
+    """PairError unless these pages can test ``trained`` on fresh built-in images (the data it learned)."""
+    try:
+        check_pair_config(trained.cfg)
+    except M.ConfigError as e:
+        raise PairError(f"The pair from the training page cannot be tested on the built-in images: {e}") from None
+    builtin = tuple(data.SHAPES[:trained.cfg.num_classes])
+    if trained.class_names and tuple(trained.class_names) != builtin:
+        raise PairError(f"The pair from the training page learned {trained.data_name or 'other images'}; "
+                        "these pages test on fresh built-in images, which it never saw. "
+                        "Use the built-in trained pair, or train on the built-in images.")
+
+
+def eval_data(cfg: M.ResNetConfig, n: int = EVAL_IMAGES) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` fresh built-in images (and labels) at the model's input size."""
     _, test, _ = data.builtin_dataset(num_classes=cfg.num_classes, n_train=1, n_test=n, size=cfg.input_size,
                                       channels=cfg.in_channels, seed=EVAL_SEED)
     return test.tensors[0], test.tensors[1]
-
-
-def train_pair(cfg: M.ResNetConfig, seed: int = 0, steps: int = 300, device: str = "cpu",
-               on_step: Callable[[dict], None] | None = None) -> dict:
-    """Train the ResNet of ``cfg`` and its plain twin; store and return their weights and final accuracies."""
-    cfg = replace(cfg, residual=True)
-    check_pair_config(cfg)
-    train, test, _ = data.builtin_dataset(num_classes=cfg.num_classes, n_train=N_TRAIN, n_test=500,
-                                          size=cfg.input_size, channels=cfg.in_channels, seed=seed)
-    race_models = training.make_race_models(cfg, seed=seed)
-    race_cfg = training.RaceConfig(steps=steps, seed=seed, eval_every=0, device=device)
-    rec = None
-    for rec in training.race(race_models, train, test, race_cfg):
-        if on_step:
-            on_step(rec)
-    resnet, plain = race_models.values()
-    diverged = [name for name, r in (rec or {"runs": {}})["runs"].items() if r["diverged"]]
-    result = {"state_dict": training.cpu_state_dict(resnet), "plain_state_dict": training.cpu_state_dict(plain),
-              "label": f"{cfg.label} and its plain twin, {steps} steps on the built-in images (seed {seed})",
-              "diverged": ", ".join(diverged)}
-    if diverged:
-        result["label"] += f" ({', '.join(diverged)} diverged: its weights are from before the loss became NaN)"
-    diskcache.save(pair_key(cfg, seed, steps), result)
-    return result
-
-
-def load_pair(cfg: M.ResNetConfig, seed: int, steps: int) -> dict | None:
-    """A pair trained earlier on this machine, or None."""
-    return diskcache.load(pair_key(replace(cfg, residual=True), seed, steps))
-
-
-def build_pair(cfg: M.ResNetConfig, state_dict: dict, plain_state_dict: dict,
-               device: str = "cpu") -> tuple[torch.nn.Module, torch.nn.Module]:
-    """(ResNet, plain twin) in eval mode with these weights, gradients off."""
-    cfg = replace(cfg, residual=True)
-    out = []
-    for c, sd in ((cfg, state_dict), (M.plain_config(cfg), plain_state_dict)):
-        model = M.build_model(c)
-        model.load_state_dict(sd)
-        model.to(device).eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        out.append(model)
-    return out[0], out[1]
 
 
 def probe_batch(cfg: M.ResNetConfig, n: int = 32, seed: int = EVAL_SEED) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -135,3 +145,35 @@ def probe_batch(cfg: M.ResNetConfig, n: int = 32, seed: int = EVAL_SEED) -> tupl
         g = torch.Generator().manual_seed(seed)
         return torch.randn(n, cfg.in_channels, cfg.input_size, cfg.input_size, generator=g), None
     return eval_data(cfg, n)
+
+
+def build_pair(trained: TrainedPair, device: str = "cpu") -> tuple[nn.Module, nn.Module]:
+    """(ResNet, plain twin) with the trained weights, in eval mode, gradients off."""
+    cfg = M.with_shortcuts(trained.cfg)
+    out = []
+    for c, sd in ((cfg, trained.state_dict), (M.plain_config(cfg), trained.plain_state_dict)):
+        model = M.build_model(c)
+        model.load_state_dict(sd)
+        model.to(device).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        out.append(model)
+    return out[0], out[1]
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> float:
+    """Top-1 accuracy of ``model`` (in eval mode) on (x, y)."""
+    device = next(model.parameters()).device
+    correct = 0
+    for i in range(0, len(x), batch):
+        correct += (model(x[i:i + batch].to(device)).argmax(1).cpu() == y[i:i + batch].cpu()).sum().item()
+    return correct / len(x)
+
+
+def load_pair(trained: TrainedPair, source: PairSource, device: str = "cpu") -> LoadedPair:
+    """``trained`` ready to study on ``device``, with both networks' accuracy on fresh built-in images."""
+    check_testable(trained)
+    resnet, plain = build_pair(trained, device)
+    x, y = eval_data(trained.cfg)
+    return LoadedPair(trained, source, resnet, plain, accuracy(resnet, x, y), accuracy(plain, x, y), len(x))

@@ -9,7 +9,7 @@ import contextlib
 import enum
 import logging
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Hashable
 
 import cachetools
@@ -244,107 +244,67 @@ def cached_trace(cfg: models.ResNetConfig):
     return trace_shapes(cfg)
 
 
-# --- beyond pages (lesion, paths, landscape) ---
-BEYOND_PAIR_MODELS = ("resnet20", "resnet32", "resnet44", "resnet56")  # small enough to train here
-BEYOND_PAIR_STEPS = (150, 300, 600)
+# --- the trained pair (lesion study, paths, loss landscape) ---
+def pair_picker_ui(prefix: str):
+    """The trained pair a page studies, as a ``resviz.pair.LoadedPair`` (or None until one is trained).
 
-
-@st.cache_resource(max_entries=4, show_spinner="Loading the trained pair…")
-def beyond_cached_pair(cfg: models.ResNetConfig, seed: int, steps: int, device: str) -> tuple:
-    """A pair this app trained earlier on this machine (disk cache), shared read-only by every student."""
-    from resviz import pair
-
-    entry = pair.load_pair(cfg, seed, steps)
-    if entry is None:
-        raise FileNotFoundError("That pair is not trained yet.")  # not cached: exceptions are not stored
-    return (*pair.build_pair(cfg, entry["state_dict"], entry["plain_state_dict"], device), entry["label"])
-
-
-@st.cache_resource
-def _beyond_store() -> dict:
-    import collections
-    import threading
-
-    return {"lock": threading.Lock(), "items": collections.OrderedDict()}
-
-
-def beyond_result(key: tuple, compute, label: str) -> dict:
-    """A server-wide, bounded store of results (numpy dicts) keyed by ``key``; computes with a progress bar."""
-    store = _beyond_store()
-    with store["lock"]:
-        if key in store["items"]:
-            store["items"].move_to_end(key)
-            return store["items"][key]
-    bar = st.progress(0.0, text=label)
-    result = compute(lambda f: bar.progress(min(1.0, f), text=f"{label} {f:.0%}"))
-    bar.empty()
-    with store["lock"]:
-        store["items"][key] = result
-        while len(store["items"]) > 48:
-            store["items"].popitem(last=False)
-    return result
-
-
-def _session_pair_key(t: dict) -> str:
-    import hashlib
-
-    h = hashlib.sha1(t.get("label", "").encode())
-    for sd in (t["state_dict"], t["plain_state_dict"]):
-        h.update(sd["fc.weight"].detach().cpu().numpy().tobytes())
-    return f"session-{h.hexdigest()[:16]}"
-
-
-def beyond_pair_ui(prefix: str) -> dict | None:
-    """The trained ResNet + plain twin a page studies: ``{"key", "cfg", "resnet", "plain", "label"}`` or None.
-
-    The training page's pair when there is one, else a small pair trained here on the built-in images
-    (button) or found in the disk cache from an earlier run on this machine. Problems show as a message.
+    Widgets only: the training page's pair when this student has one (a toggle), else a built-in pair chosen
+    by preset and length, trained on a button press; ``resviz.pair`` and ``resviz.builtin_pair`` decide the rest.
     """
     with friendly_errors("Getting the trained pair"):
-        return _beyond_pair_ui(prefix)
+        return _pair_picker_ui(prefix)
     return None
 
 
-def _beyond_pair_ui(prefix: str) -> dict | None:
-    """The trained ResNet + plain twin a page studies: ``{"key", "cfg", "resnet", "plain", "label"}`` or None.
+def _pair_picker_ui(prefix: str):
+    from resviz import builtin_pair, pair
 
-    The training page's pair when there is one, else a small pair trained here on the built-in images
-    (button) or found in the disk cache from an earlier run on this machine.
-    """
-    from resviz import diskcache, pair
-
-    init_state()
     device = current_selection().device
-    t = st.session_state.get("trained")
-    if t and t.get("plain_state_dict") is not None and st.toggle(
+    session = st.session_state.get("trained")
+    if isinstance(session, pair.TrainedPair) and st.toggle(
             "Use the pair from the training page", True, key=f"{prefix}_pair_session",
-            help="Off: use a small pair trained here on the built-in images (these pages test on built-in images)."):
-        key = _session_pair_key(t)
-        held = st.session_state.get("_beyond_session_pair")
-        if not held or held[0] != (key, device):
-            resnet, plain = pair.build_pair(t["cfg"], t["state_dict"], t["plain_state_dict"], device)
-            st.session_state["_beyond_session_pair"] = held = ((key, device), resnet, plain)
-        st.caption(f"Using the pair from the training page: **{t.get('label', '')}**.")
-        return {"key": key, "cfg": replace(t["cfg"], residual=True), "resnet": held[1],
-                "plain": held[2], "label": t.get("label", "")}
-    c1, c2 = st.columns(2)
-    name = c1.selectbox("Model to train", BEYOND_PAIR_MODELS, key=f"{prefix}_pair_model",
-                        help="The ResNet and its plain twin are trained together on the same batches.")
-    steps = c2.select_slider("Training steps", BEYOND_PAIR_STEPS, value=300, key=f"{prefix}_pair_steps",
-                             help="300 steps take a minute or two on a laptop CPU; ResNet-20 then gets most shapes right.")
-    cfg, seed = models.get_config(name), 0
-    if not diskcache.exists(pair.pair_key(cfg, seed, steps)):
-        ready = [f"{m} ({n} steps)" for m in BEYOND_PAIR_MODELS for n in BEYOND_PAIR_STEPS
-                 if diskcache.exists(pair.pair_key(models.get_config(m), seed, n))]
-        st.info("This page needs a trained ResNet and its trained plain twin. Train them on the training page, "
-                "or train a small pair here on the built-in images (kept on this machine for everyone)."
-                + (f" Already trained here: {', '.join(ready)}." if ready else ""))
-        if not st.button("train a small pair now", key=f"{prefix}_pair_train", type="primary"):
-            return None
-        bar = st.progress(0.0, text="Training…")
-        pair.train_pair(cfg, seed, steps, device, on_step=lambda r: bar.progress(
-            r["step"] / r["steps"], text=f"Training {cfg.label} and its plain twin: step {r['step']}/{r['steps']}"))
-        bar.empty()
-    resnet, plain, label = beyond_cached_pair(cfg, seed, steps, device)
-    st.caption(f"Using a pair this app trained on this machine: **{label}**.")
-    return {"key": pair.pair_key(cfg, seed, steps), "cfg": cfg, "resnet": resnet, "plain": plain, "label": label}
+            help="Off: a ResNet and its plain twin trained here on the built-in images, kept for the whole class."):
+        loaded = session_owned("pair", (session.key, device),
+                               lambda: pair.load_pair(session, pair.PairSource.SESSION, device))
+    else:
+        c1, c2 = st.columns(2)
+        recipe = builtin_pair.recipe(
+            c1.selectbox("Model to train", builtin_pair.PRESETS, key=f"{prefix}_pair_model",
+                         help="The ResNet and its plain twin train together: same initial weights, same batches."),
+            c2.select_slider("Training steps", builtin_pair.STEPS, value=builtin_pair.BuiltinRecipe.steps,
+                             key=f"{prefix}_pair_steps", help="The training race's recipe and default length."))
+        trained = builtin_pair.load(recipe)
+        if trained is None:
+            ready = [f"{r.cfg.label}, {r.steps} steps" for r in builtin_pair.ready(
+                builtin_pair.recipe(m, n) for m in builtin_pair.PRESETS for n in builtin_pair.STEPS)]
+            st.info("This page needs a trained ResNet and its trained plain twin. Train them on the Training race "
+                    "page, or train a pair here on the built-in images (kept on this machine for everyone)."
+                    + (f" Already trained here: {'; '.join(ready)}." if ready else ""))
+            if not st.button("Train this pair now", key=f"{prefix}_pair_train", type="primary"):
+                return None
+            bar = st.progress(0.0, text="Training…")
+            trained = builtin_pair.train(recipe, device, on_step=lambda r: bar.progress(r["step"] / r["steps"], text=(
+                f"Training {recipe.cfg.label} and its plain twin: step {r['step']} of {r['steps']}")))
+            bar.empty()
+        loaded = shared_tensors(("pair", trained.key, device),
+                                lambda: pair.load_pair(trained, pair.PairSource.BUILTIN, device))
+    _pair_caption_ui(prefix, loaded)
+    return loaded
+
+
+def _pair_caption_ui(prefix: str, p) -> None:
+    """What the pair is and how well it does; a warning, and the way out, when a network only guesses."""
+    from resviz import pair
+
+    st.caption(f"Studying **{p.label}**. On {p.eval_images} fresh built-in images the ResNet gets "
+               f"{p.resnet_accuracy:.0%} right and the plain twin {p.plain_accuracy:.0%} (guessing: {p.chance:.0%}).")
+    guessing = [name for name, flag in (("ResNet", p.resnet_at_chance), ("plain twin", p.plain_at_chance)) if flag]
+    if not guessing:
+        return
+    st.warning(f"The {' and the '.join(guessing)} of this pair {'is' if len(guessing) == 1 else 'are'} no better "
+               "than guessing: what this page shows is about a network that has not learned the images.")
+    if p.source is pair.PairSource.SESSION:
+        st.button("Use the built-in trained pair instead", key=f"{prefix}_pair_builtin",
+                  on_click=lambda: st.session_state.update({f"{prefix}_pair_session": False}))
+    else:
+        st.caption("Pick more training steps above for a pair that has learned more.")

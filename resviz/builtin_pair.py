@@ -1,0 +1,104 @@
+"""The built-in trained pair: a CIFAR preset and its plain twin, trained here by the training race (same initial
+weights, same batches, the race's recipe) on the built-in images, and kept in the disk cache so that a later
+visit, another student or another server process reuses it.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
+from resviz import disk_cache, pair
+from resviz import models as M
+from resviz.inputs import data
+from resviz.lessons import training
+
+PRESETS = ("resnet20", "resnet32", "resnet44", "resnet56")  # small enough to train on a laptop CPU
+STEPS = (150, 300, 600)
+N_TRAIN = 2000  # built-in training images, drawn from the recipe's seed
+
+
+@dataclass(frozen=True)
+class BuiltinRecipe:
+    """What a built-in pair is: the network, how long it trains, the seed of its weights and batches."""
+    cfg: M.ResNetConfig = M.get_config("resnet20")
+    steps: int = 300  # the training race's default length
+    seed: int = 0
+    lr: float | None = None  # None: the race's default
+    batch_size: int | None = None  # None: the race's default
+
+    def race_config(self, device: str = "cpu") -> training.RaceConfig:
+        overrides = {k: v for k, v in (("lr", self.lr), ("batch_size", self.batch_size)) if v is not None}
+        return training.RaceConfig(steps=self.steps, seed=self.seed, eval_every=0, device=device, **overrides)
+
+    @property
+    def key(self) -> str:
+        """The disk-cache key: changes with the network, the length, the seed and the race's recipe."""
+        recipe = self.race_config()
+        return f"pair-{self.cfg.label}-{pair.fingerprint(repr(self.cfg), repr(recipe), N_TRAIN)}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.cfg.label} and its plain twin, {self.steps} steps on the built-in images (seed {self.seed})"
+
+
+def recipe(preset: str, steps: int, seed: int = 0) -> BuiltinRecipe:
+    """The recipe of a preset from ``PRESETS`` trained ``steps`` steps."""
+    return BuiltinRecipe(M.with_shortcuts(M.get_config(preset)), steps, seed)
+
+
+def load(r: BuiltinRecipe) -> pair.TrainedPair | None:
+    """The pair of recipe ``r`` if it was trained on this machine before, else None."""
+    stored = disk_cache.load(r.key)
+    if stored is None:
+        return None
+    return pair.TrainedPair(r.cfg, stored["state_dict"], stored["plain_state_dict"], stored["label"],
+                            class_names=tuple(stored["class_names"]), data_name="the built-in images",
+                            steps=r.steps)
+
+
+def ready(recipes) -> list[BuiltinRecipe]:
+    """Those of ``recipes`` already trained on this machine."""
+    return [r for r in recipes if disk_cache.exists(r.key)]
+
+
+def train(r: BuiltinRecipe, device: str = "cpu", on_step: Callable[[dict], None] | None = None,
+          store: bool = True) -> pair.TrainedPair:
+    """Train the pair of recipe ``r`` (the race's per-step records go to ``on_step``); keep it on disk if ``store``."""
+    pair.check_pair_config(r.cfg)
+    train_set, test_set, names = data.builtin_dataset(num_classes=r.cfg.num_classes, n_train=N_TRAIN, n_test=1,
+                                                      size=r.cfg.input_size, channels=r.cfg.in_channels,
+                                                      seed=r.seed)
+    race_models = training.make_race_models(r.cfg, seed=r.seed)
+    rec = None
+    for rec in training.race(race_models, train_set, test_set, r.race_config(device)):
+        if on_step:
+            on_step(rec)
+    diverged = [name for name, run in (rec or {"runs": {}})["runs"].items() if run["diverged"]]
+    label = r.label + (f" ({', '.join(diverged)} diverged: weights from before its loss blew up)" if diverged else "")
+    resnet, plain = race_models.values()
+    stored = {"state_dict": training.cpu_state_dict(resnet), "plain_state_dict": training.cpu_state_dict(plain),
+              "label": label, "class_names": tuple(names)}
+    if store:
+        disk_cache.save(r.key, stored)
+    return pair.TrainedPair(r.cfg, stored["state_dict"], stored["plain_state_dict"], label,
+                            class_names=tuple(names), data_name="the built-in images", steps=r.steps)
+
+
+# --- the pair the lesson-claims check studies -------------------------------------------------------------
+CLAIMS_CFG = M.ResNetConfig(block="basic", layers=(3, 3, 3), widths=(8, 16, 32), stem="cifar", stem_width=8,
+                            input_size=16, num_classes=4, shortcut="A", name="claims-resnet20")  # ResNet-20's shape,
+#                                                   a quarter of its width on 16-pixel images: trains in seconds
+
+
+def claims_recipe(seed: int, full: bool) -> BuiltinRecipe:
+    """CI size: a narrow ResNet-20 on 16-pixel images, 4 classes; full: the page's default built-in pair."""
+    if full:
+        return BuiltinRecipe(seed=seed)
+    return BuiltinRecipe(CLAIMS_CFG, steps=1000, seed=seed)
+
+
+@functools.lru_cache(maxsize=5)
+def claims_pair(seed: int, full: bool) -> pair.LoadedPair:
+    """The trained pair of ``claims_recipe``, trained once per process (never stored: the check trains afresh)."""
+    return pair.load_pair(train(claims_recipe(seed, full), store=False), pair.PairSource.BUILTIN)

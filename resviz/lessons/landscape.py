@@ -1,0 +1,276 @@
+"""Loss landscapes (Li, Xu, Taylor, Studer, Goldstein 2018, "Visualizing the Loss Landscape of Neural
+Nets", NeurIPS; Section 6 and Fig. 5 compare ResNets with their plain twins).
+
+Around trained weights w we evaluate the loss at w + a*d1 (1-D) or w + a*d1 + b*d2 (2-D) for random
+directions d1, d2. Raw random directions are meaningless across layers of different scale, so the
+paper *filter-normalises* them: each filter d[i] (one output channel of a conv, one row of a linear
+layer) is rescaled to the norm of the matching filter w[i]. Biases and batch-norm parameters get a zero
+direction (the paper's ``ignore='biasbn'``). The model is evaluated in eval mode (batch norm uses its
+running statistics) through ``torch.func.functional_call``, so the caller's model is never changed.
+
+How rough a 2-D slice is, in one number (``Grid.roughness``): the root-mean-square distance of log10 loss
+from the best-fitting quadratic bowl. A smooth, nearly convex basin is close to a bowl; a chaotic one is not.
+
+The finer grid is slow: ``fine_grid`` computes it in a background thread (one per key, a few at once) for as
+long as someone keeps asking for it, and keeps it in the disk cache for every later visit.
+"""
+from __future__ import annotations
+
+import copy
+import enum
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from resviz import builtin_pair, disk_cache, pair
+from resviz.claims import Claim
+
+log = logging.getLogger("resviz")
+COARSE, FINE = 7, 21  # grid points per side: the live grid, and the finer one computed in the background
+BATCH, FINE_BATCH = 32, 256  # images the live grid and the finer one are evaluated on
+Directions = dict[str, torch.Tensor]
+
+
+def random_direction(model: nn.Module, seed: int = 0) -> Directions:
+    """A filter-normalised random direction: one tensor per parameter name (zero for biases and BN)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, w in model.named_parameters():
+        d = torch.randn(w.shape, generator=gen, dtype=torch.float32).to(w.device, w.dtype)
+        if w.dim() <= 1:
+            d.zero_()  # biases and BN weights: not moved (Li et al.'s ignore='biasbn')
+        else:
+            w_norm = w.detach().flatten(1).norm(dim=1)  # one norm per filter (output channel)
+            d_norm = d.flatten(1).norm(dim=1)
+            d = d * (w_norm / (d_norm + 1e-10)).view(-1, *[1] * (w.dim() - 1))
+        out[name] = d
+    return out
+
+
+def _evaluate(model: nn.Module, params: dict, x: torch.Tensor, y: torch.Tensor, batch: int = 256):
+    """Mean cross-entropy loss and accuracy of ``model`` with ``params`` swapped in."""
+    buffers = dict(model.named_buffers())
+    loss, correct = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            logits = functional_call(model, {**params, **buffers}, (x[i:i + batch],))
+            loss += nn.functional.cross_entropy(logits, y[i:i + batch], reduction="sum").item()
+            correct += (logits.argmax(1) == y[i:i + batch]).sum().item()
+    return loss / len(x), correct / len(x)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Loss and accuracy on a 1-D line (``loss[i]`` at ``alphas[i]``) or a 2-D grid (``loss[j, i]`` at beta_j, alpha_i)."""
+    alphas: np.ndarray
+    betas: np.ndarray  # [0.] on a 1-D line
+    loss: np.ndarray  # mean cross-entropy
+    acc: np.ndarray
+    dims: int
+
+    @property
+    def centre_loss(self) -> float:
+        """The loss at the trained weights (the middle of the grid)."""
+        return float(self.loss[len(self.loss) // 2] if self.dims == 1 else
+                     self.loss[len(self.betas) // 2, len(self.alphas) // 2])
+
+    def roughness(self) -> float:
+        """RMS distance of log10 loss from the best-fitting quadratic bowl over the 2-D grid (0 = a perfect bowl)."""
+        a, b = np.meshgrid(self.alphas, self.betas)
+        terms = np.stack([np.ones_like(a), a, b, a * a, b * b, a * b], axis=-1).reshape(-1, 6)
+        z = np.log10(np.maximum(self.loss, 1e-8)).ravel()
+        coef, *_ = np.linalg.lstsq(terms, z, rcond=None)
+        return float(np.sqrt(np.mean((terms @ coef - z) ** 2)))
+
+
+@dataclass(frozen=True)
+class PairGrids:
+    """The same slice for a ResNet and its plain twin (same images, same directions' seed)."""
+    resnet: Grid
+    plain: Grid
+
+    def as_dict(self) -> dict:
+        """Flat numpy arrays for the disk cache."""
+        return {"alphas": self.resnet.alphas, "betas": self.resnet.betas, "dims": self.resnet.dims,
+                "res_loss": self.resnet.loss, "res_acc": self.resnet.acc,
+                "plain_loss": self.plain.loss, "plain_acc": self.plain.acc}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PairGrids":
+        common = (d["alphas"], d["betas"])
+        return cls(Grid(*common, d["res_loss"], d["res_acc"], int(d["dims"])),
+                   Grid(*common, d["plain_loss"], d["plain_acc"], int(d["dims"])))
+
+
+def loss_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 11, span: float = 1.0,
+              dims: int = 2, seed: int = 0, on_progress: Callable[[float], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> Grid | None:
+    """Loss (and accuracy) on a ``steps``-point (1-D) or ``steps`` x ``steps`` (2-D) grid over [-span, span].
+
+    Directions come from ``seed`` (d1) and ``seed + 1`` (d2). Stops early, returning None, when
+    ``should_stop()`` is true.
+    """
+    if steps < 2 or dims not in (1, 2):
+        raise ValueError("Need at least 2 steps, and 1 or 2 dimensions.")
+    was_training = model.training
+    model.eval()
+    try:
+        base = {n: p.detach() for n, p in model.named_parameters()}
+        d1 = random_direction(model, seed)
+        d2 = random_direction(model, seed + 1) if dims == 2 else None
+        alphas = np.linspace(-span, span, steps)
+        betas = alphas if dims == 2 else np.zeros(1)
+        loss = np.full((len(betas), steps), np.nan)
+        acc = np.full_like(loss, np.nan)
+        done, total = 0, loss.size
+        for j, b in enumerate(betas):
+            for i, a in enumerate(alphas):
+                if should_stop and should_stop():
+                    return None
+                params = {n: w + a * d1[n] + (b * d2[n] if d2 is not None else 0) for n, w in base.items()}
+                loss[j, i], acc[j, i] = _evaluate(model, params, x, y)
+                done += 1
+                if on_progress:
+                    on_progress(done / total)
+    finally:
+        model.train(was_training)
+    return Grid(alphas, betas, loss if dims == 2 else loss[0], acc if dims == 2 else acc[0], dims)
+
+
+def pair_grids(resnet: nn.Module, plain: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, span: float,
+               dims: int = 2, seed: int = 0, on_progress: Callable[[float], None] | None = None,
+               should_stop: Callable[[], bool] | None = None) -> PairGrids | None:
+    """Loss grids of a ResNet and its plain twin on the same batch and grid (None when stopped)."""
+    grids = []
+    for i, model in enumerate((resnet, plain)):
+        prog = (lambda f, i=i: on_progress((i + f) / 2)) if on_progress else None
+        g = loss_grid(copy.deepcopy(model), x, y, steps, span, dims, seed, prog, should_stop)
+        if g is None:
+            return None
+        grids.append(g)
+    return PairGrids(*grids)
+
+
+def _batch(p: pair.LoadedPair, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = pair.eval_data(p.cfg, FINE_BATCH)  # the live grids use the first images of the finer grid's batch
+    device = next(p.resnet.parameters()).device
+    return x[:n].to(device), y[:n].to(device)
+
+
+def line(p: pair.LoadedPair, span: float, seed: int, on_progress=None) -> PairGrids:
+    """The live 1-D slice: ``2 * COARSE - 1`` points on ``BATCH`` images."""
+    return pair_grids(p.resnet, p.plain, *_batch(p, BATCH), 2 * COARSE - 1, span, 1, seed, on_progress)
+
+
+def coarse_grids(p: pair.LoadedPair, span: float, seed: int, on_progress=None) -> PairGrids:
+    """The live 2-D slice: ``COARSE`` x ``COARSE`` on ``BATCH`` images."""
+    return pair_grids(p.resnet, p.plain, *_batch(p, BATCH), COARSE, span, 2, seed, on_progress)
+
+
+# --- the finer grid, in the background, while someone waits for it ---------------------------------------
+MAX_BACKGROUND = 2  # at most this many grids computing at once on the teacher's server
+IDLE_S = 20.0  # a grid nobody asked about for this long stops (the page asks every POLL_S while it waits)
+POLL_S = 2.0
+
+
+class FineState(enum.Enum):
+    DONE = "done"  # in the disk cache
+    RUNNING = "running"  # being computed
+    BUSY = "busy"  # the server already computes MAX_BACKGROUND others: asked again later, it may start
+
+
+@dataclass(frozen=True)
+class FineGrid:
+    state: FineState
+    progress: float = 0.0  # share of the grid computed so far
+    grids: PairGrids | None = None  # when DONE
+
+
+@dataclass
+class _Job:
+    thread: threading.Thread | None = None
+    progress: float = 0.0
+    wanted: float = 0.0  # time.monotonic() of the last request
+
+
+_jobs: dict[str, _Job] = {}
+_lock = threading.Lock()
+
+
+def fine_key(p: pair.LoadedPair, span: float, seed: int) -> str:
+    return f"landscape-{p.key}-span{span}-seed{seed}-{FINE}x{FINE}-n{FINE_BATCH}"
+
+
+def fine_grid_ready(p: pair.LoadedPair, span: float, seed: int) -> bool:
+    """Whether the finer grid is in the disk cache (nothing is started)."""
+    return disk_cache.exists(fine_key(p, span, seed))
+
+
+def fine_grid(p: pair.LoadedPair, span: float, seed: int) -> FineGrid:
+    """The finer grid if it is ready; else start it (or keep it going) in the background and say how far it is."""
+    key = fine_key(p, span, seed)
+    stored = disk_cache.load(key)
+    if stored is not None:
+        return FineGrid(FineState.DONE, 1.0, PairGrids.from_dict(stored))
+    return _keep_going(key, lambda job: pair_grids(
+        p.resnet, p.plain, *_batch(p, FINE_BATCH), FINE, span, 2, seed,
+        on_progress=lambda f: setattr(job, "progress", f),
+        should_stop=lambda: time.monotonic() - job.wanted > IDLE_S))
+
+
+def _keep_going(key: str, compute: Callable[[_Job], PairGrids | None]) -> FineGrid:
+    """Mark ``key`` as wanted now; start its job if none runs and there is room."""
+    with _lock:
+        for k in [k for k, j in _jobs.items() if not j.thread.is_alive()]:
+            del _jobs[k]
+        job = _jobs.get(key)
+        if job is None:
+            if len(_jobs) >= MAX_BACKGROUND:
+                return FineGrid(FineState.BUSY)
+            job = _jobs[key] = _Job(wanted=time.monotonic())
+            job.thread = threading.Thread(target=_work, args=(key, job, compute), name=f"resviz-{key}", daemon=True)
+            job.thread.start()
+        job.wanted = time.monotonic()
+        return FineGrid(FineState.RUNNING, job.progress)
+
+
+def _work(key: str, job: _Job, compute: Callable[[_Job], PairGrids | None]) -> None:
+    try:
+        grids = compute(job)
+        if grids is not None:  # None: stopped because nobody waited any more
+            disk_cache.save(key, grids.as_dict())
+    except Exception:  # noqa: BLE001 - a failed background grid must not take the server down
+        log.exception("background loss grid %s failed", key)
+
+
+def wait_for_jobs(timeout: float = 120) -> None:
+    """Wait until every background grid has finished or stopped (tests, and a clean shutdown)."""
+    with _lock:
+        threads = [j.thread for j in _jobs.values()]
+    for t in threads:
+        t.join(timeout)
+
+
+CLAIM = ("the plain twin's neighbourhood is rougher by the measure the page uses "
+         "(RMS distance of log10 loss from the best-fitting bowl, 2-D slice)")
+
+
+def claims(seeds: tuple[int, ...], full: bool) -> list[Claim]:
+    """The lesson's claim on the built-in trained pair of each seed (CI: a narrow ResNet-20, 16-pixel images)."""
+    out = []
+    for seed in seeds:
+        p = builtin_pair.claims_pair(seed, full)
+        x, y = _batch(p, FINE_BATCH if full else 64)
+        g = pair_grids(p.resnet, p.plain, x, y, FINE if full else COARSE, 1.0, 2, seed)
+        res, plain = g.resnet.roughness(), g.plain.roughness()
+        out.append(Claim("landscape", CLAIM, seed, plain - res, "log10 loss",
+                         f"roughness ResNet {res:.3f}, plain {plain:.3f}; loss at the trained weights "
+                         f"ResNet {g.resnet.centre_loss:.3f}, plain {g.plain.centre_loss:.3f}"))
+    return out

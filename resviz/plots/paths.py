@@ -1,0 +1,25 @@
+"""Figure of the paths lesson: Veit et al. 2016, Fig. 6, measured on the model at hand."""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from resviz.lessons.paths import PathGradients
+from resviz.plots.style import COLORS, readable
+
+
+def plot_path_gradients(g: PathGradients) -> go.Figure:
+    """(a) paths per length, (b) gradient of one path per length, (c) total gradient per length."""
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.09, subplot_titles=(
+        "(a) how many paths have length k", "(b) gradient of one path", "(c) gradient of all length-k paths"))
+    fig.add_bar(x=g.k, y=g.count / g.count.sum() * 100, marker_color="#7f7f7f", row=1, col=1, name="share of paths")
+    fig.add_scatter(x=g.k, y=g.per_path, mode="lines+markers", row=1, col=2, name="one path",
+                    line=dict(color=COLORS["resnet"], width=3))
+    fig.add_bar(x=g.k, y=g.share * 100, marker_color=COLORS["resnet"], row=1, col=3, name="share of gradient")
+    fig.update_yaxes(title_text="% of all 2ⁿ paths", row=1, col=1)
+    fig.update_yaxes(title_text="L2 norm at the first block (log)", type="log", row=1, col=2)
+    fig.update_yaxes(title_text="% of the total gradient", row=1, col=3)
+    for c in (1, 2, 3):
+        fig.update_xaxes(title_text="path length k", row=1, col=c)
+    fig.update_layout(showlegend=False, height=430, margin=dict(t=50))
+    return readable(fig)

@@ -1,0 +1,46 @@
+"""Loss landscape page (AppTest + browser): live slices, the finer grid from the background, one height scale."""
+import pytest
+
+from helpers import figure, no_exceptions, open_page, page_exceptions, screenshot, texts
+from resviz.lessons import landscape
+from test_page_lesion import private_cache, with_pair  # noqa: F401 - the fixture is used by name
+
+
+@pytest.fixture(autouse=True)
+def small_fine_grid(monkeypatch):
+    """A 5x5 'finer' grid (21x21 takes minutes on a busy CPU); every background grid ends with its test."""
+    monkeypatch.setattr(landscape, "FINE", 5)
+    yield
+    landscape.wait_for_jobs(300)
+
+
+def test_landscape_coarse_live_then_fine_from_the_background():
+    at = with_pair("landscape")
+    no_exceptions(at)
+    assert not at.error, [e.value for e in at.error]
+    assert "Li, Xu" in texts(at) and "Section 6" in texts(at)
+    assert any("coarse 7×7" in s.value for s in at.subheader)
+    assert any("replaces this one here by itself" in i.value for i in at.info)
+    assert len(at.get("plotly_chart")) == 3
+    landscape.wait_for_jobs(120)
+    at.run()  # what the page's timer does every POLL_S seconds
+    no_exceptions(at)
+    assert any("5×5 grid on 256 images" in s.value for s in at.subheader)
+    assert not any("replaces this one" in i.value for i in at.info)
+
+
+def test_both_surfaces_share_one_height_scale():
+    at = with_pair("landscape")
+    fig = figure(at, "ls_surface")
+    layout = fig["layout"]
+    assert layout["scene"]["zaxis"]["range"] == layout["scene2"]["zaxis"]["range"]
+    traces = fig["data"]
+    assert traces[0]["cmin"] == traces[1]["cmin"] and traces[0]["cmax"] == traces[1]["cmax"]
+
+
+@pytest.mark.browser
+def test_landscape_in_browser(app_server, page):
+    open_page(page, app_server, "landscape")
+    assert page_exceptions(page) == []
+    assert "Li, Xu" in page.inner_text("body")
+    screenshot(page, "landscape")

@@ -1,0 +1,109 @@
+"""Lesion study page (AppTest + browser); the trained-pair picker it shares with Paths and Loss landscape."""
+import pytest
+import torch
+
+from helpers import new_app, no_exceptions, open_page, page_exceptions, screenshot, texts, tiny_config, tiny_model
+from resviz import builtin_pair, disk_cache, pair
+from resviz.inputs import data
+from resviz.models import build_model, plain_twin
+
+TINY = tiny_config()
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESVIZ_CACHE", str(tmp_path / "cache"))
+
+
+def tiny_trained(label="tiny test pair", **kw) -> pair.TrainedPair:
+    """A pair as the training page hands it over (random weights: it guesses)."""
+    model = tiny_model()
+    return pair.TrainedPair(TINY, model.state_dict(), plain_twin(model).state_dict(), label,
+                            **{"class_names": tuple(data.SHAPES[:4]), **kw})
+
+
+def with_pair(page, trained=None):
+    at = new_app(page)
+    at.session_state["trained"] = trained or tiny_trained()
+    return at.run()
+
+
+def test_lesion_without_pair_offers_training():
+    at = new_app("lesion")
+    no_exceptions(at)
+    assert at.button(key="le_pair_train").label == "Train this pair now"
+    assert not at.get("plotly_chart")
+    assert "Veit" in texts(at) and "Section 4.1" in texts(at)
+
+
+def test_lesion_with_session_pair_averages_comparable_blocks():
+    at = with_pair("lesion")
+    no_exceptions(at)
+    assert not at.error, [e.value for e in at.error]
+    assert "tiny test pair" in texts(at)
+    table = at.dataframe[0].value
+    assert list(table["block"]) == ["layer1.0", "layer2.0"]
+    assert table["plain accuracy"].isna().tolist() == [False, True]  # shape-changing plain block: impossible
+    res, plain, down = (m.value for m in at.metric)
+    # one comparable block (layer1.0): both means are that block's drop, the downsampling one is apart
+    intact_res = pair.accuracy(tiny_model(), *pair.eval_data(TINY, 250))
+    assert res == f"{intact_res - table['ResNet accuracy'][0]:.1%}"
+    assert down == f"{intact_res - table['ResNet accuracy'][1]:.1%}"
+    assert "64,000 steps" in texts(at) and "Section 4.2" in texts(at)  # where the schedule comes from
+
+
+def test_pair_at_chance_warns_and_offers_the_builtin_pair():
+    at = with_pair("lesion")  # random weights: no better than guessing
+    assert any("no better than guessing" in w.value for w in at.warning)
+    at.button(key="le_pair_builtin").click().run()
+    no_exceptions(at)
+    assert at.toggle(key="le_pair_session").value is False
+    assert at.button(key="le_pair_train") and not at.dataframe  # the built-in pair is not trained yet
+
+
+def test_session_pair_from_other_data_is_a_message_not_a_traceback():
+    at = with_pair("lesion", tiny_trained(class_names=("cat", "dog", "car", "bird"), data_name="a teacher's folder"))
+    no_exceptions(at)
+    assert at.error and "a teacher's folder" in at.error[0].value
+
+
+def test_mismatched_session_pair_is_a_message_not_a_traceback():
+    bad = tiny_trained()
+    bad = pair.TrainedPair(TINY, build_model("resnet20", seed=0).state_dict(), bad.plain_state_dict, bad.label)
+    at = with_pair("lesion", bad)
+    no_exceptions(at)
+    assert at.error and "trained pair" in at.error[0].value
+
+
+def test_lesion_train_button_trains_and_caches(monkeypatch):
+    calls = []
+
+    def fake_train(recipe, device="cpu", on_step=None, store=True):  # the real one takes minutes: weights only
+        calls.append((recipe.cfg.name, recipe.steps))
+        model = build_model(recipe.cfg, seed=0)
+        on_step({"step": 1, "steps": 1})
+        disk_cache.save(recipe.key, {"state_dict": model.state_dict(), "plain_state_dict": plain_twin(
+            model).state_dict(), "label": "fake pair", "class_names": tuple(data.SHAPES[:10])})
+        return builtin_pair.load(recipe)
+
+    monkeypatch.setattr(builtin_pair, "train", fake_train)
+    at = new_app("lesion")
+    assert at.select_slider(key="le_pair_steps").value == builtin_pair.BuiltinRecipe.steps
+    at.button(key="le_pair_train").click().run()
+    no_exceptions(at)
+    at.select_slider(key="le_n").set_value(100).run()
+    assert calls == [("resnet20", 300)]
+    assert "fake pair" in texts(at) and at.dataframe
+    at = new_app("lesion")  # a later visit finds it on disk: no button, no training
+    assert "le_pair_train" not in [b.key for b in at.button]
+    assert calls == [("resnet20", 300)] and "fake pair" in texts(at)
+    at.select_slider(key="le_pair_steps").set_value(600).run()  # another length: not trained yet
+    assert at.button(key="le_pair_train") and "Already trained here: resnet20, 300 steps" in at.info[0].value
+
+
+@pytest.mark.browser
+def test_lesion_in_browser(app_server, page):
+    open_page(page, app_server, "lesion")
+    assert page_exceptions(page) == []
+    assert "Veit" in page.inner_text("body")
+    screenshot(page, "lesion")
