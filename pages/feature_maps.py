@@ -75,12 +75,12 @@ sel = ui.current_selection()
 st.title("Feature maps: a picture inside the network")
 top_notice = st.container()
 pic_col, up_col, w_col, block_col = st.columns([3, 3, 3, 3])
-samples = images.sample_names()
-sample = pic_col.selectbox("Picture", samples, samples.index("cat") if "cat" in samples else 0, key="fm_sample",
-                           help="Photos: public domain or CC0, sources in assets/samples/ATTRIBUTION.md. "
-                                "Patterns: drawn by resviz.")
 upload = up_col.file_uploader("…or upload a photo", type=images.UPLOAD_TYPES, key="fm_upload",
                               max_upload_size=limits.IMAGE_MB)
+samples = images.sample_names()
+sample = pic_col.selectbox("Picture", samples, samples.index("cat") if "cat" in samples else 0, key="fm_sample",
+                           disabled=upload is not None, help="Photos: public domain or CC0, sources in "
+                           "assets/samples/ATTRIBUTION.md. Patterns: drawn by resviz. Remove an upload to use them.")
 try:
     img = images.load_image(upload.getvalue() if upload is not None else images.sample_bytes(sample))
 except images.ImageError as e:

@@ -73,13 +73,14 @@ def test_uploaded_photo_is_used_and_bad_uploads_are_explained(app):
     app.file_uploader(key="fm_upload").set_value(("red.png", png(), "image/png")).run()
     no_exceptions(app)
     assert not app.error and "Inside block" in texts(app)
+    assert app.selectbox(key="fm_sample").disabled  # the upload is shown, not the sample
     app.file_uploader(key="fm_upload").set_value(("fake.png", b"not a picture at all", "image/png")).run()
     no_exceptions(app)
     assert "not an image we can read" in app.error[0].value
     app.file_uploader(key="fm_upload").set_value(("empty.png", b"", "image/png")).run()
     assert "empty (0 bytes)" in app.error[0].value
     app.file_uploader(key="fm_upload").set_value(None).run()
-    assert not app.error
+    assert not app.error and not app.selectbox(key="fm_sample").disabled
 
 
 def test_weights_upload_good_bad_and_malicious(tmp_path):
