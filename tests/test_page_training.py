@@ -6,7 +6,7 @@ import pytest
 from resviz.inputs import data
 from resviz.lessons.training import DataSource, RacePair
 from resviz.models import ResNet
-from tests.conftest import new_app, no_exceptions, open_page, page_exceptions, screenshot, wait_idle
+from helpers import new_app, no_exceptions, open_page, page_exceptions, screenshot, wait_idle
 
 
 
