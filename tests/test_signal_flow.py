@@ -402,3 +402,17 @@ def test_claims_hold_at_ci_size():
     claims = sf.claims((0,), full=False)
     assert claims and all(c.lesson == "signal_flow" and c.seed == 0 for c in claims)
     assert all(c.holds for c in claims), [(c.text, c.margin, c.detail) for c in claims if not c.holds]
+
+
+def test_log_axes_label_every_tick_at_full_size_with_a_few_decades(measured):
+    """Plotly's own log labels are tiny digits (2, 5) or SI prefixes (1µ): ours are 1-2-5 or powers of ten."""
+    narrow = plots.plot_layer_stat(measured["bn kaiming init", 0], "grad_rms").layout.yaxis
+    assert set(narrow.ticktext) >= {"10<sup>−4</sup>", "2×10<sup>−4</sup>", "5×10<sup>−4</sup>"}
+    wide = plots.plot_layer_stat(measured["no bn default", 0], "act_rms")
+    shown = np.concatenate([np.asarray(d.y, dtype=float) for d in wide.data])
+    lo, hi = np.nanmin(shown), np.nanmax(shown)
+    inside = [v for v in wide.layout.yaxis.tickvals if lo / 10 <= v <= hi * 10]
+    assert 3 <= len(inside) <= 8
+    assert all(re.fullmatch(r"(\d×)?10<sup>−?\d+</sup>|[\d.]+", t) for t in wide.layout.yaxis.ticktext)
+    fig7 = plots.plot_responses(measured["no bn default", 0])
+    assert fig7.layout.yaxis.type == "log" and fig7.layout.yaxis.ticktext

@@ -64,7 +64,8 @@ def _log_ticks(values: np.ndarray) -> dict:
     lo, hi = math.floor(math.log10(v.min())), math.ceil(math.log10(v.max()))
     span = hi - lo  # decades the data spans; one more each side for the axis's padding
     mult = (1, 2, 5) if span <= 3 else (1,)
-    ticks = [m * 10.0**k for k in range(lo - 1, hi + 2, max(1, span // 8)) for m in mult]
+    step = max(1, math.ceil(span / 5))  # about five labelled decades however wide the range
+    ticks = [m * 10.0**k for k in range(hi + 1, lo - 2, -step) for m in mult]
     plain = v.min() >= 1e-2 and v.max() < 1e4  # one style per axis: 0.05 and 2 plainly, else 5×10⁻⁴ and 10⁻³
     return dict(tickvals=ticks, ticktext=[f"{t:g}" if plain else _power(t) for t in ticks])
 
@@ -124,12 +125,13 @@ def plot_responses(result: FlowResult) -> go.Figure:
     finite = np.concatenate(list(stds.values()))
     finite = finite[np.isfinite(finite) & (finite > 0)]
     wide = finite.size and finite.max() / finite.min() > 100  # without BN the stds span decades: log scale
-    fig.update_yaxes(title="std of response", type="log" if wide else "linear", rangemode="tozero")
+    fig.update_yaxes(title="std of response", type="log" if wide else "linear", rangemode="tozero",
+                     **(_log_ticks(finite) if wide else {}))
     fig.update_xaxes(title="3x3 layer (original order)", row=1, col=1)
     fig.update_xaxes(title="3x3 layer (sorted by magnitude)", row=2, col=1)
     fig.update_layout(title=dict(text="Std of 3x3 layer responses (after BN, before the addition): the paper's "
                                       "Fig. 7", y=0.98),
-                      height=600, margin=dict(t=90, b=100), legend=LEGEND)
+                      height=600, margin=dict(t=90, b=100), legend={**LEGEND, "y": -0.14})  # y: of both rows
     return _readable(fig)
 
 
