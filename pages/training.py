@@ -92,7 +92,7 @@ draw(h)
 for kind, text in training.race_messages(h):
     getattr(st, kind)(text)
 if h.step and not run.running:
-    ss["trained"] = vars(run.trained_pair())  # TODO(next commit): the TrainedPair itself, once its readers take it
+    ss["trained"] = run.trained_pair()  # a resviz.pair.TrainedPair: Feature maps, Lesion, Paths, Landscape read it
     st.download_button("Download the trained ResNet (state dict)", lambda: training.state_dict_bytes(
         run.trained_pair().state_dict), file_name=f"{next(iter(h.runs)).lower()}_trained.pt", key="tr_save")
     st.caption("The trained ResNet and its twin are now available on the Feature maps page (source: trained). "

@@ -6,6 +6,7 @@ import pytest
 from resviz.inputs import data
 from resviz.lessons.training import DataSource, RacePair
 from resviz.models import ResNet
+from resviz.pair import TrainedPair
 from helpers import new_app, no_exceptions, open_page, page_exceptions, screenshot, wait_idle
 
 
@@ -57,11 +58,13 @@ def test_start_runs_a_tiny_race_and_shares_the_trained_model():
     assert titles[2:] == ["ResNet-6: gradient norm per layer", "plain-6: gradient norm per layer"]
     assert any("steps/s" in m.value and "ResNet-6: loss" in m.value for m in at.markdown)
     trained = at.session_state["trained"]
-    assert trained["label"] == "ResNet-6 trained 4 steps on Built-in shapes"
-    assert trained["cfg"].input_size == 16 and trained["cfg"].num_classes == 10
-    model = ResNet(trained["cfg"])
-    model.load_state_dict(trained["state_dict"])  # loads strictly: the Feature maps page can use it
-    assert all(v.device.type == "cpu" for v in trained["plain_state_dict"].values())
+    assert isinstance(trained, TrainedPair)
+    assert trained.label == "ResNet-6 trained 4 steps on Built-in shapes"
+    assert trained.cfg.input_size == 16 and trained.cfg.num_classes == 10
+    assert trained.class_names == data.SHAPES and (trained.data_name, trained.steps) == ("Built-in shapes", 4)
+    model = ResNet(trained.cfg)
+    model.load_state_dict(trained.state_dict)  # loads strictly: the Feature maps page can use it
+    assert all(v.device.type == "cpu" for v in trained.plain_state_dict.values())
     assert at.get("download_button")
     at.switch_page("pages/feature_maps.py").run()  # same session: the Feature maps page offers these weights
     no_exceptions(at)
