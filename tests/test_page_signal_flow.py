@@ -6,7 +6,8 @@ import re
 import pytest
 from PIL import Image
 
-from helpers import SCREENSHOTS, figures, new_app, no_exceptions, open_page, page_exceptions, screenshot, texts, wait_idle
+from helpers import (SCREENSHOTS, figures, new_app, no_exceptions, open_page, page_exceptions, screenshot, texts,
+                     wait_idle)
 from resviz.lessons import signal_flow as sf
 from resviz.tools import browser
 
@@ -28,7 +29,8 @@ def test_smoke_resnet20_with_bn_at_init_says_random_weights_and_cites_what_it_me
     specs = figures(app)
     assert len(specs) == 4 and all({"ResNet", "plain twin"} <= {d["name"] for d in s["data"]} for s in specs[:3])
     forward, backward = specs[:2]
-    assert backward["layout"]["yaxis"]["type"] == "log" and "RMS of ∂loss/∂output" in backward["layout"]["yaxis"]["title"]["text"]
+    assert backward["layout"]["yaxis"]["type"] == "log"
+    assert "RMS of ∂loss/∂output" in backward["layout"]["yaxis"]["title"]["text"]
     assert "over batch × channels × positions" in forward["layout"]["yaxis"]["title"]["text"]
     assert [d["line"]["color"] for d in forward["data"]] == ["#1f77b4", "#d62728"]
 

@@ -30,7 +30,7 @@ def no_hooks_left(model: nn.Module) -> bool:
 
 
 def small(depth: int, norm: bool = True, **kw) -> sf.Settings:
-    """The page's CIFAR net of ``depth`` on 16-pixel inputs, batch 4: the same shapes of flow, a fraction of the work."""
+    """The page's CIFAR net of ``depth`` on 16-pixel inputs, batch 4: the same flow, a fraction of the work."""
     return sf.Settings(replace(sf.cifar_config(depth, norm), input_size=16), **{"batch": 4, **kw})
 
 
@@ -255,7 +255,8 @@ def test_every_number_in_the_text_is_a_measured_one(measured, name):
                 values += [u / v for u, v in ((a1, a0), (a0, a1), (g0, g1), (g1, g0)) if v]  # factors both ways
                 blocks = [i for i, n in enumerate(stats.layers.names) if n.startswith("layer") and "conv" in n]
                 first = [n.endswith("conv1") for n in np.array(stats.layers.names)[blocks]]
-                values += [stats.act_rms[blocks][np.array(first)].mean(), stats.act_rms[blocks][~np.array(first)].mean()]
+                rms, first = stats.act_rms[blocks], np.array(first)
+                values += [rms[first].mean(), rms[~first].mean()]  # a block's first convs, and the others
         (res, pl) = (ends(r[net].stats) for net in (RESNET, PLAIN))
         values += [res[3] / pl[3] if pl[3] else 0, (pl[3] / pl[2]) / (res[3] / res[2]) if pl[2] and res[3] else 0]
         allowed = {f"{v:.3g}" for v in values} | {"2016", "4.1", "4.2", "2019", "10", "7", "64", "3", "1", "0"}
@@ -333,7 +334,8 @@ def test_training_steps_lower_the_loss_and_divergence_is_reported():
     r = sf.compare_signal_flow(TINY, x, y, steps=5, lr=0.05, progress=seen.append)
     assert r[RESNET].losses[-1] < r[RESNET].losses[0] and not sf.warnings(r)
     assert seen[-1] == 1.0 and len(seen) == 12 and seen == sorted(seen)
-    assert r[RESNET].init_stats is not r[RESNET].stats and r[RESNET].init_stats.loss == pytest.approx(r[RESNET].losses[0])
+    assert r[RESNET].init_stats is not r[RESNET].stats
+    assert r[RESNET].init_stats.loss == pytest.approx(r[RESNET].losses[0])
     assert "After 5 SGD steps the loss" in sf.explain_signal_flow(r)[-1]
     r = sf.compare_signal_flow(replace(TINY, norm=False), x, y, steps=6, lr=1e4)
     assert r[RESNET].diverged_at is not None and len(r[RESNET].losses) == r[RESNET].diverged_at
@@ -392,7 +394,8 @@ def test_table_says_which_norm_and_holds_every_number():
     x, y = sf.sample_batch(TINY, 2)
     r = sf.compare_signal_flow(TINY, x, y)
     table = sf.stats_table(r)
-    assert len(table["layer"]) == 8 and table["kind"][-1] == "fc" and table["output shape (one example)"][0] == "16×16×16"
+    assert len(table["layer"]) == 8 and table["kind"][-1] == "fc"
+    assert table["output shape (one example)"][0] == "16×16×16"
     assert table["ResNet: ∂loss/∂output RMS"] == list(r[RESNET].stats.grad_rms)
     assert table["plain twin: output RMS"] == list(r[PLAIN].stats.act_rms)
 

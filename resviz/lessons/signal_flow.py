@@ -526,8 +526,8 @@ def _zigzag_context(f: dict[Net, NetFlow]) -> list[str]:
         return []  # no zigzag, or the plain twin zigzags as much: then the shortcuts do not explain it
     return [f"In the ResNet the first conv of every block reads the block's input, the sum that the shortcuts carry, "
             f"so its output is larger: an RMS of {res.entry_rms:.3g} on average, against {res.inner_rms:.3g} for the "
-            f"other convs of the blocks (in the plain twin: {pl.entry_rms:.3g} against {pl.inner_rms:.3g}). That is the "
-            "zigzag of the forward chart."]
+            f"other convs of the blocks (in the plain twin: {pl.entry_rms:.3g} against {pl.inner_rms:.3g}). "
+            "That is the zigzag of the forward chart."]
 
 
 def _zero_init_context(result: FlowResult, f: dict[Net, NetFlow]) -> list[str]:
@@ -592,10 +592,12 @@ def _plain_context(result: FlowResult, f: dict[Net, NetFlow]) -> list[str]:
 def _loss_context(result: FlowResult, f: dict[Net, NetFlow]) -> str:
     """The loss after the training steps, and which net fits the batch faster (by more than 10%)."""
     s, res, pl = result.settings, f[Net.RESNET].loss, f[Net.PLAIN].loss
-    text = f"After {s.steps} SGD steps the loss on this batch is {res:.3g} for the ResNet and {pl:.3g} for the plain twin"
+    text = (f"After {s.steps} SGD steps the loss on this batch is {res:.3g} for the ResNet and {pl:.3g} for the "
+            "plain twin")
     if res < 0.9 * pl:
         steady = s.cfg.norm and f[Net.PLAIN].backward.trend is Trend.STEADY
-        why = f", although the plain net's gradient is healthy: {HE} conjecture that {HE_CONJECTURE}." if steady else "."
+        why = (f", although the plain net's gradient is healthy: {HE} conjecture that {HE_CONJECTURE}." if steady
+               else ".")
         return text + ": the ResNet fits it faster" + why
     return text + (": the plain twin fits it faster." if pl < 0.9 * res else ": within 10% of each other.")
 
@@ -659,8 +661,9 @@ def stats_table(result: FlowResult) -> dict[str, list]:
 # --- lesson claims (python -m resviz.claims --only signal_flow) --------------------------------------------
 
 _NET_LINE = re.compile(r"\*\*(?P<net>[^*]+)\*\*: forward, the RMS of the conv outputs goes from (?P<a0>\S+) at the "
-                       r"first conv to (?P<a1>\S+) at the last conv \((?P<fwd>.+?)\); backward, the RMS of the gradient "
-                       r"goes from (?P<g1>\S+) at the last conv to (?P<g0>\S+) at the first conv \((?P<bwd>.+?)\)\.$")
+                       r"first conv to (?P<a1>\S+) at the last conv \((?P<fwd>.+?)\); backward, the RMS of the "
+                       r"gradient goes from (?P<g1>\S+) at the last conv to (?P<g0>\S+) at the first conv "
+                       r"\((?P<bwd>.+?)\)\.$")
 _BANDS = {Trend.VANISHES: (0.0, VANISH), Trend.SHRINKS: (VANISH, 1 / STEADY), Trend.STEADY: (1 / STEADY, STEADY),
           Trend.GROWS: (STEADY, EXPLODE), Trend.EXPLODES: (EXPLODE, math.inf)}
 
@@ -732,8 +735,8 @@ def claims(seeds: tuple[int, ...], full: bool) -> list:
                          f"plain {pl.ratio:.3g}x, ResNet {res.ratio:.3g}x"))
         f = flows(trained)
         p = f[Net.PLAIN].backward.ratio
-        out.append(Claim("signal_flow", f"after some SGD steps the plain twin's gradient stays within 10x, as He et al. "
-                         f"(2016, §4.1) report for trained plain nets with BN [{trained_name}]", seed,
+        out.append(Claim("signal_flow", "after some SGD steps the plain twin's gradient stays within 10x, as He "
+                         f"et al. (2016, §4.1) report for trained plain nets with BN [{trained_name}]", seed,
                          min(math.log10(p * STEADY), math.log10(STEADY / p)), "decades", f"plain {p:.3g}x"))
         out.append(Claim("signal_flow", f"... while the ResNet fits the batch faster [{trained_name}]", seed,
                          math.log10(0.9 * f[Net.PLAIN].loss / f[Net.RESNET].loss), "decades",

@@ -13,16 +13,16 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from resviz.lessons.signal_flow import FlowResult, Layers, Net
+from resviz.plots.style import COLORS, FONT_SIZE, TEXT_COLOR, readable
 
-COLORS = {Net.RESNET: "#1f77b4", Net.PLAIN: "#d62728"}  # the app's ResNet blue and plain-twin red
 DASH = {Net.RESNET: "solid", Net.PLAIN: "dash"}  # dashed: still visible where the curves coincide
-FONT = dict(size=15, color="#1a1a1a")  # readable from the back of a classroom: >= 14 px, near-black
 LEGEND = dict(orientation="h", y=-0.28, x=0.5, xanchor="center", yanchor="top")  # below: clear of the stage names
 OVER = "over batch × channels × positions"
 QUANTITIES = {  # LayerStats attribute -> (title, y-axis label)
     "act_rms": ("Forward: size of each conv's output", f"RMS of the output<br>({OVER})"),
     "grad_rms": ("Backward: size of the gradient at each conv", f"RMS of ∂loss/∂output<br>({OVER})"),
-    "weight_grad_rms": ("Backward: size of each conv's weight gradient", "RMS of ∂loss/∂weight<br>(over its weights)"),
+    "weight_grad_rms": ("Backward: size of each conv's weight gradient",
+                        "RMS of ∂loss/∂weight<br>(over its weights)"),
 }
 
 
@@ -38,15 +38,7 @@ def _mark_stages(fig: go.Figure, stages: list[int], row: int | None = None) -> N
         if a > 0:
             fig.add_vline(x=a + 0.5, line_dash="dot", line_color="#555", row=row, col=1 if row else None)
         fig.add_annotation(x=(a + b + 1) / 2, y=1.0, xref=f"x{axis}", yref=f"y{axis} domain", yanchor="bottom",
-                           text=_stage_label(stages[a]), showarrow=False, font=dict(size=14, color="#333"))
-
-
-def _readable(fig: go.Figure) -> go.Figure:
-    """Every text of the figure in FONT: the app's theme would otherwise grey out and shrink axis texts."""
-    fig.update_layout(font=FONT, legend_font=FONT, title_font=dict(size=18, color=FONT["color"]))
-    fig.update_xaxes(tickfont=FONT, title_font=FONT)
-    fig.update_yaxes(tickfont=FONT, title_font=FONT)
-    return fig
+                           text=_stage_label(stages[a]), showarrow=False, font=dict(size=FONT_SIZE, color=TEXT_COLOR))
 
 
 def _power(t: float) -> str:
@@ -95,7 +87,8 @@ def plot_layer_stat(result: FlowResult, quantity: str, height: int = 400) -> go.
                       (run.stats, f"{net.label} after {result.settings.steps} steps", 1.0)]
         for stats, label, opacity in curves:
             fig.add_trace(go.Scatter(x=x, y=_positive(getattr(stats, quantity)[idx]), name=label, opacity=opacity,
-                                     mode="lines+markers", line=dict(color=COLORS[net], dash=DASH[net], width=2.5),
+                                     mode="lines+markers",
+                                     line=dict(color=COLORS[net.value], dash=DASH[net], width=2.5),
                                      marker=dict(size=6), text=_hover(layers, idx),
                                      hovertemplate="conv %{x}: %{text}<br>%{y:.3g}<extra>" + label + "</extra>"))
     _mark_stages(fig, [layers.stages[i] for i in idx])
@@ -103,7 +96,7 @@ def plot_layer_stat(result: FlowResult, quantity: str, height: int = 400) -> go.
     fig.update_yaxes(type="log", title=ylabel, **_log_ticks(shown))
     fig.update_xaxes(title="conv layer (depth order: input → output)")
     fig.update_layout(title=dict(text=title), height=height, margin=dict(t=70, b=110, l=100, r=20), legend=LEGEND)
-    return _readable(fig)
+    return readable(fig)
 
 
 def plot_responses(result: FlowResult) -> go.Figure:
@@ -115,7 +108,7 @@ def plot_responses(result: FlowResult) -> go.Figure:
     x = np.arange(1, len(idx) + 1)
     stds = {net: np.asarray(result[net].stats.resp_std)[idx] for net in Net}
     for net, std in stds.items():
-        line = dict(color=COLORS[net], dash=DASH[net], width=2.5)
+        line = dict(color=COLORS[net.value], dash=DASH[net], width=2.5)
         fig.add_trace(go.Scatter(x=x, y=std, name=net.label, mode="lines+markers", line=line, marker=dict(size=5),
                                  text=[layers.names[i] for i in idx],
                                  hovertemplate="%{text}<br>std %{y:.3g}<extra>" + net.label + "</extra>"), row=1, col=1)
@@ -132,7 +125,7 @@ def plot_responses(result: FlowResult) -> go.Figure:
     fig.update_layout(title=dict(text="Std of 3x3 layer responses (after BN, before the addition): the paper's "
                                       "Fig. 7", y=0.98),
                       height=600, margin=dict(t=90, b=100), legend={**LEGEND, "y": -0.14})  # y: of both rows
-    return _readable(fig)
+    return readable(fig)
 
 
 def plot_losses(result: FlowResult) -> go.Figure:
@@ -141,7 +134,7 @@ def plot_losses(result: FlowResult) -> go.Figure:
     for net in Net:
         losses = result[net].losses
         fig.add_trace(go.Scatter(x=np.arange(1, len(losses) + 1), y=losses, name=net.label, mode="lines+markers",
-                                 line=dict(color=COLORS[net], dash=DASH[net], width=2.5)))
+                                 line=dict(color=COLORS[net.value], dash=DASH[net], width=2.5)))
     fig.update_layout(title="Training loss on this batch, step by step", height=340, margin=dict(t=60, b=50),
                       xaxis_title="SGD step", yaxis_title="cross-entropy loss")
-    return _readable(fig)
+    return readable(fig)
