@@ -65,6 +65,8 @@ tabs = st.tabs(names)
 tabs[0].plotly_chart(plots.plot_layer_stat(result, "weight_grad_rms"), key="sf_chart_wgrad")
 tabs[1].markdown(sf.explain_responses(result))
 tabs[1].plotly_chart(plots.plot_responses(result), key="sf_chart_resp")
+tabs[2].caption("One row per weighted layer (the classifier too). RMS, mean and std over the batch and every channel "
+                "and position of the layer's output; ∂loss/∂weight RMS over the layer's weights.")
 tabs[2].dataframe(sf.stats_table(result), key="sf_table")
 if steps:
     tabs[3].plotly_chart(plots.plot_losses(result), key="sf_chart_loss")

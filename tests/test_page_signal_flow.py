@@ -26,6 +26,7 @@ def test_smoke_resnet20_with_bn_at_init_says_random_weights_and_cites_what_it_me
     assert "**ResNet**: forward, the RMS of the conv outputs" in t and "**Plain twin**: forward" in t
     assert "With batch norm, at initialisation, from the last conv back to the first" in t
     assert "in line with the paper" not in t and "both curves sit at 1 by construction" in t
+    assert "RMS, mean and std over the batch and every channel and position" in t  # the table says which norm
     specs = figures(app)
     assert len(specs) == 4 and all({"ResNet", "plain twin"} <= {d["name"] for d in s["data"]} for s in specs[:3])
     forward, backward = specs[:2]
