@@ -26,7 +26,7 @@ LESSONS = (
            "through every block and shortcut, parameters and multiply-accumulates per layer", "Layer table"),
     Lesson("shortcut_lab", "Shortcut lab", ":material/alt_route:", "why x + F(x) needs equal shapes, and how "
            "zero-padding or a 1x1 convolution fixes a mismatch (with the bottleneck's costs)", "Shortcut lab"),
-    Lesson("signal_flow", "Signal flow", ":material/monitoring:", "activation and gradient norms layer by layer, "
+    Lesson("signal_flow", "Signal flow", ":material/monitoring:", "per-element RMS of activations and gradients layer by layer, "
            "a ResNet against its plain twin, with and without batch norm", "Signal flow"),
     Lesson("feature_maps", "Feature maps", ":material/image:", "upload a picture and see F(x), the shortcut x and "
            "their sum inside each block; top-5 classes, Grad-CAM, Integrated Gradients and Occlusion", "Feature maps"),

@@ -9,10 +9,7 @@ A claim that fails on some seed is a finding to fix in the lesson, not a seed to
 """
 from __future__ import annotations
 
-import argparse
 import importlib
-import sys
-import time
 from dataclasses import dataclass
 
 SEEDS = (0, 1, 2, 3, 4)
@@ -64,24 +61,3 @@ def format_table(claims: list[Claim]) -> str:
         lines.append(f"{verdict:5}  {c.lesson:13} seed {c.seed}  margin {c.margin:+.3g} {c.unit:8}  {c.text}"
                      + (f"  [{c.detail}]" if c.detail else ""))
     return "\n".join(lines)
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--full", action="store_true", help="the sizes the pages use (slow)")
-    ap.add_argument("--seeds", type=int, nargs="*", default=list(SEEDS))
-    ap.add_argument("--only", nargs="*", help="lesson names")
-    args = ap.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(1)
-    t0 = time.perf_counter()
-    claims = all_claims(args.seeds, args.full, args.only)
-    print(format_table(claims))
-    failed = sum(not c.holds for c in claims)
-    print(f"{len(claims) - failed} passed, {failed} failed  ({time.perf_counter() - t0:.0f} s)")
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
