@@ -26,8 +26,6 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from resviz.tools.server import free_port
-
 ROOT = Path(__file__).resolve().parent.parent  # the repository: app.py and .streamlit/config.toml live here
 HERE = Path(__file__).resolve().parent
 HEALTH_PATH = "/_stcore/health"
@@ -90,6 +88,13 @@ class Cluster:
         col = {name: i for i, name in enumerate(head)}
         return {row[col["svname"]]: {"now": int(row[col["scur"]]), "total": int(row[col["stot"]])}
                 for row in rows if row[col["pxname"]] == "streamlit" and row[col["svname"]] != "BACKEND"}
+
+
+def free_port() -> int:
+    """A free loopback port (the launcher imports nothing of resviz: no torch in this process)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def max_upload_mb(root: Path = ROOT) -> int:

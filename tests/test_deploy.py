@@ -213,6 +213,13 @@ def test_a_missing_proxy_is_a_clear_error(monkeypatch):
             pass
 
 
+def test_the_launcher_loads_no_torch():
+    """The launcher only starts processes: importing deploy.start must not pull in resviz (and torch)."""
+    code = "import sys, deploy.start; print(sorted(m for m in ('torch', 'resviz', 'streamlit') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=start.ROOT, check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_replicas_share_out_the_cores_as_torch_threads(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
