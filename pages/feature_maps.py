@@ -15,14 +15,10 @@ SOURCE_LABELS = {Source.PRETRAINED: "ImageNet weights (torchvision)", Source.TRA
 OWNED = (Source.TRAINED, Source.UPLOAD)  # a student's own weights live in their session; the others are shared
 
 
-def trained_pair() -> TrainedPair | None:
-    t = st.session_state.get("trained")
-    return TrainedPair(**t) if isinstance(t, dict) else t  # a dict until the Training race hands the TrainedPair
-
-
 def weights_ui(sel: ui.Selection) -> fm.LoadedWeights:
     """Weights picker (radio, download button, uploader); any problem is a message and random weights."""
-    cfg, device, pair = sel.chosen, sel.device, trained_pair()
+    cfg, device = sel.chosen, sel.device
+    pair: TrainedPair | None = st.session_state.get("trained")  # written by the Training race
     source = st.radio("Weights", fm.sources(cfg, pair), format_func=lambda s: SOURCE_LABELS[Source(s)],
                       key="fm_source", help="ImageNet weights exist only for the ImageNet presets in the sidebar.")
     try:
