@@ -18,7 +18,7 @@ import pandas  # noqa: F401  plotly imports it lazily, which races when two sess
 import streamlit as st
 import torch
 
-from resviz.inputs import limits
+from resviz.inputs import budget, limits
 from resviz import models
 
 log = logging.getLogger("resviz")
@@ -146,7 +146,8 @@ def model_sidebar_ui() -> Selection:
     try:
         cfg = models.with_shortcuts(_config_ui(family))
         models.check_config(cfg)
-    except models.ConfigError as e:
+        budget.check_model(cfg, what="This model", nets=2)  # one image through it and its plain twin must fit
+    except models.ConfigError as e:  # BudgetError too: the numbers, before anything is built
         sb.error(f"{e} Keeping the previous model.")
         cfg = st.session_state["selection"].cfg
     plain = sb.toggle("Plain twin (shortcuts removed)", key="sel_plain")
@@ -221,12 +222,13 @@ def friendly_errors(what: str):
         else:
             log.exception("failed while %s", what)
             st.error(f"{what} failed: {type(e).__name__}: {_first_line(e)}")
-    except torch.OutOfMemoryError:
-        log.exception("out of memory while %s", what)
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        st.error(f"{what}: the device ran out of memory. Try a smaller batch, a smaller input, or the CPU.")
     except Exception as e:  # noqa: BLE001 - the page must survive anything a student does
+        if budget.is_out_of_memory(e):  # CUDA's OutOfMemoryError, MemoryError, the CPU allocator's RuntimeError
+            log.exception("out of memory while %s", what)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            st.error(f"{what}: the device ran out of memory. Try a smaller batch, a smaller input, or the CPU.")
+            return
         log.exception("failed while %s", what)
         st.error(f"{what} failed: {type(e).__name__}: {_first_line(e)}")
 

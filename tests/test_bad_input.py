@@ -1,46 +1,29 @@
 """Every input the app takes, fed something bad, through the pages a student uses.
 
-For each case: a clear message on the page, no traceback, no code run, nothing written outside a temporary
-folder, and the same session keeps working afterwards (the server keeps serving).
+For each case: a clear message on the page, no traceback, no code run, nothing written where a careless
+extraction or save would put it, and the same session keeps working afterwards (the server keeps serving).
+Resource limits (slivers, odd tensors, expanding archives, clashing zips, oversized uploads and models) have
+their own measured suite in test_limits.py.
 """
 import io
 import os
 import re
-import struct
-import zipfile
-import zlib
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
+import streamlit.testing.v1  # noqa: F401 - imported first: AppTest makes its own temp folder at import
 
-from conftest import ROOT, new_app, no_exceptions
+from helpers import ROOT, bomb_png, new_app, no_exceptions, png, saved, texts, zipped
 from resviz import models
+from resviz.lessons.feature_maps import WeightsSource
+from resviz.lessons.signal_flow import Input
 from resviz.lessons.training import DataSource
 
-
-def png(size=(40, 30), mode="RGB") -> bytes:
-    buf = io.BytesIO()
-    Image.new(mode, size, 120).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def bomb_png(w=100_000, h=100_000) -> bytes:
-    """A 1x1 PNG whose header claims w x h pixels: what a decompression bomb looks like before decoding."""
-    data = bytearray(png((1, 1), "L"))
-    ihdr = bytearray(data[12:29])
-    ihdr[4:12] = struct.pack(">II", w, h)
-    data[12:29] = ihdr
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)) & 0xFFFFFFFF)
-    return bytes(data)
-
-
-def saved(obj) -> bytes:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
+CACHE = Path(os.environ.get("RESVIZ_CACHE") or Path.home() / ".cache" / "resviz")  # resviz's disk cache
+PROCESS_CACHES = ("torchinductor_",)  # torch's compile cache: made once per process in the temp folder, kept
 
 
 class Evil:
@@ -52,29 +35,54 @@ class Evil:
         return (exec, (f"open({self.target!r}, 'w').write('pwned')",))
 
 
-def zipped(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, payload in members.items():
-            z.writestr(name, payload)
-    return buf.getvalue()
+class WriteWatch:
+    """Where a write could land: the server's temp folder (private to the test), and each watched name written
+    below the places a careless extraction or save would use (the temp folder, the repository and its app
+    folders, home, resviz's cache), directly or one folder down. A few stat calls, no walk of the repository."""
 
+    BASES = (ROOT, ROOT / "pages", ROOT / "resviz", ROOT / "assets", Path.home(), CACHE)
 
-def tree_snapshot() -> set[str]:
-    """Files under the repository (where a careless extraction or save would land)."""
-    return {str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if ".venv" not in p.parts and ".git" not in p.parts
-            and "__pycache__" not in p.parts and ".pytest_cache" not in p.parts}
+    def __init__(self, temp: Path):
+        self.temp, self.spots, self.existed = temp, set(), set()
+
+    def watch(self, *names: str) -> None:
+        bases = (self.temp, Path(tempfile.gettempdir()), *self.BASES)
+        spots = {Path(os.path.normpath(b / sub / n)) for b in bases for sub in ("", "x") for n in names}
+        self.existed |= {p for p in spots if p.exists()}
+        self.spots |= spots
+
+    def landed(self) -> list[str]:
+        new = [p for p in self.spots - self.existed if p.exists()]
+        left = [self.temp / n for n in os.listdir(self.temp) if not n.startswith(PROCESS_CACHES)]
+        return sorted(map(str, new + left))
 
 
 @pytest.fixture
-def guarded(tmp_path):
-    """Fails if a case writes into the repository or home, or runs the malicious pickle."""
+def guarded(tmp_path, monkeypatch):
+    """Fails if a case runs the malicious pickle, leaves a temp file, or writes a name it was fed anywhere a write
+    could land. Tests ``watch`` the names they upload (file names, zip members)."""
+    temp = tmp_path / "server-tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     Evil.target = str(tmp_path / "pwned")
-    before = tree_snapshot()
-    yield tmp_path
+    watch = WriteWatch(temp)
+    watch.watch("pwned")
+    yield watch
     assert not (tmp_path / "pwned").exists(), "the malicious pickle ran"
-    assert tree_snapshot() == before, tree_snapshot() ^ before
-    assert not Path(os.path.expanduser("~/pwned")).exists()
+    assert watch.landed() == []
+
+
+def test_the_write_watch_catches_a_careless_extraction_and_a_left_temp_file(tmp_path):
+    temp = tmp_path / "server-tmp"
+    temp.mkdir()
+    watch = WriteWatch(temp)
+    watch.watch("../../escape/evil.png", "upload.zip")
+    assert watch.landed() == []
+    careless = Path(os.path.normpath(temp / "x" / "../../escape/evil.png"))  # extracted into temp/x, unchecked
+    careless.parent.mkdir(parents=True)
+    careless.write_bytes(b"")
+    (temp / "tmpabc.zip").write_bytes(b"")
+    assert watch.landed() == sorted([str(careless), str(temp / "tmpabc.zip")])
 
 
 def assert_message(at, *words):
@@ -95,7 +103,7 @@ def truncated_jpeg() -> bytes:
 BAD_IMAGES = {
     "zero bytes": (b"", "empty"),
     "not an image": (b"%PDF-1.4 this is a PDF, not a picture" * 20, "not an image"),
-    "truncated": (truncated_jpeg(), "truncated"),
+    "truncated": (truncated_jpeg(), "cut short"),
     "decompression bomb": (bomb_png(), "bomb"),
     "extension lies (text named .png)": (b"GIF? no: plain text pretending" * 10, "not an image"),
 }
@@ -104,19 +112,21 @@ BAD_IMAGES = {
 @pytest.mark.parametrize("case", BAD_IMAGES)
 def test_bad_image_on_feature_maps_page(case, guarded):
     data, words = BAD_IMAGES[case]
+    guarded.watch("photo.png")
     at = new_app("feature_maps", timeout=120)
     at.file_uploader(key="fm_upload").set_value(("photo.png", data, "image/png")).run()
     assert_message(at, words)
     at.file_uploader(key="fm_upload").set_value(("ok.png", png(), "image/png")).run()  # still serving
     no_exceptions(at)
-    assert not at.error
+    assert not at.error and "Inside block" in texts(at)
 
 
 @pytest.mark.parametrize("case", ["zero bytes", "decompression bomb"])
 def test_bad_image_on_signal_flow_page(case, guarded):
     data, words = BAD_IMAGES[case]
+    guarded.watch("x.png")
     at = new_app("signal_flow", timeout=120)
-    at.radio(key="sf_input").set_value(at.radio(key="sf_input").options[1]).run()
+    at.radio(key="sf_input").set_value(Input.IMAGE.value).run()
     at.file_uploader(key="sf_upload").set_value(("x.png", data, "image/png")).run()
     assert_message(at, words)
 
@@ -129,6 +139,8 @@ def test_odd_image_modes_just_work(mode, guarded):
     at.file_uploader(key="fm_upload").set_value(("odd.png", buf.getvalue(), "image/png")).run()
     no_exceptions(at)
     assert not at.error
+    assert any("original 50x40" in c.proto.spec for c in at.get("plotly_chart"))  # the preprocessing shows it
+    assert "Inside block" in texts(at)
 
 
 def bad_weights():
@@ -138,7 +150,7 @@ def bad_weights():
     return {
         "malicious pickle": (saved({"conv1.weight": Evil()}), "would run code"),
         "truncated zip": (saved(good)[:5000], "cut short"),
-        "not a torch file": (b"just some bytes, no zip, no pickle" * 50, "not"),
+        "not a torch file": (b"just some bytes, no zip, no pickle" * 50, "not a pytorch weights file"),
         "another architecture": (saved(models.build_model("resnet18").state_dict()), "1000 output classes"),
         "NaN values": (saved(nan), "nan"),
     }
@@ -147,38 +159,40 @@ def bad_weights():
 @pytest.mark.parametrize("case", list(bad_weights()))
 def test_bad_weights_on_feature_maps_page(case, guarded):
     data, words = bad_weights()[case]
+    guarded.watch("w.pt")
     at = new_app("feature_maps", timeout=120)
-    at.radio(key="fm_source").set_value("upload").run()
+    at.radio(key="fm_source").set_value(WeightsSource.UPLOAD).run()
     at.file_uploader(key="fm_weights_file").set_value(("w.pt", data, "application/octet-stream")).run()
-    assert_message(at, words)
-    assert "random weights" in " ".join(c.value for c in at.caption)  # fell back, page still works
+    assert_message(at, words, "random weights")  # fell back
+    assert "Inside block" in texts(at)  # and the page still works
 
 
-def test_oversize_weights_are_refused_before_unpickling(guarded, monkeypatch):
+def test_oversize_weights_are_refused_before_unpickling(guarded):
     from resviz.inputs import weights
 
-    monkeypatch.setattr(weights, "MAX_BYTES", 1000)  # a small cap stands in for a 300 MB file
-    with pytest.raises(weights.WeightsError, match="MB"):
+    with pytest.raises(weights.WeightsError, match="the limit is 0.0 MB"):
         weights.read_checkpoint(saved({"conv1.weight": Evil()}) + b"\0" * 2000, max_bytes=1000)
+    # the fixture checks that Evil's payload did not run
 
 
 BAD_ZIPS = {
-    "zip bomb": (zipped({f"cls{i}/img{j}.png": b"\0" * (2 * 2**20) for i in range(2) for j in range(80)}), "refusing"),
-    "path with ..": (zipped({"../../escape/evil.png": png(), "a/ok.png": png()}), ".."),
+    "zip bomb": ({f"cls{i}/img{j}.png": b"\0" * (2 * 2**20) for i in range(2) for j in range(80)}, "refusing"),
+    "path with ..": ({"../../escape/evil.png": png(), "a/ok.png": png()}, ".."),
     "not a zip": (b"PK\x03\x04 but not really a zip" * 10, "zip"),
-    "no class folders": (zipped({"readme.txt": b"hello"}), "folder"),
+    "no class folders": ({"readme.txt": b"hello"}, "folder"),
 }
 
 
 @pytest.mark.parametrize("case", BAD_ZIPS)
 def test_bad_zip_on_training_page(case, guarded):
-    data, words = BAD_ZIPS[case]
+    members, words = BAD_ZIPS[case]
+    guarded.watch("class.zip", *(members if isinstance(members, dict) else ()))
     at = new_app("training", timeout=120)
     at.selectbox(key="tr_data").set_value(DataSource.ZIP).run()
+    data = zipped(members) if isinstance(members, dict) else members
     at.file_uploader(key="tr_zip").set_value(("class.zip", data, "application/zip")).run()
     at.button(key="tr_start").click().run()
     assert_message(at, words)
-    assert not (ROOT.parent / "escape").exists()
 
 
 def test_divergent_training_is_stopped_with_a_message(guarded):
@@ -194,18 +208,28 @@ def test_divergent_training_is_stopped_with_a_message(guarded):
 @pytest.mark.parametrize("sidebar, words", [
     ({"sel_family": "Custom", "sel_layers": "2, 0, 2"}, "at least one block"),
     ({"sel_family": "Custom", "sel_layers": "a, b"}, "whole numbers"),
-    ({"sel_family": "Custom", "sel_block": "basic", "sel_shortcut": "A", "sel_width": 64, "sel_layers": "1"}, ""),
 ])
 def test_impossible_model_settings_are_explained_in_the_sidebar(sidebar, words, guarded):
     at = new_app("architecture", sidebar=sidebar)
     no_exceptions(at)
-    if words:
-        assert any(words in e.value for e in at.sidebar.error)
+    shown = [e.value for e in at.sidebar.error]
+    assert any(words in e and "Keeping the previous model" in e for e in shown), shown
+
+
+def test_a_possible_custom_model_is_taken_without_a_message(guarded):
+    at = new_app("architecture", sidebar={"sel_family": "Custom", "sel_block": "basic", "sel_shortcut": "A",
+                                          "sel_width": 64, "sel_layers": "1"})
+    no_exceptions(at)
+    assert not at.sidebar.error
+    assert "custom-4" in " ".join(c.value for c in at.sidebar.caption)  # stem conv + 2 convs + fc
 
 
 @pytest.mark.parametrize("page", ["architecture", "shortcut_lab", "signal_flow", "training", "feature_maps",
                                   "paths", "shattered"])
-def test_input_too_small_for_the_depth_is_a_message_on_every_page(page, guarded):
+def test_input_too_small_for_the_depth_runs_on_every_page_and_the_architecture_page_says_why(page, guarded):
     at = new_app(page, timeout=180, sidebar={"sel_family": "Custom", "sel_layers": "1, 1, 1, 1, 1, 1", "sel_size": 4,
                                              "sel_stem": "imagenet"})
     no_exceptions(at)
+    assert at.title, "the page drew nothing"
+    if page == "architecture":  # PyTorch runs a stride on a 1x1 map; the page says the stride does nothing
+        assert "already 1x1 when it reaches `layer2.0.conv1`" in texts(at)

@@ -5,6 +5,7 @@ import io
 import pickle
 import struct
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -212,31 +213,144 @@ def test_image_folder_needs_two_classes():
         D.load_image_folder(b"PK not really a zip")
 
 
+def _bomb(w: int, h: int) -> bytes:
+    """A 1x1 PNG whose header claims w x h pixels."""
+    data = bytearray(_png((0, 0, 0), (1, 1)))
+    data[16:24] = struct.pack(">II", w, h)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def _central(data: bytes | bytearray, name: str) -> int:
+    """Offset of ``name``'s record in the zip's central directory."""
+    at = data.find(b"PK\x01\x02")
+    while data[at + 46:at + 46 + len(name)] != name.encode():
+        at = data.find(b"PK\x01\x02", at + 1)
+    return at
+
+
+def _flag_encrypted(data: bytes, name: str) -> bytes:
+    """Set the 'encrypted' bit of ``name`` in its local header and central record (zipfile cannot encrypt)."""
+    out = bytearray(data)
+    out[out.find(name.encode()) - 30 + 6] |= 1
+    out[_central(out, name) + 8] |= 1
+    return bytes(out)
+
+
+def _two_classes(**extra: bytes) -> dict[str, bytes]:
+    members = {f"{c}/{i}.png": _png((40 * i, 0, 0)) for c in ("cats", "dogs") for i in range(3)}
+    return members | extra
+
+
 @pytest.mark.parametrize("evil", ["../escape.png", "cats/../../escape.png", "/etc/escape.png", "C:/escape.png"])
-def test_zip_with_escaping_paths_is_rejected(tmp_path, evil):
-    dest = tmp_path / "out"
-    dest.mkdir()
-    data = _zip({"cats/1.png": _png((0, 0, 0)), evil: _png((0, 0, 0))})
+def test_zip_with_escaping_paths_is_rejected(tmp_path, monkeypatch, evil):
+    monkeypatch.chdir(tmp_path / ".")  # a careless relative write would land here
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
     with pytest.raises(D.DatasetError, match="unsafe path"):
-        D.extract_zip_safely(data, dest)
-    assert not (tmp_path / "escape.png").exists() and list(dest.iterdir()) == []  # checked before writing
+        D.load_image_folder(_zip(_two_classes(**{evil: _png((0, 0, 0))})))
+    assert not (tmp_path / "escape.png").exists() and not list((tmp_path / "sub").iterdir())
 
 
-def test_zip_bomb_and_too_many_files_are_rejected(tmp_path, monkeypatch):
+def test_zip_is_read_in_memory_and_leaves_no_temp_files(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where mkdtemp/mkstemp would write
+    train, _, names = D.load_image_folder(_zip(_two_classes()), size=8)
+    assert names == ["cats", "dogs"] and len(train) == 4
+    with pytest.raises(D.DatasetError):
+        D.load_image_folder(_zip(_two_classes(**{"cats": b"a file named like the folder"})))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_zip_bomb_and_too_many_files_are_rejected(monkeypatch):
     bomb = _zip({"a/big.png": b"\0" * (3 * 2**20)})  # 3 MiB of zeros compress to a few KB
     assert len(bomb) < 20_000
+    monkeypatch.setattr(D, "MAX_ZIP_BYTES", 2**20)
     with pytest.raises(D.DatasetError, match="more than 1 MiB"):
-        D.extract_zip_safely(bomb, tmp_path, max_bytes=2**20)
+        D.load_image_folder(bomb)
     monkeypatch.setattr(D, "MAX_ZIP_FILES", 3)
     many = _zip({f"c/{i}.png": _png((0, 0, 0)) for i in range(4)})
     with pytest.raises(D.DatasetError, match="4 files; at most 3"):
         D.load_image_folder(many)
 
 
-def test_zip_whose_headers_understate_the_size_is_stopped_while_extracting(tmp_path):
-    data = bytearray(_zip({"a/big.png": b"\0" * (2 * 2**20)}))
-    # Shrink the declared uncompressed size in the central directory to 10 bytes: the cap must count real bytes.
-    cd = data.rfind(b"PK\x01\x02")
+def test_zip_whose_headers_understate_the_size_is_stopped_while_reading():
+    data = bytearray(_zip(_two_classes(**{"cats/big.png": b"\0" * (2 * 2**20)})))
+    # Shrink the declared uncompressed size in the central directory to 10 bytes: what comes out must be checked.
+    cd = _central(data, "cats/big.png")
     data[cd + 24:cd + 28] = struct.pack("<I", 10)
-    with pytest.raises(D.DatasetError):
-        D.extract_zip_safely(bytes(data), tmp_path, max_bytes=2**20)
+    with pytest.raises(D.DatasetError, match="'cats/big.png' is damaged"):
+        D.load_image_folder(bytes(data))
+
+
+def test_an_uploaded_zip_over_its_cap_is_refused_on_the_server_before_reading():
+    data = _zip(_two_classes())
+    with pytest.raises(D.DatasetError, match=r"The zip is 0\.0 MB; the limit is 0 MB"):
+        D.load_image_folder(data, max_bytes=len(data) - 1)
+    assert D.load_image_folder(data, max_bytes=len(data))[2] == ["cats", "dogs"]
+    with pytest.raises(D.DatasetError, match="the limit is 50 MB"):  # the default is the uploader's cap
+        D.load_image_folder(data + b"\0" * (50 * 2**20))
+
+
+@pytest.mark.parametrize("extra, words", [
+    ({"cats": b"a file", "cats/9.png": _png((1, 2, 3))}, "a file and a folder both called 'cats'"),
+    ({"cats/" + "a" * 300 + ".png": _png((1, 2, 3))}, "longer than 255 bytes"),
+    ({"dogs/" + "b" * 300: b"x", "dogs/ok.png": _png((1, 2, 3))}, "'dogs/bbbbbbbbbbbbbbbbbbbbbbbbb…bbbbbbbbbbbbbbbbbbbbbbbbbbbbb'"),
+])
+def test_entries_that_would_clash_with_a_file_system_are_named(extra, words):
+    with pytest.raises(D.DatasetError) as e:
+        D.load_image_folder(_zip(_two_classes(**extra)))
+    assert words in str(e.value) and "/tmp" not in str(e.value) and "Errno" not in str(e.value)
+
+
+def test_encrypted_duplicate_and_unreadable_entries_are_named():
+    plain = _zip(_two_classes(**{"cats/secret.png": _png((1, 2, 3))}))
+    with pytest.raises(D.DatasetError, match="'cats/secret.png' is encrypted"):
+        D.load_image_folder(_flag_encrypted(plain, "cats/secret.png"))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z, pytest.warns(UserWarning, match="Duplicate name"):
+        for name, payload in [*_two_classes().items(), ("cats/0.png", _png((9, 9, 9)))]:
+            z.writestr(name, payload)
+    with pytest.raises(D.DatasetError, match="'cats/0.png' twice"):
+        D.load_image_folder(buf.getvalue())
+    odd = bytearray(_zip(_two_classes()))
+    cd = _central(odd, "dogs/2.png")
+    odd[cd + 10:cd + 12] = struct.pack("<H", 99)  # AES: a compression method zipfile lacks
+    with pytest.raises(D.DatasetError, match="'dogs/2.png' uses a compression method"):
+        D.load_image_folder(bytes(odd))
+
+
+def test_slivers_and_oversized_images_are_skipped_by_the_one_decoder_and_named(tmp_path):
+    report = []
+    members = _two_classes(**{"cats/long.png": _png((9, 9, 9), (1, 20000)), "dogs/huge.png": _bomb(8000, 8000)})
+    train, test, names = D.load_image_folder(_zip(members), size=8, report=report)
+    assert names == ["cats", "dogs"] and len(train) + len(test) == 6
+    assert "Skipped 2 file(s)" in report[0] and "'cats/long.png': This image is 1 x 20000 pixels" in report[0]
+    only_slivers = {f"{c}/{i}.png": _png((9, 9, 9), (20000, 1)) for c in ("cats", "dogs") for i in range(2)}
+    with pytest.raises(D.DatasetError, match=r"two class folders.*Skipped 4 file\(s\).*20000 x 1"):
+        D.load_image_folder(_zip(only_slivers))
+    for c in ("cats", "dogs"):  # a teacher's folder on disk: the same decoder, the same rule
+        (tmp_path / c).mkdir()
+        (tmp_path / c / "ok.png").write_bytes(_png((0, 0, 0)))
+    (tmp_path / "cats" / "long.png").write_bytes(_png((0, 0, 0), (1, 20000)))
+    report = []
+    assert D.load_image_folder(tmp_path, size=4, report=report)[2] == ["cats", "dogs"]
+    assert "'cats/long.png': This image is 1 x 20000" in report[0]
+
+
+def test_decoded_pixels_and_float_memory_are_bounded_before_the_work(monkeypatch):
+    monkeypatch.setattr(D.limits, "FOLDER_PIXELS", 5 * 20 * 12)  # five 20x12 pictures
+    with pytest.raises(D.DatasetError, match="megapixels in all"):
+        D.load_image_folder(_zip(_two_classes()))
+    monkeypatch.setenv("RESVIZ_BUDGET_MB", "1")
+    with pytest.raises(D.DatasetError, match=r"6 images at 256x256 would take 0\.0 GiB.*allows 0\.0 GiB"):
+        D.load_image_folder(_zip(_two_classes()), size=256)
+
+
+def test_a_big_jpeg_is_decoded_at_a_fraction_of_its_size():
+    buf = io.BytesIO()
+    Image.new("RGB", (4000, 3000), (200, 10, 10)).save(buf, "JPEG")
+    img, decoded = D._decode(buf.getvalue(), 32, 3)
+    assert img.shape == (3, 32, 32) and decoded == 500 * 375  # 1/8 scale: 64x less work than 12 MP
+    assert abs(int(img[0, 16, 16]) - 200) < 8

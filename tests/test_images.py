@@ -164,3 +164,38 @@ def test_header_cut_short_is_refused_with_plain_words():
     full = encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)), "JPEG")
     with pytest.raises(ImageError, match="damaged or cut short"):
         load_image(full[:300])  # Pillow fails while still reading the header
+
+
+@pytest.mark.parametrize("w, h", [(1, 20000), (20000, 1), (11, 1000)])
+def test_slivers_are_refused_from_the_header_with_the_stated_ratio(w, h):
+    data = encode(Image.new("L", (w, h), 120), "PNG")
+    assert len(data) < 1000  # a few hundred bytes that would scale to gigabytes by the short side
+    with pytest.raises(ImageError, match=rf"{w} x {h} pixels: one side is [\d,]+ times the other.*up to 10:1"):
+        load_image(data)
+
+
+def test_a_ten_to_one_panorama_is_still_accepted_and_preprocessing_stays_small():
+    img = load_image(encode(Image.new("RGB", (1000, 100), (9, 9, 9)), "PNG"))
+    steps = images.preprocess_steps(img, images.preprocess_for(224))
+    assert steps["resized"].shape == (256, 2560, 3) and steps["cropped"].shape == (224, 224, 3)
+
+
+def test_preprocessing_refuses_a_sliver_it_is_handed_directly():
+    with pytest.raises(ImageError, match="1 x 20000 pixels"):
+        images.preprocess_steps(Image.new("RGB", (1, 20000)), images.preprocess_for(224))
+
+
+def test_one_pixel_cap_for_uploads_and_folders():
+    from resviz.inputs import data, limits
+
+    assert images.MAX_PIXELS == limits.MAX_PIXELS and not hasattr(data, "MAX_IMAGE_PIXELS")
+    assert images.MAX_ASPECT == limits.MAX_ASPECT
+    with pytest.raises(ImageError, match="64 megapixels"):
+        load_image(_png_with_header_size(8000, 8000), formats=images.FOLDER_FORMATS)
+
+
+def test_folder_formats_are_only_for_folders():
+    gif = encode(rgb_test_image(), "GIF")
+    with pytest.raises(ImageError, match="not an image we can read"):
+        load_image(gif)
+    assert load_image(gif, formats=images.FOLDER_FORMATS).size == (40, 30)

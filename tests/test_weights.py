@@ -1,6 +1,7 @@
 """Weight loading: good files load into a copy; every bad file is refused in plain words and runs nothing."""
 import io
 import pickle
+import re
 import zipfile
 
 import pytest
@@ -195,3 +196,86 @@ def test_failed_download_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(WeightsError, match="Could not download.*Network is unreachable.*random weights"):
         weights.load_pretrained(tiny(), torchvision.models.ResNet18_Weights.DEFAULT, download=True)
+
+
+# --- tensors that are not plain weights, archives that expand ---------------------------------------------
+
+
+def with_fc(t: torch.Tensor) -> bytes:
+    sd = tiny().state_dict()
+    sd["fc.weight"] = t
+    return saved(sd)
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: torch.empty(10, 8, device="meta"), "holds no values"),
+    (lambda: torch.sparse_coo_tensor(torch.tensor([[0], [0]]), torch.tensor([1.0]), (40000, 40000)),
+     "sparse coo tensor, not a dense one"),
+    (lambda: torch.full((10, 8), complex(float("nan"), 1.0)), "complex64, not real numbers"),
+    (lambda: torch.quantize_per_tensor(torch.zeros(10, 8), 0.1, 0, torch.qint8), "qint8"),
+    (lambda: torch.zeros(1).expand(40000, 40000), "claims 1,600,000,000 values but its file holds 1"),
+    (lambda: torch.zeros(80).as_strided((10, 8), (1, 1)), None),  # overlapping rows, but every value is stored
+])
+def test_only_dense_real_tensors_backed_by_their_storage_are_weights(make, words):
+    data = with_fc(make())
+    if words is None:
+        assert load_state_dict_safely(data, tiny()).n_tensors == len(tiny().state_dict())
+        return
+    with pytest.raises(WeightsError, match=rf"The tensor 'fc.weight' cannot be a weight: .*{re.escape(words)}"):
+        load_state_dict_safely(data, tiny())
+
+
+def test_tensors_sharing_one_storage_cannot_add_up_past_the_cap():
+    big = torch.zeros(1000)
+    sd = tiny().state_dict() | {f"alias{i}": big for i in range(10)}  # 10 names, one 4 kB storage
+    with pytest.raises(WeightsError, match="hold 0.0 MB of values in all; the limit is 0.0 MB"):
+        load_state_dict_safely(saved(sd), tiny(), max_bytes=30_000)
+
+
+def rezipped(data: bytes, method=zipfile.ZIP_DEFLATED) -> bytes:
+    """A torch.save archive written again with compression (torch.save itself stores entries as they are)."""
+    src, buf = zipfile.ZipFile(io.BytesIO(data)), io.BytesIO()
+    with zipfile.ZipFile(buf, "w", method) as out:
+        for info in src.infolist():
+            out.writestr(info.filename, src.read(info))
+    return buf.getvalue()
+
+
+def test_archive_is_checked_from_its_directory_before_torch_load(monkeypatch):
+    def no_load(*a, **k):
+        raise AssertionError("torch.load was reached")
+
+    sd = tiny().state_dict() | {"zeros": torch.zeros(2**20)}  # 4 MiB of zeros deflate to a few kB
+    bomb = rezipped(saved(sd))
+    assert len(bomb) < 100_000
+    monkeypatch.setattr(torch, "load", no_load)
+    with pytest.raises(WeightsError, match=r"compressed \d+ to 1 .*zip bomb"):
+        weights.read_checkpoint(bomb)
+    with pytest.raises(WeightsError, match=r"unpacks to 4\.\d MB; the limit is 1\.0 MB"):
+        weights.read_checkpoint(bomb, max_bytes=2**20)
+    monkeypatch.setattr(weights.limits, "CHECKPOINT_ENTRIES", 5)
+    with pytest.raises(WeightsError, match=r"holds \d\d entries; at most 5 "):
+        weights.read_checkpoint(saved(tiny().state_dict()))
+    monkeypatch.setattr(weights.limits, "CHECKPOINT_ENTRIES", 5000)
+    monkeypatch.setattr(weights.limits, "CHECKPOINT_PICKLE_MB", 0)
+    with pytest.raises(WeightsError, match="table of contents is too large"):
+        weights.read_checkpoint(saved(tiny().state_dict()))
+
+
+def test_a_compressed_but_honest_checkpoint_still_loads():
+    data = rezipped(saved(tiny().state_dict()))  # random weights barely compress
+    assert load_state_dict_safely(data, tiny()).n_tensors == len(tiny().state_dict())
+
+
+@pytest.mark.parametrize("error, words", [
+    (TypeError("something torch did not foresee"), r"could not be loaded into the chosen model \(something torch"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory"), "ran out of memory"),
+    (MemoryError(), "ran out of memory"),
+])
+def test_anything_unexpected_while_loading_is_a_weights_error(monkeypatch, error, words):
+    def broken(self, *a, **k):
+        raise error
+
+    monkeypatch.setattr(torch.nn.Module, "load_state_dict", broken)
+    with pytest.raises(WeightsError, match=words):
+        load_state_dict_safely(saved(tiny().state_dict()), tiny())

@@ -10,9 +10,7 @@ import io
 import logging
 import math
 import os
-import shutil
 import stat
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -20,16 +18,18 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import TensorDataset
+
+from resviz.inputs import budget, images, limits
 
 log = logging.getLogger("resviz")
 
 SHAPES = ("disc", "square", "triangle", "cross", "ring",
           "horizontal stripes", "vertical stripes", "diagonal stripes", "checkerboard", "dots")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-MAX_ZIP_FILES = 20_000  # an ImageFolder a teacher uploads; more is almost surely a mistake or a zip bomb
-MAX_ZIP_BYTES = 300 * 2**20  # total uncompressed size allowed (300 MiB)
-MAX_IMAGE_PIXELS = 40_000_000  # one image larger than this (e.g. 8000x5000) is skipped, not decoded
+MAX_ZIP_FILES = limits.FOLDER_FILES  # an ImageFolder a teacher uploads; more is almost surely a mistake or a zip bomb
+MAX_ZIP_BYTES = limits.mb(limits.FOLDER_MB)  # total uncompressed size allowed (300 MiB)
 MAX_TORCHVISION_TRAIN = 10_000  # images kept per split: enough for a classroom race, ~120 MB as float
 MAX_TORCHVISION_TEST = 2_000
 # How hard the built-in images are: tuned so ResNet-20 learns them within a minute on a 2-core CPU.
@@ -218,103 +218,142 @@ def load_torchvision_dataset(name: str, root: str | os.PathLike | None = None, d
 
 
 # --- a teacher's ImageFolder -----------------------------------------------------------------------------
+# A zip is read in memory, entry by entry: nothing is written to disk, so no entry can clash with the file
+# system or land outside a folder, and a refused upload leaves no temp files behind. Every image, from a zip
+# or a teacher's folder, goes through the one decoder (resviz.inputs.images) with its one set of caps.
 
 
-def _safe_member(name: str) -> PurePosixPath:
-    """The relative path of a zip member, or DatasetError if it could escape the extraction folder."""
+def _shown(name: str) -> str:
+    """An entry's name as a message shows it: quoted and at most 60 characters, never a server path."""
+    return repr(name if len(name) <= 60 else f"{name[:30]}…{name[-29:]}")
+
+
+def _member_path(name: str) -> PurePosixPath:
+    """The relative path of a zip entry, or DatasetError if it could escape a folder or no folder could hold it."""
     p = PurePosixPath(name.replace("\\", "/"))
-    if p.is_absolute() or ".." in p.parts or (p.parts and ":" in p.parts[0]):
-        raise DatasetError(f"The zip contains an unsafe path {name!r} (absolute or with '..'); refusing it.")
+    if p.is_absolute() or ".." in p.parts or (p.parts and ":" in p.parts[0]) or "\0" in name:
+        raise DatasetError(f"The zip contains an unsafe path {_shown(name)} (absolute or with '..'); refusing it.")
+    if any(len(part.encode()) > 255 for part in p.parts):
+        raise DatasetError(f"The zip entry {_shown(name)} has a name longer than 255 bytes, which no folder can "
+                           "hold; rename it and zip the folder again.")
     return p
 
 
-def extract_zip_safely(data: bytes, dest: str | os.PathLike, max_files: int | None = None,
-                       max_bytes: int | None = None) -> Path:
-    """Extract an uploaded zip into ``dest``: no paths outside it, no links, capped file count and size."""
-    dest = Path(dest)
-    max_files = MAX_ZIP_FILES if max_files is None else max_files
-    max_bytes = MAX_ZIP_BYTES if max_bytes is None else max_bytes
+def _zip_listing(zf: zipfile.ZipFile, max_files: int, max_bytes: int) -> list[tuple[PurePosixPath, zipfile.ZipInfo]]:
+    """The zip's files with their paths, checked from its directory before anything is unpacked."""
+    files, folders = [], set()
+    for info in zf.infolist():
+        if info.is_dir():
+            folders.add(PurePosixPath(info.filename.replace("\\", "/")))
+        elif not stat.S_ISLNK(info.external_attr >> 16):  # a symbolic link could point anywhere
+            files.append((_member_path(info.filename), info))
+    for path, info in files:
+        if info.flag_bits & 0x1:
+            raise DatasetError(f"The zip entry {_shown(info.filename)} is encrypted (password-protected); "
+                               "zip the folder again without a password.")
+    folders |= {parent for path, _ in files for parent in path.parents}
+    seen = set()
+    for path, info in files:
+        if path in folders:
+            raise DatasetError(f"The zip holds a file and a folder both called {_shown(info.filename)}; rename "
+                               "one of them and zip the folder again.")
+        if path in seen:
+            raise DatasetError(f"The zip holds {_shown(info.filename)} twice; zip the folder again.")
+        seen.add(path)
+    if len(files) > max_files:
+        raise DatasetError(f"The zip has {len(files)} files; at most {max_files} are accepted.")
+    if sum(info.file_size for _, info in files) > max_bytes:
+        raise DatasetError(f"The zip unpacks to more than {max_bytes // 2**20} MiB; refusing it.")
+    return files
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """One entry's bytes. zipfile stops at the size the directory declares and checks the CRC, so an entry whose
+    declared size lies (smaller than what it unpacks to) is a damaged entry, never a bigger read."""
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, OSError) as e:
-        raise DatasetError(f"This is not a readable zip file ({e}).") from e
-    with zf:
-        infos = [i for i in zf.infolist() if not i.is_dir()]
-        for info in infos:
-            _safe_member(info.filename)
-        if len(infos) > max_files:
-            raise DatasetError(f"The zip has {len(infos)} files; at most {max_files} are accepted.")
-        if sum(i.file_size for i in infos) > max_bytes:
-            raise DatasetError(f"The zip unpacks to more than {max_bytes // 2**20} MiB; refusing it.")
-        total = 0
-        for info in infos:
-            if stat.S_ISLNK(info.external_attr >> 16):
-                continue  # a symbolic link could point anywhere
-            target = dest.joinpath(*_safe_member(info.filename).parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                with zf.open(info) as src, open(target, "wb") as out:
-                    while chunk := src.read(1 << 20):
-                        total += len(chunk)  # count what really comes out: sizes in the header can lie
-                        if total > max_bytes:
-                            raise DatasetError(f"The zip unpacks to more than {max_bytes // 2**20} MiB; "
-                                               "refusing it.")
-                        out.write(chunk)
-            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as e:
-                raise DatasetError(f"The zip is damaged or uses an unsupported format ({e}).") from e
-    return dest
+        with zf.open(info) as src:
+            return src.read()
+    except NotImplementedError:
+        raise DatasetError(f"The zip entry {_shown(info.filename)} uses a compression method that cannot be read "
+                           "here; zip the folder again with ordinary (deflate) compression.") from None
+    except RuntimeError:  # zipfile's word for an encrypted entry the directory did not flag
+        raise DatasetError(f"The zip entry {_shown(info.filename)} is encrypted (password-protected); "
+                           "zip the folder again without a password.") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError):
+        raise DatasetError(f"The zip entry {_shown(info.filename)} is damaged (it does not unpack to what the "
+                           "zip's directory says); zip the folder again.") from None
 
 
-def _find_root(folder: Path) -> Path:
-    """The folder holding the class folders (a zip often wraps them in one top folder)."""
+def _classes(paths: list[PurePosixPath]) -> dict[str, list[int]]:
+    """The ImageFolder layout of relative file paths: class name -> indices of its files, both sorted.
+
+    A single wrapping folder (or a chain of them) is looked through: zips often hold one top folder.
+    """
+    prefix: tuple[str, ...] = ()
     while True:
-        subdirs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX"))]
-        files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-        if len(subdirs) == 1 and not files:
-            folder = subdirs[0]
-        else:
-            return folder
+        below = [p.parts[len(prefix):] for p in paths if p.parts[:len(prefix)] == prefix]
+        dirs = sorted({q[0] for q in below if len(q) > 1 and not q[0].startswith((".", "__MACOSX"))})
+        images_here = any(len(q) == 1 and q[0].lower().endswith(IMAGE_EXTENSIONS) for q in below)
+        if len(dirs) != 1 or images_here:
+            break
+        prefix += (dirs[0],)
+    classes: dict[str, list[int]] = {d: [] for d in dirs}
+    for i in sorted(range(len(paths)), key=paths.__getitem__):
+        q = paths[i].parts[len(prefix):] if paths[i].parts[:len(prefix)] == prefix else ()
+        if len(q) > 1 and q[0] in classes and not q[-1].startswith("."):
+            classes[q[0]].append(i)
+    return classes
 
 
-def _read_image(path: Path, size: int, channels: int) -> torch.Tensor | None:
-    """One image file -> uint8 tensor (C, size, size), or None if it is not a readable, reasonable image."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            if im.width * im.height > MAX_IMAGE_PIXELS:
-                return None
-            im = im.convert("L" if channels == 1 else "RGB").resize((size, size), Image.Resampling.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        return None
-    t = torch.from_numpy(arr.copy())
-    return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)
+def _decode(data: bytes, size: int, channels: int) -> tuple[torch.Tensor, int]:
+    """Image bytes -> (uint8 tensor (C, size, size), pixels decoded) through the one image decoder, or ImageError."""
+    img = images.load_image(data, formats=images.FOLDER_FORMATS, draft=(size, size))
+    decoded = img.width * img.height  # a JPEG decodes at 1/8 of its size where that is still >= size x size
+    img = img.convert("L" if channels == 1 else "RGB").resize((size, size), Image.Resampling.BILINEAR)
+    t = torch.from_numpy(np.array(img, dtype=np.uint8))
+    return (t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)), decoded
 
 
-def _read_folder(root: Path, size: int, channels: int, report: list | None):
-    root = _find_root(root)
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX")))
-    images, labels, names, skipped = [], [], [], 0
-    for d in class_dirs:
-        files = sorted(p for p in d.rglob("*") if p.is_file() and not p.name.startswith("."))
+def _check_memory(n: int, size: int, channels: int) -> None:
+    """Refuse, before decoding, a folder whose images would not fit the model budget as float tensors."""
+    need, allowed = n * channels * size * size * 4, budget.session_budget().memory_mb * 2**20
+    if need > allowed:
+        raise DatasetError(f"{n} images at {size}x{size} would take {need / 2**30:.1f} GiB as float tensors; this "
+                           f"server allows {allowed / 2**30:.1f} GiB per student. Use fewer images or a smaller "
+                           "input size.")
+
+
+def _read_images(paths: list[PurePosixPath], read, size: int, channels: int, report: list | None):
+    """Decode the class folders' images (``read(i)`` gives file i's bytes): (uint8 images, labels, names)."""
+    classes = _classes(paths)
+    _check_memory(sum(map(len, classes.values())), size, channels)
+    out, labels, names, skipped, pixels = [], [], [], [], 0
+    for name, idx in classes.items():
         got = 0
-        for f in files:
-            img = _read_image(f, size, channels) if f.suffix.lower() in IMAGE_EXTENSIONS else None
-            if img is None:
-                skipped += 1
+        for i in idx:
+            try:
+                if not paths[i].name.lower().endswith(IMAGE_EXTENSIONS):
+                    raise images.ImageError("not an image file name")
+                img, decoded = _decode(read(i), size, channels)
+            except images.ImageError as e:
+                skipped.append(f"{_shown(str(paths[i]))}: {e}")
                 continue
-            images.append(img)
+            pixels += decoded
+            if pixels > limits.FOLDER_PIXELS:  # bounds the time: 2,000 megapixels decode in about 10-20 s
+                raise DatasetError(f"The images of this folder hold more than {limits.FOLDER_PIXELS / 1e6:,.0f} "
+                                   "megapixels in all; use fewer or smaller pictures.")
+            out.append(img)
             labels.append(len(names))
             got += 1
         if got:
-            names.append(d.name)
-    if skipped and report is not None:
-        report.append(f"Skipped {skipped} file(s) that are not readable images (or are too large).")
+            names.append(name)
+    note = f"Skipped {len(skipped)} file(s) that are not usable images (first: {skipped[0]})" if skipped else ""
+    if note and report is not None:
+        report.append(note)
     if len(names) < 2:
-        raise DatasetError("An image folder needs at least two class folders with images in them, "
-                           "like cats/1.jpg, cats/2.jpg, dogs/1.jpg (ImageFolder layout).")
-    return torch.stack(images), torch.tensor(labels), names
+        raise DatasetError("An image folder needs at least two class folders with images in them, like "
+                           "cats/1.jpg, cats/2.jpg, dogs/1.jpg (ImageFolder layout)." + (f" {note}" if note else ""))
+    return torch.stack(out), torch.tensor(labels), names
 
 
 def teacher_folders() -> dict[str, Path]:
@@ -328,26 +367,60 @@ def teacher_folders() -> dict[str, Path]:
     return {p.name: p for p in sorted(Path(root).iterdir()) if p.is_dir() and not p.name.startswith(".")}
 
 
+def _from_zip(data: bytes, size: int, channels: int, report: list | None, max_files: int, max_bytes: int):
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise DatasetError(f"This is not a readable zip file ({e}).") from None
+    with zf:
+        files = _zip_listing(zf, max_files, max_bytes)  # sizes summed from the directory: at most max_bytes
+
+        def read(i: int) -> bytes:
+            _, info = files[i]
+            if info.file_size > images.MAX_BYTES:  # the directory says so: refuse before unpacking
+                raise images.ImageError(f"The file is {info.file_size / 2**20:.1f} MB; the limit is "
+                                        f"{images.MAX_BYTES / 2**20:.1f} MB.")
+            return _read_member(zf, info)
+
+        return _read_images([p for p, _ in files], read, size, channels, report)
+
+
+def _from_folder(root: Path, size: int, channels: int, report: list | None):
+    files = [Path(d) / f for d, _, names in os.walk(root) for f in names]
+    paths = [PurePosixPath(p.relative_to(root).as_posix()) for p in files]
+
+    def read(i: int) -> bytes:
+        try:
+            if files[i].stat().st_size > images.MAX_BYTES:
+                raise images.ImageError(f"The file is {files[i].stat().st_size / 2**20:.1f} MB; the limit is "
+                                        f"{images.MAX_BYTES / 2**20:.1f} MB.")
+            return files[i].read_bytes()
+        except OSError as e:
+            raise images.ImageError(f"it could not be read ({e.strerror or 'unknown reason'})") from None
+
+    return _read_images(paths, read, size, channels, report)
+
+
 def load_image_folder(path_or_zip_bytes: str | os.PathLike | bytes, size: int = 32, channels: int = 3,
-                      test_fraction: float = 0.2, seed: int = 0,
-                      report: list | None = None) -> tuple[TensorDataset, TensorDataset, list[str]]:
+                      test_fraction: float = 0.2, seed: int = 0, report: list | None = None,
+                      max_bytes: int = limits.mb(limits.ZIP_MB)) -> tuple[TensorDataset, TensorDataset, list[str]]:
     """A teacher's ImageFolder (one sub-folder per class), from a path or uploaded zip bytes, as tensors.
 
     Images are resized to ``size`` x ``size``; a seeded ``test_fraction`` of each class becomes the test
-    split. Non-images are skipped (a note goes into ``report``); unsafe zips raise DatasetError.
+    split. Non-images are skipped (a note goes into ``report``); unsafe or oversized zips raise DatasetError.
+    ``max_bytes`` caps an uploaded zip, checked here on the server (the uploader's cap is the browser's).
     """
     if isinstance(path_or_zip_bytes, (bytes, bytearray)):
-        tmp = tempfile.mkdtemp(prefix="resviz-folder-")
-        try:
-            extract_zip_safely(bytes(path_or_zip_bytes), tmp)
-            x, y, names = _read_folder(Path(tmp), size, channels, report)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if len(path_or_zip_bytes) > max_bytes:
+            raise DatasetError(f"The zip is {len(path_or_zip_bytes) / 2**20:.1f} MB; the limit is "
+                               f"{max_bytes / 2**20:.0f} MB. Zip fewer or smaller images.")
+        x, y, names = _from_zip(bytes(path_or_zip_bytes), size, channels, report,
+                                MAX_ZIP_FILES, MAX_ZIP_BYTES)
     else:
         root = Path(path_or_zip_bytes)
         if not root.is_dir():
-            raise DatasetError(f"{root} is not a folder.")
-        x, y, names = _read_folder(root, size, channels, report)
+            raise DatasetError(f"{root.name or 'That'} is not a folder.")
+        x, y, names = _from_folder(root, size, channels, report)
     g = torch.Generator().manual_seed(seed)
     test_idx = []
     for c in range(len(names)):
@@ -357,11 +430,15 @@ def load_image_folder(path_or_zip_bytes: str | os.PathLike | bytes, size: int = 
         test_idx.append(idx[:n_test])
     test_mask = torch.zeros(len(y), dtype=torch.bool)
     test_mask[torch.cat(test_idx)] = True
-    xf = (x.float() / 255 - 0.5) / 0.5
-    train = TensorDataset(xf[~test_mask].contiguous(), y[~test_mask])
-    test = TensorDataset(xf[test_mask].contiguous(), y[test_mask])
+    train = TensorDataset(_normalise(x[~test_mask]), y[~test_mask])
+    test = TensorDataset(_normalise(x[test_mask]), y[test_mask])
     if len(test) == 0:
         test = train  # too few images to hold any out; say so
         if report is not None:
             report.append("Too few images to keep a test split: test accuracy is measured on the training images.")
     return train, test, names
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float in [-1, 1], worked in place on one float copy."""
+    return x.float().div_(255).sub_(0.5).div_(0.5)

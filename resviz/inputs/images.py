@@ -1,7 +1,9 @@
 """Image loading and validation (any upload -> RGB PIL image), preprocessing shown step by step, samples.
 
-Every upload is untrusted: size, format and pixel count are checked from the header before a pixel is
-decoded, so a decompression bomb or a truncated file becomes an ``ImageError`` with a plain-words message.
+The one image decoder of resviz: uploads, image-folder zips and teacher folders all go through ``load_image``.
+Every image is untrusted: size, format, pixel count and aspect ratio are checked from the header before a pixel
+is decoded, so a decompression bomb, a 1 x 20000 sliver or a truncated file becomes an ``ImageError`` with a
+plain-words message, and the work after decoding is bounded by the output size.
 """
 from __future__ import annotations
 
@@ -17,9 +19,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from resviz.inputs import limits
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP")  # what the uploader accepts; others are refused before decoding
+FOLDER_FORMATS = FORMATS + ("GIF", "TIFF", "PPM")  # image folders may also hold these (PPM reads .pgm too)
 UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "bmp")  # file extensions for st.file_uploader
 MAX_BYTES = limits.mb(limits.IMAGE_MB)  # the uploader's own cap (a phone photo is 2-8 MB)
-MAX_PIXELS = 40_000_000  # 40 megapixels: above any phone camera, far below a bomb's billions
+MAX_PIXELS = limits.MAX_PIXELS  # the one pixel cap, for uploads and image folders alike
+MAX_ASPECT = limits.MAX_ASPECT  # long side / short side; scaling a sliver by its short side is unbounded work
 SAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "samples"
 SAMPLE_SUFFIXES = (".jpg", ".png")  # photos (JPEG keeps them a few tens of KB) and drawn patterns
 
@@ -37,13 +41,26 @@ def _mb(n: int) -> str:
     return f"{n / 1024 / 1024:.1f} MB"
 
 
-def _open_checked(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
+def check_shape(w: int, h: int, max_pixels: int = MAX_PIXELS) -> None:
+    """Raise ImageError unless a w x h image has pixels, at most ``max_pixels`` of them, and a sane aspect ratio."""
+    if w < 1 or h < 1:
+        raise ImageError("This image has no pixels.")
+    if w * h > max_pixels:  # checked from the header, before any pixel is decoded
+        raise ImageError(f"This image is {w} x {h} = {w * h / 1e6:.0f} megapixels; the limit is "
+                         f"{max_pixels / 1e6:.0f}. Use a smaller picture.")
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise ImageError(f"This image is {w} x {h} pixels: one side is {max(w, h) / min(w, h):,.0f} times the "
+                         f"other. Pictures up to {MAX_ASPECT}:1 are accepted (a phone panorama is about 4:1); "
+                         "crop it first.")
+
+
+def _open_checked(data: bytes, max_bytes: int, max_pixels: int, formats: tuple[str, ...]) -> Image.Image:
     if not data:
         raise ImageError("The file is empty (0 bytes). Choose a photo or a sample image.")
     if len(data) > max_bytes:
         raise ImageError(f"The file is {_mb(len(data))}; the limit is {_mb(max_bytes)}. Use a smaller photo.")
     try:
-        img = Image.open(io.BytesIO(data), formats=FORMATS)
+        img = Image.open(io.BytesIO(data), formats=formats)
     except UnidentifiedImageError:
         raise ImageError("This file is not an image we can read. Use a JPEG, PNG, WebP or BMP picture.") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -51,21 +68,23 @@ def _open_checked(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError) as e:  # e.g. a header cut short
         raise ImageError(f"The image file is damaged or cut short ({str(e).splitlines()[0]}). "
                          "Try saving or exporting it again.") from None
-    w, h = img.size
-    if w < 1 or h < 1:
-        raise ImageError("This image has no pixels.")
-    if w * h > max_pixels:  # checked from the header, before any pixel is decoded
-        raise ImageError(f"This image is {w} x {h} = {w * h / 1e6:.0f} megapixels; the limit is "
-                         f"{max_pixels / 1e6:.0f}. Use a smaller picture.")
+    check_shape(*img.size, max_pixels)
     return img
 
 
-def load_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode untrusted bytes into an upright RGB image, or raise ImageError with a plain-words reason."""
+def load_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS,
+               formats: tuple[str, ...] = FORMATS, draft: tuple[int, int] | None = None) -> Image.Image:
+    """Decode untrusted bytes into an upright RGB image, or raise ImageError with a plain-words reason.
+
+    ``draft=(w, h)``: a JPEG may be decoded at 1/2, 1/4 or 1/8 scale, still at least w x h (image folders
+    resize to the model's input anyway; a 12 MP photo then costs 0.2 MP of work).
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)  # a warning is an error here
-        img = _open_checked(data, max_bytes, max_pixels)
+        img = _open_checked(data, max_bytes, max_pixels, formats)
         try:
+            if draft is not None:
+                img.draft("RGB", draft)  # JPEG only; other formats ignore it
             img.load()
             img = ImageOps.exif_transpose(img)  # phone photos: rotate as the camera meant
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -80,12 +99,15 @@ def to_rgb(img: Image.Image) -> Image.Image:
     """Any Pillow mode -> 8-bit RGB: 16-bit scaled (not clipped), transparency over white, CMYK converted."""
     mode = img.mode
     if mode.startswith("I;16") or mode in ("I", "F"):
-        a = np.asarray(img, dtype=np.float64)
+        a = np.array(img, dtype=np.float32)  # float32, worked in place: a 40 MP image stays at 160 MB
         top = 65535.0 if mode.startswith("I;16") or (mode == "I" and a.max(initial=0) <= 65535) else None
         if top is None:  # 32-bit or float data: stretch what is there to 0..255
             lo, hi = float(a.min(initial=0)), float(a.max(initial=0))
-            a, top = a - lo, max(hi - lo, 1e-12)
-        return Image.fromarray(np.round(np.clip(a, 0, top) / top * 255).astype(np.uint8)).convert("RGB")
+            a -= lo
+            top = max(hi - lo, 1e-12)
+        np.clip(a, 0, top, out=a)
+        a *= 255 / top
+        return Image.fromarray(np.round(a, out=a).astype(np.uint8)).convert("RGB")
     if mode == "P":
         img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
     elif mode == "LA" or mode == "PA":
@@ -116,8 +138,12 @@ def preprocess_for(input_size: int, imagenet: bool = True, resize: int | None = 
 
 
 def preprocess_steps(img: Image.Image, pre: Preprocess) -> dict:
-    """Each step as data: original (thumbnail), resized, cropped (uint8 HxWx3) and normalized (float 3xHxW)."""
+    """Each step as data: original (thumbnail), resized, cropped (uint8 HxWx3) and normalized (float 3xHxW).
+
+    The resized image is at most ``MAX_ASPECT`` times ``pre.resize`` long: slivers are refused (ImageError).
+    """
     w, h = img.size
+    check_shape(w, h, max_pixels=w * h)  # load_image checked this already; a caller's own PIL image may not be
     scale = pre.resize / min(w, h)
     resized = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR,
                          reducing_gap=3.0)

@@ -1,14 +1,19 @@
 """Safe weight loading: uploaded state dicts and torchvision's ImageNet checkpoints, mismatches in plain words.
 
 Nothing here ever runs code from a file: ``torch.load(..., weights_only=True)`` refuses any pickle that asks
-for more than tensors and plain containers. Weights always go into a deep copy, never into a shared model.
+for more than tensors and plain containers. Before it reads anything, the archive's directory is checked
+(entries, compression, unpacked size); after, every tensor must be dense, real, on the CPU and backed by storage
+that really holds its values. Weights always go into a deep copy, never into a shared model. Whatever goes
+wrong is a ``WeightsError`` in plain words.
 """
 from __future__ import annotations
 
 import copy
 import io
+import logging
 import math
 import re
+import struct
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,10 +22,13 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from resviz.inputs import limits
+from resviz.inputs import budget, limits
 from resviz import models
 
+log = logging.getLogger("resviz")
+
 MAX_BYTES = limits.mb(limits.WEIGHTS_MB)  # the uploader's cap: every preset's checkpoint fits (Wide ResNet-50-2: 263 MB)
+INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)  # counters, masks
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")  # what training scripts wrap weights in
 PREFIXES = ("module.", "_orig_mod.", "model.")  # DataParallel, torch.compile, Lightning-style wrappers
 TORCHVISION_WEIGHTS = {  # preset -> torchvision weights enum (class names and checkpoint URL live there)
@@ -48,8 +56,50 @@ def _mb(n: float) -> str:
     return f"{n / 1024 / 1024:.1f} MB"
 
 
-def read_checkpoint(data: bytes, max_bytes: int = MAX_BYTES) -> object:
-    """``torch.load`` of untrusted bytes with ``weights_only=True``; every failure becomes a WeightsError."""
+def _declared_entries(data: bytes) -> int:
+    """How many entries the zip's end record declares (zip64's too), read before its directory is parsed."""
+    end = data.rfind(b"PK\x05\x06", max(0, len(data) - 65_557))  # the end record, after at most a 64 kB comment
+    if end < 0:
+        return 0
+    count = struct.unpack_from("<H", data, end + 10)[0]
+    locator = end - 20
+    if count == 0xFFFF and data[locator:locator + 4] == b"PK\x06\x07":  # zip64: the count is in its own record
+        record = struct.unpack_from("<Q", data, locator + 8)[0]
+        if data[record:record + 4] == b"PK\x06\x06":
+            count = struct.unpack_from("<Q", data, record + 32)[0]
+    return count
+
+
+def _too_many_entries(n: int) -> WeightsError:
+    return WeightsError(f"The weights file holds {n:,} entries; at most {limits.CHECKPOINT_ENTRIES:,} are "
+                        "accepted (ResNet-152's state dict has 938). It is not a state dict of these models.")
+
+
+def check_archive(data: bytes, max_bytes: float = MAX_BYTES) -> None:
+    """Refuse, from the zip directory alone, a checkpoint that would unpack to too much or too many tensors."""
+    declared = _declared_entries(data)
+    if declared > limits.CHECKPOINT_ENTRIES:  # refused before 100,000 directory records are parsed
+        raise _too_many_entries(declared)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        infos = zf.infolist()
+    if len(infos) > limits.CHECKPOINT_ENTRIES:
+        raise _too_many_entries(len(infos))
+    unpacked, packed = sum(i.file_size for i in infos), sum(i.compress_size for i in infos)
+    if unpacked > max_bytes:
+        raise WeightsError(f"The weights file unpacks to {_mb(unpacked)}; the limit is {_mb(max_bytes)}.")
+    if unpacked > limits.CHECKPOINT_RATIO * max(packed, 1) + 2**20:
+        raise WeightsError(f"The weights file is compressed {unpacked / max(packed, 1):,.0f} to 1 (torch.save "
+                           "does not compress); refusing what looks like a zip bomb. Save it again with torch.save.")
+    pickles = [i for i in infos if i.filename.endswith(".pkl")]
+    if any(i.file_size > limits.mb(limits.CHECKPOINT_PICKLE_MB) for i in pickles):
+        raise WeightsError("The weights file's table of contents is too large for a state dict of these models.")
+    if any(i.flag_bits & 0x1 for i in infos):
+        raise WeightsError("The weights file is encrypted; save it again with torch.save.")
+
+
+def read_checkpoint(data: bytes, max_bytes: float = MAX_BYTES) -> object:
+    """``torch.load`` of untrusted bytes with ``weights_only=True``, the archive checked first; every failure
+    becomes a WeightsError."""
     if not data:
         raise WeightsError("The weights file is empty (0 bytes).")
     if len(data) > max_bytes:
@@ -58,9 +108,13 @@ def read_checkpoint(data: bytes, max_bytes: int = MAX_BYTES) -> object:
         raise WeightsError("This is not a PyTorch weights file: torch.save writes a zip archive and this file "
                            "is not one (an old-format or other file). Save it again with "
                            "torch.save(model.state_dict(), 'weights.pt').")
-    if not zipfile.is_zipfile(io.BytesIO(data)):
+    try:
+        check_archive(data, max_bytes)
+    except WeightsError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
         raise WeightsError("The weights file is damaged or cut short (its zip directory is missing). "
-                           "Upload the complete file again.")
+                           "Upload the complete file again.") from None
     try:
         return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except Exception as e:  # noqa: BLE001 - torch raises several types; each one is a bad file here
@@ -95,6 +149,38 @@ def unwrap_state_dict(obj: object) -> tuple[dict[str, torch.Tensor], list[str]]:
             obj = {k[len(prefix):]: v for k, v in obj.items()}
             notes.append(f"removed the {prefix!r} prefix from every name")
     return dict(obj), notes
+
+
+def _tensor_problem(t: torch.Tensor) -> str | None:
+    """Why a loaded tensor cannot be a weight, in plain words, or None if it is a dense real CPU tensor whose
+    storage really holds its values (a 4-byte storage can pose, through stride 0, as 1.6e9 values)."""
+    if t.layout != torch.strided:
+        return f"it is stored as a {str(t.layout).removeprefix('torch.').replace('_', ' ')} tensor, not a dense one"
+    if t.is_meta or t.device.type != "cpu":
+        return "it holds no values (a 'meta' tensor: a shape without numbers)"
+    if t.is_complex() or t.is_quantized or not (t.is_floating_point() or t.dtype in INTEGER_DTYPES):
+        return f"its numbers are of type {str(t.dtype).removeprefix('torch.')}, not real numbers"
+    if t.numel() == 0:
+        return None
+    reach = t.storage_offset() + sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
+    stored = t.untyped_storage().nbytes() // t.element_size()
+    if reach >= stored or t.numel() > stored:
+        return (f"it claims {t.numel():,} values but its file holds {stored:,} (a view that repeats or "
+                "overruns its storage)")
+    return None
+
+
+def check_tensors(sd: dict[str, torch.Tensor], max_bytes: float = MAX_BYTES) -> None:
+    """Refuse tensors that are not plain weights (sparse, meta, complex, quantized, or posing as more values than
+    their file holds), and state dicts whose values add up to more than ``max_bytes``."""
+    for name, t in sd.items():
+        problem = _tensor_problem(t)
+        if problem:
+            raise WeightsError(f"The tensor {name[:80]!r} cannot be a weight: {problem}. Upload a plain state dict, "
+                               "saved with torch.save(model.state_dict(), 'weights.pt').")
+    total = sum(t.numel() * t.element_size() for t in sd.values())
+    if total > max_bytes:
+        raise WeightsError(f"The tensors hold {_mb(total)} of values in all; the limit is {_mb(max_bytes)}.")
 
 
 def check_finite(sd: dict[str, torch.Tensor]) -> None:
@@ -160,15 +246,38 @@ def guess_preset(d: dict) -> str | None:
     return None
 
 
-def load_state_dict_safely(data: bytes, model: nn.Module, max_bytes: int = MAX_BYTES) -> WeightsReport:
+def load_state_dict_safely(data: bytes, model: nn.Module, max_bytes: float = MAX_BYTES) -> WeightsReport:
     """Load untrusted weight bytes into a deep copy of ``model``; raise WeightsError with plain words if unfit."""
     sd, notes = unwrap_state_dict(read_checkpoint(data, max_bytes))
+    check_tensors(sd, max_bytes)
     return load_into_copy(sd, model, notes)
 
 
 def load_into_copy(sd: dict[str, torch.Tensor], model: nn.Module, notes: list[str] | None = None) -> WeightsReport:
-    """Checked ``load_state_dict`` into ``copy.deepcopy(model)``; the model passed in never changes."""
+    """Checked ``load_state_dict`` into ``copy.deepcopy(model)``; the model passed in never changes.
+
+    Anything unexpected on the way (a dtype torch cannot copy, an allocation that fails) is a WeightsError too.
+    """
+    try:
+        return _load_into_copy(sd, model, notes)
+    except WeightsError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a student's file must never reach the page as an exception box
+        log.warning("loading weights failed: %s: %s", type(e).__name__, e)
+        if budget.is_out_of_memory(e):
+            raise WeightsError("The server ran out of memory while loading these weights; try again when fewer "
+                               "students are running big models, or pick a smaller model.") from None
+        raise WeightsError("The weights could not be loaded into the chosen model "
+                           f"({_first_line(e)[:200]}).") from None
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _load_into_copy(sd: dict[str, torch.Tensor], model: nn.Module, notes: list[str] | None) -> WeightsReport:
     notes = list(notes or [])
+    check_tensors(sd, math.inf)
     check_finite(sd)
     target_keys = model.state_dict().keys()
     if not getattr(getattr(model, "cfg", None), "residual", True):
@@ -183,6 +292,8 @@ def load_into_copy(sd: dict[str, torch.Tensor], model: nn.Module, notes: list[st
     try:
         twin.load_state_dict(sd, strict=True)
     except RuntimeError as e:  # dtype or anything explain_mismatch did not foresee
+        if budget.is_out_of_memory(e):
+            raise
         raise WeightsError(f"The weights do not fit the chosen model: {str(e).splitlines()[0]}") from None
     n_values = sum(v.numel() for v in sd.values())
     return WeightsReport(model=twin, n_tensors=len(sd), n_values=n_values, notes=notes)
