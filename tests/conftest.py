@@ -7,9 +7,6 @@ import torch
 from resviz.tools import browser as chromium
 from resviz.tools.server import start_server, stop_server
 
-# Re-exported while test files move from ``from conftest import`` to ``from helpers import``.
-from helpers import ROOT, new_app, no_exceptions, open_page, page_exceptions, screenshot, wait_idle  # noqa: F401
-
 torch.set_num_threads(1)  # tiny models: one thread is faster and leaves the other core to the test server
 
 

@@ -1,7 +1,7 @@
 """Architecture page and app frame: AppTest smoke and interaction tests, and one real-browser visit."""
 import pytest
 
-from conftest import new_app, no_exceptions, open_page, page_exceptions, screenshot, wait_idle
+from helpers import checked_app, new_app, no_exceptions, open_page, page_exceptions, screenshot, visit, wait_idle
 
 
 def metric(at, label):
@@ -9,14 +9,12 @@ def metric(at, label):
 
 
 def test_home_page_explains_residual_block():
-    at = new_app()
-    no_exceptions(at)
+    at = checked_app()
     assert "F(x) + x" in " ".join(m.value for m in at.markdown)
 
 
 def test_architecture_defaults_to_resnet20_with_paper_counts():
-    at = new_app("architecture")
-    no_exceptions(at)
+    at = checked_app("architecture")
     assert metric(at, "Parameters") == "269,722"
     assert metric(at, "Weighted layers") == "20"
     assert any("`layer2.0`: 16×32×32 → 32×16×16" in w.value and "zero-pad, stride 2" in w.value for w in at.warning)
@@ -24,8 +22,7 @@ def test_architecture_defaults_to_resnet20_with_paper_counts():
 
 
 def test_choosing_resnet50_shows_bottleneck_and_projection_callouts():
-    at = new_app("architecture", sidebar={"sel_family": "ImageNet", "sel_imagenet": "resnet50"})
-    no_exceptions(at)
+    at = checked_app("architecture", sidebar={"sel_family": "ImageNet", "sel_imagenet": "resnet50"})
     assert metric(at, "Parameters") == "25,557,032"
     assert metric(at, "Multiply-accumulates") == "4.089 G"  # torchvision's v1.5
     assert metric(at, "Receptive field (theoretical)") == "427 px"  # the last conv's, as published (pooling excluded)
@@ -37,9 +34,8 @@ def test_choosing_resnet50_shows_bottleneck_and_projection_callouts():
 
 
 def test_sidebar_puts_the_stride_on_the_first_1x1_as_the_paper_does():
-    at = new_app("architecture", sidebar={"sel_family": "ImageNet", "sel_imagenet": "resnet50",
-                                          "sel_stride_in_1x1": True})
-    no_exceptions(at)
+    at = checked_app("architecture", sidebar={"sel_family": "ImageNet", "sel_imagenet": "resnet50",
+                                              "sel_stride_in_1x1": True})
     assert metric(at, "Multiply-accumulates") == "3.858 G"  # He et al. Table 1: 3.8 G
     assert metric(at, "Parameters") == "25,557,032"  # same weights, another place for the stride
     assert "Shown: the stride on the first 1x1" in " ".join(c.value for c in at.caption)
@@ -47,8 +43,7 @@ def test_sidebar_puts_the_stride_on_the_first_1x1_as_the_paper_does():
 
 
 def test_option_c_projections_are_labelled_option_c_and_only_reshaping_blocks_are_listed():
-    at = new_app("architecture", sidebar={"sel_family": "Custom", "sel_shortcut": "C"})
-    no_exceptions(at)
+    at = checked_app("architecture", sidebar={"sel_family": "Custom", "sel_shortcut": "C"})
     warning = next(w.value for w in at.warning if "cannot be added" in w.value)
     assert warning.count("(option C") == 2 and "`layer1.0`:" not in warning
 
@@ -62,16 +57,15 @@ def test_plain_twin_toggle_removes_shortcuts_and_projection_parameters():
 
 
 def test_a_tiny_input_runs_as_in_pytorch_and_warns_that_strides_do_nothing():
-    at = new_app("architecture", sidebar={"sel_family": "Custom", "sel_layers": "1, 1, 1, 1, 1, 1", "sel_size": 8})
-    no_exceptions(at)
+    at = checked_app("architecture",
+                     sidebar={"sel_family": "Custom", "sel_layers": "1, 1, 1, 1, 1, 1", "sel_size": 8})
     assert not at.error and metric(at, "Output") == "10"  # PyTorch runs it: 8 -> 4 -> 2 -> 1, then 1x1 stays 1x1
     assert any("already 1x1 when it reaches `layer5.0.conv1`" in w.value and "stride does nothing" in w.value
                for w in at.warning)
 
 
 def test_unparsable_custom_stages_keep_previous_model():
-    at = new_app(sidebar={"sel_family": "Custom", "sel_layers": "two, 2"})
-    no_exceptions(at)
+    at = checked_app(sidebar={"sel_family": "Custom", "sel_layers": "two, 2"})
     assert any("whole numbers" in e.value for e in at.sidebar.error)
     assert at.session_state["selection"].cfg.name == "resnet20"
 
@@ -104,10 +98,7 @@ def test_every_page_renders_in_chromium_without_exceptions(app_server, page):
     from resviz.lessons import page_texts
 
     for path, text in page_texts().items():
-        open_page(page, app_server, path)
-        assert page_exceptions(page) == [], path
-        assert page.get_by_text(text).first.is_visible(), (path, text)
-        screenshot(page, path or "home")
+        visit(page, app_server, path, text)
 
 
 @pytest.mark.browser

@@ -1,23 +1,20 @@
 """The shortcut lab page: AppTest smoke and interaction tests, and one browser test against the real server."""
-import json
-
 import pytest
 
-
-from conftest import new_app, no_exceptions, open_page, page_exceptions, screenshot, wait_idle
+from helpers import (checked_app, figure, new_app, no_exceptions, open_page, page_exceptions, screenshot, texts,
+                     wait_idle)
 
 
 def _text(at) -> str:
-    return "\n".join([m.value for m in at.markdown] + [w.value for w in at.warning] + [s.value for s in at.success])
+    return texts(at, ("markdown", "warning", "success"))
 
 
 @pytest.fixture(scope="module")
 def lab():
-    return new_app("shortcut_lab")
+    return checked_app("shortcut_lab")
 
 
 def test_page_runs_and_shows_pytorchs_error(lab):
-    no_exceptions(lab)
     assert not lab.error, [e.value for e in lab.error]
     assert [h.value[:1] for h in lab.main.header] == ["1", "2", "3", "4"]
     # default 4x6x6 -> F(x) 8x3x3: PyTorch's real message, naming the width
@@ -83,7 +80,7 @@ def test_pixel_slider_moves_the_product():
     at.slider(key="sl_row").set_value(2)
     at.slider(key="sl_col").set_value(1).run()
     no_exceptions(at)
-    titles = [a["text"] for a in json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["annotations"]]
+    titles = [a["text"] for a in figure(at, "sl_product")["layout"]["annotations"]]
     assert "x at input pixel (4, 2)" in titles and "y = W·x at output (2, 1)" in titles  # stride 2 doubles it
 
 

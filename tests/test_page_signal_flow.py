@@ -1,22 +1,18 @@
 """The signal-flow page: AppTest smoke and interaction tests (widgets set by key), one browser test that looks at the
 first screen at 1400x900."""
-import io
 import re
 
 import pytest
-from PIL import Image
 
-from helpers import (SCREENSHOTS, figures, new_app, no_exceptions, open_page, page_exceptions, screenshot, texts,
-                     wait_idle)
+from helpers import (SCREENSHOTS, checked_app, figures, new_app, no_exceptions, open_page, page_exceptions, png,
+                     screenshot, texts, wait_idle)
 from resviz.lessons import signal_flow as sf
 from resviz.tools import browser
 
 
 @pytest.fixture(scope="module")
 def app():
-    at = new_app("signal_flow", timeout=180)
-    no_exceptions(at)
-    return at
+    return checked_app("signal_flow", timeout=180)
 
 
 def test_smoke_resnet20_with_bn_at_init_says_random_weights_and_cites_what_it_measured(app):
@@ -89,9 +85,7 @@ def test_seed_changes_the_weights_and_says_so(app):
 def test_uploaded_image_and_a_broken_file(app):
     app.radio(key="sf_input").set_value(sf.Input.IMAGE.value).run()
     assert "No image yet" in " ".join(i.value for i in app.info)
-    buf = io.BytesIO()
-    Image.new("RGB", (60, 40), (30, 90, 200)).save(buf, format="PNG")
-    app.file_uploader(key="sf_upload").set_value(("blue.png", buf.getvalue(), "image/png")).run()
+    app.file_uploader(key="sf_upload").set_value(("blue.png", png((60, 40), (30, 90, 200)), "image/png")).run()
     no_exceptions(app)
     assert not app.error and "your image (a batch of 1)" in texts(app)
     app.file_uploader(key="sf_upload").set_value(("fake.png", b"no picture here", "image/png")).run()
