@@ -164,21 +164,29 @@ def shared_result(key: tuple, compute: Callable, label: str) -> Any:
 
     ``compute(progress)`` gets a callback taking a fraction in [0, 1]; the page shows it as a progress bar.
     """
-    store, lock = _result_store()
+    store, lock, inflight = _result_store()
     with lock:
         if key in store:
             return store[key]
+        key_lock = inflight.setdefault(key, threading.Lock())
     bar = st.progress(0.0, text=label)
-    result = compute(lambda f: bar.progress(min(1.0, max(0.0, f)), text=f"{label} {f:.0%}"))
-    bar.empty()
-    with lock:
-        store[key] = result
+    try:
+        with key_lock:  # a second student asking for the same result waits for the first: computed once
+            with lock:
+                if key in store:
+                    return store[key]
+            result = compute(lambda f: bar.progress(min(1.0, max(0.0, f)), text=f"{label} {f:.0%}"))
+            with lock:
+                store[key] = result
+                inflight.pop(key, None)
+    finally:
+        bar.empty()
     return result
 
 
 @st.cache_resource
-def _result_store() -> tuple[cachetools.LRUCache, threading.Lock]:
-    return cachetools.LRUCache(maxsize=48), threading.Lock()
+def _result_store() -> tuple[cachetools.LRUCache, threading.Lock, dict]:
+    return cachetools.LRUCache(maxsize=48), threading.Lock(), {}
 
 
 def shared_tensors(key: Hashable, make: Callable[[], Any]) -> Any:
@@ -201,6 +209,13 @@ def shared_model(key: Hashable, _make: Callable[[], Any]) -> Any:
     Exceptions are not kept: a failed load is tried again on the next rerun. Never mutate what it returns.
     """
     return _make()
+
+
+def chart(fig):
+    """``fig`` as this student's screen shows it: text and lines scaled up when the sidebar's Projector toggle is on."""
+    from resviz.plots.projector import for_projector
+
+    return for_projector(fig) if st.session_state.get("projector") else fig
 
 
 def session_owned(name: str, key: Hashable, make: Callable[[], Any]) -> Any:
@@ -235,15 +250,6 @@ def friendly_errors(what: str):
 
 def _first_line(e: Exception) -> str:
     return str(e).splitlines()[0] if str(e) else ""
-
-
-# --- architecture page ---
-@st.cache_data(max_entries=64, show_spinner=False)
-def cached_trace(cfg: models.ResNetConfig):
-    """The shape trace of ``cfg`` (computed once per configuration for the whole class)."""
-    from resviz.trace import trace_shapes
-
-    return trace_shapes(cfg)
 
 
 # --- the trained pair (lesion study, paths, loss landscape) ---
