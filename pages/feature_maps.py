@@ -106,20 +106,20 @@ with ui.friendly_errors("Computing the feature maps"):
     r = capture(w, w.model, x, image_key, block, cam_block, None if choice == "predicted" else int(choice))
     views.subheader(f"Inside block {r.block}: {r.n_channels} channels, the {min(k, len(r.channels))} most active")
     for col, fig in zip(views.columns(3), plots.plot_block_views(r, k, height=330)):
-        col.plotly_chart(fig, key=f"fm_view_{fig.layout.title.text}")
+        col.plotly_chart(ui.chart(fig), key=f"fm_view_{fig.layout.title.text}")
     views.caption("Each block computes a correction F(x) and adds its input x: out = relu(F(x) + x). Red = positive, "
                   "blue = negative; each channel has one colour scale shared by its three views (hover for values).")
     color = COLORS["resnet" if cfg.residual else "plain"]
-    top_col.plotly_chart(plots.plot_top_k(fm.top_k(r.probs, w.class_names), "Top-5 classes" + (
-        " of an untrained network" if w.untrained else ""), color), key="fm_top")
+    top_col.plotly_chart(ui.chart(plots.plot_top_k(fm.top_k(r.probs, w.class_names), "Top-5 classes" + (
+        " of an untrained network" if w.untrained else ""), color)), key="fm_top")
     if not w.class_names:
         top_col.caption("These weights come without class names: the classes are numbered.")
-    cam_col.plotly_chart(plots.plot_overlay(steps["cropped"], r.cam, f"Grad-CAM at {r.cam_block}: "
-                                            f"'{w.class_name(r.target)}'"), key="fm_cam")
-    norm_col.plotly_chart(plots.plot_block_norms(r.norms, r.block), key="fm_norms")
+    cam_col.plotly_chart(ui.chart(plots.plot_overlay(steps["cropped"], r.cam, f"Grad-CAM at {r.cam_block}: "
+                                                     f"'{w.class_name(r.target)}'")), key="fm_cam")
+    norm_col.plotly_chart(ui.chart(plots.plot_block_norms(r.norms, r.block)), key="fm_norms")
     norm_col.caption("Where F(x) is much smaller than x, the block only nudges its input: the shortcut carries it.")
     with st.expander("Preprocessing: what the network really sees"):
-        st.plotly_chart(plots.plot_preprocessing(steps), key="fm_pre_fig")
+        st.plotly_chart(ui.chart(plots.plot_preprocessing(steps)), key="fm_pre_fig")
         st.caption(f"Shorter side resized to {pre.resize} px, center {pre.crop}x{pre.crop} crop, then each channel "
                    f"scaled to [0, 1] and normalized as (x - mean) / std with mean {pre.mean} and std {pre.std}.")
 
@@ -127,8 +127,8 @@ with ui.friendly_errors("Computing the feature maps"):
         p = capture(w, held(w, "fm_plain", device, lambda: fm.plain_model(w, device)), x, image_key, block, cam_block,
                     r.target)
         a, b = st.columns(2)
-        a.plotly_chart(plots.plot_block_views(p, k, height=330)[-1], key="fm_plain_view")
-        b.plotly_chart(plots.plot_overlay(steps["cropped"], p.cam, f"Plain twin: Grad-CAM at {p.cam_block}"),
+        a.plotly_chart(ui.chart(plots.plot_block_views(p, k, height=330)[-1]), key="fm_plain_view")
+        b.plotly_chart(ui.chart(plots.plot_overlay(steps["cropped"], p.cam, f"Plain twin: Grad-CAM at {p.cam_block}")),
                        key="fm_plain_cam")
         best = fm.top_k(p.probs, w.class_names, 1)[0]
         st.caption(f"Plain twin's top class: {best['name']} ({best['prob']:.1%}). {fm.PLAIN_TWIN_NOTES[w.source]}")
@@ -145,8 +145,8 @@ with ui.friendly_errors("Computing the feature maps"):
             on_progress=lambda d, n: bar.progress(d / n, text=f"{d}/{n} steps along the path"))
     if store.get("ig", (None,))[0] == key:
         ig = store["ig"][1]
-        ig_col.plotly_chart(plots.plot_overlay(steps["cropped"], ig.heat, "Integrated Gradients", signed=True),
-                            key="fm_ig_fig")
+        ig_col.plotly_chart(ui.chart(plots.plot_overlay(steps["cropped"], ig.heat, "Integrated Gradients",
+                                                        signed=True)), key="fm_ig_fig")
         ig_col.caption(f"Attributions sum to {ig.score - ig.baseline_score + ig.delta:.3f}; the score rose by "
                        f"{ig.score - ig.baseline_score:.3f} from a baseline picture of the mean colour (all zeros "
                        "after normalisation).")
@@ -154,5 +154,5 @@ with ui.friendly_errors("Computing the feature maps"):
         with occ_col.spinner("Hiding one square at a time (49 forward passes)…"):
             store["occ"] = key, fm.occlusion(w.model, x, r.target)
     if store.get("occ", (None,))[0] == key:
-        occ_col.plotly_chart(plots.plot_overlay(steps["cropped"], store["occ"][1], "Occlusion: score drop",
-                                                signed=True), key="fm_occ_fig")
+        occ_col.plotly_chart(ui.chart(plots.plot_overlay(steps["cropped"], store["occ"][1], "Occlusion: score drop",
+                                                         signed=True)), key="fm_occ_fig")

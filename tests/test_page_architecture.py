@@ -1,7 +1,8 @@
 """Architecture page and app frame: AppTest smoke and interaction tests, and one real-browser visit."""
 import pytest
 
-from helpers import checked_app, new_app, no_exceptions, open_page, page_exceptions, screenshot, visit, wait_idle
+from helpers import (checked_app, figure, new_app, no_exceptions, open_page, page_exceptions, screenshot, visit,
+                     wait_idle)
 
 
 def metric(at, label):
@@ -118,3 +119,19 @@ def test_browser_graph_draws_the_shortcuts_and_folds_resnet152(app_server, page)
     page.get_by_text("×34 identical blocks").first.wait_for()
     assert "projection shortcut" in legend()
     screenshot(page, "architecture_resnet152")
+
+
+def test_projector_toggle_scales_the_graph_text_up():
+    from resviz.plots.projector import SCALE
+
+    at = checked_app("architecture")
+    normal = figure(at, "arch_graph")["layout"]
+    at.session_state["projector"] = True  # the sidebar's switch (app.py draws it; AppTest runs the page alone)
+    at.run()
+    no_exceptions(at)
+    big = figure(at, "arch_graph")["layout"]
+    assert big["font"]["size"] == pytest.approx(normal["font"]["size"] * SCALE) and big["font"]["size"] > 14
+    assert big["hoverlabel"]["font"]["size"] == pytest.approx(normal["hoverlabel"]["font"]["size"] * SCALE)
+    at.session_state["projector"] = False
+    at.run()
+    assert figure(at, "arch_graph")["layout"]["font"]["size"] == normal["font"]["size"]  # per student, undone
