@@ -7,14 +7,16 @@ from resviz.plots.landscape import plot_landscape_1d, plot_landscape_contours, p
 
 st.title("Loss landscape: why a ResNet is easier to train")
 st.markdown(
-    "Around the trained weights $w$ we evaluate the loss at $w + \\alpha d_1 + \\beta d_2$ for two random "
-    "directions. Each direction is *filter-normalised*: every filter is rescaled to the norm of the matching "
-    "filter of $w$ (biases and batch-norm parameters stay put), so the picture does not depend on the scale of "
-    "the weights. Li, Xu, Taylor, Studer & Goldstein (2018), *Visualizing the Loss Landscape of Neural Nets*, "
-    "NeurIPS, Section 6 and Fig. 5: with shortcuts the landscape stays smooth and nearly convex around the "
-    "minimum; without them it is still smooth at 20 layers but turns chaotic at 56 and 110. "
-    "The star marks the trained weights."
+    "The loss around the trained weights $w$, at $w + \\alpha d_1 + \\beta d_2$ for two random directions. "
+    "Li, Xu, Taylor, Studer & Goldstein (2018), Section 6 and Fig. 5: with shortcuts the landscape stays smooth "
+    "and nearly convex around the minimum; without them it is still smooth at 20 layers but turns chaotic at 56 "
+    "and 110. The star marks the trained weights."
 )
+with st.expander("How the directions are chosen"):
+    st.markdown(
+        "Each direction is *filter-normalised*: every filter is rescaled to the norm of the matching filter of $w$ "
+        "(biases and batch-norm parameters stay put), so the picture does not depend on the scale of the weights. "
+        "Li et al. (2018), *Visualizing the Loss Landscape of Neural Nets*, NeurIPS, Section 4.")
 p = ui.pair_picker_ui("ls")
 if p is None:
     st.stop()
@@ -22,41 +24,52 @@ c1, c2 = st.columns(2)
 span = c1.select_slider("How far to step (span)", (0.25, 0.5, 1.0), value=1.0, key="ls_span",
                         help="α and β run from −span to +span; 1 = one filter norm away from the trained weights.")
 seed = int(c2.number_input("Direction seed", 0, 99, 0, key="ls_seed"))
+
+
+@st.fragment(run_every=ls.POLL_S)
+def wait_for_the_finer_grid():
+    """Asks again every POLL_S seconds while the page is open; when the grid is ready, the page redraws with it."""
+    now = ls.fine_grid(p, span, seed)
+    if now.state is ls.FineState.DONE:
+        st.rerun()
+    st.info(f"A finer {ls.FINE}×{ls.FINE} grid on {ls.FINE_BATCH} images is being computed ({now.progress:.0%} "
+            "done); it replaces this one here by itself while the page stays open." if now.state is
+            ls.FineState.RUNNING else "The server is computing other fine grids; this one starts as soon as one "
+            "of them ends (keep the page open).")
+
+
 with ui.friendly_errors("Computing the loss landscape"):
     one = ui.shared_result(("landscape-1d", p.key, span, seed), lambda cb: ls.line(p, span, seed, cb), "1-D slice…")
     st.subheader(f"1-D slice ({2 * ls.COARSE - 1} points on {ls.BATCH} images, computed live)")
-    st.plotly_chart(plot_landscape_1d(one), key="ls_1d")
-ready = ls.fine_grid_ready(p, span, seed)
-
-
-@st.fragment(run_every=None if ready else ls.POLL_S)  # while the finer grid computes, look again every POLL_S
-def slice_2d():
-    with ui.friendly_errors("Computing the loss landscape"):
-        fine = ls.fine_grid(p, span, seed)  # asking keeps it going; unasked for IDLE_S it stops
-        if fine.state is ls.FineState.DONE and not ready:
-            st.rerun()  # the whole page again, now without polling
-        if fine.grids is not None:
-            grids, what = fine.grids, f"{ls.FINE}×{ls.FINE} grid on {ls.FINE_BATCH} images"
-        else:
-            grids = ui.shared_result(("landscape-2d", p.key, span, seed), lambda cb: ls.coarse_grids(
-                p, span, seed, cb), "2-D slice (coarse grid)…")
-            what = f"coarse {ls.COARSE}×{ls.COARSE} grid on {ls.BATCH} images, computed live"
-            st.info(f"A finer {ls.FINE}×{ls.FINE} grid on {ls.FINE_BATCH} images is being computed "
-                    f"({fine.progress:.0%} done); it replaces this one here by itself while the page stays open."
-                    if fine.state is ls.FineState.RUNNING else
-                    "The server is computing other fine grids; this one starts as soon as one of them ends "
-                    "(keep the page open).")
-        st.subheader(f"2-D slice ({what})")
-        m1, m2 = st.columns(2)
-        m1.metric("ResNet: roughness", f"{grids.resnet.roughness():.3f}")
-        m2.metric("plain twin: roughness", f"{grids.plain.roughness():.3f}")
-        st.plotly_chart(plot_landscape_contours(grids), key="ls_contour")
-        st.plotly_chart(plot_landscape_surfaces(grids), key="ls_surface")
-        st.caption("Roughness: how far log10 loss strays from the best-fitting smooth bowl over the grid "
-                   "(root-mean-square; 0 = a perfect bowl). Both surfaces share one height and colour scale. "
-                   f"Loss at the trained weights: ResNet {grids.resnet.centre_loss:.3f}, plain twin "
-                   f"{grids.plain.centre_loss:.3f} (cross-entropy, batch norm in eval mode). Li et al. studied "
-                   "fully trained 20- to 110-layer nets: what you see is what this pair does.")
-
-
-slice_2d()
+    st.plotly_chart(ui.chart(plot_landscape_1d(one)), key="ls_1d")
+    fine = ls.fine_grid(p, span, seed)  # ready, or started (asking keeps it going; unasked for IDLE_S it stops)
+    if fine.grids is None:
+        grids = ui.shared_result(("landscape-2d", p.key, span, seed), lambda cb: ls.coarse_grids(p, span, seed, cb),
+                                 "2-D slice (coarse grid)…")
+        what = f"coarse {ls.COARSE}×{ls.COARSE} grid on {ls.BATCH} images, computed live"
+    else:
+        grids, what = fine.grids, f"{ls.FINE}×{ls.FINE} grid on {ls.FINE_BATCH} images"
+    st.subheader(f"2-D slice ({what})")
+    if fine.grids is None:
+        wait_for_the_finer_grid()
+    rough_res, rough_plain = grids.resnet.roughness(), grids.plain.roughness()
+    m1, m2 = st.columns(2)
+    m1.metric("ResNet: roughness", f"{rough_res:.3f}")
+    m2.metric("plain twin: roughness", f"{rough_plain:.3f}")
+    depth = f"{p.cfg.depth} layers"
+    if rough_plain > rough_res:
+        st.markdown(f"Here ({depth}) the plain twin's slice is **rougher** than the ResNet's.")
+    elif ls.rougher_twin_expected(p.cfg):
+        st.markdown(f"Here ({depth}) the plain twin's slice is **not** rougher than the ResNet's: not what Li et al. "
+                    "found for nets this deep.")
+    else:
+        st.markdown(f"Here ({depth}) the plain twin's slice is not rougher than the ResNet's: at 20 layers Li et al. "
+                    "also found the two alike. They saw the plain twin's turn chaotic at 56 layers: try the resnet56 "
+                    "pair.")
+    st.plotly_chart(ui.chart(plot_landscape_contours(grids)), key="ls_contour")
+    st.plotly_chart(ui.chart(plot_landscape_surfaces(grids)), key="ls_surface")
+    st.caption("Roughness: how far log10 loss strays from the best-fitting smooth bowl over the grid "
+               "(root-mean-square; 0 = a perfect bowl). Both surfaces share one height and colour scale. "
+               f"Loss at the trained weights: ResNet {grids.resnet.centre_loss:.3f}, plain twin "
+               f"{grids.plain.centre_loss:.3f} (cross-entropy, batch norm in eval mode). Li et al. studied "
+               "fully trained 20- to 110-layer nets: what you see is what this pair does.")

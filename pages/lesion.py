@@ -5,17 +5,19 @@ from resviz import pair, ui
 from resviz.lessons import lesion
 from resviz.plots.lesion import plot_lesion
 
-st.title("Lesion study: delete one block, does the network survive?")
+st.title("Lesion study: delete one block, does the net survive?")
 st.markdown(
-    "Take a trained ResNet and its trained plain twin and **delete one block at a time, at test time**, "
-    "then measure test accuracy. In a ResNet, deleting a block removes its residual branch $F$, so the block "
-    "outputs only its shortcut: `relu(shortcut(x))`; at a downsampling block the shortcut is the zero-padded "
-    "subsample (option A) or the 1×1 projection (B/C). In the plain net a block whose input and output shapes "
-    "match becomes the identity; a block that changes the shape cannot be deleted (marked ✕). "
-    "Veit, Wilber & Belongie (2016), *Residual Networks Behave Like Ensembles of Relatively Shallow Networks*, "
-    "NeurIPS, Section 4.1 and Fig. 3: deleting single blocks of a trained 110-layer ResNet barely changes its "
-    "accuracy (except at downsampling blocks), while deleting any layer of a plain VGG net leaves it guessing."
+    "Delete one block of a trained ResNet and of its trained plain twin, **at test time**, and measure what is "
+    "left. Veit, Wilber & Belongie (2016), Section 4.1 and Fig. 3: a trained 110-layer ResNet barely notices "
+    "(except at downsampling blocks), while a plain VGG net left without any one layer is reduced to guessing."
 )
+with st.expander("What deleting a block means"):
+    st.markdown(
+        "In a ResNet, deleting a block removes its residual branch $F$, so the block outputs only its shortcut: "
+        "`relu(shortcut(x))`; at a downsampling block the shortcut is the zero-padded subsample (option A) or the "
+        "1×1 projection (B/C). In the plain net a block whose input and output shapes match becomes the identity; "
+        "a block that changes the shape cannot be deleted (marked ✕). Veit, Wilber & Belongie (2016), *Residual "
+        "Networks Behave Like Ensembles of Relatively Shallow Networks*, NeurIPS.")
 p = ui.pair_picker_ui("le")
 if p is None:
     st.stop()
@@ -28,7 +30,6 @@ with ui.friendly_errors("Running the lesion study"):
     plain = ui.shared_result(("lesion", p.key, "plain", n), lambda cb: lesion.lesion_study(p.plain, x, y, cb),
                              "Deleting plain-net blocks…")
     c = lesion.LesionComparison(res, plain, p.chance)
-    st.plotly_chart(plot_lesion(c), key="le_chart")
     k = int(c.comparable.sum())
     m1, m2, m3 = st.columns(3)
     m1.metric("ResNet: accuracy lost by one deletion", f"{c.mean_drop(res):.1%}",
@@ -46,9 +47,13 @@ with ui.friendly_errors("Running the lesion study"):
         st.info(f"Not the paper's picture here: one deletion costs the ResNet {c.share_lost(res):.0%} of what it "
                 f"learned, the plain twin {c.share_lost(plain):.0%}. A short-trained or shallow pair leans on "
                 "every block; the paper's ResNet has 54 blocks and was fully trained.")
-    st.dataframe({"block": res.names, "downsampling": res.downsampling, "ResNet accuracy": res.accuracy,
-                  "plain accuracy": plain.accuracy}, key="le_table", hide_index=True)
-    st.caption("Empty plain cells: that block changes the shape, so deleting it is impossible. "
+    st.plotly_chart(ui.chart(plot_lesion(c)), key="le_chart")
+    st.dataframe({"block": res.names, "downsampling": res.downsampling,
+                  "ResNet accuracy": [f"{a:.1%}" for a in res.accuracy],
+                  "plain accuracy": [f"{a:.1%}" if ok else "cannot delete" for a, ok in zip(plain.accuracy,
+                                                                                            plain.possible)]},
+                 key="le_table", hide_index=True)
+    st.caption("'cannot delete': that plain block changes the shape, so nothing could replace it. "
                f"This pair trained for {p.trained.steps or 'a few hundred'} steps of the training race; He et al. "
                "(2016, Section 4.2) trained their CIFAR-10 ResNets for 64,000 steps of 128 images, and Veit et al. "
                "lesion such fully trained nets: what you see is what this pair does.")

@@ -9,17 +9,17 @@ SOURCES = {"init": "the sidebar's ResNet, random weights", "trained": "a trained
 
 st.title("Paths: a ResNet is many networks of different depths")
 st.markdown(
-    "Unroll $n$ residual blocks $y = x + F(x)$ and you get $2^n$ paths from input to output: at each block a "
-    "path either goes through the residual branch $F$ or skips it. A path through $k$ branches has length $k$ "
-    "and there are $\\binom{n}{k}$ of them, so path lengths follow a binomial distribution (a). "
-    "Veit, Wilber & Belongie (2016), *Residual Networks Behave Like Ensembles of Relatively Shallow Networks*, "
-    "NeurIPS, Section 5.2 and Fig. 6, measured how much gradient each length carries: in the backward pass, let "
-    "the gradient flow through $k$ randomly chosen residual branches and through the shortcuts of all other "
-    "blocks; the gradient reaching the first block's input then travelled one path of length $k$ (b). "
-    "Times the number of such paths it gives the total for length $k$ (c). In the paper's trained 110-layer "
-    "ResNet (54 blocks) almost all the gradient came from paths only 5 to 17 blocks long, although most paths "
-    "are 27 blocks long: the effective paths are short."
+    "Unroll $n$ residual blocks $y = x + F(x)$: each block is either passed through its branch $F$ or skipped, "
+    "so there are $2^n$ paths and $\\binom{n}{k}$ of them have length $k$ (a). Veit, Wilber & Belongie (2016), "
+    "Section 5.2 and Fig. 6: in a trained 110-layer ResNet (54 blocks) almost all the gradient came from paths "
+    "only **5 to 17 blocks** long, although most paths are 27 blocks long."
 )
+with st.expander("How the gradient of one path is measured"):
+    st.markdown(
+        "In the backward pass, let the gradient flow through $k$ randomly chosen residual branches and through the "
+        "shortcuts of all other blocks; the gradient reaching the first block's input then travelled one path of "
+        "length $k$ (b). Times the number of such paths it gives the total for length $k$ (c). Veit, Wilber & "
+        "Belongie (2016), *Residual Networks Behave Like Ensembles of Relatively Shallow Networks*, NeurIPS.")
 c1, c2 = st.columns([3, 2])
 source = c1.radio("Measure on", list(SOURCES), format_func=SOURCES.get, key="pa_source", horizontal=True)
 samples = c2.slider("Random paths per length", 1, 8, 2, key="pa_samples",
@@ -39,14 +39,14 @@ with ui.friendly_errors("Measuring the gradient per path length"):
     y = y.to(x.device) if y is not None else None
     g = ui.shared_result(("paths", *key, samples), lambda cb: paths.gradient_by_path_length(
         model, x, y, samples, on_progress=cb), "Sending gradients down random paths…")
-    st.plotly_chart(plot_path_gradients(g), key="pa_chart")
+    st.plotly_chart(ui.chart(plot_path_gradients(g)), key="pa_chart")
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("blocks n", g.n_blocks, help=f"{cfg.label}: 2^{g.n_blocks} = {2**g.n_blocks:,} paths")
     m2.metric("most common path length", " and ".join(str(int(m)) for m in g.typical_lengths),
               help="The mode of Binomial(n, 1/2): n/2, or the two lengths beside it when n is odd.")
-    m3.metric("mean length the gradient comes from", f"{g.mean_length:.1f}",
+    m3.metric("mean path length of the gradient", f"{g.mean_length:.1f}",
               help="Path lengths weighted by their share of the gradient in chart (c).")
-    m4.metric("90% of the gradient: paths up to length", g.length_reaching(0.9),
+    m4.metric("90% of the gradient within length", g.length_reaching(0.9),
               help="Read off chart (c): the running sum of the shares reaches 90% at this length.")
     shorter = g.mean_length < g.n_blocks / 2
     st.markdown(f"Here the gradient comes on average from paths **{g.mean_length:.1f} blocks** long, "

@@ -5,16 +5,12 @@ from resviz import ui
 from resviz.lessons import shattered
 from resviz.plots.shattered import plot_depth_curve, plot_shattered
 
-st.title("Shattered gradients: white noise in a deep plain net, slow decay in a ResNet")
+st.title("Shattered gradients")
 st.markdown(
-    "Feed a 1-D input $x$ swept from −2 to 2 through a freshly initialised network and plot the gradient "
-    "$\\partial\\,\\text{output} / \\partial x$ at each point, with its autocorrelation along the sweep. "
-    "This is the paper's own setup: fully connected ReLU nets of width 200 with batch norm, the ResNet built from "
-    "two-layer blocks $y = x + F(x)$. Balduzzi, Frean, Leary, Lewis, Ma & McWilliams (2017), *The Shattered "
-    "Gradients Problem: If resnets are the answer, then what is the question?*, ICML, show that the correlation "
-    "between the gradients at nearby inputs decays exponentially with depth in a feedforward net, until the "
-    "gradient looks like white noise (a gradient step then tells you nothing about nearby inputs), and only "
-    "sublinearly in a ResNet: its gradients decorrelate too, but slowly."
+    "The gradient $\\partial\\,\\text{output} / \\partial x$ of a freshly initialised network, along a 1-D input "
+    "swept from −2 to 2. Balduzzi et al. (2017) show that the correlation between gradients at nearby inputs decays "
+    "exponentially with depth in a feedforward net, until the gradient looks like **white noise**, and only "
+    "**sublinearly** in a ResNet: its gradients decorrelate too, but slowly."
 )
 c1, c2 = st.columns(2)
 depth = c1.slider("Depth (hidden layers)", 2, 100, 24, step=2, key="sh_depth",
@@ -28,11 +24,17 @@ with ui.friendly_errors("Computing the gradients"):
     m1, m2 = st.columns(2)
     m1.metric("plain: correlation of neighbouring gradients (lag 1)", f"{plain.lag1:.2f}")
     m2.metric("ResNet: correlation of neighbouring gradients (lag 1)", f"{res.lag1:.2f}")
-    st.plotly_chart(plot_shattered(plain, res, depth), key="sh_chart")
+    st.plotly_chart(ui.chart(plot_shattered(plain, res, depth)), key="sh_chart")
     st.subheader("How the correlation falls with depth")
     curve = ui.shared_result(("shattered-depth", seed), lambda cb: shattered.depth_curve(
         shattered.SweepConfig(seed=seed), on_progress=cb), "Sweeping nets of every depth…")
-    st.plotly_chart(plot_depth_curve(curve, depth), key="sh_depth_chart")
+    st.plotly_chart(ui.chart(plot_depth_curve(curve, depth)), key="sh_depth_chart")
+    with st.expander("The setup, and the paper"):
+        st.markdown(
+            "The paper's own setup: fully connected ReLU nets of width 200 with batch norm, the ResNet built from "
+            "two-layer blocks $y = x + F(x)$, 256 inputs from −2 to 2. When neighbouring gradients are uncorrelated, "
+            "a gradient step tells you nothing about nearby inputs. Balduzzi, Frean, Leary, Lewis, Ma & McWilliams "
+            "(2017), *The Shattered Gradients Problem: If resnets are the answer, then what is the question?*, ICML.")
     st.caption(f"Lag-1 correlation for nets of {', '.join(map(str, curve.depths))} layers, seed {seed}; 1 = perfectly "
                "smooth, 0 = white noise. Each net is one random draw, so a single point can jump: compare the trends. "
                "Batch norm takes its statistics from the sweep itself, then is frozen, so the gradient at each point "

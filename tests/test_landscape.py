@@ -111,3 +111,27 @@ def test_at_most_max_background_grids_at_once(monkeypatch):
     assert landscape._keep_going("grid-d", lambda job: None).state is landscape.FineState.BUSY
     release.set()
     landscape.wait_for_jobs(10)
+
+
+def test_rougher_twin_is_expected_only_for_deep_nets():
+    from resviz.models import get_config
+
+    assert not landscape.rougher_twin_expected(get_config("resnet20"))
+    assert landscape.rougher_twin_expected(get_config("resnet56"))
+    assert landscape.claims((0,), full=False) == []  # checked on a deep pair, at full size only
+
+
+def test_landscape_charts_readable_and_on_one_scale():
+    from resviz.plots.landscape import plot_landscape_1d, plot_landscape_contours, plot_landscape_surfaces
+    from test_lesion import assert_readable
+
+    a = np.linspace(-1, 1, 3)
+    low, high = np.full((3, 3), 0.5), np.full((3, 3), 8.0)
+    g = landscape.PairGrids(landscape.Grid(a, a, low, low, 2), landscape.Grid(a, a, high, high, 2))
+    line = landscape.PairGrids(landscape.Grid(a, a[:1], low[0], low[0], 1), landscape.Grid(a, a[:1], high[0],
+                                                                                           high[0], 1))
+    for fig in (plot_landscape_1d(line), plot_landscape_contours(g), plot_landscape_surfaces(g)):
+        assert_readable(fig)
+    surf = plot_landscape_surfaces(g)
+    assert surf.layout.scene.zaxis.range == surf.layout.scene2.zaxis.range  # equal heights mean equal losses
+    assert surf.layout.scene.zaxis.range[0] <= np.log10(0.5) and surf.layout.scene.zaxis.range[1] >= np.log10(8)

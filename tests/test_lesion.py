@@ -111,3 +111,35 @@ def test_comparison_with_a_net_that_learned_nothing_is_no_verdict():
     plain = result([0.1, 0.1, np.nan, 0.1], intact=0.1, possible=(True, True, False, True))
     c = lesion.LesionComparison(res, plain, chance=0.1)
     assert math.isnan(c.share_lost(plain)) and not c.resnet_much_more_robust
+
+
+def assert_readable(fig):
+    """Every text of the figure at least 14 px and dark: what a class reads from the back of the room."""
+    from PIL import ImageColor
+
+    def fonts(node, parent=""):
+        if isinstance(node, dict):
+            if parent.endswith("font") and "size" in node:
+                yield node["size"], node.get("color")
+            for k, v in node.items():
+                yield from fonts(v, k)
+        elif isinstance(node, list):
+            for v in node:
+                yield from fonts(v, parent)
+
+    found = list(fonts(fig.to_plotly_json()))
+    assert found and min(size for size, _ in found) >= 14, found
+    for _, colour in found:
+        if colour and colour not in ("white", "#ffffff"):  # white only on the dark contour fill
+            assert sum(ImageColor.getrgb(colour)[:3]) < 3 * 80, colour
+
+
+def test_lesion_chart_readable_in_the_house_colours():
+    from resviz.plots.lesion import plot_lesion
+
+    res = result([0.8, 0.7, 0.2, 0.9], intact=0.9)
+    plain = result([0.3, 0.5, np.nan, 0.4], intact=0.7, possible=(True, True, False, True))
+    fig = plot_lesion(lesion.LesionComparison(res, plain, chance=0.1))
+    assert_readable(fig)
+    colours = {t.name.split(":")[0].split(",")[0]: t.line.color for t in fig.data if t.mode and "lines" in t.mode}
+    assert colours["ResNet"] == "#1f77b4" and colours["plain twin"] == "#d62728"

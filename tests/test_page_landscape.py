@@ -1,4 +1,6 @@
 """Loss landscape page (AppTest + browser): live slices, the finer grid from the background, one height scale."""
+import threading
+
 import pytest
 
 from helpers import figure, no_exceptions, open_page, page_exceptions, screenshot, texts
@@ -14,7 +16,15 @@ def small_fine_grid(monkeypatch):
     landscape.wait_for_jobs(300)
 
 
-def test_landscape_coarse_live_then_fine_from_the_background():
+def test_landscape_coarse_live_then_fine_from_the_background(monkeypatch):
+    release, real = threading.Event(), landscape.pair_grids
+
+    def held_back(resnet, plain, x, y, steps, *rest, **kw):  # the finer grid waits until the test lets it go
+        if steps == landscape.FINE:
+            release.wait(60)
+        return real(resnet, plain, x, y, steps, *rest, **kw)
+
+    monkeypatch.setattr(landscape, "pair_grids", held_back)
     at = with_pair("landscape")
     no_exceptions(at)
     assert not at.error, [e.value for e in at.error]
@@ -22,8 +32,9 @@ def test_landscape_coarse_live_then_fine_from_the_background():
     assert any("coarse 7×7" in s.value for s in at.subheader)
     assert any("replaces this one here by itself" in i.value for i in at.info)
     assert len(at.get("plotly_chart")) == 3
+    release.set()
     landscape.wait_for_jobs(120)
-    at.run()  # what the page's timer does every POLL_S seconds
+    at.run()  # what the page's timer leads to within POLL_S seconds
     no_exceptions(at)
     assert any("5×5 grid on 256 images" in s.value for s in at.subheader)
     assert not any("replaces this one" in i.value for i in at.info)
@@ -44,3 +55,13 @@ def test_landscape_in_browser(app_server, page):
     assert page_exceptions(page) == []
     assert "Li, Xu" in page.inner_text("body")
     screenshot(page, "landscape")
+
+
+def test_the_verdict_follows_the_roughness_shown():
+    at = with_pair("landscape")
+    no_exceptions(at)
+    res, plain = (float(m.value) for m in at.metric)
+    shown = texts(at)
+    assert ("the plain twin's slice is **rougher**" in shown) == (plain > res)
+    if plain <= res:  # a 4-layer pair: Li et al. found shallow twins alike, and the page says so
+        assert "at 20 layers Li et al. also found the two alike" in shown

@@ -67,3 +67,12 @@ def test_mean_length_and_length_reaching_worked_by_hand():
 def test_paths_refuse_plain_net():
     with pytest.raises(ValueError, match="shortcuts"):
         paths.gradient_by_path_length(plain_twin(tiny()), *batch())
+
+
+def test_path_chart_readable():
+    from resviz.plots.paths import plot_path_gradients
+    from test_lesion import assert_readable
+
+    share = np.array([0.1, 0.5, 0.3, 0.1])
+    assert_readable(plot_path_gradients(paths.PathGradients(np.arange(4), share + 0.1, np.array([1.0, 3, 3, 1]),
+                                                            share, share, 3)))

@@ -40,3 +40,16 @@ def test_depth_curve_is_the_sweeps_and_mean_gap_worked_by_hand():
         depth=6, width=16, n_points=32, seed=3, residual=True), 1).lag1
     by_hand = shattered.DepthCurve((2, 24, 50, 100), np.array([0.9, 0.1, 0.0, -0.1]), np.array([0.9, 0.5, 0.4, 0.3]))
     assert by_hand.mean_gap() == pytest.approx((0.4 + 0.4 + 0.4) / 3)
+
+
+def test_shattered_charts_readable_in_the_house_colours():
+    from resviz.plots.shattered import plot_depth_curve, plot_shattered
+    from test_lesion import assert_readable
+
+    cfg = shattered.SweepConfig(depth=4, width=8, n_points=16)
+    plain, res = shattered.shattered_sweep(cfg, 5), shattered.shattered_sweep(shattered.SweepConfig(
+        depth=4, width=8, n_points=16, residual=True), 5)
+    assert_readable(plot_shattered(plain, res, 4))
+    fig = plot_depth_curve(shattered.DepthCurve((2, 4), np.array([0.9, 0.5]), np.array([0.9, 0.8])), 4)
+    assert_readable(fig)
+    assert {t.name: t.line.color for t in fig.data} == {"ResNet": "#1f77b4", "plain net": "#d62728"}

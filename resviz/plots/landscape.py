@@ -16,7 +16,7 @@ def plot_landscape_1d(g: PairGrids) -> go.Figure:
         fig.add_scatter(x=grid.alphas, y=grid.loss, mode="lines+markers", name=label,
                         line=dict(color=color, width=3), marker=dict(size=8))
     fig.update_layout(xaxis_title="step along the direction (α; 0 = trained weights)", yaxis_title="loss (log scale)",
-                      yaxis_type="log", height=380, margin=dict(t=30))
+                      yaxis=dict(type="log", dtick=1), height=380, margin=dict(t=30))
     return readable(fig)
 
 

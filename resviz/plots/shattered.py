@@ -35,7 +35,7 @@ def plot_depth_curve(curve: DepthCurve, depth: int | None = None) -> go.Figure:
     if depth is not None:
         fig.add_vline(x=depth, line=dict(color="#555555", dash="dot"), annotation_text=f"{depth} layers",
                       annotation_position="top right")
-    fig.update_layout(xaxis_title="depth (hidden layers)", yaxis_title="correlation of neighbouring gradients",
+    fig.update_layout(xaxis_title="depth (hidden layers)", yaxis_title="lag-1 correlation",
                       yaxis_range=[-0.3, 1.05], height=380, margin=dict(t=30),
                       legend=dict(orientation="h", y=1.12, x=0))
     return readable(fig)
