@@ -8,9 +8,10 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import os
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Iterable
 
 import cachetools
 
@@ -184,6 +185,15 @@ def shared_result(key: tuple, compute: Callable, label: str) -> Any:
     return result
 
 
+def asked_result(button: str, widget_key: str, key: tuple, compute: Callable, label: str) -> Any:
+    """``shared_result(key, compute, label)`` once the student has pressed ``button`` for this very ``key``, else
+    None: a result computed for other settings (another picture, class or step count) is never shown for these."""
+    asked = st.session_state.setdefault("_asked_results", set())
+    if st.button(button, key=widget_key):
+        asked.add(key)
+    return shared_result(key, compute, label) if key in asked else None
+
+
 @st.cache_resource
 def _result_store() -> tuple[cachetools.LRUCache, threading.Lock, dict]:
     return cachetools.LRUCache(maxsize=48), threading.Lock(), {}
@@ -218,12 +228,79 @@ def chart(fig):
     return for_projector(fig) if st.session_state.get("projector") else fig
 
 
+def figure(key: Hashable, make: Callable[[], Any]) -> Any:
+    """The figure (or list of figures) ``make()`` builds, as ``chart`` shows it, built once for the whole class.
+
+    Building a plotly figure costs more than most results, and every rerun drew them again. ``key`` must say
+    everything the figure shows (the key of the result it draws, and the settings it is drawn with); kept in a
+    bounded LRU. Never mutate what it returns (``st.plotly_chart`` copies it).
+    """
+    key = (key, bool(st.session_state.get("projector")))
+    store, lock = _figure_store()
+    with lock:
+        if key in store:
+            return store[key]
+    made = make()
+    made = [chart(f) for f in made] if isinstance(made, (list, tuple)) else chart(made)
+    with lock:
+        store[key] = made
+    return made
+
+
+@st.cache_resource
+def _figure_store() -> tuple[cachetools.LRUCache, threading.Lock]:
+    return cachetools.LRUCache(maxsize=256), threading.Lock()
+
+
+def warm_up(pages: Iterable[str]) -> None:
+    """Once per server, in a background thread: open each page (URL path) with its defaults, as a first student.
+
+    The shared results, models and figures of every page's first screen, and torch's lazy imports, are then ready
+    when the class arrives instead of being computed while thirty students wait. Called by app.py on every run;
+    starts at the first session's first run (a teacher opening the app before class warms it). Off under AppTest
+    and with RESVIZ_WARM_UP=0.
+    """
+    global _warm_thread
+    if os.environ.get("RESVIZ_WARM_UP", "1") == "0" or st.get_option("global.appTest"):
+        return
+    with _warm_lock:
+        if _warm_thread is not None:
+            return
+        address = st.get_option("server.address") or "127.0.0.1"
+        address = "127.0.0.1" if address in ("0.0.0.0", "::") else address
+        url = f"http://{address}:{st.get_option('server.port')}/{st.get_option('server.baseUrlPath').strip('/')}"
+        _warm_thread = threading.Thread(target=_visit, args=(url, list(pages)), name="resviz-warm-up", daemon=True)
+        _warm_thread.start()
+
+
+_warm_lock, _warm_thread = threading.Lock(), None
+
+
+def _visit(url: str, pages: list[str]) -> None:
+    """Open ``pages`` one after the other in one websocket session, as a browser tab would; log what happened."""
+    from resviz.tools.session import Session
+
+    try:
+        with Session(url, timeout=600) as session:
+            for page in pages:
+                r = session.run(page)
+                log.info("warm-up: /%s %s in %.1f s", page, r.status, r.seconds)
+    except Exception:  # noqa: BLE001 - warming is an optimisation: the class is served without it
+        log.warning("warm-up stopped", exc_info=True)
+
+
 def session_owned(name: str, key: Hashable, make: Callable[[], Any]) -> Any:
     """An object this student owns (uploaded or trained weights), made again only when ``key`` changes."""
     held = st.session_state.get(f"_owned_{name}")
     if held is None or held[0] != key:
         held = st.session_state[f"_owned_{name}"] = (key, make())
     return held[1]
+
+
+def held(owned: bool, name: str, key: Hashable, make: Callable[[], Any]) -> Any:
+    """``make()`` kept as the student's own (``session_owned``) when ``owned``, else shared by the class
+    (``shared_model``): what comes from a student's upload or training never reaches another student."""
+    return session_owned(name, key, make) if owned else shared_model((name, key), make)
 
 
 @contextlib.contextmanager

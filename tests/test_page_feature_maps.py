@@ -178,6 +178,24 @@ def test_integrated_gradients_and_occlusion_buttons_draw_their_maps(app):
     assert title(figure(app, "fm_cam")).endswith(": 'class 3'")  # every map explains the chosen class
 
 
+def test_an_attribution_is_shown_only_for_the_settings_it_was_computed_with():
+    at = checked_app("feature_maps", timeout=120)
+
+    def drawn() -> set[str]:
+        return {c.proto.id.rsplit("-", 1)[-1] for c in at.get("plotly_chart")}
+
+    at.slider(key="fm_ig_steps").set_value(8).run()
+    at.button(key="fm_ig_run").click().run()
+    assert "fm_ig_fig" in drawn() and "fm_occ_fig" not in drawn()  # only what was asked for
+    at.slider(key="fm_ig_steps").set_value(24).run()
+    assert "fm_ig_fig" not in drawn()  # the 8-step map is not shown as the 24-step one
+    at.slider(key="fm_ig_steps").set_value(8).run()
+    assert "fm_ig_fig" in drawn()  # asked for before: shown again
+    at.selectbox(key="fm_target").set_value(2).run()
+    no_exceptions(at)
+    assert "fm_ig_fig" not in drawn()  # another class: not explained until asked
+
+
 @pytest.mark.browser
 def test_browser_first_screen_shows_the_lesson_and_a_real_upload_runs(app_server, page, tmp_path):
     rng = np.random.default_rng(0)

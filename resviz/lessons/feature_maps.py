@@ -61,6 +61,11 @@ class LoadedWeights:
         """The weights were never trained: predictions and attributions explain an untrained network."""
         return self.source is WeightsSource.RANDOM
 
+    @property
+    def owned(self) -> bool:
+        """A student's own weights (trained in their race, or uploaded): kept in their session, never shared."""
+        return self.source in OWNED
+
     def preprocess(self) -> images.Preprocess:
         """How a picture becomes this model's input (the recipe its weights were trained with)."""
         return images.preprocess_for(self.cfg.input_size, imagenet=self.imagenet_normalised, resize=self.resize)
@@ -68,6 +73,8 @@ class LoadedWeights:
     def class_name(self, index: int) -> str:
         return self.class_names[index] if index < len(self.class_names) else f"class {index}"
 
+
+OWNED = (WeightsSource.TRAINED, WeightsSource.UPLOAD)
 
 PLAIN_TWIN_NOTES = {  # what the plain twin's weights are, for each source (tests check each against plain_model)
     WeightsSource.PRETRAINED: "It keeps these ImageNet weights but has no shortcuts (projection shortcuts dropped); "
@@ -141,6 +148,64 @@ def random(cfg: models.ResNetConfig, model: nn.Module) -> LoadedWeights:
                          label=f"random weights (seed {RANDOM_SEED})", imagenet_normalised=cfg.stem == "imagenet")
 
 
+@dataclass(frozen=True, eq=False)
+class WeightsRequest:
+    """The weights a student asked for, from the page's widgets: ``load`` turns it into ``LoadedWeights``."""
+    source: WeightsSource
+    cfg: models.ResNetConfig  # the sidebar's chosen model (TRAINED brings its own)
+    device: str = "cpu"
+    pair: TrainedPair | None = None  # TRAINED: the Training race's pair
+    plain: bool = False  # TRAINED: its plain twin instead of its ResNet
+    upload: tuple[str, bytes] | None = None  # UPLOAD: (file name, content); None until a file is chosen
+
+    @property
+    def owned(self) -> bool:
+        return self.source in OWNED
+
+    @property
+    def ready(self) -> bool:
+        """Everything ``load`` needs is there (an upload waits for its file; RANDOM is the page's shared model)."""
+        return self.source is not WeightsSource.RANDOM and (self.source is not WeightsSource.UPLOAD or bool(
+            self.upload)) and (self.source is not WeightsSource.TRAINED or self.pair is not None)
+
+    @property
+    def key(self) -> tuple:
+        """Which weights, by content: equal keys load equal weights."""
+        if self.source is WeightsSource.TRAINED:
+            return self.source, self.pair.key, self.plain, self.device
+        if self.source is WeightsSource.UPLOAD:
+            return self.source, fingerprint(self.upload[1]), self.upload[0], self.cfg, self.device
+        return self.source, self.cfg, self.device
+
+
+def load(req: WeightsRequest) -> LoadedWeights:
+    """The weights ``req`` asks for (WeightsError when they cannot be had: offline, unfit or unsafe file)."""
+    if req.source is WeightsSource.PRETRAINED:
+        return imagenet(req.cfg, req.device)
+    if req.source is WeightsSource.TRAINED:
+        return trained(req.pair, req.device, req.plain)
+    if req.source is WeightsSource.UPLOAD:
+        return uploaded(req.upload[1], req.upload[0], req.cfg, req.device)
+    raise ValueError(f"{req.source} weights are the app's shared model: use random(cfg, model)")
+
+
+def untrained_note(cfg: models.ResNetConfig) -> str:
+    """The warning over an untrained network, with the way to weights that learnt something."""
+    imagenet_way = ("choose **ImageNet weights** above" if WeightsSource.PRETRAINED in sources(cfg, None)
+                    else "pick an ImageNet preset in the sidebar and its ImageNet weights")
+    return ("**These weights are random: the network is untrained.** Its top-5 classes, Grad-CAM, Integrated "
+            "Gradients and Occlusion below explain an untrained network, not what a ResNet learns. Train one on "
+            f"the **Training race** page, or {imagenet_way}.")
+
+
+def other_model_note(w: LoadedWeights, chosen: models.ResNetConfig) -> str | None:
+    """What to say when the weights bring another model than the sidebar's (the Training race's)."""
+    if w.cfg == chosen:
+        return None
+    return (f"This page shows **{w.cfg.label}** trained on the Training race ({w.label}), not the sidebar's "
+            f"**{chosen.label}**. Choose other weights to see the sidebar's model.")
+
+
 def plain_model(w: LoadedWeights, device: str = "cpu") -> nn.Module:
     """The plain twin of ``w``: its own trained weights after a race, else ``w``'s weights minus the shortcuts."""
     if w.plain_state_dict is not None:
@@ -148,6 +213,28 @@ def plain_model(w: LoadedWeights, device: str = "cpu") -> nn.Module:
     else:
         plain = models.plain_twin(w.model)
     return _frozen(plain, device)
+
+
+# --- the picture --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Picture:
+    """A picture made ready for one model: every preprocessing step (the page shows them) and the input batch."""
+    steps: dict  # images.preprocess_steps: original (thumbnail), resized, cropped, normalized, pre, original_size
+    x: torch.Tensor  # (1, C, H, W) on the device; read-only
+    key: str  # the picture's content and its preprocessing: results of equal pictures are shared
+
+    @property
+    def cropped(self) -> np.ndarray:
+        """What the network sees, as colours (H, W, 3): the heat maps are laid over it."""
+        return self.steps["cropped"]
+
+
+def picture(data: bytes, pre: images.Preprocess, channels: int = 3, device: str = "cpu") -> Picture:
+    """Decode untrusted bytes (ImageError with the reason) and preprocess them as ``pre`` says."""
+    steps = images.preprocess_steps(images.load_image(data), pre)
+    return Picture(steps, images.to_tensor(steps, device, channels), fingerprint(data, pre, channels))
 
 
 # --- inside one block ---------------------------------------------------------------------------------------
@@ -260,6 +347,26 @@ def capture(model: models.ResNet, x: torch.Tensor, block: int = -1, cam_block: i
                    target=target, residual=bool(getattr(net.cfg, "residual", True)), **cam)
 
 
+VIEWS_NOTE = ("Each block computes a correction F(x) and adds its input x: out = relu(F(x) + x). Red = positive, "
+              "blue = negative; each channel has one colour scale shared by its three views (hover for values).")
+NORMS_NOTE = "Where F(x) is much smaller than x, the block only nudges its input: the shortcut carries it."
+
+
+def preprocessing_note(pre: images.Preprocess) -> str:
+    return (f"Shorter side resized to {pre.resize} px, center {pre.crop}x{pre.crop} crop, then each channel scaled to "
+            f"[0, 1] and normalized as (x - mean) / std with mean {pre.mean} and std {pre.std}.")
+
+
+def views_heading(r: Capture, k: int) -> str:
+    return f"Inside block {r.block}: {r.n_channels} channels, the {min(k, len(r.channels))} most active"
+
+
+def plain_twin_caption(p: Capture, w: LoadedWeights) -> str:
+    """The plain twin's prediction and what its weights are."""
+    best = top_k(p.probs, w.class_names, 1)[0]
+    return f"Plain twin's top class: {best['name']} ({best['prob']:.1%}). {PLAIN_TWIN_NOTES[w.source]}"
+
+
 def top_k(probs: np.ndarray, names: tuple[str, ...] | list[str] | None, k: int = 5) -> list[dict]:
     """The k most probable classes as ``{"index", "name", "prob"}``, most probable first."""
     idx = np.argsort(-probs)[:k]
@@ -278,6 +385,41 @@ class IGResult:
     delta: float  # completeness error: sum(attr) - (score - baseline_score)
     score: float  # the class score of the picture
     baseline_score: float  # the class score of the baseline (all zeros after normalisation: the mean colour)
+
+
+class Attribution(str, enum.Enum):
+    """The attributions a student runs on demand (the value is the page's name for each)."""
+    IG = "Integrated Gradients"
+    OCC = "Occlusion"
+
+
+ATTRIBUTION_LABELS = {Attribution.IG: "Integrated Gradients along the path from the baseline…",
+                      Attribution.OCC: "Hiding one square at a time (49 forward passes)…"}
+
+
+@dataclass(frozen=True, eq=False)
+class Heat:
+    """An attribution of the input as a signed heat map (H, W), its chart title and what its numbers say."""
+    heat: np.ndarray
+    title: str
+    note: str = ""
+
+
+def attribute(kind: Attribution, model: nn.Module, x: torch.Tensor, target: int, steps: int = 16,
+              progress: Callable[[float], None] | None = None) -> Heat:
+    """Integrated Gradients (``steps`` points on the path, chunks of 4) or Occlusion of ``x`` for class ``target``."""
+    if kind is Attribution.OCC:
+        return Heat(occlusion(model, x, target), "Occlusion: score drop")
+    ig = integrated_gradients(model, x, target, steps=steps, chunk=4,
+                              on_progress=progress and (lambda done, total: progress(done / total)))
+    return Heat(ig.heat, "Integrated Gradients", ig_caption(ig))
+
+
+def ig_caption(ig: IGResult) -> str:
+    """Completeness, in numbers: the attributions add up to the score's rise from the baseline."""
+    return (f"Attributions sum to {ig.score - ig.baseline_score + ig.delta:.3f}; the score rose by "
+            f"{ig.score - ig.baseline_score:.3f} from a baseline picture of the mean colour (all zeros after "
+            "normalisation).")
 
 
 def grad_cam(model: nn.Module, x: torch.Tensor, block: int, target: int) -> np.ndarray:

@@ -7,6 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from resviz.lessons.feature_maps import top_k
 from resviz.plots import style
 
 VIEW_TITLES = {"fx": "main path F(x)", "x": "shortcut x", "out": "output relu(F(x) + x)"}
@@ -110,6 +111,13 @@ def plot_top_k(top: list[dict], title: str = "Top-5 classes", color: str = style
     fig.update_layout(title=title, height=80 + 40 * len(top), margin=dict(l=0, r=0, t=50, b=0),
                       xaxis=dict(title="probability", range=[0, 1], tickformat=".0%"))
     return style.readable(fig)
+
+
+def plot_prediction(probs: np.ndarray, class_names: tuple[str, ...], untrained: bool, residual: bool = True
+                    ) -> go.Figure:
+    """The five most probable classes, in the network's colour; the title says so when the network is untrained."""
+    return plot_top_k(top_k(probs, class_names), "Top-5 classes" + (" of an untrained network" if untrained else ""),
+                      style.COLORS["resnet" if residual else "plain"])
 
 
 def plot_overlay(image: np.ndarray, heat: np.ndarray, title: str, signed: bool = False) -> go.Figure:
