@@ -1,7 +1,7 @@
 """Loss landscape: 1-D and 2-D slices of the loss around a trained ResNet and its plain twin (Li et al. 2018)."""
 import streamlit as st
 
-from resviz import ui
+from resviz import runs, ui
 from resviz.lessons import landscape as ls
 from resviz.plots.landscape import plot_landscape_1d, plot_landscape_contours, plot_landscape_surfaces
 
@@ -26,32 +26,38 @@ span = c1.select_slider("How far to step (span)", (0.25, 0.5, 1.0), value=1.0, k
 seed = int(c2.number_input("Direction seed", 0, 99, 0, key="ls_seed"))
 
 
-@st.fragment(run_every=ls.POLL_S)
-def wait_for_the_finer_grid():
-    """Asks again every POLL_S seconds while the page is open; when the grid is ready, the page redraws with it."""
-    now = ls.fine_grid(p, span, seed)
-    if now.state is ls.FineState.DONE:
+POLL_S = 2.0  # while the finer grid computes, the page looks again this often (and so keeps it wanted)
+
+
+@st.fragment(run_every=POLL_S)
+def wait_for_the_finer_grid(watch):
+    """Tells how far the finer grid is; when it is ready the whole page redraws with it."""
+    status = watch.snapshot().status  # looking keeps the run going; a closed page stops looking, and the run stops
+    if status.state is runs.State.FINISHED:
         st.rerun()
-    st.info(f"A finer {ls.FINE}×{ls.FINE} grid on {ls.FINE_BATCH} images is being computed ({now.progress:.0%} "
-            "done); it replaces this one here by itself while the page stays open." if now.state is
-            ls.FineState.RUNNING else "The server is computing other fine grids; this one starts as soon as one "
-            "of them ends (keep the page open).")
+    if status.state is runs.State.QUEUED:
+        st.info(f"A finer {ls.FINE}×{ls.FINE} grid on {ls.FINE_BATCH} images waits for the server "
+                f"(number {status.position} in line); it replaces this one here by itself while the page stays open.")
+    elif status.state is runs.State.RUNNING:
+        st.info(f"A finer {ls.FINE}×{ls.FINE} grid on {ls.FINE_BATCH} images is being computed "
+                f"({status.progress or 0:.0%} done); it replaces this one here by itself while the page stays open.")
+    else:
+        st.warning(f"The finer grid stopped ({status.error or status.state.value}); reload the page to try again.")
 
 
 with ui.friendly_errors("Computing the loss landscape"):
     one = ui.shared_result(("landscape-1d", p.key, span, seed), lambda cb: ls.line(p, span, seed, cb), "1-D slice…")
     st.subheader(f"1-D slice ({2 * ls.COARSE - 1} points on {ls.BATCH} images, computed live)")
     st.plotly_chart(ui.chart(plot_landscape_1d(one)), key="ls_1d")
-    fine = ls.fine_grid(p, span, seed)  # ready, or started (asking keeps it going; unasked for IDLE_S it stops)
-    if fine.grids is None:
+    finer = ls.finer_grid(p, span, seed)  # ready (computed before, by anyone), or its shared run
+    grids = finer.grids
+    if grids is not None:
+        st.subheader(f"2-D slice ({ls.FINE}×{ls.FINE} grid on {ls.FINE_BATCH} images)")
+    else:
         grids = ui.shared_result(("landscape-2d", p.key, span, seed), lambda cb: ls.coarse_grids(p, span, seed, cb),
                                  "2-D slice (coarse grid)…")
-        what = f"coarse {ls.COARSE}×{ls.COARSE} grid on {ls.BATCH} images, computed live"
-    else:
-        grids, what = fine.grids, f"{ls.FINE}×{ls.FINE} grid on {ls.FINE_BATCH} images"
-    st.subheader(f"2-D slice ({what})")
-    if fine.grids is None:
-        wait_for_the_finer_grid()
+        st.subheader(f"2-D slice (coarse {ls.COARSE}×{ls.COARSE} grid on {ls.BATCH} images, computed live)")
+        wait_for_the_finer_grid(finer.watch)  # the fragment holds the watch while it polls
     rough_res, rough_plain = grids.resnet.roughness(), grids.plain.roughness()
     m1, m2 = st.columns(2)
     m1.metric("ResNet: roughness", f"{rough_res:.3f}")

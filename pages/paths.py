@@ -7,7 +7,7 @@ from resviz.plots.paths import plot_path_gradients
 
 SOURCES = {"init": "the sidebar's ResNet, random weights", "trained": "a trained ResNet"}
 
-st.title("Paths: a ResNet is many networks of different depths")
+st.title("Paths: many networks in one ResNet")
 st.markdown(
     "Unroll $n$ residual blocks $y = x + F(x)$: each block is either passed through its branch $F$ or skipped, "
     "so there are $2^n$ paths and $\\binom{n}{k}$ of them have length $k$ (a). Veit, Wilber & Belongie (2016), "

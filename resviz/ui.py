@@ -345,13 +345,12 @@ def _pair_picker_ui(prefix: str):
     from resviz import builtin_pair, pair
 
     device = current_selection().device
-    session = st.session_state.get("trained")
-    if isinstance(session, pair.TrainedPair) and st.toggle(
+    trained = st.session_state.get("trained")
+    source = pair.PairSource.SESSION
+    if not (isinstance(trained, pair.TrainedPair) and st.toggle(
             "Use the pair from the training page", True, key=f"{prefix}_pair_session",
-            help="Off: a ResNet and its plain twin trained here on the built-in images, kept for the whole class."):
-        loaded = session_owned("pair", (session.key, device),
-                               lambda: pair.load_pair(session, pair.PairSource.SESSION, device))
-    else:
+            help="Off: a ResNet and its plain twin trained here on the built-in images, kept for the whole class.")):
+        source = pair.PairSource.BUILTIN
         c1, c2 = st.columns(2)
         recipe = builtin_pair.recipe(
             c1.selectbox("Model to train", builtin_pair.PRESETS, key=f"{prefix}_pair_model",
@@ -371,8 +370,8 @@ def _pair_picker_ui(prefix: str):
             trained = builtin_pair.train(recipe, device, on_step=lambda r: bar.progress(r["step"] / r["steps"], text=(
                 f"Training {recipe.cfg.label} and its plain twin: step {r['step']} of {r['steps']}")))
             bar.empty()
-        loaded = shared_tensors(("pair", trained.key, device),
-                                lambda: pair.load_pair(trained, pair.PairSource.BUILTIN, device))
+    loaded = held(source is pair.PairSource.SESSION, "pair", (trained.key, device),
+                  lambda: pair.load_pair(trained, source, device))
     _pair_caption_ui(prefix, loaded)
     return loaded
 

@@ -1,12 +1,9 @@
 """Loss landscapes (Li et al. 2018): filter-normalised directions, grids, roughness, the background finer grid."""
-import threading
-import time
-
 import numpy as np
 import pytest
 import torch
 
-from resviz import disk_cache
+from resviz import disk_cache, runs
 from resviz.lessons import landscape
 from test_lesion import batch, tiny
 
@@ -39,7 +36,6 @@ def test_loss_grid_centre_is_the_model_loss():
     assert grid.loss[0, 0] != pytest.approx(expected)
     one = landscape.loss_grid(model, x, y, steps=3, span=0.5, dims=1)
     assert one.loss.shape == (3,) and one.centre_loss == pytest.approx(expected, rel=1e-5)
-    assert landscape.loss_grid(model, x, y, steps=3, should_stop=lambda: True) is None
 
 
 def grid_of(z):
@@ -67,50 +63,34 @@ def test_pair_grids_roundtrip_through_the_disk_cache():
     assert back.resnet.dims == 2 and back.resnet.centre_loss == g.resnet.centre_loss
 
 
-def fake_grids():
-    z = np.zeros((2, 2))
-    a = np.array([-1.0, 1.0])
-    return landscape.PairGrids(landscape.Grid(a, a, z, z, 2), landscape.Grid(a, a, z + 1, z, 2))
+def test_finer_grid_is_a_shared_run_that_lands_in_the_disk_cache(monkeypatch):
+    from helpers import tiny_model
+    from resviz import pair
+
+    monkeypatch.setattr(landscape, "FINE", 3)
+    model = tiny_model(frozen=True)
+    trained = pair.TrainedPair(model.cfg, model.state_dict(), model.state_dict(), "same weights twice")
+    p = pair.LoadedPair(trained, pair.PairSource.SESSION, model, model, 0.5, 0.5)
+    first = landscape.finer_grid(p, 1.0, 0)
+    assert first.grids is None and first.watch is not None
+    done = first.watch.wait(60)
+    assert done.status.state is runs.State.FINISHED
+    assert done.records[-1] == {"step": 18, "steps": 18}  # 3x3 points for each of the two nets
+    again = landscape.finer_grid(p, 1.0, 0)  # from the disk cache now: no run
+    assert again.watch is None
+    np.testing.assert_array_equal(again.grids.plain.loss, done.result.plain.loss)
+    x, y = landscape._batch(p, landscape.FINE_BATCH)
+    np.testing.assert_allclose(again.grids.resnet.loss, landscape.loss_grid(model, x, y, 3, 1.0, 2, 0).loss)
 
 
-def test_background_grid_lands_in_the_disk_cache_and_says_how_far():
-    go = threading.Event()
-
-    def compute(job):
-        job.progress = 0.5
-        go.wait(10)
-        return fake_grids()
-
-    first = landscape._keep_going("grid-a", compute)
-    assert first.state is landscape.FineState.RUNNING
-    go.set()
-    landscape.wait_for_jobs(10)
-    assert disk_cache.load("grid-a")["plain_loss"].tolist() == [[1.0, 1.0], [1.0, 1.0]]
-
-
-def test_background_grid_stops_when_nobody_asks(monkeypatch):
-    monkeypatch.setattr(landscape, "IDLE_S", 0.05)
-    stopped = threading.Event()
-
-    def compute(job):
-        while time.monotonic() - job.wanted <= landscape.IDLE_S:  # what fine_grid's should_stop checks
-            time.sleep(0.01)
-        stopped.set()
-        return None  # stopped: nothing stored
-
-    landscape._keep_going("grid-b", compute)
-    assert stopped.wait(10)
-    landscape.wait_for_jobs(10)
-    assert not disk_cache.exists("grid-b")
-
-
-def test_at_most_max_background_grids_at_once(monkeypatch):
-    monkeypatch.setattr(landscape, "MAX_BACKGROUND", 1)
-    release = threading.Event()
-    assert landscape._keep_going("grid-c", lambda job: release.wait(10) and None).state is landscape.FineState.RUNNING
-    assert landscape._keep_going("grid-d", lambda job: None).state is landscape.FineState.BUSY
-    release.set()
-    landscape.wait_for_jobs(10)
+def test_pair_grid_records_stop_when_closed_and_leave_the_model_as_it_was():
+    model = tiny().train()
+    x, y = batch(8)
+    gen = landscape.grid_steps(model, x, y, 3, 1.0, 2, 0)
+    next(gen)
+    assert not model.training  # evaluated in eval mode
+    gen.close()  # what a shared run does when nobody watches any more
+    assert model.training
 
 
 def test_rougher_twin_is_expected_only_for_deep_nets():

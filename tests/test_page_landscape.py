@@ -4,27 +4,28 @@ import threading
 import pytest
 
 from helpers import figure, no_exceptions, open_page, page_exceptions, screenshot, texts
+from resviz import runs
 from resviz.lessons import landscape
 from test_page_lesion import private_cache, with_pair  # noqa: F401 - the fixture is used by name
 
 
 @pytest.fixture(autouse=True)
 def small_fine_grid(monkeypatch):
-    """A 5x5 'finer' grid (21x21 takes minutes on a busy CPU); every background grid ends with its test."""
+    """A 5x5 'finer' grid (21x21 takes minutes on a busy CPU); every shared run ends with its test."""
     monkeypatch.setattr(landscape, "FINE", 5)
     yield
-    landscape.wait_for_jobs(300)
+    runs.registry().shutdown(60)
 
 
-def test_landscape_coarse_live_then_fine_from_the_background(monkeypatch):
-    release, real = threading.Event(), landscape.pair_grids
+def test_landscape_coarse_live_then_fine_from_a_shared_run(monkeypatch):
+    release, real = threading.Event(), landscape.pair_grid_records
 
     def held_back(resnet, plain, x, y, steps, *rest, **kw):  # the finer grid waits until the test lets it go
         if steps == landscape.FINE:
             release.wait(60)
-        return real(resnet, plain, x, y, steps, *rest, **kw)
+        return (yield from real(resnet, plain, x, y, steps, *rest, **kw))
 
-    monkeypatch.setattr(landscape, "pair_grids", held_back)
+    monkeypatch.setattr(landscape, "pair_grid_records", held_back)
     at = with_pair("landscape")
     no_exceptions(at)
     assert not at.error, [e.value for e in at.error]
@@ -32,9 +33,12 @@ def test_landscape_coarse_live_then_fine_from_the_background(monkeypatch):
     assert any("coarse 7×7" in s.value for s in at.subheader)
     assert any("replaces this one here by itself" in i.value for i in at.info)
     assert len(at.get("plotly_chart")) == 3
+    [(key, status)] = [(k, st) for k, st in runs.registry().overview() if not st.state.done]
+    assert key[0] == "landscape" and status.watchers == 1  # the page's fragment watches it
     release.set()
-    landscape.wait_for_jobs(120)
-    at.run()  # what the page's timer leads to within POLL_S seconds
+    watch = runs.registry().attach(key, lambda: iter(()))
+    assert watch.wait(120).status.state is runs.State.FINISHED
+    at.run()  # what the page's fragment triggers when it sees the run finished
     no_exceptions(at)
     assert any("5×5 grid on 256 images" in s.value for s in at.subheader)
     assert not any("replaces this one" in i.value for i in at.info)

@@ -11,28 +11,23 @@ running statistics) through ``torch.func.functional_call``, so the caller's mode
 How rough a 2-D slice is, in one number (``Grid.roughness``): the root-mean-square distance of log10 loss
 from the best-fitting quadratic bowl. A smooth, nearly convex basin is close to a bowl; a chaotic one is not.
 
-The finer grid is slow: ``fine_grid`` computes it in a background thread (one per key, a few at once) for as
-long as someone keeps asking for it, and keeps it in the disk cache for every later visit.
+The finer grid is slow: it is a shared run (``resviz.runs``) that goes on while someone watches it and stops when
+nobody does; once done it stays in the disk cache for every later visit.
 """
 from __future__ import annotations
 
 import copy
-import enum
-import logging
-import threading
-import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Generator
 
 import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call
 
-from resviz import builtin_pair, disk_cache, pair
+from resviz import builtin_pair, disk_cache, pair, runs
 from resviz.claims import Claim
 
-log = logging.getLogger("resviz")
 COARSE, FINE = 7, 21  # grid points per side: the live grid, and the finer one computed in the background
 BATCH, FINE_BATCH = 32, 256  # images the live grid and the finer one are evaluated on
 Directions = dict[str, torch.Tensor]
@@ -109,14 +104,9 @@ class PairGrids:
                    Grid(*common, d["plain_loss"], d["plain_acc"], int(d["dims"])))
 
 
-def loss_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 11, span: float = 1.0,
-              dims: int = 2, seed: int = 0, on_progress: Callable[[float], None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> Grid | None:
-    """Loss (and accuracy) on a ``steps``-point (1-D) or ``steps`` x ``steps`` (2-D) grid over [-span, span].
-
-    Directions come from ``seed`` (d1) and ``seed + 1`` (d2). Stops early, returning None, when
-    ``should_stop()`` is true.
-    """
+def grid_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, span: float, dims: int,
+               seed: int) -> Generator[None, None, Grid]:
+    """``loss_grid`` one evaluation at a time: yields after each, returns the Grid (closing it stops early)."""
     if steps < 2 or dims not in (1, 2):
         raise ValueError("Need at least 2 steps, and 1 or 2 dimensions.")
     was_training = model.training
@@ -129,33 +119,59 @@ def loss_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 1
         betas = alphas if dims == 2 else np.zeros(1)
         loss = np.full((len(betas), steps), np.nan)
         acc = np.full_like(loss, np.nan)
-        done, total = 0, loss.size
         for j, b in enumerate(betas):
             for i, a in enumerate(alphas):
-                if should_stop and should_stop():
-                    return None
                 params = {n: w + a * d1[n] + (b * d2[n] if d2 is not None else 0) for n, w in base.items()}
                 loss[j, i], acc[j, i] = _evaluate(model, params, x, y)
-                done += 1
-                if on_progress:
-                    on_progress(done / total)
+                yield
     finally:
         model.train(was_training)
     return Grid(alphas, betas, loss if dims == 2 else loss[0], acc if dims == 2 else acc[0], dims)
 
 
-def pair_grids(resnet: nn.Module, plain: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, span: float,
-               dims: int = 2, seed: int = 0, on_progress: Callable[[float], None] | None = None,
-               should_stop: Callable[[], bool] | None = None) -> PairGrids | None:
-    """Loss grids of a ResNet and its plain twin on the same batch and grid (None when stopped)."""
-    grids = []
-    for i, model in enumerate((resnet, plain)):
-        prog = (lambda f, i=i: on_progress((i + f) / 2)) if on_progress else None
-        g = loss_grid(copy.deepcopy(model), x, y, steps, span, dims, seed, prog, should_stop)
-        if g is None:
-            return None
-        grids.append(g)
+def loss_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 11, span: float = 1.0,
+              dims: int = 2, seed: int = 0) -> Grid:
+    """Loss (and accuracy) on a ``steps``-point (1-D) or ``steps`` x ``steps`` (2-D) grid over [-span, span].
+
+    Directions come from ``seed`` (d1) and ``seed + 1`` (d2).
+    """
+    gen = grid_steps(model, x, y, steps, span, dims, seed)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as done:
+            return done.value
+
+
+def pair_grid_records(resnet: nn.Module, plain: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int,
+                      span: float, dims: int = 2, seed: int = 0) -> Generator[dict, None, PairGrids]:
+    """Loss grids of a ResNet and its plain twin on the same batch and grid: yields ``{"step", "steps"}`` after
+    each evaluation (a shared run's records), returns the PairGrids."""
+    total, done, grids = 2 * steps ** dims, 0, []
+    for model in (resnet, plain):
+        gen = grid_steps(copy.deepcopy(model), x, y, steps, span, dims, seed)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as finished:
+                grids.append(finished.value)
+                break
+            done += 1
+            yield {"step": done, "steps": total}
     return PairGrids(*grids)
+
+
+def pair_grids(resnet: nn.Module, plain: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, span: float,
+               dims: int = 2, seed: int = 0, on_progress: Callable[[float], None] | None = None) -> PairGrids:
+    """``pair_grid_records`` run to its end, telling ``on_progress`` the fraction done."""
+    gen = pair_grid_records(resnet, plain, x, y, steps, span, dims, seed)
+    while True:
+        try:
+            rec = next(gen)
+        except StopIteration as finished:
+            return finished.value
+        if on_progress:
+            on_progress(rec["step"] / rec["steps"])
 
 
 def _batch(p: pair.LoadedPair, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,88 +190,41 @@ def coarse_grids(p: pair.LoadedPair, span: float, seed: int, on_progress=None) -
     return pair_grids(p.resnet, p.plain, *_batch(p, BATCH), COARSE, span, 2, seed, on_progress)
 
 
-# --- the finer grid, in the background, while someone waits for it ---------------------------------------
-MAX_BACKGROUND = 2  # at most this many grids computing at once on the teacher's server
-IDLE_S = 20.0  # a grid nobody asked about for this long stops (the page asks every POLL_S while it waits)
-POLL_S = 2.0
-
-
-class FineState(enum.Enum):
-    DONE = "done"  # in the disk cache
-    RUNNING = "running"  # being computed
-    BUSY = "busy"  # the server already computes MAX_BACKGROUND others: asked again later, it may start
-
-
-@dataclass(frozen=True)
-class FineGrid:
-    state: FineState
-    progress: float = 0.0  # share of the grid computed so far
-    grids: PairGrids | None = None  # when DONE
-
-
-@dataclass
-class _Job:
-    thread: threading.Thread | None = None
-    progress: float = 0.0
-    wanted: float = 0.0  # time.monotonic() of the last request
-
-
-_jobs: dict[str, _Job] = {}
-_lock = threading.Lock()
+# --- the finer grid: a shared run while someone watches, then the disk cache ------------------------------
+EVALUATION_COST = 1.0  # one evaluation on FINE_BATCH images ~ one race step of one model (the runs' cost unit)
 
 
 def fine_key(p: pair.LoadedPair, span: float, seed: int) -> str:
     return f"landscape-{p.key}-span{span}-seed{seed}-{FINE}x{FINE}-n{FINE_BATCH}"
 
 
-def fine_grid_ready(p: pair.LoadedPair, span: float, seed: int) -> bool:
-    """Whether the finer grid is in the disk cache (nothing is started)."""
-    return disk_cache.exists(fine_key(p, span, seed))
+@dataclass(frozen=True)
+class FinerGrid:
+    """The finer grid when it is ready, else the shared run that computes it."""
+    grids: PairGrids | None
+    watch: runs.Watch | None = None  # hold it and look at it (snapshot) to keep the run going
 
 
-def fine_grid(p: pair.LoadedPair, span: float, seed: int) -> FineGrid:
-    """The finer grid if it is ready; else start it (or keep it going) in the background and say how far it is."""
+def finer_grid(p: pair.LoadedPair, span: float, seed: int) -> FinerGrid:
+    """The finer grid if anyone computed it before, else its shared run (started, joined, or just finished).
+
+    The run goes on while someone watches it (``Watch.snapshot`` within the lease), stops when nobody does, queues
+    behind other runs, and stores its result in the disk cache for every later visit.
+    """
     key = fine_key(p, span, seed)
     stored = disk_cache.load(key)
     if stored is not None:
-        return FineGrid(FineState.DONE, 1.0, PairGrids.from_dict(stored))
-    return _keep_going(key, lambda job: pair_grids(
-        p.resnet, p.plain, *_batch(p, FINE_BATCH), FINE, span, 2, seed,
-        on_progress=lambda f: setattr(job, "progress", f),
-        should_stop=lambda: time.monotonic() - job.wanted > IDLE_S))
+        return FinerGrid(PairGrids.from_dict(stored))
 
+    def records():
+        x, y = _batch(p, FINE_BATCH)
+        grids = yield from pair_grid_records(p.resnet, p.plain, x, y, FINE, span, 2, seed)
+        disk_cache.save(key, grids.as_dict())
+        return grids
 
-def _keep_going(key: str, compute: Callable[[_Job], PairGrids | None]) -> FineGrid:
-    """Mark ``key`` as wanted now; start its job if none runs and there is room."""
-    with _lock:
-        for k in [k for k, j in _jobs.items() if not j.thread.is_alive()]:
-            del _jobs[k]
-        job = _jobs.get(key)
-        if job is None:
-            if len(_jobs) >= MAX_BACKGROUND:
-                return FineGrid(FineState.BUSY)
-            job = _jobs[key] = _Job(wanted=time.monotonic())
-            job.thread = threading.Thread(target=_work, args=(key, job, compute), name=f"resviz-{key}", daemon=True)
-            job.thread.start()
-        job.wanted = time.monotonic()
-        return FineGrid(FineState.RUNNING, job.progress)
-
-
-def _work(key: str, job: _Job, compute: Callable[[_Job], PairGrids | None]) -> None:
-    try:
-        grids = compute(job)
-        if grids is not None:  # None: stopped because nobody waited any more
-            disk_cache.save(key, grids.as_dict())
-    except Exception:  # noqa: BLE001 - a failed background grid must not take the server down
-        log.exception("background loss grid %s failed", key)
-
-
-def wait_for_jobs(timeout: float = 120) -> None:
-    """Wait until every background grid has finished or stopped (tests, and a clean shutdown)."""
-    with _lock:
-        threads = [j.thread for j in _jobs.values()]
-    for t in threads:
-        t.join(timeout)
+    watch = runs.attach(("landscape", key), records, cost=2 * FINE**2 * EVALUATION_COST)
+    snap = watch.snapshot()
+    return FinerGrid(snap.result, None) if snap.status.state is runs.State.FINISHED else FinerGrid(None, watch)
 
 
 DEEP = 44  # from this depth on, Li et al. (Fig. 5) see the plain twin's landscape turn chaotic; at 20 both are smooth
