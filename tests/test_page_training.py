@@ -4,11 +4,10 @@ from __future__ import annotations
 import pytest
 
 from resviz.inputs import data
-from resviz.lessons.training import DataSource, RacePair
+from resviz.lessons.training import RECIPES, DataSource, RacePair
 from resviz.models import ResNet
 from resviz.pair import TrainedPair
-from helpers import new_app, no_exceptions, open_page, page_exceptions, screenshot, wait_idle
-
+from helpers import new_app, no_exceptions, open_page, page_exceptions, screenshot, texts, wait_idle
 
 
 def tiny_app():
@@ -46,6 +45,23 @@ def test_page_smoke_shows_controls_and_hint():
     assert at.radio(key="tr_pair").options == ["resnet20 (sidebar model)", "Deeper: resnet56 vs plain-56"]
     assert at.radio(key="tr_pair").value is RacePair.SIDEBAR
     assert "trained" not in at.session_state  # nothing trained yet: the other pages offer no trained pair
+    rec = RECIPES["resnet20"]
+    assert (at.select_slider(key="tr_lr").value, at.select_slider(key="tr_batch").value,
+            at.number_input(key="tr_steps").value) == (rec.lr, rec.batch_size, rec.steps)
+    assert f"learning rate {rec.lr:g} at batch {rec.batch_size}" in texts(at) and "ResNet-20 for seeds 0-4" in texts(at)
+
+
+def test_the_recommended_recipe_follows_the_pair_and_a_students_changes_stay():
+    at = new_app("training")
+    at.select_slider(key="tr_lr").set_value(0.3).run()
+    at.number_input(key="tr_seed").set_value(3).run()
+    assert at.select_slider(key="tr_lr").value == 0.3  # a rerun keeps the student's rate
+    at.radio(key="tr_pair").set_value(RacePair.DEEP).run()
+    no_exceptions(at)
+    rec = RECIPES["resnet56"]
+    assert (at.select_slider(key="tr_lr").value, at.number_input(key="tr_steps").value) == (rec.lr, rec.steps)
+    assert "chosen by a sweep on ResNet-56 for seeds 0-4" in texts(at)
+    assert at.number_input(key="tr_seed").value == 3  # not part of the recipe
 
 
 def test_start_runs_a_tiny_race_and_shares_the_trained_model():
@@ -53,8 +69,16 @@ def test_start_runs_a_tiny_race_and_shares_the_trained_model():
     no_exceptions(at)
     assert not at.error
     titles = chart_titles(at)
-    assert titles[:2] == ["Training loss: same batches, same optimizer",
-                          "Accuracy: training batches (smoothed) and held-out test images"]
+    assert titles[:2] == ["Training loss: same start, same batches, same recipe",
+                          "Accuracy: held-out images (bold), training batches (thin)"]
+    shown = texts(at)
+    assert "Held-out accuracy: the same 1000 Built-in shapes images at every evaluation (every 25 steps)" in shown
+    assert "re-estimated on 512 training images" in shown
+    # Four steps cannot show the paper's ordering: the page says so, and why, instead of cheering.
+    verdicts = [m.value for kind in ("success", "info", "warning") for m in getattr(at, kind)]
+    assert len(verdicts) == 1 and "trains faster" not in verdicts[0]
+    assert "the race ran 4 steps and the recipe runs 300" in verdicts[0]
+    assert "the batch size is 8 where the recipe uses 128" in verdicts[0]
     assert titles[2:] == ["ResNet-6: gradient norm per layer", "plain-6: gradient norm per layer"]
     assert any("steps/s" in m.value and "ResNet-6: loss" in m.value for m in at.markdown)
     trained = at.session_state["trained"]

@@ -162,6 +162,50 @@ def test_plain_twin_is_copied_so_every_shared_tensor_starts_equal(shortcut):
     assert set(res) - set(plain) == set(projections)
 
 
+def test_learning_rate_schedule_worked_by_hand():
+    cfg = T.RaceConfig(lr=0.1, steps=100, warmup_steps=10, decay_at=(0.5, 0.75))
+    assert [cfg.lr_at(s) for s in (1, 10, 11, 50, 51, 75, 76, 100)] == pytest.approx(
+        [0.01, 0.01, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    assert T.RaceConfig(lr=0.1).lr_at(1) == 0.1  # no warm-up, no decay: the rate itself
+
+
+def test_race_follows_the_schedule_for_every_network():
+    # A warm-up at 0x for 2 steps (and no weight decay) leaves every weight where it started; step 3 moves them.
+    ms = T.make_race_models(TINY, seed=0, include_shallow_plain=True)
+    start = {n: copy.deepcopy(m.state_dict()) for n, m in ms.items()}
+    cfg = T.RaceConfig(lr=0.1, batch_size=8, steps=3, weight_decay=0.0, warmup_steps=2, warmup_factor=0.0,
+                       eval_every=0)
+    gen = T.race(ms, easy_data(), easy_data(), cfg)
+    next(gen), next(gen)
+    for n, m in ms.items():
+        assert all(torch.equal(v, start[n][k]) for k, v in m.state_dict().items() if "weight" in k or "bias" in k)
+    next(gen)
+    assert all(not torch.equal(m.fc.weight, start[n]["fc.weight"]) for n, m in ms.items())
+
+
+def test_refresh_batch_norm_sets_the_statistics_of_those_images():
+    model = M.build_model(TINY, seed=0)
+    x = easy_data(64).tensors[0]
+    T.refresh_batch_norm(model.train(), x, batch=64)
+    with torch.no_grad():
+        first = model.conv1(x)  # (64, 4, 8, 8): what the first batch norm sees
+    assert torch.allclose(model.bn1.running_mean, first.mean((0, 2, 3)), atol=1e-6)
+    assert torch.allclose(model.bn1.running_var, first.var((0, 2, 3), unbiased=True), rtol=1e-4)
+    assert model.training and model.bn1.momentum == 0.1  # restored
+
+
+def test_held_out_accuracy_is_measured_after_a_refresh_on_the_same_images():
+    data = easy_data(64)
+    ms = T.make_race_models(TINY, seed=0)
+    cfg = T.RaceConfig(lr=0.05, batch_size=8, steps=4, eval_every=2, eval_size=40, bn_refresh=32)
+    recs = list(T.race(ms, data, data, cfg))
+    x, y = data.tensors
+    for name, m in ms.items():
+        T.refresh_batch_norm(m, x[:32])  # what the race did before its last evaluation, done again by hand
+        assert recs[-1]["runs"][name]["test_acc"] == T.evaluate(m, x[:40], y[:40])
+    assert [r["runs"]["ResNet-8"]["test_acc"] is not None for r in recs] == [False, True, False, True]
+
+
 def test_check_race_explains_bad_settings():
     ms = T.make_race_models(TINY, seed=0)
     data = easy_data(n=8)
@@ -183,27 +227,104 @@ def test_state_dict_bytes_round_trip():
     assert all(torch.equal(fresh.state_dict()[k], model.state_dict()[k]) for k in sd)
 
 
-def _history(loss_a, loss_b):
-    ms = {"a": nn.Linear(1, 1), "b": nn.Linear(1, 1)}
-    h = T.new_history(ms, len(loss_a))
-    for step, (la, lb) in enumerate(zip(loss_a, loss_b), start=1):
+def _history(*curves, names=("ResNet-56", "plain-56", "plain-20"), elapsed_per_step=0.1):
+    """A race history built from hand-made loss curves, one per network in Role order (no training)."""
+    ms = {name: nn.Linear(1, 1) for name in names[:len(curves)]}
+    h = T.new_history(ms, len(curves[0]))
+    for step, losses in enumerate(zip(*curves), start=1):
         runs = {n: {"loss": v, "acc": 0.5, "test_acc": None, "grad_norms": [1.0], "diverged": False, "message": None}
-                for n, v in (("a", la), ("b", lb))}
-        h.add({"step": step, "steps": len(loss_a), "elapsed_s": step / 10, "steps_per_s": 10.0, "runs": runs})
+                for n, v in zip(ms, losses)}
+        h.add({"step": step, "steps": len(curves[0]), "elapsed_s": step * elapsed_per_step, "steps_per_s": 10.0,
+               "runs": runs})
     return h
 
 
-def test_history_and_pulls_ahead_worked_by_hand():
-    # b's loss jumps from 1 to 3 at step 6: its moving average is 0.9 * 1 + 0.1 * 3 = 1.2 there, 0.2 above a's.
+def test_history_and_margins_worked_by_hand():
+    # The twin's loss jumps from 1 to 3 at step 6: its moving average is 0.9 * 1 + 0.1 * 3 = 1.2 there, 0.2 above.
     h = _history([1.0] * 20, [1.0] * 5 + [3.0] * 15)
-    assert h.runs["a"].layers == [""]  # the Linear itself is the only layer
-    assert h.runs["a"].step == list(range(1, 21))
-    assert (h.runs["a"].role, h.runs["b"].role) == (T.Role.RESNET, T.Role.PLAIN)
+    assert h.runs["ResNet-56"].layers == [""]  # the Linear itself is the only layer
+    assert h.runs["ResNet-56"].step == list(range(1, 21))
+    assert [r.role for r in h.runs.values()] == [T.Role.RESNET, T.Role.PLAIN]
     assert h.elapsed[5] == pytest.approx(0.6)
-    assert T.pulls_ahead(h, "a", "b") == 6
-    assert T.pulls_ahead(h, "b", "a") is None
-    assert T.pulls_ahead(_history([1.0] * 20, [1.05] * 20), "a", "b") is None  # 0.05 is not "clearly"
-    assert T.pulls_ahead(_history([1.0] * 9, [2.0] * 9), "a", "b") is None  # not held for 10 steps yet
+    m = T.race_margins(h)
+    assert list(m) == [T.Ordering.SHORTCUTS_HELP]  # no shallower net: only the twin comparison
+    assert m[T.Ordering.SHORTCUTS_HELP].since == 6 and m[T.Ordering.SHORTCUTS_HELP].last_step == 20
+    assert m[T.Ordering.SHORTCUTS_HELP].end == pytest.approx(2 - 2 * 0.9 ** 15)  # the twin: 1 + 2 * (1 - 0.9^15)
+    small = T.race_margins(_history([1.0] * 20, [1.05] * 20))[T.Ordering.SHORTCUTS_HELP]
+    assert small.end == pytest.approx(0.05) and not small.shows  # 0.05 is not "clearly"
+    # An early lead that is lost again does not count: "since" is about the end of the run.
+    lost = T.race_margins(_history([0.5] * 30 + [1.5] * 60, [1.0] * 90))[T.Ordering.SHORTCUTS_HELP]
+    assert lost.end < 0 and lost.since is None
+
+
+def test_smoothing_is_one_function_for_verdicts_and_charts():
+    from resviz.plots.training import plot_race_loss
+
+    h = _history([2.0, 1.0, None, 0.0], [2.0, 2.0, 2.0, 2.0])
+    assert T.smooth([1.0, None, 3.0, float("nan")], alpha=0.5) == [1.0, None, 2.0, None]
+    bold = [t for t in plot_race_loss(h).data if t.name == "ResNet-56"][0]
+    assert h.runs["ResNet-56"].smoothed_loss == pytest.approx([2.0, 1.9, 1.71])  # the gap at step 3 is skipped
+    assert list(bold.y) == h.runs["ResNet-56"].smoothed_loss
+    assert T.race_margins(h)[T.Ordering.SHORTCUTS_HELP].end == pytest.approx(2.0 - 1.71)
+
+
+def _text(msgs, tone=None):
+    return " ".join(text for t, text in msgs if tone is None or t is tone)
+
+
+def test_a_clear_gap_is_called_with_the_charted_numbers():
+    h = _history([0.6] * 100, [1.0] * 100)
+    msgs = T.race_messages(h)
+    assert [t for t, _ in msgs] == [T.Tone.SUCCESS]
+    assert "ResNet-56 trains faster than plain-56" in msgs[0][1] and "ends 0.40 lower (0.60 vs 1.00" in msgs[0][1]
+    assert "since step 1, 0 s into the race" in msgs[0][1]
+
+
+def test_messages_never_claim_a_win_the_chart_contradicts():
+    # The ResNet leads for 30 steps, then ends above its twin: no success, the warning says who ends lower.
+    msgs = T.race_messages(_history([0.5] * 30 + [1.5] * 60, [1.0] * 90))
+    assert not _text(msgs, T.Tone.SUCCESS) and "trains faster" not in _text(msgs)
+    assert "**plain-56 ends below ResNet-56** (1.50 vs 1.00" in _text(msgs, T.Tone.WARNING)
+    # A gap smaller than the margin is not a win either.
+    msgs = T.race_messages(_history([0.95] * 50, [1.0] * 50))
+    assert [t for t, _ in msgs] == [T.Tone.INFO] and "ends only 0.05 below plain-56" in msgs[0][1]
+
+
+def test_degradation_verdicts_follow_the_three_curves():
+    paper = T.race_messages(_history([0.5] * 50, [2.0] * 50, [1.0] * 50))  # ResNet-56 < plain-20 < plain-56
+    assert [t for t, _ in paper] == [T.Tone.SUCCESS] * 3
+    assert "Degradation: the deeper plain-56 trains worse than plain-20" in paper[1][1]
+    assert "ends 1.00 higher (1.00 vs 2.00" in paper[1][1]
+    assert "ResNet-56 ends at or below the shallower plain-20 (0.50 vs 1.00" in paper[2][1]
+    upside = T.race_messages(_history([1.5] * 50, [2.0] * 50, [2.5] * 50))  # the shallow plain net is the worst
+    assert "trains faster" in _text(upside, T.Tone.SUCCESS)  # ResNet-56 below plain-56 still holds
+    assert "does not show clearly in this run: plain-56 ends 0.50 below plain-20" in _text(upside, T.Tone.WARNING)
+    assert "ResNet-56 ends below the shallower" not in _text(upside)
+    worse = T.race_messages(_history([1.2] * 50, [2.0] * 50, [1.0] * 50))
+    assert "ResNet-56 ends above the shallower plain-20 (1.20 vs 1.00" in _text(worse, T.Tone.WARNING)
+
+
+def test_a_diverged_network_gets_its_message_and_no_ordering():
+    h = _history([1.0] * 20, [3.0] * 20)
+    h.runs["plain-56"].message = "plain-56 diverged at step 7"
+    msgs = T.race_messages(h)
+    assert msgs == [(T.Tone.WARNING, "plain-56 diverged at step 7")]
+    assert T.status_line(h, running=True) == "**10.0 steps/s** · ResNet-56: loss 1.000 · *running…*"
+
+
+def test_surprises_are_explained_by_what_differs_from_the_recipe():
+    rec = T.RaceConfig(lr=0.01, batch_size=128, steps=90)
+    h = _history([1.5] * 90, [1.0] * 90)
+    own = T.race_messages(h, T.RaceContext(rec, replace(rec, lr=1.0, batch_size=32)))
+    assert "learning rate is 1 where the recipe uses 0.01" in own[0][1] and "batch size is 32" in own[0][1]
+    seed = T.race_messages(h, T.RaceContext(rec, replace(rec, seed=7)))
+    assert "seed 7 was not among those the recipe was checked on (0-4)" in seed[0][1]
+    short = T.race_messages(_history([1.5] * 40, [1.0] * 40), T.RaceContext(rec, rec))
+    assert "the race ran 40 steps and the recipe runs 90" in short[0][1]
+    other = T.race_messages(h, T.RaceContext(rec, rec, builtin_data=False, swept_model=False))
+    assert "not the built-in shapes" in other[0][1] and "checked on ResNet-20 and ResNet-56" in other[0][1]
+    same = T.race_messages(h, T.RaceContext(rec, rec))
+    assert "a surprise worth reporting" in same[0][1]
 
 
 def test_fit_config_rebuilds_for_the_data_and_says_so():
@@ -214,18 +335,10 @@ def test_fit_config_rebuilds_for_the_data_and_says_so():
     assert "ImageNet stem" in notes[1]
     same, none = T.fit_config(M.get_config("resnet20"), easy_data(4), num_classes=10)
     assert none == [] or "input size: 8 instead of 32" in none[0]
-    assert T.data_shape_for(M.get_config("resnet50")) == (32, 3) and T.data_shape_for(TINY) == (32, 3)
-    assert T.data_shape_for(M.get_config("resnet20", input_size=16, in_channels=1)) == (16, 1)
-
-
-def test_race_messages_and_status_line():
-    h = _history([1.0] * 20, [1.0] * 5 + [3.0] * 15)
-    h.runs["b"].message = "b diverged at step 7"
-    msgs = T.race_messages(h)
-    assert msgs[0] == ("warning", "b diverged at step 7")
-    assert msgs[1][0] == "success" and "from step 6, 1 s into the race" in msgs[1][1]  # elapsed 0.6 s rounds to 1
-    assert msgs[1][1].startswith("a's smoothed loss went clearly below b's")
-    assert T.status_line(h, running=True) == "**10.0 steps/s** · a: loss 1.000 · *running…*"  # b stopped: not shown
+    assert T.data_shape_for(M.get_config("resnet50")) == (16, 3)  # built-in images: the race's size
+    zip_ = T.DataSource.ZIP
+    assert T.data_shape_for(M.get_config("resnet50"), zip_) == (32, 3) and T.data_shape_for(TINY, zip_) == (32, 3)
+    assert T.data_shape_for(M.get_config("resnet20", input_size=16, in_channels=1), zip_) == (16, 1)
 
 
 def test_new_race_runs_and_hands_over_a_trained_pair():
@@ -282,10 +395,35 @@ def test_plots_worked_by_hand():
     assert np.isnan(z[:, 1]).all()  # 0 and inf cannot be shown on a log scale: gaps
     long = plot_grad_heatmap("net", ["a"], list(range(1, 601)), [[1.0]] * 600)
     assert len(long.data[0].x) == 300 and long.data[0].x[:2] == (1, 3)  # every 2nd step
-    h = _history([1.0, 0.5], [2.0, 1.0])
+    h = _history([1.0, 0.5], [2.0, 1.0], [1.5, 1.5])
     assert grad_range(h) == (0.0, 0.0)  # every norm is 1: log10 = 0
     loss = plot_race_loss(h)
-    assert [t.name for t in loss.data] == ["a (each batch)", "a", "b (each batch)", "b"]
+    assert [t.name for t in loss.data] == ["ResNet-56 (each batch)", "ResNet-56", "plain-56 (each batch)", "plain-56",
+                                           "plain-20 (each batch)", "plain-20"]
     assert list(loss.data[3].y) == pytest.approx([2.0, 1.9])  # 0.9 * 2 + 0.1 * 1
     acc = plot_race_accuracy(h, chance=0.1)
     assert list(acc.data[0].y) == [50.0, 50.0]
+
+
+def test_max_accuracy_drop_worked_by_hand():
+    h = _history([1.0] * 4, [1.0] * 4)
+    h.runs["ResNet-56"].test_acc = [0.1, 0.5, 0.3, 0.6]  # falls 20 points once
+    h.runs["plain-56"].test_acc = [0.2, 0.15]  # falls 5 points
+    assert T.max_accuracy_drop(h) == pytest.approx(20.0)
+    assert T.max_accuracy_drop(_history([1.0], [1.0])) == 0.0
+
+
+def test_charts_are_readable_from_the_back_of_the_room():
+    from resviz.plots.training import plot_grad_heatmap, plot_race_accuracy, plot_race_loss
+
+    h = _history([0.5] * 30, [2.0] * 30, [1.0] * 30)
+    for fig in (plot_race_loss(h), plot_race_accuracy(h, chance=0.1), plot_grad_heatmap("n", ["a"], [1], [[1.0]])):
+        lay = fig.layout
+        assert lay.font.size >= 14 and lay.legend.font.size >= 14 and lay.title.font.size >= 14
+        assert lay.font.color == "#1a1a1a" and lay.xaxis.tickfont.size >= 14 and lay.yaxis.title.font.size >= 14
+        assert lay.legend.y is None or lay.legend.y < 0  # the legend sits under the axis, never on the title
+    for fig in (plot_race_loss(h), plot_race_accuracy(h)):
+        colours = {t.name.split(" ")[0]: t.line.color for t in fig.data}
+        assert colours == {"ResNet-56": "#1f77b4", "plain-56": "#d62728", "plain-20": "#ff7f0e"}
+    line = [s for s in plot_race_loss(h).layout.shapes]
+    assert len(line) == 1 and line[0].x0 == 1  # the ResNet has been 1.5 below since step 1: marked there

@@ -97,19 +97,29 @@ class DataRequest:
         return data.load_torchvision_dataset(self.source.value, download=self.download)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RaceConfig:
-    """Settings shared by every network in a race."""
+    """Settings shared by every network in a race; the defaults are the ResNet-20 recipe (``RECIPES``)."""
 
-    lr: float = 0.05  # the paper's 0.1 was for batches of 128; at 32, 0.05 learns the built-in shapes fastest
-    batch_size: int = 32  # small batches: more steps per second on a 2-core CPU, so the gap shows sooner
-    steps: int = 300  # ~40 s for ResNet-20 and its twin on a 2-core CPU; the gap shows near step 180
+    lr: float = 0.01  # the paper's warm-up rate at batch 128 (0.1x its 0.1): deep ResNets blow up at 0.1 here
+    batch_size: int = 128  # the paper's batch; on a CPU, images per second hardly depend on the batch
+    steps: int = 300  # about 30 s for ResNet-20 and its twin on a 2-core CPU
     momentum: float = 0.9  # the paper's SGD momentum
     weight_decay: float = 1e-4  # the paper's weight decay
-    seed: int = 0  # fixes the batch order (the models' initial weights are fixed by make_race_models)
-    eval_every: int = 25  # test accuracy every this many steps (and at the last); 0 = never
-    eval_size: int = 500  # test images per evaluation: enough for +-2% accuracy, cheap on a CPU
+    seed: int = 0  # fixes the initial weights (make_race_models) and the batch order
+    eval_every: int = 25  # held-out accuracy every this many steps (and at the last); 0 = never
+    eval_size: int = 1000  # held-out images per evaluation (the same ones each time): +-1.5 accuracy points
     device: str = "cpu"
+    warmup_steps: int = 0  # the paper's warm-up (section 4.2, ResNet-110): lr x warmup_factor for these first steps
+    warmup_factor: float = 0.1
+    decay_at: tuple[float, ...] = ()  # fractions of the run after which the lr is divided by 10 (paper: 0.5, 0.75)
+    bn_refresh: int = 512  # training images that re-estimate batch-norm statistics before each evaluation
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of ``step`` (1-based): warm-up, then the base rate divided by 10 at each decay point."""
+        if step <= self.warmup_steps:
+            return self.lr * self.warmup_factor
+        return self.lr * 0.1 ** sum(step > f * self.steps for f in self.decay_at)
 
 
 def layer_params(model: nn.Module) -> tuple[list[str], list[nn.Parameter]]:
@@ -172,6 +182,26 @@ def _tensors(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
+def refresh_batch_norm(model: nn.Module, x: torch.Tensor, batch: int = 256) -> None:
+    """Re-estimate every batch-norm layer's running statistics on ``x`` with the current weights (an equal-weight
+    average over the batches), so that an evaluation reflects these weights, not the last ~10 steps' drift."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns or len(x) == 0:
+        return
+    was_training, momenta = model.training, [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    device = next(model.parameters()).device
+    for i in range(0, len(x), batch):
+        model(x[i:i + batch].to(device))
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum
+    model.train(was_training)
+
+
+@torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 250) -> float:
     """Accuracy of ``model`` on (x, y), in eval mode (batch-norm running statistics); restores train mode."""
     was_training = model.training
@@ -218,6 +248,7 @@ def race(race_models: dict[str, nn.Module], train: Dataset, test: Dataset, cfg: 
     train_x, train_y = _tensors(train)
     test_x, test_y = _tensors(test)
     test_x, test_y = test_x[:cfg.eval_size], test_y[:cfg.eval_size]
+    refresh_x = train_x[:cfg.bn_refresh]  # a fixed set of training images
     check_race(train_x, train_y, race_models, cfg)
     names = list(race_models)
     opts, grads = {}, {}
@@ -231,6 +262,9 @@ def race(race_models: dict[str, nn.Module], train: Dataset, test: Dataset, cfg: 
     for step, idx in enumerate(batch_indices(len(train_x), cfg.batch_size, cfg.steps, cfg.seed), start=1):
         xb = train_x[idx].to(device, non_blocking=True)
         yb = train_y[idx].to(device, non_blocking=True)
+        for opt in opts.values():
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr_at(step)  # the same schedule for every network
         stats = {}
         for name in names:
             if alive[name]:
@@ -251,6 +285,7 @@ def race(race_models: dict[str, nn.Module], train: Dataset, test: Dataset, cfg: 
                         f"{name} diverged at step {step}: its loss became {loss:.3g}. Its run stops here; "
                         f"try a smaller learning rate (now {cfg.lr:g})."))
                 elif cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+                    refresh_batch_norm(race_models[name], refresh_x)
                     run["test_acc"] = evaluate(race_models[name], test_x, test_y)
             runs[name] = run
         elapsed = time.perf_counter() - start
@@ -374,29 +409,159 @@ def new_history(race_models: dict[str, nn.Module], steps: int, roles: tuple[Role
     return RaceHistory(runs, steps)
 
 
-def pulls_ahead(history: RaceHistory, leader: str, other: str, margin: float = 0.1, hold: int = 10) -> int | None:
-    """First step from which ``leader``'s smoothed loss stays ``margin`` below ``other``'s for ``hold`` steps."""
-    a, b = history.runs[leader], history.runs[other]
-    n = min(len(a.loss), len(b.loss))
-    la, lb = smooth(a.loss[:n]), smooth(b.loss[:n])
-    ahead = [x is not None and (y is None or y - x >= margin) for x, y in zip(la, lb)]
-    for i in range(n - hold + 1):
-        if all(ahead[i:i + hold]):
-            return a.step[i]
-    return None
+GAP_MARGIN = 0.1  # "clearly below": a smoothed training loss lower by at least this much (nats)
+CHECKED_SEEDS = (0, 1, 2, 3, 4)  # the seeds the recipes were swept and the claims are checked on
 
 
-def race_messages(history: RaceHistory) -> list[tuple[str, str]]:
-    """What the race showed, in words: ``("warning", divergence)`` and ``("success", who pulled ahead, when)``."""
-    out = [("warning", r.message) for r in history.runs.values() if r.message]
-    resnet, plain, shallow = (history.by_role(role) for role in ROLES_IN_ORDER)
-    pairs = [(resnet, plain)] + ([(shallow, plain)] if shallow else [])
-    for lead, other in pairs:
-        step = pulls_ahead(history, lead.name, other.name)
-        if step:
-            out.append(("success", f"{lead.name}'s smoothed loss went clearly below {other.name}'s (by 0.1, held for "
-                                   f"10 steps) from step {step}, {history.elapsed[step - 1]:.0f} s into the race."))
+class Ordering(enum.Enum):
+    """An ordering of smoothed training losses that He et al. (2016, Fig. 1, 4 and 6) show: (lower, higher)."""
+    SHORTCUTS_HELP = (Role.RESNET, Role.PLAIN)  # ResNet-N below plain-N
+    DEGRADATION = (Role.SHALLOW, Role.PLAIN)  # the deeper plain net above the shallower one
+    NO_DEGRADATION = (Role.RESNET, Role.SHALLOW)  # the deep ResNet no worse than the shallower plain net
+
+    @property
+    def required(self) -> float:
+        """How far below the lower one must be for the ordering to show: clearly, or (no worse) at all."""
+        return 0.0 if self is Ordering.NO_DEGRADATION else GAP_MARGIN
+
+
+@dataclass(frozen=True)
+class Margin:
+    """How one ordering stands on one race: the smoothed-loss difference (higher minus lower) at the end."""
+    ordering: Ordering
+    end: float  # > 0: the expected network is lower at the last step both ran
+    since: int | None  # the step from which the difference stayed >= ``required`` to the end; None if not at the end
+    last_step: int
+
+    @property
+    def shows(self) -> bool:
+        return self.since is not None
+
+
+def curve_margins(curves: dict[Role, list[float | None]], margin: float | None = None) -> dict[Ordering, Margin]:
+    """Margins of every ordering whose two networks both ran, from smoothed losses indexed by step - 1.
+
+    ``margin`` overrides ``GAP_MARGIN`` for the clear-gap orderings (the sweep tries others)."""
+    out = {}
+    for ordering in Ordering:
+        lower, higher = ordering.value
+        if lower not in curves or higher not in curves:
+            continue
+        need = ordering.required if margin is None or ordering is Ordering.NO_DEGRADATION else margin
+        diffs = [(i + 1, b - a) for i, (a, b) in enumerate(zip(curves[lower], curves[higher]))
+                 if a is not None and b is not None]
+        if not diffs:
+            continue
+        since = None
+        for step, d in reversed(diffs):
+            if d < need:
+                break
+            since = step
+        out[ordering] = Margin(ordering, diffs[-1][1], since, diffs[-1][0])
     return out
+
+
+def race_margins(history: RaceHistory, margin: float | None = None) -> dict[Ordering, Margin]:
+    """``curve_margins`` of a race's smoothed losses, as charted (a diverged network's curve ends where it did)."""
+    curves = {}
+    for run in history.runs.values():
+        per_step: list[float | None] = [None] * history.step
+        for step, v in zip(run.step, run.smoothed_loss):
+            per_step[step - 1] = v
+        curves[run.role] = per_step
+    return curve_margins(curves, margin)
+
+
+class Tone(enum.Enum):
+    """How a verdict is shown (the value names the Streamlit call)."""
+    SUCCESS = "success"
+    INFO = "info"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class RaceContext:
+    """What a verdict needs to explain a surprise: the recipe recommended for these networks and what was run."""
+    recommended: RaceConfig
+    used: RaceConfig
+    builtin_data: bool = True
+    swept_model: bool = True  # the recommended recipe was chosen by the sweep for this very network
+
+
+def _why(ctx: RaceContext | None, step: int) -> str:
+    """Plain words on what in this run differs from the recipe that was checked to show the paper's ordering."""
+    if ctx is None:
+        return ""
+    rec, used, causes = ctx.recommended, ctx.used, []
+    if step < rec.steps:
+        causes.append(f"the race ran {step} steps and the recipe runs {rec.steps}: the gap needs time to open")
+    if used.lr != rec.lr:
+        causes.append(f"the learning rate is {used.lr:g} where the recipe uses {rec.lr:g} (the paper's 0.1 at batch "
+                      "128): too large a rate makes every network noisy or unstable, too small a rate makes them all "
+                      "crawl at the same pace")
+    if used.batch_size != rec.batch_size:
+        causes.append(f"the batch size is {used.batch_size} where the recipe uses {rec.batch_size} (the paper "
+                      "scales the learning rate with the batch: 0.1 at 128)")
+    if used.weight_decay != rec.weight_decay:
+        causes.append(f"the weight decay is {used.weight_decay:g} where the recipe uses {rec.weight_decay:g}")
+    if not ctx.builtin_data:
+        causes.append("the data is not the built-in shapes the recipe was checked on")
+    if not ctx.swept_model:
+        causes.append("the recipe was checked on ResNet-20 and ResNet-56; this network is another one")
+    if not causes and used.seed not in CHECKED_SEEDS:
+        causes.append(f"seed {used.seed} was not among those the recipe was checked on (0-4): one short run is one "
+                      "sample, while the paper's curves are long runs")
+    if not causes:
+        return (" This run used the recommended recipe on a checked seed, where the sweep showed the paper's "
+                "ordering: a surprise worth reporting.")
+    return " What differs from the recipe that shows it: " + "; ".join(causes) + "."
+
+
+def race_messages(history: RaceHistory, ctx: RaceContext | None = None) -> list[tuple[Tone, str]]:
+    """What the race showed, in words that never go beyond its chart: divergences, then each ordering of the
+    smoothed training losses at the end of the run, compared with what He et al. (2016) show."""
+    out = [(Tone.WARNING, r.message) for r in history.runs.values() if r.message]
+    margins = race_margins(history)
+    why = _why(ctx, history.step)
+    for ordering, m in margins.items():
+        lower, higher = (history.by_role(role) for role in ordering.value)
+        if lower.message or higher.message:
+            continue  # a diverged network's curve stops: no ordering to read at the end
+        lo, hi = lower.smoothed_loss[-1], higher.smoothed_loss[-1]
+        out.append(_verdict(ordering, m, lower.name, higher.name, lo, hi, history, why))
+    return out
+
+
+def _verdict(ordering: Ordering, m: Margin, lower: str, higher: str, lo: float, hi: float, history: RaceHistory,
+             why: str) -> tuple[Tone, str]:
+    nums = f"({lo:.2f} vs {hi:.2f}, smoothed training loss at step {m.last_step})"
+    since = (f" It has been at least {GAP_MARGIN:g} lower since step {m.since}, {history.elapsed[m.since - 1]:.0f} s "
+             "into the race." if m.shows and m.since - 1 < len(history.elapsed) else "")
+    if ordering is Ordering.SHORTCUTS_HELP:
+        if m.shows:
+            return Tone.SUCCESS, (f"**{lower} trains faster than {higher}**: its loss ends {m.end:.2f} lower {nums}."
+                                  f"{since} Same start, same batches, same recipe: the shortcuts alone make the "
+                                  "difference, as in He et al. (2016, Fig. 4 and 6).")
+        if m.end > 0:
+            return Tone.INFO, (f"{lower} ends only {m.end:.2f} below {higher} {nums}: less than the {GAP_MARGIN:g} "
+                               f"this page calls a clear gap, so this run does not show the paper's result.{why}")
+        return Tone.WARNING, (f"**{higher} ends below {lower}** {nums}: the opposite of what He et al. (2016, Fig. 4 "
+                              f"and 6) show.{why}")
+    if ordering is Ordering.DEGRADATION:
+        if m.shows:
+            return Tone.SUCCESS, (f"**Degradation: the deeper {higher} trains worse than {lower}**: its loss ends "
+                                  f"{m.end:.2f} higher {nums}.{since.replace('lower', 'apart')} This is training "
+                                  "loss, so it is not overfitting: He et al. (2016, Fig. 1 and 6) found the same with "
+                                  "training error.")
+        return Tone.WARNING if m.end <= 0 else Tone.INFO, (
+            f"The degradation problem does not show clearly in this run: {higher} ends {abs(m.end):.2f} "
+            f"{'above' if m.end > 0 else 'below'} {lower} {nums}, where He et al. (2016, Fig. 1) find the deeper "
+            f"plain net clearly higher.{why}")
+    if m.end >= 0:
+        return Tone.SUCCESS, (f"**With shortcuts, depth no longer hurts**: {lower} ends at or below the shallower "
+                              f"{higher} {nums}; in He et al. (2016, Fig. 6) ResNet-56 also ends below plain-20.")
+    return Tone.WARNING, (f"{lower} ends above the shallower {higher} {nums}; in He et al. (2016, Fig. 6) "
+                          f"ResNet-56 ends below plain-20.{why}")
 
 
 def status_line(history: RaceHistory, running: bool) -> str:
@@ -408,9 +573,50 @@ def status_line(history: RaceHistory, running: bool) -> str:
 # --- a race as a page holds it -----------------------------------------------------------------------------
 
 
-def data_shape_for(cfg: M.ResNetConfig) -> tuple[int, int]:
-    """(size, channels) to draw built-in images at for ``cfg``: its own where cheap, else 32x32 RGB."""
+RACE_IMAGE_SIZE = 16  # built-in images for the race: 4x fewer pixels than 32, so 3-4x more steps per second; the
+#                      CIFAR nets are convolutions and a global average pool, so they run unchanged (8x8 -> 4x4 maps
+#                      in the last stage)
+RECIPES = {  # chosen by scripts/sweep_race.py (its table: assets/sweep_race.txt); the same for every network
+    "resnet20": RaceConfig(lr=0.01, batch_size=128, steps=300),
+    "resnet56": RaceConfig(lr=0.01, batch_size=128, steps=300),
+}
+WHY_THE_RATE = ("0.01 is the paper's warm-up rate (0.1x its 0.1 at batch 128, section 4.2): at 0.1, ResNet-56 stays "
+                "near guessing for most of a 300-step race on these images (scripts/sweep_race.py)")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The recommended settings for a race: what the sweep chose for the nearest swept network."""
+    config: RaceConfig
+    swept: str  # the preset the sweep chose it for ("resnet20", "resnet56")
+    exact: bool  # the race's ResNet is that very preset (else the recipe is borrowed from the nearest depth)
+
+    def describe(self) -> str:
+        """The recipe in words, for the page."""
+        c = self.config
+        warm = (f", {c.warmup_factor:g}x for the first {c.warmup_steps} steps" if c.warmup_steps else "")
+        decay = (f", divided by 10 after {' and '.join(f'{f:.0%}' for f in c.decay_at)} of the run"
+                 if c.decay_at else "")
+        return (f"SGD, learning rate {c.lr:g} at batch {c.batch_size}{warm}{decay}, momentum {c.momentum:g}, weight "
+                f"decay {c.weight_decay:g}, {c.steps} steps, built-in images at {RACE_IMAGE_SIZE}x{RACE_IMAGE_SIZE}; "
+                f"chosen by a sweep on {self.swept.replace('resnet', 'ResNet-')} for seeds 0-4"
+                + ("" if self.exact else " (the nearest depth swept)"))
+
+
+def recipe_for(cfg: M.ResNetConfig) -> Recipe:
+    """The recommended recipe for racing ``cfg``: ResNet-56's for nets of 44 layers or more, else ResNet-20's."""
+    name = "resnet56" if cfg.depth >= 44 else "resnet20"
+    same = dict(residual=True, input_size=32, in_channels=3, num_classes=10, name="")
+    exact = replace(cfg, **same) == replace(M.get_config(name), **same)
+    return Recipe(RECIPES[name], name, exact)
+
+
+def data_shape_for(cfg: M.ResNetConfig, source: DataSource = DataSource.BUILTIN) -> tuple[int, int]:
+    """(size, channels) to draw the race's images at: built-in ones at ``RACE_IMAGE_SIZE``; a folder's at the
+    model's own size where cheap, else 32x32."""
     size = cfg.input_size if 16 <= cfg.input_size <= 64 else 32
+    if source is DataSource.BUILTIN:
+        size = RACE_IMAGE_SIZE
     return size, cfg.in_channels if cfg.in_channels in (1, 3) else 3
 
 
@@ -442,6 +648,10 @@ class Race:
     class_names: tuple[str, ...]
     data_name: str
     notes: list[str] = field(default_factory=list)
+    context: RaceContext | None = None  # the recommended recipe and what was run: the verdicts' explanations
+    held_out: int = 0  # images each evaluation measures accuracy on (the same ones every time)
+    every: int = 0  # steps between evaluations
+    refresh: int = 0  # training images that re-estimate batch-norm statistics before each evaluation
     running: bool = True
     trained: pair.TrainedPair | None = None  # what it handed to the other pages, once finished
 
@@ -454,6 +664,19 @@ class Race:
         for rec in self.gen:
             yield self.history.add(rec)
         self.running = False
+
+    def accuracy_note(self) -> str:
+        """What the held-out accuracy is measured on, for the caption under its chart."""
+        if not self.every or not self.held_out:
+            return "Held-out accuracy is not measured in this race."
+        return (f"Held-out accuracy: the same {self.held_out} {self.data_name} images at every evaluation (every "
+                f"{self.every} steps), never trained on; batch-norm statistics are re-estimated on {self.refresh} "
+                "training images just before, so the curve follows the weights, not the running averages. "
+                f"{self.held_out} images give about ±{_binomial_points(self.held_out):.0f} accuracy points.")
+
+    def messages(self) -> list[tuple[Tone, str]]:
+        """What the race showed, in words (``race_messages``)."""
+        return race_messages(self.history, self.context)
 
     def stop(self) -> None:
         """Stop here (what was learned so far is kept)."""
@@ -474,11 +697,58 @@ class Race:
 
 
 def new_race(cfg: M.ResNetConfig, train: Dataset, test: Dataset, class_names: list[str], race_cfg: RaceConfig,
-             include_shallow_plain: bool = False, notes: list[str] | None = None, data_name: str = "") -> Race:
-    """A race ready to run: the config fitted to the data, the models, the generator and an empty history."""
+             include_shallow_plain: bool = False, notes: list[str] | None = None, data_name: str = "",
+             source: DataSource | None = None) -> Race:
+    """A race ready to run: the config fitted to the data, the models, the generator and an empty history.
+
+    With ``source``, the race knows its recommended recipe (``recipe_for``) and can explain a surprise."""
+    recipe = recipe_for(cfg)
     cfg, fit_notes = fit_config(cfg, train, len(class_names))
     race_models = make_race_models(cfg, seed=race_cfg.seed, include_shallow_plain=include_shallow_plain,
                                    device=race_cfg.device)
+    context = None if source is None else RaceContext(recipe.config, race_cfg, source is DataSource.BUILTIN,
+                                                      recipe.exact)
     return Race(cfg=cfg, models=race_models, history=new_history(race_models, race_cfg.steps),
                 gen=race(race_models, train, test, race_cfg), class_names=tuple(class_names), data_name=data_name,
-                notes=[*(notes or []), *fit_notes])
+                notes=[*(notes or []), *fit_notes], context=context, held_out=min(race_cfg.eval_size, len(test)),
+                every=race_cfg.eval_every, refresh=min(race_cfg.bn_refresh, len(train)))
+
+
+def _binomial_points(n: int, p: float = 0.5) -> float:
+    """Two standard errors of an accuracy measured on ``n`` images, in points (the worst case, p = 0.5)."""
+    return 200 * math.sqrt(p * (1 - p) / n)
+
+
+# --- the default races, as the page runs them (benchmarks and claims) ----------------------------------------
+
+CLAIM_TEXTS = {
+    Ordering.SHORTCUTS_HELP: "{lower}'s smoothed training loss ends at least {margin:g} below {higher}'s",
+    Ordering.DEGRADATION: "the deeper {higher} ends at least {margin:g} above the shallower {lower} (degradation)",
+    Ordering.NO_DEGRADATION: "{lower} ends no worse than the shallower {higher}",
+}
+
+
+def default_race(preset: str, shallow: bool, seed: int, image_size: int = RACE_IMAGE_SIZE,
+                 steps: float = 1.0, eval_every: int | None = None) -> Race:
+    """The race the page runs with its defaults (recommended recipe, built-in images, ``seed``), optionally
+    scaled down: smaller images and a fraction of the steps (the warm-up scales with them)."""
+    cfg = M.get_config(preset)
+    rec = recipe_for(cfg).config
+    used = replace(rec, seed=seed, steps=max(1, round(rec.steps * steps)),
+                   warmup_steps=round(rec.warmup_steps * steps),
+                   eval_every=rec.eval_every if eval_every is None else eval_every)
+    train, test, names = DataRequest(DataSource.BUILTIN, image_size, 3).load()
+    race_ = new_race(cfg, train, test, names, used, shallow, data_name=DataSource.BUILTIN.value,
+                     source=DataSource.BUILTIN)
+    for _ in race_.advance():
+        pass
+    return race_
+
+
+MAX_DROP = 10.0  # accuracy points: more between two evaluations would be a swing a class notices
+
+
+def max_accuracy_drop(history: RaceHistory) -> float:
+    """The largest fall of any network's held-out accuracy between two evaluations, in points (0 if none)."""
+    drops = [100 * (a - b) for r in history.runs.values() for a, b in zip(r.test_acc, r.test_acc[1:])]
+    return max([0.0, *drops])

@@ -1,14 +1,21 @@
-"""Training-race charts: loss and accuracy of every network on shared axes, gradient norms per layer over steps."""
+"""Training-race charts: loss and accuracy of every network on shared axes, gradient norms per layer over steps.
+
+Each network has its role's colour on every chart (``resviz.plots.style.COLORS``); the bold loss line is the
+lesson's own ``smooth``, the same curve the verdicts read.
+"""
 from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
 
-from resviz.lessons.training import RaceHistory, Role, smooth
+from resviz.lessons.training import GAP_MARGIN, Ordering, RaceHistory, Role, race_margins, smooth
+from resviz.plots.style import COLORS as STYLE_COLORS, SEQUENTIAL, readable
 
-COLORS = {Role.RESNET: "#1f77b4", Role.PLAIN: "#d62728", Role.SHALLOW: "#ff7f0e"}  # one colour per role, every chart
+COLORS = {Role.RESNET: STYLE_COLORS["resnet"], Role.PLAIN: STYLE_COLORS["plain"],
+          Role.SHALLOW: STYLE_COLORS["shallow_plain"]}
 DASHES = {Role.RESNET: "solid", Role.PLAIN: "dash", Role.SHALLOW: "dot"}
-LEGEND = dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom")
+LEGEND = dict(orientation="h", x=0.5, xanchor="center", y=-0.2, yanchor="top")  # under the axis: never on the title
+HEIGHT = 430
 
 
 def _finite(values) -> list[float | None]:
@@ -16,7 +23,8 @@ def _finite(values) -> list[float | None]:
 
 
 def plot_race_loss(history: RaceHistory) -> go.Figure:
-    """Training loss per step for every network: faint raw batch losses, bold smoothed trend."""
+    """Training loss per step for every network: faint raw batch losses, bold smoothed trend; a dotted line
+    where the ResNet's lead over its twin became clear (and stayed so)."""
     fig = go.Figure()
     for name, run in history.runs.items():
         color, dash = COLORS[run.role], DASHES[run.role]
@@ -24,35 +32,40 @@ def plot_race_loss(history: RaceHistory) -> go.Figure:
                                  line=dict(color=color, width=1), opacity=0.25, showlegend=False,
                                  hovertemplate="step %{x}: loss %{y:.3f}<extra>" + name + "</extra>"))
         fig.add_trace(go.Scatter(x=run.step, y=run.smoothed_loss, name=name,
-                                 line=dict(color=color, width=3, dash=dash),
+                                 line=dict(color=color, width=4, dash=dash),
                                  hovertemplate="step %{x}: smoothed loss %{y:.3f}<extra>" + name + "</extra>"))
+    gap = race_margins(history).get(Ordering.SHORTCUTS_HELP)
+    if gap is not None and gap.shows and not any(r.message for r in history.runs.values()):
+        fig.add_vline(x=gap.since, line=dict(color=COLORS[Role.RESNET], dash="dot", width=2),
+                      annotation_text=f"ResNet ahead by ≥ {GAP_MARGIN:g} from here", annotation_position="top left")
     fig.update_xaxes(title="training step", rangemode="tozero")
-    fig.update_yaxes(title="cross-entropy loss (lower is better)", rangemode="tozero")
-    fig.update_layout(title="Training loss: same batches, same optimizer", height=380, legend=LEGEND,
-                      margin=dict(t=70, b=40))
-    return fig
+    fig.update_yaxes(title="training loss (smoothed; lower is better)", rangemode="tozero")
+    fig.update_layout(title="Training loss: same start, same batches, same recipe", height=HEIGHT, legend=LEGEND,
+                      margin=dict(t=60, b=110, l=70, r=20))
+    return readable(fig)
 
 
 def plot_race_accuracy(history: RaceHistory, chance: float | None = None) -> go.Figure:
-    """Accuracy per network: smoothed training-batch accuracy (thin) and test accuracy (markers)."""
+    """Accuracy per network: held-out accuracy (bold, dots) and smoothed training-batch accuracy (thin)."""
     fig = go.Figure()
     for name, run in history.runs.items():
         color, dash = COLORS[run.role], DASHES[run.role]
         train = [None if a is None else 100 * a for a in smooth(run.acc)]
-        fig.add_trace(go.Scatter(x=run.step, y=train, name=f"{name} train", line=dict(color=color, width=1.5,
-                                 dash=dash), hovertemplate="step %{x}: train %{y:.1f}%<extra>" + name + "</extra>"))
-        fig.add_trace(go.Scatter(x=run.test_step, y=[100 * a for a in run.test_acc], name=f"{name} test",
-                                 mode="lines+markers", line=dict(color=color, width=3, dash=dash),
-                                 marker=dict(size=8), hovertemplate="step %{x}: test %{y:.1f}%<extra>" + name +
+        fig.add_trace(go.Scatter(x=run.step, y=train, name=f"{name} training batches", legendgroup=name,
+                                 showlegend=False, opacity=0.6, line=dict(color=color, width=1.5, dash=dash),
+                                 hovertemplate="step %{x}: training batches %{y:.1f}%<extra>" + name + "</extra>"))
+        fig.add_trace(go.Scatter(x=run.test_step, y=[100 * a for a in run.test_acc], name=name, legendgroup=name,
+                                 mode="lines+markers", line=dict(color=color, width=4, dash=dash),
+                                 marker=dict(size=9), hovertemplate="step %{x}: held-out %{y:.1f}%<extra>" + name +
                                  "</extra>"))
     if chance:
-        fig.add_hline(y=100 * chance, line_dash="dot", line_color="grey", annotation_text="chance",
+        fig.add_hline(y=100 * chance, line_dash="dot", line_color="#555555", annotation_text="guessing",
                       annotation_position="bottom right")
     fig.update_xaxes(title="training step", rangemode="tozero")
     fig.update_yaxes(title="accuracy (%)", range=[0, 100])
-    fig.update_layout(title="Accuracy: training batches (smoothed) and held-out test images", height=380,
-                      legend=LEGEND, margin=dict(t=70, b=40))
-    return fig
+    fig.update_layout(title="Accuracy: held-out images (bold), training batches (thin)", height=HEIGHT,
+                      legend=LEGEND, margin=dict(t=60, b=110, l=70, r=20))
+    return readable(fig)
 
 
 def plot_grad_heatmap(name: str, layers: list[str], steps: list[int], norms: list[list[float] | None],
@@ -72,13 +85,13 @@ def plot_grad_heatmap(name: str, layers: list[str], steps: list[int], norms: lis
     x = [s for s, n in zip(steps, norms) if n is not None]
     lo, hi = zrange if zrange else (None, None)
     fig = go.Figure(go.Heatmap(
-        z=z, x=x, y=[f"{i + 1}. {n}" for i, n in enumerate(layers)], colorscale="Viridis", zmin=lo, zmax=hi,
+        z=z, x=x, y=[f"{i + 1}. {n}" for i, n in enumerate(layers)], colorscale=SEQUENTIAL, zmin=lo, zmax=hi,
         colorbar=dict(title="log10 ‖grad‖", thickness=12),
         hovertemplate="step %{x}<br>%{y}<br>log10 ‖grad‖ = %{z:.2f}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", title="layer (input at top)", showticklabels=len(layers) <= 24)
     fig.update_xaxes(title="training step")
     fig.update_layout(title=f"{name}: gradient norm per layer", height=360, margin=dict(t=50, b=40, l=10, r=10))
-    return fig
+    return readable(fig)
 
 
 def grad_range(history: RaceHistory) -> tuple[float, float] | None:
