@@ -49,15 +49,17 @@ with ui.friendly_errors("Computing the loss landscape"):
     one = ui.shared_result(("landscape-1d", p.key, span, seed), lambda cb: ls.line(p, span, seed, cb), "1-D slice…")
     st.subheader(f"1-D slice ({2 * ls.COARSE - 1} points on {ls.BATCH} images, computed live)")
     st.plotly_chart(ui.chart(plot_landscape_1d(one)), key="ls_1d")
-    finer = ls.finer_grid(p, span, seed)  # ready (computed before, by anyone), or its shared run
-    grids = finer.grids
-    if grids is not None:
-        st.subheader(f"2-D slice ({ls.FINE}×{ls.FINE} grid on {ls.FINE_BATCH} images)")
-    else:
+    grids, finer = ls.stored_fine_grid(p, span, seed), None  # computed before, by anyone?
+    if grids is None:
         grids = ui.shared_result(("landscape-2d", p.key, span, seed), lambda cb: ls.coarse_grids(p, span, seed, cb),
                                  "2-D slice (coarse grid)…")
+        finer = ls.finer_grid(p, span, seed)  # its shared run, joined or started only now: the page watches it at once
+        grids = finer.grids or grids
+    if finer is None or finer.grids is not None:
+        st.subheader(f"2-D slice ({ls.FINE}×{ls.FINE} grid on {ls.FINE_BATCH} images)")
+    else:
         st.subheader(f"2-D slice (coarse {ls.COARSE}×{ls.COARSE} grid on {ls.BATCH} images, computed live)")
-        wait_for_the_finer_grid(finer.watch)  # the fragment holds the watch while it polls
+        wait_for_the_finer_grid(finer.watch)  # the fragment holds the watch and looks at it every POLL_S
     rough_res, rough_plain = grids.resnet.roughness(), grids.plain.roughness()
     m1, m2 = st.columns(2)
     m1.metric("ResNet: roughness", f"{rough_res:.3f}")

@@ -71,8 +71,11 @@ def test_finer_grid_is_a_shared_run_that_lands_in_the_disk_cache(monkeypatch):
     model = tiny_model(frozen=True)
     trained = pair.TrainedPair(model.cfg, model.state_dict(), model.state_dict(), "same weights twice")
     p = pair.LoadedPair(trained, pair.PairSource.SESSION, model, model, 0.5, 0.5)
+    assert landscape.stored_fine_grid(p, 1.0, 0) is None  # only looks: starts nothing
+    key = ("landscape", landscape.fine_key(p, 1.0, 0))
+    assert key not in [k for k, _ in runs.registry().overview()]
     first = landscape.finer_grid(p, 1.0, 0)
-    assert first.grids is None and first.watch is not None
+    assert first.grids is None and first.watch is not None and first.watch.key == key
     done = first.watch.wait(60)
     assert done.status.state is runs.State.FINISHED
     assert done.records[-1] == {"step": 18, "steps": 18}  # 3x3 points for each of the two nets

@@ -205,6 +205,12 @@ class FinerGrid:
     watch: runs.Watch | None = None  # hold it and look at it (snapshot) to keep the run going
 
 
+def stored_fine_grid(p: pair.LoadedPair, span: float, seed: int) -> PairGrids | None:
+    """The finer grid if anyone computed it before (the disk cache), else None; starts nothing."""
+    stored = disk_cache.load(fine_key(p, span, seed))
+    return None if stored is None else PairGrids.from_dict(stored)
+
+
 def finer_grid(p: pair.LoadedPair, span: float, seed: int) -> FinerGrid:
     """The finer grid if anyone computed it before, else its shared run (started, joined, or just finished).
 
@@ -212,9 +218,9 @@ def finer_grid(p: pair.LoadedPair, span: float, seed: int) -> FinerGrid:
     behind other runs, and stores its result in the disk cache for every later visit.
     """
     key = fine_key(p, span, seed)
-    stored = disk_cache.load(key)
+    stored = stored_fine_grid(p, span, seed)
     if stored is not None:
-        return FinerGrid(PairGrids.from_dict(stored))
+        return FinerGrid(stored)
 
     def records():
         x, y = _batch(p, FINE_BATCH)
