@@ -1,11 +1,12 @@
 """The built-in trained pair: a CIFAR preset and its plain twin, trained here by the training race (same initial
-weights, same batches, the race's recipe) on the built-in images, and kept in the disk cache so that a later
-visit, another student or another server process reuses it.
+weights, same batches, the race's recipe for that depth, the race's 16x16 built-in images, batch norm re-estimated
+at the end as the race does before it evaluates), and kept in the disk cache so that a later visit, another student
+or another server process reuses it.
 """
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from resviz import disk_cache, pair
@@ -16,35 +17,45 @@ from resviz.lessons import training
 PRESETS = ("resnet20", "resnet32", "resnet44", "resnet56")  # small enough to train on a laptop CPU
 STEPS = (150, 300, 600)
 N_TRAIN = 2000  # built-in training images, drawn from the recipe's seed
+VERSION = 2  # part of the disk-cache key: raise it when training changes in a way the recipe does not show
+
+
+def on_race_images(cfg: M.ResNetConfig) -> M.ResNetConfig:
+    """``cfg`` (with shortcuts) taking the images the race trains on: built-in shapes at the race's size."""
+    size, channels = training.data_shape_for(cfg, training.DataSource.BUILTIN)
+    return replace(M.with_shortcuts(cfg), input_size=size, in_channels=channels)
 
 
 @dataclass(frozen=True)
 class BuiltinRecipe:
     """What a built-in pair is: the network, how long it trains, the seed of its weights and batches."""
-    cfg: M.ResNetConfig = M.get_config("resnet20")
-    steps: int = 300  # the training race's default length
+    cfg: M.ResNetConfig = field(default_factory=lambda: on_race_images(M.get_config("resnet20")))
+    steps: int = training.RaceConfig().steps  # the training race's default length
     seed: int = 0
-    lr: float | None = None  # None: the race's default
-    batch_size: int | None = None  # None: the race's default
+    lr: float | None = None  # None: the race's recipe for this depth
+    batch_size: int | None = None  # None: the race's recipe for this depth
 
     def race_config(self, device: str = "cpu") -> training.RaceConfig:
         overrides = {k: v for k, v in (("lr", self.lr), ("batch_size", self.batch_size)) if v is not None}
-        return training.RaceConfig(steps=self.steps, seed=self.seed, eval_every=0, device=device, **overrides)
+        return replace(training.recipe_for(self.cfg).config, steps=self.steps, seed=self.seed, eval_every=0,
+                       device=device, **overrides)
 
     @property
     def key(self) -> str:
         """The disk-cache key: changes with the network, the length, the seed and the race's recipe."""
         recipe = self.race_config()
-        return f"pair-{self.cfg.label}-{pair.fingerprint(repr(self.cfg), repr(recipe), N_TRAIN)}"
+        return f"pair-{self.cfg.label}-{pair.fingerprint(repr(self.cfg), repr(recipe), N_TRAIN, VERSION)}"
 
     @property
     def label(self) -> str:
-        return f"{self.cfg.label} and its plain twin, {self.steps} steps on the built-in images (seed {self.seed})"
+        size = self.cfg.input_size
+        return (f"{self.cfg.label} and its plain twin, {self.steps} steps on the built-in images ({size}x{size}, "
+                f"seed {self.seed})")
 
 
 def recipe(preset: str, steps: int, seed: int = 0) -> BuiltinRecipe:
     """The recipe of a preset from ``PRESETS`` trained ``steps`` steps."""
-    return BuiltinRecipe(M.with_shortcuts(M.get_config(preset)), steps, seed)
+    return BuiltinRecipe(on_race_images(M.get_config(preset)), steps, seed)
 
 
 def load(r: BuiltinRecipe) -> pair.TrainedPair | None:
@@ -70,10 +81,12 @@ def train(r: BuiltinRecipe, device: str = "cpu", on_step: Callable[[dict], None]
                                                       size=r.cfg.input_size, channels=r.cfg.in_channels,
                                                       seed=r.seed)
     race_models = training.make_race_models(r.cfg, seed=r.seed)
-    rec = None
-    for rec in training.race(race_models, train_set, test_set, r.race_config(device)):
+    race_cfg, rec = r.race_config(device), None
+    for rec in training.race(race_models, train_set, test_set, race_cfg):
         if on_step:
             on_step(rec)
+    for model in race_models.values():  # as the race does before it evaluates: statistics of these weights
+        training.refresh_batch_norm(model, train_set.tensors[0][:race_cfg.bn_refresh])
     diverged = [name for name, run in (rec or {"runs": {}})["runs"].items() if run["diverged"]]
     label = r.label + (f" ({', '.join(diverged)} diverged: weights from before its loss blew up)" if diverged else "")
     resnet, plain = race_models.values()
