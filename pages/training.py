@@ -1,13 +1,13 @@
 """Training race: a ResNet and its plain twin learn side by side on the same batches, live; Stop any time."""
-import time
 from dataclasses import replace
 
 import streamlit as st
 
-from resviz import ui
-from resviz.inputs import data, limits
+from resviz import runs, ui
+from resviz.inputs import budget, data, limits
 from resviz.lessons import training
 from resviz.lessons.training import DataRequest, DataSource, RacePair
+from resviz.pair import TrainedPair, fingerprint
 from resviz.plots.training import grad_range, plot_grad_heatmap, plot_race_accuracy, plot_race_loss
 
 DATA_LABELS = {DataSource.BUILTIN: "Built-in shapes (no download)", DataSource.CIFAR10: "CIFAR10",
@@ -29,7 +29,7 @@ recipe = training.recipe_for(pair.config(sel.cfg))
 ss = st.session_state
 if ss.get("tr_recipe") != recipe:  # another pair or sidebar model: start from its recommended settings
     ss.update(tr_recipe=recipe, tr_lr=recipe.config.lr, tr_batch=recipe.config.batch_size,
-              tr_steps=recipe.config.steps, tr_wd=recipe.config.weight_decay)
+              tr_steps=recipe.config.steps, tr_wd=recipe.config.weight_decay, tr_shallow=pair is RacePair.DEEP)
 shallow = left.checkbox("Add a shallower plain net", key="tr_shallow", help="A third of the blocks per stage.")
 folders = data.teacher_folders()  # offered only when the teacher started the server with RESVIZ_IMAGE_FOLDERS
 sources = [s for s in DataSource if folders or s is not DataSource.TEACHER]
@@ -52,55 +52,71 @@ if started:
     with ui.friendly_errors("Preparing the race"):
         cfg = pair.config(sel.cfg)
         size, channels = training.data_shape_for(cfg, source)
-        req, notes = DataRequest(source, size, channels, download, folder, upload and upload.getvalue()), []
+        zip_bytes = upload.getvalue() if upload else None
+        req, notes = DataRequest(source, size, channels, download, folder, zip_bytes), []
         train, test, names = ui.shared_tensors(req.key, req.load) if source.shared else req.load(notes)
         used = replace(recipe.config, lr=lr, batch_size=batch, steps=int(steps), weight_decay=wd, seed=int(seed),
                        device=sel.device)
-        ss["tr_run"] = training.new_race(cfg, train, test, names, used, shallow, notes, source.value, source)
-run = ss.get("tr_run")
-if run and stopped:
-    run.stop()
-if not run:
-    st.info("Choose the networks and settings, then press **Start**. Charts update live; **Stop** keeps what "
-            "was learned so far.")
-    st.stop()
-
-for note in run.notes:
-    st.caption(note)
-progress, status = st.progress(0.0), st.empty()
-loss_ph, acc_ph = (c.empty() for c in st.columns(2))
-verdicts = st.container()  # what the race showed, right under its curves
-st.caption(run.accuracy_note())
-heat_phs = [c.empty() for c in st.columns(len(run.history.runs))]
-draws = ss.setdefault("tr_draws", [0])
+        nets = 3 if shallow else 2
+        budget.check_model(training.fit_config(cfg, train, len(names))[0], batch, "The training race", nets)
+        key = ("race", fingerprint(cfg, req.key, used, shallow, zip_bytes or b""))
+        old, ss["tr_watch"] = ss.get("tr_watch"), runs.attach(key, lambda: training.race_run(
+            cfg, train, test, names, used, shallow, notes, source.value, source), cost=used.steps * nets)
+        if old is not None:
+            old.detach()  # after the attach: pressing Start twice on the same settings keeps the same run
+        ss.update(tr_view=None, tr_stopped=None)
+if stopped and (w := ss.pop("tr_watch", None)) is not None:
+    snap = w.snapshot()
+    w.detach()  # the run goes on for the others, or stops if nobody is left
+    if len(snap.records) > 1:  # this student's curves end here, with what was learned so far
+        ss["tr_stopped"] = snap
+        if snap.status.state is not runs.State.FINISHED:  # the weights may be a step or two further on
+            ss["trained"] = snap.records[0].weights_now()
 
 
-def draw(h):
-    progress.progress(h.step / h.steps, text=f"step {h.step} of {h.steps}")
-    status.markdown(training.status_line(h, run.running))
-    draws[0] += 1
-    loss_ph.plotly_chart(plot_race_loss(h), key=f"tr_loss_{draws[0]}")
-    acc_ph.plotly_chart(plot_race_accuracy(h, run.chance), key=f"tr_acc_{draws[0]}")
+@st.fragment(run_every=1.0)  # each poll also renews this student's lease on the shared run
+def race_ui():
+    w = ss.get("tr_watch")
+    snap = w.snapshot() if w else ss.get("tr_stopped")
+    if snap is None:
+        return st.info("Choose the networks and settings, then press **Start**. Charts update live; **Stop** keeps "
+                       "what was learned so far.")
+    s = snap.status
+    if s.state is runs.State.QUEUED:
+        return st.info(training.queue_text(s.position, s.wait_s, runs.registry().max_running))
+    if s.state is runs.State.FAILED:
+        return st.error(f"The race failed: {s.error}")
+    view = ss["tr_view"] = training.fold(ss.get("tr_view"), snap.records)
+    if view is None:
+        return st.info("Building the networks…")
+    running = s.state is runs.State.RUNNING and w is not None
+    draw(view, running, s.watchers)
+    if w is None and s.state is not runs.State.FINISHED:
+        st.caption(f"Stopped by you at step {view.history.step}.")
+    if s.state is runs.State.FINISHED:
+        ss["trained"] = snap.result  # a resviz.pair.TrainedPair: Feature maps, Lesion, Paths, Landscape read it
+    if not running and isinstance(ss.get("trained"), TrainedPair):
+        st.download_button("Download the trained ResNet (state dict)", lambda: training.state_dict_bytes(
+            ss["trained"].state_dict), file_name=view.header.file_name, key="tr_save")
+        st.caption("The trained ResNet and its twin are now available on the Feature maps page (source: trained). "
+                   "Load the file with `model.load_state_dict(torch.load(path, weights_only=True))`.")
+
+
+def draw(view, running, watchers):
+    h = view.history
+    for note in view.header.notes:
+        st.caption(note)
+    st.progress(h.step / h.steps, text=f"step {h.step} of {h.steps}")
+    st.markdown(training.status_line(h, running) + (f" · watched by {watchers} students" if watchers > 1 else ""))
+    loss, acc = st.columns(2)
+    loss.plotly_chart(plot_race_loss(h), key="tr_loss")
+    acc.plotly_chart(plot_race_accuracy(h, view.header.chance), key="tr_acc")
+    for tone, text in view.messages():  # what the race showed, right under its curves
+        getattr(st, tone.value)(text)
+    st.caption(view.header.accuracy_note)
     zr = grad_range(h)
-    for i, (ph, r) in enumerate(zip(heat_phs, h.runs.values())):
-        ph.plotly_chart(plot_grad_heatmap(r.name, r.layers, r.step, r.grad_norms, zr), key=f"tr_h{i}_{draws[0]}")
+    for i, (col, r) in enumerate(zip(st.columns(len(h.runs)), h.runs.values())):
+        col.plotly_chart(plot_grad_heatmap(r.name, r.layers, r.step, r.grad_norms, zr), key=f"tr_h{i}")
 
 
-if run.running:
-    last = 0.0
-    with ui.friendly_errors("Training"):  # a Stop click interrupts this loop; the rerun keeps what it made
-        for h in run.advance():
-            if time.monotonic() - last > 1.5:
-                draw(h)
-                last = time.monotonic()
-    run.running = False
-h = run.history
-draw(h)
-for tone, text in run.messages():
-    getattr(verdicts, tone.value)(text)
-if h.step and not run.running:
-    ss["trained"] = run.trained_pair()  # a resviz.pair.TrainedPair: Feature maps, Lesion, Paths, Landscape read it
-    st.download_button("Download the trained ResNet (state dict)", lambda: training.state_dict_bytes(
-        run.trained_pair().state_dict), file_name=f"{next(iter(h.runs)).lower()}_trained.pt", key="tr_save")
-    st.caption("The trained ResNet and its twin are now available on the Feature maps page (source: trained). "
-               "Load the file with `model.load_state_dict(torch.load(path, weights_only=True))`.")
+race_ui()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from resviz import runs
 from resviz.inputs import data
 from resviz.lessons.training import RECIPES, DataSource, RacePair
 from resviz.models import ResNet
@@ -24,10 +25,16 @@ def start(at, steps=4, batch=8, **widgets):
     at.number_input(key="tr_steps").set_value(steps)
     at.select_slider(key="tr_batch").set_value(batch)
     for key, value in widgets.items():
-        widget = next(w for kind in ("radio", "checkbox", "selectbox", "select_slider")
+        widget = next(w for kind in ("radio", "checkbox", "selectbox", "select_slider", "number_input")
                       for w in getattr(at, kind) if w.key == key)
         widget.set_value(value)
     at.button(key="tr_start").click()
+    return at.run()
+
+
+def finish(at):
+    """Wait (bounded) for the shared run this session watches, then rerun: AppTest does not poll fragments."""
+    assert at.session_state["tr_watch"].wait(120).status.state is runs.State.FINISHED
     return at.run()
 
 
@@ -65,7 +72,7 @@ def test_the_recommended_recipe_follows_the_pair_and_a_students_changes_stay():
 
 
 def test_start_runs_a_tiny_race_and_shares_the_trained_model():
-    at = start(tiny_app(), steps=4)
+    at = finish(start(tiny_app(), steps=4))
     no_exceptions(at)
     assert not at.error
     titles = chart_titles(at)
@@ -101,14 +108,14 @@ def test_start_runs_a_tiny_race_and_shares_the_trained_model():
 def test_shallow_plain_net_joins_the_race():
     at = tiny_app()
     at.text_input(key="sel_layers").set_value("3, 3").run()
-    at = start(at, steps=3, tr_shallow=True)
+    at = finish(start(at, steps=3, tr_shallow=True))
     no_exceptions(at)
     assert chart_titles(at)[2:] == ["ResNet-14: gradient norm per layer", "plain-14: gradient norm per layer",
                                     "plain-6: gradient norm per layer"]
 
 
 def test_huge_learning_rate_shows_divergence_and_the_others_keep_going():
-    at = start(tiny_app(), steps=6, tr_lr=100.0)
+    at = finish(start(tiny_app(), steps=6, tr_lr=100.0))
     no_exceptions(at)
     warnings = [w.value for w in at.warning]
     assert warnings and all("diverged at step" in w and "smaller learning rate" in w for w in warnings)
@@ -119,13 +126,82 @@ def test_missing_torchvision_dataset_is_a_clear_message(tmp_path, monkeypatch):
     at = start(tiny_app(), tr_data=DataSource.MNIST)
     no_exceptions(at)
     assert at.error and "built-in dataset" in at.error[0].value
-    assert "tr_run" not in at.session_state
+    assert "tr_watch" not in at.session_state
 
 
 def test_zip_source_without_upload_asks_for_one():
     at = start(tiny_app(), tr_data=DataSource.ZIP)
     no_exceptions(at)
     assert at.error and "Upload a zip" in at.error[0].value
+
+
+def test_race_run_yields_a_header_then_the_records_and_fold_replays_them_per_student():
+    from resviz.lessons import training
+    from resviz.models import ResNetConfig
+
+    cfg = ResNetConfig(layers=(1, 1), widths=(4, 8), stem="cifar", stem_width=4, input_size=16, num_classes=10)
+    train, test, names = training.DataRequest(training.DataSource.BUILTIN, 16, 3).load()
+    used = training.RaceConfig(steps=3, batch_size=8, eval_every=0)
+    gen = training.race_run(cfg, train, test, names, used)
+    records = []
+    with pytest.raises(StopIteration) as end:
+        while True:
+            records.append(next(gen))
+    header, steps = records[0], records[1:]
+    assert isinstance(header, training.RaceHeader) and [r["step"] for r in steps] == [1, 2, 3]
+    assert isinstance(end.value.value, TrainedPair) and end.value.value.steps == 3
+    assert header.empty.step == 0 and not any(r.loss for r in header.empty.runs.values())  # shared: never changed
+    early = training.fold(None, records[:2])  # a student who saw one step, then the rest
+    late = training.fold(None, records)  # one who joined after the end: the whole history replayed
+    assert training.fold(early, records) is early and early.history == late.history and late.history.step == 3
+    assert training.fold(None, []) is None
+
+
+def test_same_settings_share_one_run_and_a_stop_only_detaches_that_student():
+    long = dict(steps=5000, batch=256)  # far longer than the test: it is stopped, never finished
+    a, b = start(tiny_app(), **long), start(tiny_app(), **long)
+    wa, wb = a.session_state["tr_watch"], b.session_state["tr_watch"]
+    try:
+        assert wa._run is wb._run and wb.status.watchers == 2
+        c = start(tiny_app(), tr_seed=1, **long)  # another seed: another run
+        assert c.session_state["tr_watch"]._run is not wa._run
+        c.button(key="tr_stop").click().run()
+        seen = len(wb.wait(120, records=3).records)
+        a.button(key="tr_stop").click().run()  # a leaves; b's run goes on
+        no_exceptions(a)
+        assert wa.detached and any("Stopped by you at step" in e.value for e in a.caption)
+        assert isinstance(a.session_state["trained"], TrainedPair)  # what was learned so far
+        snap = wb.wait(120, records=seen + 3)
+        assert snap.status.state is runs.State.RUNNING and len(snap.records) >= seen + 3
+        assert snap.status.watchers == 1
+        b.button(key="tr_stop").click().run()  # nobody left: the run stops
+        assert wb.wait(60).status.state is runs.State.CANCELLED
+    finally:
+        wa.detach()
+        wb.detach()
+
+
+def test_a_queued_student_sees_their_place(monkeypatch):
+    reg = runs.Registry(max_running=1)
+    monkeypatch.setattr(runs, "_REGISTRY", reg)
+    try:
+        a = start(tiny_app(), steps=5000, batch=256)
+        b = start(tiny_app(), steps=5000, batch=256, tr_seed=2)
+        no_exceptions(b)
+        assert b.session_state["tr_watch"].status.state is runs.State.QUEUED
+        assert any("Number 1 in the queue" in i.value for i in b.info)
+        for at in (a, b):
+            at.button(key="tr_stop").click().run()
+    finally:
+        reg.shutdown()
+
+
+def test_a_race_too_big_for_the_server_is_refused_with_numbers(monkeypatch):
+    monkeypatch.setenv("RESVIZ_BUDGET_MB", "1")
+    at = start(tiny_app(), batch=256)
+    no_exceptions(at)
+    assert at.error and "The training race needs about" in at.error[0].value
+    assert "tr_watch" not in at.session_state
 
 
 @pytest.mark.browser
@@ -175,10 +251,10 @@ def test_a_good_zip_uploaded_on_the_page_trains():
     at.file_uploader(key="tr_zip").set_value(("shapes.zip", buf.getvalue(), "application/zip")).run()
     at.number_input(key="tr_steps").set_value(3)
     at.select_slider(key="tr_batch").set_value(8)
-    at.button(key="tr_start").click().run()
+    finish(at.button(key="tr_start").click().run())
     no_exceptions(at)
     assert not at.error, [e.value for e in at.error]
-    assert at.session_state["tr_run"].history.step == 3
+    assert at.session_state["tr_view"].history.step == 3
 
 
 def test_teacher_folders_are_offered_by_name_only(tmp_path, monkeypatch):
@@ -194,7 +270,7 @@ def test_teacher_folders_are_offered_by_name_only(tmp_path, monkeypatch):
     assert at.selectbox(key="tr_folder").options == ["shapes"]
     at.number_input(key="tr_steps").set_value(2)
     at.select_slider(key="tr_batch").set_value(8)
-    at.button(key="tr_start").click().run()
+    finish(at.button(key="tr_start").click().run())
     no_exceptions(at)
     assert not at.error, [e.value for e in at.error]
-    assert at.session_state["tr_run"].history.step == 2
+    assert at.session_state["tr_view"].history.step == 2

@@ -16,9 +16,10 @@ from __future__ import annotations
 import enum
 import io
 import math
+import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Iterator
+from typing import Generator, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -752,3 +753,80 @@ def max_accuracy_drop(history: RaceHistory) -> float:
     """The largest fall of any network's held-out accuracy between two evaluations, in points (0 if none)."""
     drops = [100 * (a - b) for r in history.runs.values() for a, b in zip(r.test_acc, r.test_acc[1:])]
     return max([0.0, *drops])
+
+
+# --- the race as a shared run (resviz.runs): one per settings, watched by every student who started it ------------
+
+@dataclass(frozen=True)
+class RaceHeader:
+    """A shared race's first record: what every watcher needs before the steps (its own empty history to fold into)."""
+    empty: RaceHistory  # never changed: ``fold`` copies it
+    notes: tuple[str, ...]
+    accuracy_note: str
+    chance: float
+    context: RaceContext | None
+    file_name: str  # the trained ResNet's download name
+    weights_now: object = field(compare=False, repr=False)  # () -> TrainedPair: the weights at the latest step
+
+
+def race_run(cfg: M.ResNetConfig, train: Dataset, test: Dataset, class_names: list[str], race_cfg: RaceConfig,
+             include_shallow_plain: bool = False, notes: list[str] | None = None, data_name: str = "",
+             source: DataSource | None = None) -> Generator[RaceHeader | dict, None, pair.TrainedPair]:
+    """The race as a shared run: builds it (in the run's worker thread), yields a ``RaceHeader``, then one ``race``
+    record per step; returns the trained pair. ``header.weights_now()`` reads the weights between two steps."""
+    r = new_race(cfg, train, test, class_names, race_cfg, include_shallow_plain, notes, data_name, source)
+    lock = threading.Lock()
+
+    def weights_now() -> pair.TrainedPair:
+        with lock:  # never half-way through an optimizer step
+            r.trained = None
+            return r.trained_pair()
+
+    yield RaceHeader(r.history, tuple(r.notes), r.accuracy_note(), r.chance, r.context,
+                     f"{next(iter(r.models)).lower()}_trained.pt", weights_now)
+    r.history = new_history(r.models, race_cfg.steps)  # the header's stays empty
+    while True:
+        with lock:
+            rec = next(r.gen, None)
+            if rec is None:
+                break
+            r.history.add(rec)
+        yield rec
+    return weights_now()
+
+
+@dataclass
+class RaceView:
+    """One student's view of a shared race: the header and their own history, folded from the shared records."""
+    header: RaceHeader
+    history: RaceHistory
+    seen: int = 1  # records folded, the header included
+
+    def messages(self) -> list[tuple[Tone, str]]:
+        """What the race showed, in words (``race_messages``)."""
+        return race_messages(self.history, self.header.context)
+
+
+def fold(view: RaceView | None, records) -> RaceView | None:
+    """``view`` with the records it has not seen added (a new view from the header if None; None before it)."""
+    if view is None:
+        if not records:
+            return None
+        header = records[0]
+        view = RaceView(header, new_history_like(header.empty))
+    for rec in records[view.seen:]:
+        view.history.add(rec)
+    view.seen = max(view.seen, len(records))
+    return view
+
+
+def new_history_like(h: RaceHistory) -> RaceHistory:
+    """An empty history with ``h``'s networks and plan."""
+    return RaceHistory({n: RunHistory(r.name, r.role, list(r.layers)) for n, r in h.runs.items()}, h.steps)
+
+
+def queue_text(position: int, wait_s: float | None, max_running: int) -> str:
+    """What a student whose race waits in the server's queue reads."""
+    wait = f"; it should start in about {wait_s:.0f} s (from the pace of the races before it)" if wait_s else ""
+    return (f"Number {position} in the queue: this server trains {max_running} race(s) at once{wait}. Students who "
+            "press Start with the same settings share one race.")
