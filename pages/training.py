@@ -67,11 +67,11 @@ if started:
         ss.update(tr_view=None, tr_stopped=None)
 if stopped and (w := ss.pop("tr_watch", None)) is not None:
     snap = w.snapshot()
-    w.detach()  # the run goes on for the others, or stops if nobody is left
     if len(snap.records) > 1:  # this student's curves end here, with what was learned so far
         ss["tr_stopped"] = snap
         if snap.status.state is not runs.State.FINISHED:  # the weights may be a step or two further on
             ss["trained"] = snap.records[0].weights_now()
+    w.detach()  # the run goes on for the others, or stops if nobody is left
 
 
 @st.fragment(run_every=1.0)  # each poll also renews this student's lease on the shared run

@@ -150,6 +150,7 @@ def test_race_run_yields_a_header_then_the_records_and_fold_replays_them_per_stu
     header, steps = records[0], records[1:]
     assert isinstance(header, training.RaceHeader) and [r["step"] for r in steps] == [1, 2, 3]
     assert isinstance(end.value.value, TrainedPair) and end.value.value.steps == 3
+    assert header.weights_now() is end.value.value  # once over, the header holds the weights, not the models
     assert header.empty.step == 0 and not any(r.loss for r in header.empty.runs.values())  # shared: never changed
     early = training.fold(None, records[:2])  # a student who saw one step, then the rest
     late = training.fold(None, records)  # one who joined after the end: the whole history replayed

@@ -776,23 +776,33 @@ def race_run(cfg: M.ResNetConfig, train: Dataset, test: Dataset, class_names: li
     record per step; returns the trained pair. ``header.weights_now()`` reads the weights between two steps."""
     r = new_race(cfg, train, test, class_names, race_cfg, include_shallow_plain, notes, data_name, source)
     lock = threading.Lock()
+    final: list[pair.TrainedPair] = []  # once over: the models are freed, their weights stay
 
     def weights_now() -> pair.TrainedPair:
         with lock:  # never half-way through an optimizer step
-            r.trained = None
-            return r.trained_pair()
+            if not final:
+                r.trained = None
+                return r.trained_pair()
+            return final[0]
 
     yield RaceHeader(r.history, tuple(r.notes), r.accuracy_note(), r.chance, r.context,
                      f"{next(iter(r.models)).lower()}_trained.pt", weights_now)
     r.history = new_history(r.models, race_cfg.steps)  # the header's stays empty
-    while True:
+    try:
+        while True:
+            with lock:
+                rec = next(r.gen, None)
+                if rec is None:
+                    break
+                r.history.add(rec)
+            yield rec
+    finally:  # finished or stopped: the header (kept by finished runs and stopped students) must not hold models
+        pair_now = weights_now()
         with lock:
-            rec = next(r.gen, None)
-            if rec is None:
-                break
-            r.history.add(rec)
-        yield rec
-    return weights_now()
+            final.append(pair_now)
+            r.models.clear()
+            r.gen = iter(())
+    return final[0]
 
 
 @dataclass
