@@ -222,6 +222,22 @@ def test_browser_start_then_stop(app_server, page):
     screenshot(page, "training_race")
 
 
+@pytest.mark.browser
+def test_browser_race_runs_to_its_finish(app_server, page):
+    open_page(page, app_server, "training")
+    main = page.get_by_test_id("stMain")
+    steps = main.get_by_label("Steps")
+    steps.fill("60")
+    steps.press("Enter")
+    wait_idle(page)
+    main.get_by_role("button", name="Start").click()
+    page.get_by_text("Download the trained ResNet").wait_for(timeout=300_000)  # drawn once the race is over
+    wait_idle(page)
+    assert page_exceptions(page) == []
+    assert page.get_by_text("step 60 of 60").count() == 1
+    screenshot(page, "training_race_finished")
+
+
 def _image_zip_members(classes=("circles", "squares"), n=6):
     import io as _io
 
