@@ -20,4 +20,5 @@ st.html("<style>[data-testid='stMainBlockContainer'] {padding-top: 2rem;}</style
 ui.model_sidebar_ui()
 st.sidebar.toggle("Projector", key="projector",
                   help="Larger chart text and thicker lines, readable from the back of a classroom.")
+ui.warm_up(p.url_path for p in PAGES)  # once per server, in the background: the class finds every page ready
 page.run()

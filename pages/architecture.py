@@ -33,8 +33,9 @@ if idle := arch.idle_stride_text(trace):
 stages = list(dict.fromkeys(b.stage for b in trace.blocks))
 expand = st.segmented_control("Show layers of", ["blocks only", *stages, "all"], default="blocks only",
                               key="arch_expand") or "blocks only"
-fig = plot_architecture(layout_graph(trace, "all" if expand == "all" else {expand}), cfg.label)
-st.plotly_chart(ui.chart(fig), width="stretch", key="arch_graph")
+fig = ui.figure(("arch_graph", cfg, expand),
+                lambda: plot_architecture(layout_graph(trace, "all" if expand == "all" else {expand}), cfg.label))
+st.plotly_chart(fig, width="stretch", key="arch_graph")
 st.caption("Each shortcut runs below the main path F(x) to the addition ⊕: green the identity (x as it is), orange "
            "a 1x1 projection, dashed magenta zero-padding. Long stages fold their identical blocks. Hover a node for "
            "its shapes, parameters and MACs, the small dot on an edge for the tensor it carries.")

@@ -69,16 +69,24 @@ cam_block = cam_col.selectbox("Grad-CAM block", range(len(names)), index=len(nam
 choice = cam_col.selectbox("Explain which class", ["predicted", *range(cfg.num_classes)], key="fm_target",
                            format_func=lambda c: "the predicted one" if c == "predicted" else f"{c}: {w.class_name(c)}")
 
+with st.expander("Preprocessing: what the network really sees", key="fm_pre", on_change="rerun"):  # stays open
+    st.plotly_chart(ui.figure(pic.key, lambda: plots.plot_preprocessing(pic.steps)), key="fm_pre_fig")
+    st.caption(fm.preprocessing_note(pre))
+
 
 def capture(model, target: int | None):
-    """One forward and Grad-CAM of the picture, for the class; returns (its key, the ``fm.Capture``)."""
+    """One forward and Grad-CAM of the picture, shared by the class: (its key, the ``fm.Capture`` or None while the
+    background computes it)."""
     key = ("fm", w.key, model.cfg.residual, pic.key, block, cam_block, target)
-    return key, ui.shared_result(key, lambda _: fm.capture(model, pic.x, block, cam_block, target),
-                                 "Running the picture through the network…")
+    return key, ui.background_result(key, lambda _: fm.capture(model, pic.x, block, cam_block, target),
+                                     "Running the picture through the network…")
 
 
 with ui.friendly_errors("Computing the feature maps"):
-    rk, r = capture(w.model, None if choice == "predicted" else int(choice))
+    with views:  # while the maps are computed, their progress stands where they will be
+        rk, r = capture(w.model, None if choice == "predicted" else int(choice))
+    if r is None:
+        st.stop()  # the first screen is drawn; the page reruns when the maps are ready
     views.subheader(fm.views_heading(r, k))
     figs = ui.figure((rk, k), lambda: plots.plot_block_views(r, k, 330))
     for i, (col, fig) in enumerate(zip(views.columns(3), figs)):
@@ -92,17 +100,16 @@ with ui.friendly_errors("Computing the feature maps"):
         pic.cropped, r.cam, f"Grad-CAM at {r.cam_block}: '{w.class_name(r.target)}'")), key="fm_cam")
     norm_col.plotly_chart(ui.figure((rk, "norms"), lambda: plots.plot_block_norms(r.norms, r.block)), key="fm_norms")
     norm_col.caption(fm.NORMS_NOTE)
-    with st.expander("Preprocessing: what the network really sees"):
-        st.plotly_chart(ui.figure(pic.key, lambda: plots.plot_preprocessing(pic.steps)), key="fm_pre_fig")
-        st.caption(fm.preprocessing_note(pre))
 
     if cfg.residual and st.toggle("Compare with the plain twin (same layers, shortcuts removed)", key="fm_plain"):
-        pk, p = capture(ui.held(w.owned, "fm_plain", (w.key, device), lambda: fm.plain_model(w, device)), r.target)
-        a, b = st.columns(2)
-        a.plotly_chart(ui.figure((pk, k, "out"), lambda: plots.plot_block_views(p, k, 330)[-1]), key="fm_plain_view")
-        b.plotly_chart(ui.figure((pk, "cam"), lambda: plots.plot_overlay(
-            pic.cropped, p.cam, f"Plain twin: Grad-CAM at {p.cam_block}")), key="fm_plain_cam")
-        st.caption(fm.plain_twin_caption(p, w))
+        plain = ui.held(w.owned, "fm_plain", (w.key, device), lambda: fm.plain_model(w, device))
+        pk, p = capture(plain, r.target)
+        if p is not None:
+            a, b = st.columns(2)
+            a.plotly_chart(ui.figure((pk, k), lambda: plots.plot_block_views(p, k, 330)[-1]), key="fm_plain_view")
+            b.plotly_chart(ui.figure((pk, "cam"), lambda: plots.plot_overlay(
+                pic.cropped, p.cam, f"Plain twin: Grad-CAM at {p.cam_block}")), key="fm_plain_cam")
+            st.caption(fm.plain_twin_caption(p, w))
 
     st.subheader("Other attributions (captum)")
     cols = st.columns(2)

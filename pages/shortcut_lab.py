@@ -73,12 +73,14 @@ with ui.friendly_errors("Running the shortcut lab"):
     pc = st.columns(2)
     row = pc[0].slider("Output row", 0, max(oh - 1, 1), key="sl_row", disabled=oh < 2)
     col = pc[1].slider("Output column", 0, max(ow - 1, 1), key="sl_col", disabled=ow < 2)
-    p = _shared(sc.pixel_product, c_in, c_out, stride, h, w, row, col, 0, device)
-    st.plotly_chart(ui.chart(plots.plot_pixel_product(p)), key="sl_product")
+    args = (c_in, c_out, stride, h, w, row, col, 0, device)
+    p = _shared(sc.pixel_product, *args)
+    st.plotly_chart(ui.figure(("sl_product", *args), lambda: plots.plot_pixel_product(p)), key="sl_product")
     st.markdown(f"Output channel 0 by hand: y₀ = {p.y0_text}; the convolution "
                 f"computed **{p.y_conv[0]:.4f}**. Weights: {p.params:,} ({c_out} × {c_in}); "
                 f"MACs: {p.macs:,} ({p.out_hw[0]}×{p.out_hw[1]} pixels × {c_out} × {c_in}).")
-    st.plotly_chart(ui.chart(plots.plot_kept_pixels(p.kept, p.in_pixel, stride)), key="sl_kept")
+    st.plotly_chart(ui.figure(("sl_kept", *args), lambda: plots.plot_kept_pixels(p.kept, p.in_pixel, stride)),
+                    key="sl_kept")
     st.caption(f"With stride {stride} the 1x1 convolution reads one pixel in {stride} along each axis "
                f"and ignores the rest (grey); option A's subsampling keeps exactly the same pixels.")
 
@@ -92,7 +94,8 @@ with ui.friendly_errors("Measuring the bottleneck"):
     st.markdown(f"A bottleneck first **reduces** {ch} channels to {ch // 4} with a 1x1 conv, runs the 3x3 on "
                 f"those few channels, then **expands** back to {ch} with another 1x1. Compared with two 3x3 "
                 f"convs at {ch} channels (the real modules, measured on a {ch}×{size}×{size} input):")
-    st.plotly_chart(ui.chart(plots.plot_bottleneck_costs(costs)), key="sl_bn_chart")
+    st.plotly_chart(ui.figure(("sl_bn", ch, bstride, size), lambda: plots.plot_bottleneck_costs(costs)),
+                    key="sl_bn_chart")
     for design in costs[:2]:
         st.markdown(f"**{design.name}**")
         st.dataframe(sc.layer_table(design.rows), hide_index=True, column_config=NUMBERS)

@@ -41,19 +41,18 @@ if image is None:
     batch = e3.slider("Batch size", 2, sf.max_batch(cfg), 8, key="sf_batch", help="Random images and labels.")
 settings = sf.Settings(cfg, init, steps, lr, batch, int(seed))
 
-result = None
+result, key = None, ("signal_flow", settings, sel.device, image and fingerprint(image))
 with ui.friendly_errors("Measuring the signal flow"):
-    result = ui.shared_result(("signal_flow", settings, sel.device, image and fingerprint(image)),
-                              lambda progress: sf.measure(settings, image, sel.device, progress),
-                              "Measuring both networks…")
+    result = ui.background_result(key, lambda progress: sf.measure(settings, image, sel.device, progress),
+                                  "Measuring both networks…")
 if result is None:
     st.stop()
 st.caption(sf.describe(result, uploaded=image is not None))
 for text in sf.warnings(result):
     st.warning(text)
 left, right = st.columns(2)
-left.plotly_chart(ui.chart(plots.plot_layer_stat(result, "act_rms")), key="sf_chart_act")
-right.plotly_chart(ui.chart(plots.plot_layer_stat(result, "grad_rms")), key="sf_chart_grad")
+left.plotly_chart(ui.figure((key, "act"), lambda: plots.plot_layer_stat(result, "act_rms")), key="sf_chart_act")
+right.plotly_chart(ui.figure((key, "grad"), lambda: plots.plot_layer_stat(result, "grad_rms")), key="sf_chart_grad")
 st.subheader("What the charts show")
 st.markdown("\n".join(f"- {line}" for line in sf.explain_signal_flow(result)))
 st.caption("RMS: the root mean square of every number in the tensor (the batch × channels × positions), so that "
@@ -62,13 +61,14 @@ st.caption("RMS: the root mean square of every number in the tensor (the batch �
 
 names = ["Weight gradients", "Fig. 7: 3x3 responses", "Every number"] + (["Training loss"] if steps else [])
 tabs = st.tabs(names)
-tabs[0].plotly_chart(ui.chart(plots.plot_layer_stat(result, "weight_grad_rms")), key="sf_chart_wgrad")
+tabs[0].plotly_chart(ui.figure((key, "wgrad"), lambda: plots.plot_layer_stat(result, "weight_grad_rms")),
+                     key="sf_chart_wgrad")
 tabs[1].markdown(sf.explain_responses(result))
-tabs[1].plotly_chart(ui.chart(plots.plot_responses(result)), key="sf_chart_resp")
+tabs[1].plotly_chart(ui.figure((key, "resp"), lambda: plots.plot_responses(result)), key="sf_chart_resp")
 tabs[2].caption("One row per weighted layer (the classifier too). RMS, mean and std over the batch and every channel "
                 "and position of the layer's output; ∂loss/∂weight RMS over the layer's weights.")
 tabs[2].dataframe(sf.stats_table(result), key="sf_table")
 if steps:
-    tabs[3].plotly_chart(ui.chart(plots.plot_losses(result)), key="sf_chart_loss")
+    tabs[3].plotly_chart(ui.figure((key, "loss"), lambda: plots.plot_losses(result)), key="sf_chart_loss")
 st.caption("Statistics come from forward and gradient hooks that are removed after one pass; both networks are "
            "built fresh for this page from the seed, never the shared model.")

@@ -165,33 +165,118 @@ def shared_result(key: tuple, compute: Callable, label: str) -> Any:
 
     ``compute(progress)`` gets a callback taking a fraction in [0, 1]; the page shows it as a progress bar.
     """
-    store, lock, inflight = _result_store()
-    with lock:
-        if key in store:
-            return store[key]
-        key_lock = inflight.setdefault(key, threading.Lock())
+    if (found := _stored(key)) is not _MISSING:
+        return found
     bar = st.progress(0.0, text=label)
     try:
-        with key_lock:  # a second student asking for the same result waits for the first: computed once
-            with lock:
-                if key in store:
-                    return store[key]
-            result = compute(lambda f: bar.progress(min(1.0, max(0.0, f)), text=f"{label} {f:.0%}"))
-            with lock:
-                store[key] = result
-                inflight.pop(key, None)
+        return _compute_once(key, compute, lambda f: bar.progress(min(1.0, max(0.0, f)), text=f"{label} {f:.0%}"))
     finally:
         bar.empty()
+
+
+def background_result(key: tuple, compute: Callable, label: str) -> Any:
+    """``shared_result`` that never keeps the page waiting: None until the result is ready.
+
+    The first student to ask starts ``compute`` in a background thread (once for the class: later askers join
+    it); meanwhile this spot shows its progress and the page draws its first screen and stops (``if result is
+    None: st.stop()``), so nothing computed for earlier settings stays on screen. The progress reruns itself and
+    reruns the page when the result is ready; an error is raised on that rerun. Under AppTest it simply waits.
+    """
+    if waits_for_results():
+        return shared_result(key, compute, label)
+    if (found := _stored(key)) is not _MISSING:
+        return found
+    jobs, lock = _job_store()
+    with lock:
+        job = jobs.get(key)
+        if job is not None and job.done.is_set():  # failed: the error is ours to show, then it may be tried again
+            del jobs[key]
+            raise job.error
+        if job is None:
+            if (found := _stored(key)) is not _MISSING:  # finished since we looked
+                return found
+            job = jobs[key] = _Job()
+            threading.Thread(target=job.run, args=(key, compute), name="resviz-result", daemon=True).start()
+    _progress_ui(key, label)
+    return None
+
+
+def waits_for_results() -> bool:
+    """Whether pages wait for their results instead of drawing the first screen first: under AppTest, whose runs
+    read a page once (a server's page reruns itself when a background result is ready)."""
+    from streamlit import config  # its get_option, which AppTest patches (st.get_option is bound at import)
+
+    return bool(config.get_option("global.appTest"))
+
+
+class _Job:
+    """One background computation of a shared result: its progress, then done (with an error if it failed)."""
+
+    def __init__(self):
+        self.fraction, self.error, self.done = 0.0, None, threading.Event()
+
+    def run(self, key: tuple, compute: Callable) -> None:
+        try:
+            _compute_once(key, compute, lambda f: setattr(self, "fraction", min(1.0, max(0.0, f))))
+        except Exception as e:  # noqa: BLE001 - kept for the page to show on its next rerun
+            self.error = e
+        jobs, lock = _job_store()
+        with lock:
+            self.done.set()
+            if self.error is None:
+                jobs.pop(key, None)  # the result is stored: nothing left to say
+
+
+@st.fragment(run_every=0.5)
+def _progress_ui(key: tuple, label: str) -> None:
+    """The progress of a background result; reruns the whole page once it is done."""
+    jobs, lock = _job_store()
+    with lock:
+        job = jobs.get(key)
+    if job is None or job.done.is_set():
+        st.rerun()
+    st.progress(job.fraction, text=f"{label} {job.fraction:.0%}")
+
+
+@st.cache_resource
+def _job_store() -> tuple[dict, threading.Lock]:
+    return {}, threading.Lock()
+
+
+_MISSING = object()
+
+
+def _stored(key: tuple) -> Any:
+    """The stored result for ``key``, or ``_MISSING``."""
+    store, lock, _ = _result_store()
+    with lock:
+        return store.get(key, _MISSING)
+
+
+def _compute_once(key: tuple, compute: Callable, progress: Callable[[float], None]) -> Any:
+    """``compute(progress)``, stored under ``key``; a second asker for the same key waits for the first."""
+    store, lock, inflight = _result_store()
+    with lock:
+        key_lock = inflight.setdefault(key, threading.Lock())
+    with key_lock:
+        with lock:
+            if key in store:
+                return store[key]
+        result = compute(progress)
+        with lock:
+            store[key] = result
+            inflight.pop(key, None)
     return result
 
 
 def asked_result(button: str, widget_key: str, key: tuple, compute: Callable, label: str) -> Any:
-    """``shared_result(key, compute, label)`` once the student has pressed ``button`` for this very ``key``, else
-    None: a result computed for other settings (another picture, class or step count) is never shown for these."""
+    """``background_result(key, compute, label)`` once the student has pressed ``button`` for this very ``key``,
+    else None: a result computed for other settings (another picture, class or step count) is never shown for
+    these."""
     asked = st.session_state.setdefault("_asked_results", set())
     if st.button(button, key=widget_key):
         asked.add(key)
-    return shared_result(key, compute, label) if key in asked else None
+    return background_result(key, compute, label) if key in asked else None
 
 
 @st.cache_resource
@@ -260,15 +345,18 @@ def warm_up(pages: Iterable[str]) -> None:
     starts at the first session's first run (a teacher opening the app before class warms it). Off under AppTest
     and with RESVIZ_WARM_UP=0.
     """
+    from streamlit import config  # its get_option, which AppTest patches (st.get_option is bound at import)
+
     global _warm_thread
-    if os.environ.get("RESVIZ_WARM_UP", "1") == "0" or st.get_option("global.appTest"):
+    if os.environ.get("RESVIZ_WARM_UP", "1") == "0" or config.get_option("global.appTest"):
         return
     with _warm_lock:
         if _warm_thread is not None:
             return
-        address = st.get_option("server.address") or "127.0.0.1"
+        address = config.get_option("server.address") or "127.0.0.1"
         address = "127.0.0.1" if address in ("0.0.0.0", "::") else address
-        url = f"http://{address}:{st.get_option('server.port')}/{st.get_option('server.baseUrlPath').strip('/')}"
+        base = config.get_option("server.baseUrlPath").strip("/")
+        url = f"http://{address}:{config.get_option('server.port')}/{base}"
         _warm_thread = threading.Thread(target=_visit, args=(url, list(pages)), name="resviz-warm-up", daemon=True)
         _warm_thread.start()
 
@@ -282,7 +370,7 @@ def _visit(url: str, pages: list[str]) -> None:
 
     try:
         with Session(url, timeout=600) as session:
-            for page in pages:
+            for page in pages * 2:  # again: results computed in the background are drawn, their figures built
                 r = session.run(page)
                 log.info("warm-up: /%s %s in %.1f s", page, r.status, r.seconds)
     except Exception:  # noqa: BLE001 - warming is an optimisation: the class is served without it

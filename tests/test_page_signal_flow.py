@@ -121,6 +121,63 @@ def test_results_are_computed_once_per_configuration_and_shared(monkeypatch):
     assert len(calls) == 2 and not calls[1].cfg.norm
 
 
+def test_on_a_server_the_controls_come_first_and_no_chart_of_other_settings_stays(monkeypatch):
+    """A server measures in the background: the page draws its controls at once, shows no chart of the settings
+    before, and reruns itself with the new charts when the measurement is done."""
+    import threading
+    import time
+
+    from resviz import ui
+
+    release, real = threading.Event(), sf.measure
+    monkeypatch.setattr(sf, "measure", lambda *a, **k: release.wait(120) and real(*a, **k))
+    monkeypatch.setattr(ui, "waits_for_results", lambda: False)  # as on a server
+    try:
+        at = new_app("signal_flow", timeout=180)
+        release.set()  # the default settings, whether another test stored them or not
+        for _ in range(600):  # the page reruns itself when the result is ready; AppTest reruns by hand
+            if figures(at.run()):
+                break
+            time.sleep(0.1)
+        assert len(figures(at)) == 4
+        release.clear()
+        at.select_slider(key="sf_depth").set_value(32)
+        at.slider(key="sf_batch").set_value(7).run()  # settings no other test uses: measured now, in the background
+        no_exceptions(at)
+        assert at.slider(key="sf_batch").value == 7 and at.toggle(key="sf_bn")  # the controls are drawn
+        assert not figures(at) and "What the charts show" not in texts(at)  # nothing of depth 20 is left
+        release.set()
+        for _ in range(600):
+            if figures(at.run()):
+                break
+            time.sleep(0.1)
+        no_exceptions(at)
+        assert "**resnet32** (32 layers" in texts(at) and len(figures(at)) == 4
+    finally:
+        release.set()
+
+
+def test_on_a_server_a_failed_background_measurement_is_said_in_plain_words(monkeypatch):
+    import time
+
+    from resviz import models, ui
+
+    def fail(*args, **kwargs):
+        raise models.ConfigError("This network is too deep for the test.")
+
+    monkeypatch.setattr(sf, "measure", fail)
+    monkeypatch.setattr(ui, "waits_for_results", lambda: False)  # as on a server
+    at = new_app("signal_flow", timeout=180)
+    at.number_input(key="sf_seed").set_value(9876).run()  # settings no other test stores
+    for _ in range(600):  # the page reruns itself when the background measurement ends; AppTest reruns by hand
+        if at.run().error:
+            break
+        time.sleep(0.1)
+    no_exceptions(at)
+    assert at.error[0].value == "Measuring the signal flow: This network is too deep for the test."
+    assert not figures(at)
+
+
 @pytest.mark.browser
 def test_browser_charts_on_the_first_screen_at_1400x900(app_server, page):
     page.set_viewport_size({"width": 1400, "height": 900})

@@ -19,8 +19,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from captum.attr import LayerAttribution, LayerGradCam, Occlusion
-from captum.attr._utils.approximation_methods import approximation_parameters
 from torch import nn
 
 from resviz import models
@@ -288,6 +286,8 @@ def grad_cam_from(act: torch.Tensor, score: torch.Tensor, size: tuple[int, int])
     grads = torch.autograd.grad(score, act)[0]  # backward only as far as the chosen block
     channel_weights = grads.mean(dim=(2, 3), keepdim=True)  # (1, C, 1, 1): how much each channel matters
     cam = torch.relu((channel_weights * act).sum(dim=1, keepdim=True)).detach()  # (1, 1, h, w)
+    from captum.attr import LayerAttribution  # captum is imported where it is used: ~0.5 s off a first screen
+
     up = LayerAttribution.interpolate(cam, size, interpolate_mode="bilinear")  # captum's upsampling
     return cam[0, 0].cpu().numpy(), up[0, 0].cpu().numpy()
 
@@ -424,6 +424,8 @@ def ig_caption(ig: IGResult) -> str:
 
 def grad_cam(model: nn.Module, x: torch.Tensor, block: int, target: int) -> np.ndarray:
     """captum's LayerGradCam at block ``block`` (output after the block's ReLU), upsampled to the image (H, W)."""
+    from captum.attr import LayerAttribution, LayerGradCam
+
     net = working_copy(model)
     cam = LayerGradCam(net, net.blocks()[block]).attribute(x, target=target, relu_attributions=True)
     up = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
@@ -437,6 +439,8 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: int, steps: 
     ``on_progress(done, total)`` is called after each chunk."""
     net = working_copy(model)
     baseline = torch.zeros_like(x) if baseline is None else baseline
+    from captum.attr._utils.approximation_methods import approximation_parameters
+
     step_sizes_fn, alphas_fn = approximation_parameters(method)
     step_weights, alphas = step_sizes_fn(steps), alphas_fn(steps)
     total = torch.zeros_like(x)
@@ -459,6 +463,8 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: int, steps: 
 def occlusion(model: nn.Module, x: torch.Tensor, target: int, window: int | None = None,
               stride: int | None = None, per_eval: int = 8) -> np.ndarray:
     """captum's Occlusion: how much the target score drops when a grey square hides each region (H, W)."""
+    from captum.attr import Occlusion
+
     size = x.shape[-1]
     window = window or max(1, size // 4)  # 7 x 7 positions by default: 49 forwards
     stride = stride or max(1, window // 2)

@@ -20,7 +20,7 @@ from resviz import models
 from resviz.hooks import Hooks
 from resviz.lessons.architecture import shortcut_label
 from resviz.models import ConfigError, PadShortcut, ResNetConfig
-from resviz.trace import Block, conv_macs, fmt_shape
+from resviz.trace import Block, conv_macs, fmt_shape, out_shape
 
 DIM_NAMES = ("batch", "channels", "height", "width")
 MAX_CHANNELS = 2048  # the widest ResNet stage (ResNet-50..152 layer4)
@@ -244,8 +244,18 @@ def next_layer(in_channels: int, c_out: int, hw: tuple[int, int]) -> NextLayer:
     """The next 3x3 conv (``in_channels`` -> ``c_out``) on an ``hw`` map: its parameters and MACs."""
     with torch.device("meta"):
         conv = models.conv3x3(in_channels, c_out)
-    _, params, rows = run_costed(conv, torch.empty(1, in_channels, *hw, device="meta"))
-    return NextLayer(in_channels, params, rows[0].macs)
+    return NextLayer(in_channels, models.count_params(conv), conv_cost("conv", conv, (in_channels, *hw)).macs)
+
+
+def conv_cost(layer: str, conv: nn.Conv2d, in_shape: tuple[int, int, int]) -> ConvCost:
+    """What ``conv`` costs on an input of ``in_shape`` (C, H, W), its output shape by the layer's own formula.
+
+    Nothing runs: on the meta device, a first conv imports sympy and a first ReLU or addition torch._dynamo,
+    seconds of a cold server's time while a class waits.
+    """
+    out = out_shape(layer, conv, in_shape)
+    return ConvCost(layer, f"{conv.kernel_size[0]}x{conv.kernel_size[1]}", conv.stride[0], tuple(in_shape), out,
+                    conv.weight.numel(), conv_macs(conv, out))
 
 
 def kept_pixels(stride: int, height: int, width: int) -> np.ndarray:
@@ -339,10 +349,20 @@ def bottleneck_costs(channels: int = 256, stride: int = 1, size: int = 56) -> tu
     for name, short, block_cls, cfg, in_ch, width in designs:
         with torch.device("meta"):
             block = block_cls(cfg, in_ch, width, stride)
-        _, _, rows = run_costed(block, torch.empty(1, in_ch, size, size, device="meta"))
-        path = tuple(r for r in rows if not r.layer.startswith("downsample"))  # the main path F(x) only
+        path = main_path_costs(block, (in_ch, size, size))
         out.append(BlockCost(name, short, path, sum(r.params for r in path), sum(r.macs for r in path), in_ch))
     return tuple(out)
+
+
+def main_path_costs(block: nn.Module, in_shape: tuple[int, int, int]) -> tuple[ConvCost, ...]:
+    """The convs of a block's main path F(x) (the projection shortcut left out), each fed the last one's output:
+    batch norm, ReLU and the addition change no shape and hold no conv."""
+    rows, shape = [], tuple(in_shape)
+    for layer, conv in block.named_children():
+        if isinstance(conv, nn.Conv2d):  # conv1, conv2 (, conv3) in the order they run
+            rows.append(conv_cost(layer, conv, shape))
+            shape = rows[-1].out_shape
+    return tuple(rows)
 
 
 def fix_table(lab: LabResult) -> list[dict]:

@@ -321,6 +321,8 @@ class FlowResult:
 def train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float = 0.01,
                 progress: Callable[[int], None] | None = None) -> list[float]:
     """``steps`` plain SGD steps on the batch ``(x, y)``, in place; stops early if the loss stops being finite."""
+    if steps == 0:
+        return []  # the optimizer's first construction imports torch._dynamo: seconds of a cold server's time
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     model.train()
     losses = []
