@@ -32,20 +32,22 @@ with ui.friendly_errors("Running the lesion study"):
     c = lesion.LesionComparison(res, plain, p.chance)
     k = int(c.comparable.sum())
     m1, m2, m3 = st.columns(3)
-    m1.metric("ResNet: accuracy lost by one deletion", f"{c.mean_drop(res):.1%}",
-              help=f"Mean over the {k} blocks that keep the shape (both nets can lose those); intact {res.intact:.1%}. "
-                   f"That is {c.share_lost(res):.0%} of what it learned above guessing.")
-    m2.metric("plain twin: accuracy lost by one deletion", f"{c.mean_drop(plain):.1%}",
-              help=f"Mean over the same {k} blocks; intact {plain.intact:.1%}. That is {c.share_lost(plain):.0%} "
-                   "of what it learned above guessing.")
-    m3.metric("ResNet: lost at a downsampling block", f"{c.resnet_downsampling_drop:.1%}",
+    share = lambda r: "—" if c.share_lost(r) != c.share_lost(r) else f"{c.share_lost(r):.0%}"  # NaN: learned nothing
+    m1.metric("ResNet: share of learned accuracy lost", share(res),
+              help="By one deletion; what it learned is its accuracy above guessing. "
+                   f"{c.mean_drop(res):.1%} accuracy points on average over the {k} blocks that keep the shape (both "
+                   f"nets can lose those), from {res.intact:.1%} intact; guessing gets {c.chance:.0%}.")
+    m2.metric("plain twin: share of learned accuracy lost", share(plain),
+              help=f"{c.mean_drop(plain):.1%} accuracy points on average over the same {k} blocks, from "
+                   f"{plain.intact:.1%} intact: a net that learned little has little to lose, hence the share.")
+    m3.metric("ResNet: accuracy lost at a downsampling block", f"{c.resnet_downsampling_drop:.1%}",
               help="The plain twin cannot lose these blocks: its shapes would no longer fit.")
     if c.resnet_much_more_robust:
-        st.success(f"As in the paper: one deletion costs the ResNet {c.share_lost(res):.0%} of what it learned, "
-                   f"the plain twin {c.share_lost(plain):.0%}.")
+        st.success(f"As in the paper: one deletion costs the ResNet {share(res)} of what it learned, "
+                   f"the plain twin {share(plain)}.")
     else:
-        st.info(f"Not the paper's picture here: one deletion costs the ResNet {c.share_lost(res):.0%} of what it "
-                f"learned, the plain twin {c.share_lost(plain):.0%}. A short-trained or shallow pair leans on "
+        st.info(f"Not the paper's picture here: one deletion costs the ResNet {share(res)} of what it "
+                f"learned, the plain twin {share(plain)}. A short-trained or shallow pair leans on "
                 "every block; the paper's ResNet has 54 blocks and was fully trained.")
     st.plotly_chart(ui.chart(plot_lesion(c)), key="le_chart")
     st.dataframe({"block": res.names, "downsampling": res.downsampling,
@@ -54,6 +56,6 @@ with ui.friendly_errors("Running the lesion study"):
                                                                                             plain.possible)]},
                  key="le_table", hide_index=True)
     st.caption("'cannot delete': that plain block changes the shape, so nothing could replace it. "
-               f"This pair trained for {p.trained.steps or 'a few hundred'} steps of the training race; He et al. "
+               f"This pair trained for {p.trained.steps or 'a few hundred'} steps; He et al. "
                "(2016, Section 4.2) trained their CIFAR-10 ResNets for 64,000 steps of 128 images, and Veit et al. "
                "lesion such fully trained nets: what you see is what this pair does.")

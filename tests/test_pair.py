@@ -72,7 +72,9 @@ def test_builtin_recipe_key_follows_what_the_pair_is():
     assert r.key == builtin_pair.recipe("resnet20", 300).key
     assert len({r.key, builtin_pair.recipe("resnet20", 600).key, builtin_pair.recipe("resnet32", 300).key,
                 builtin_pair.recipe("resnet20", 300, seed=1).key}) == 4
-    assert r.race_config().steps == 300 and r.race_config().eval_every == 0
+    c = r.race_config()
+    assert (c.steps, c.eval_every, c.lr, c.batch_size) == (300, 0, 0.05, 32)  # both nets, one recipe
+    assert r.cfg.input_size == 16 and "16x16" in r.label and "lr 0.05" in r.label  # the race's built-in images
 
 
 def test_builtin_pair_trains_stores_and_loads():
