@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from helpers import encode, figure, new_app, no_exceptions
+from resviz import runs as resviz_runs
 from resviz import models, ui
 from resviz.pair import fingerprint
 
@@ -43,7 +44,10 @@ def train(seed: int) -> list[float]:
     at.number_input(key="tr_seed").set_value(seed)
     at.button(key="tr_start").click().run()
     no_exceptions(at)
-    runs = at.session_state["tr_run"].history.runs
+    assert at.session_state["tr_watch"].wait(240).status.state is resviz_runs.State.FINISHED  # bounded wait
+    at.run()  # AppTest does not poll fragments: one rerun draws the finished race
+    no_exceptions(at)
+    runs = at.session_state["tr_view"].history.runs
     return [round(v, 5) for r in runs.values() for v in r.loss]
 
 
