@@ -94,9 +94,38 @@ def current_selection() -> Selection:
     """
     init_state()
     if not _drawn_this_run("sel_family"):
+        _leave_legacy_pages_mode()
         st.set_page_config(page_title="resviz", layout="wide")
         return model_sidebar_ui()
     return st.session_state["selection"]
+
+
+def _leave_legacy_pages_mode() -> None:
+    """On a fresh server Streamlit runs ``pages/<name>.py`` alone, with a menu made from the file names, until some
+    session has called ``st.navigation``. Call it (the public switch out of that mode) and rerun: app.py then
+    draws the app's own navigation for the same URL."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory and not st.session_state.get("_left_legacy_pages"):
+        st.session_state["_left_legacy_pages"] = True  # at most once per session, whatever Streamlit does
+        from resviz.lessons import LESSONS
+
+        st.navigation([st.Page("pages/home.py", default=True), *(st.Page(item.page) for item in LESSONS)],
+                      position="hidden")
+        st.switch_page(_running_page_file())  # reruns through app.py, which finds this page in its own navigation
+
+
+def _running_page_file() -> str:
+    """The page file this script run executes, relative to app.py's folder (``pages/training.py``)."""
+    import inspect
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    for frame in inspect.stack():
+        path = Path(frame.filename).resolve()
+        if path.parent == root / "pages":
+            return f"pages/{path.name}"
+    return "pages/home.py"
 
 
 def _custom_config_ui() -> models.ResNetConfig:

@@ -48,9 +48,6 @@ def test_the_title_starts_near_the_top_of_the_first_screen(app_server, page):
 
 
 @pytest.mark.browser
-@pytest.mark.xfail(strict=True, reason="Streamlit runs pages/<name>.py on its own (legacy pages/ navigation) until "
-                   "some session has run app.py's st.navigation; fixed only by a folder name Streamlit does not "
-                   "scan (issue 16)")
 def test_a_shared_page_link_shows_the_apps_navigation_on_a_fresh_server(browser, tmp_path):
     proc, url = start_server(log_path=tmp_path / "server.log")
     ctx = browser.new_context(viewport=chromium.VIEWPORT)
@@ -58,6 +55,7 @@ def test_a_shared_page_link_shows_the_apps_navigation_on_a_fresh_server(browser,
         pg = chromium.open_page(ctx.new_page(), url, "training")  # the first request this server ever gets
         assert nav_titles(pg) == NAVIGATION
         assert pg.get_by_role("heading", name="Training race").count() > 0
+        assert pg.get_by_text("Page not found").count() == 0  # the switch out of legacy mode keeps the URL's page
     finally:
         ctx.close()
         stop_server(proc)
