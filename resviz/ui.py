@@ -245,7 +245,11 @@ class _Job:
         self.fraction, self.error, self.done = 0.0, None, threading.Event()
 
     def run(self, key: tuple, compute: Callable) -> None:
+        from resviz import runs
+
         try:
+            if threads := runs.registry().threads_per_run:  # the runs' torch thread budget: no oversubscribed cores
+                runs.budget_torch_threads(threads)
             _compute_once(key, compute, lambda f: setattr(self, "fraction", min(1.0, max(0.0, f))))
         except Exception as e:  # noqa: BLE001 - kept for the page to show on its next rerun
             self.error = e
