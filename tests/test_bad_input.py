@@ -201,6 +201,9 @@ def test_divergent_training_is_stopped_with_a_message(guarded):
     at.number_input(key="tr_steps").set_value(8)
     at.button(key="tr_start").click().run()
     no_exceptions(at)
+    at.session_state["tr_watch"].wait(240)  # the race is a shared run: wait (bounded) for it, then draw it
+    at.run()
+    no_exceptions(at)
     shown = " ".join(e.value for e in [*at.error, *at.warning]).lower()
     assert "diverge" in shown or "nan" in shown, shown
 
