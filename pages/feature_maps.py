@@ -3,7 +3,7 @@ decided (top-5, Grad-CAM, Integrated Gradients, Occlusion), and the plain twin b
 import streamlit as st
 
 from resviz import ui
-from resviz.inputs import images, limits, weights
+from resviz.inputs import budget, images, limits, weights
 from resviz.lessons import feature_maps as fm
 from resviz.pair import fingerprint
 from resviz.plots import feature_maps as plots
@@ -83,6 +83,7 @@ def capture(model, target: int | None):
 
 
 with ui.friendly_errors("Computing the feature maps"):
+    budget.check_model(w.cfg, 4, "Feature maps", nets=2)  # batch 4: Integrated Gradients' chunk; refused with numbers
     with views:  # while the maps are computed, their progress stands where they will be
         rk, r = capture(w.model, None if choice == "predicted" else int(choice))
     if r is None:

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from resviz import ui
-from resviz.inputs import limits
+from resviz.inputs import budget, limits
 from resviz.lessons import signal_flow as sf
 from resviz.pair import fingerprint
 from resviz.plots import signal_flow as plots
@@ -43,6 +43,7 @@ settings = sf.Settings(cfg, init, steps, lr, batch, int(seed))
 
 result, key = None, ("signal_flow", settings, sel.device, image and fingerprint(image))
 with ui.friendly_errors("Measuring the signal flow"):
+    budget.check_model(cfg, 1 if image is not None else batch, "Signal flow", nets=2)  # refused with numbers
     result = ui.background_result(key, lambda progress: sf.measure(settings, image, sel.device, progress),
                                   "Measuring both networks…")
 if result is None:

@@ -219,3 +219,11 @@ def test_browser_first_screen_shows_the_lesson_and_a_real_upload_runs(app_server
     screenshot(page, "feature_maps")
     assert page_exceptions(page) == []
     assert page.get_by_text("Grad-CAM at layer3.2").count() >= 1
+
+
+def test_feature_maps_over_the_teachers_budget_are_refused_with_numbers(monkeypatch):
+    monkeypatch.setenv("RESVIZ_BUDGET_MB", "1")
+    at = new_app("feature_maps")
+    no_exceptions(at)
+    shown = " ".join(e.value for e in at.error)
+    assert "Feature maps needs about" in shown and "this server allows" in shown, shown

@@ -193,3 +193,12 @@ def test_browser_charts_on_the_first_screen_at_1400x900(app_server, page):
         assert box is not None and box["y"] < 900 - 250, box
     browser.screenshot(page, SCREENSHOTS / "signal_flow_first_screen.png")  # what a class sees first
     screenshot(page, "signal_flow")
+
+
+def test_a_measurement_over_the_teachers_budget_is_refused_with_numbers(monkeypatch):
+    monkeypatch.setenv("RESVIZ_BUDGET_MB", "1")  # far below what resnet20 and its twin need on a batch
+    at = new_app("signal_flow")
+    no_exceptions(at)
+    shown = " ".join(e.value for e in at.error)
+    assert "Signal flow needs about" in shown and "this server allows" in shown, shown
+    assert not at.get("plotly_chart")  # nothing was measured
