@@ -70,25 +70,27 @@ def done_keys(out: Path) -> set:
 
 
 def summary(out: Path, margin: float) -> str:
-    """Per pair and candidate: the worst seed's end margin of each ordering and the latest step it shows from."""
+    """Per pair and candidate: each ordering's margin at the end on every seed (> 0: the paper's ordering holds),
+    the worst of them, and the step from which the ordering holds on every seed (to the end of the run)."""
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["pair"], r["candidate"], r["steps"], r["size"]), []).append(r)
-    lines = [f"Margin for a clear gap: {margin} (smoothed training loss, held to the end of the run). Per ordering: "
-             "the worst seed's margin at the end (> 0 holds) and the step from which it shows on every seed.",
-             f"{'pair':9} {'candidate':24} {'steps':>5} {'px':>3} {'seeds':>5}"]
+    lines = [f"Orderings of the smoothed training loss (higher minus lower network, at the last step; > 0 holds). "
+             f"'clear from': the step from which the difference stays >= {margin} (>= 0 for NO_DEGRADATION) to the "
+             "end, on every seed. steps/s: one torch thread, on a shared machine (not a speed figure).", ""]
     for (pair, name, steps, size), runs in sorted(groups.items()):
+        runs.sort(key=lambda r: r["seed"])
         ms = [T.curve_margins({T.Role[run["role"]]: run["smoothed"] for run in r["runs"].values()}, margin)
               for r in runs]
-        cells = []
-        for ordering in ms[0]:
-            worst = min(m[ordering].end for m in ms)
-            since = [m[ordering].since for m in ms]
-            cells.append(f"{ordering.name} {worst:+.3f} from {'never' if None in since else max(since)}")
         sps = sum(r["steps_per_s"] for r in runs) / len(runs)
-        lines.append(f"{pair:9} {name:24} {steps:5d} {size:3d} {len(runs):5d}  " + "; ".join(cells)
-                     + f"; {sps:.1f} steps/s")
+        lines.append(f"{pair} {name}: {steps} steps, {size}x{size} px, seeds {[r['seed'] for r in runs]}, "
+                     f"{sps:.1f} steps/s")
+        for ordering in ms[0]:
+            ends = [m[ordering].end for m in ms]
+            since = [m[ordering].since for m in ms]
+            lines.append(f"  {ordering.name:15} ends {' '.join(f'{e:+.2f}' for e in ends)}  worst {min(ends):+.2f}"
+                         f"  clear from step {'never (some seed)' if None in since else max(since)}")
     return "\n".join(lines)
 
 
