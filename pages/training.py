@@ -111,7 +111,7 @@ def draw(view, running, watchers):
     loss, acc = st.columns(2)
     loss.plotly_chart(plot_race_loss(h), key="tr_loss")
     acc.plotly_chart(plot_race_accuracy(h, view.header.chance), key="tr_acc")
-    for tone, text in view.messages():  # what the race showed, right under its curves
+    for tone, text in view.messages(live=running):  # what the race showed, right under its curves
         getattr(st, tone.value)(text)
     st.caption(view.header.accuracy_note)
     zr = grad_range(h)

@@ -304,6 +304,13 @@ def test_degradation_verdicts_follow_the_three_curves():
     assert "ResNet-56 ends above the shallower plain-20 (1.20 vs 1.00" in _text(worse, T.Tone.WARNING)
 
 
+def test_a_running_race_gives_no_verdict_yet():
+    h = _history([0.6] * 100, [1.0] * 100)
+    h.runs["plain-56"].message = "plain-56 diverged at step 90"
+    assert T.race_messages(h, live=True) == [(T.Tone.WARNING, "plain-56 diverged at step 90")]
+    assert T.race_messages(_history([0.6] * 100, [1.0] * 100), live=True) == []
+
+
 def test_a_diverged_network_gets_its_message_and_no_ordering():
     h = _history([1.0] * 20, [3.0] * 20)
     h.runs["plain-56"].message = "plain-56 diverged at step 7"

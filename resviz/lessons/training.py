@@ -518,10 +518,13 @@ def _why(ctx: RaceContext | None, step: int) -> str:
     return " What differs from the recipe that shows it: " + "; ".join(causes) + "."
 
 
-def race_messages(history: RaceHistory, ctx: RaceContext | None = None) -> list[tuple[Tone, str]]:
-    """What the race showed, in words that never go beyond its chart: divergences, then each ordering of the
-    smoothed training losses at the end of the run, compared with what He et al. (2016) show."""
+def race_messages(history: RaceHistory, ctx: RaceContext | None = None, live: bool = False) -> list[tuple[Tone, str]]:
+    """What the race showed, in words that never go beyond its chart: divergences, then (once the race is over,
+    not ``live``) each ordering of the smoothed training losses at its end, compared with what He et al. (2016)
+    show."""
     out = [(Tone.WARNING, r.message) for r in history.runs.values() if r.message]
+    if live:
+        return out  # "ends" would be premature; the loss chart marks a clear lead as it happens
     margins = race_margins(history)
     why = _why(ctx, history.step)
     for ordering, m in margins.items():
@@ -677,8 +680,8 @@ class Race:
                 f"{self.held_out} images give about ±{_binomial_points(self.held_out):.0f} accuracy points.")
 
     def messages(self) -> list[tuple[Tone, str]]:
-        """What the race showed, in words (``race_messages``)."""
-        return race_messages(self.history, self.context)
+        """What the race showed, in words (``race_messages``; while it runs, divergences only)."""
+        return race_messages(self.history, self.context, live=self.running)
 
     def stop(self) -> None:
         """Stop here (what was learned so far is kept)."""
@@ -854,9 +857,9 @@ class RaceView:
     history: RaceHistory
     seen: int = 1  # records folded, the header included
 
-    def messages(self) -> list[tuple[Tone, str]]:
-        """What the race showed, in words (``race_messages``)."""
-        return race_messages(self.history, self.header.context)
+    def messages(self, live: bool = False) -> list[tuple[Tone, str]]:
+        """What the race showed, in words (``race_messages``; ``live``: divergences only)."""
+        return race_messages(self.history, self.header.context, live)
 
 
 def fold(view: RaceView | None, records) -> RaceView | None:
