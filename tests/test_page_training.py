@@ -1,6 +1,8 @@
 """Training race page: AppTest runs of tiny races, and a real browser starting and stopping one."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from resviz import runs
@@ -212,7 +214,7 @@ def test_browser_start_then_stop(app_server, page):
     main = page.get_by_test_id("stMain")  # the header has a "Stop" button of its own while a script runs
     main.get_by_role("button", name="Start").click()
     page.get_by_text("steps/s").first.wait_for(timeout=120_000)  # live status while it trains
-    page.wait_for_timeout(3000)
+    page.get_by_text(re.compile(r"^step [1-9]\d* of 300$")).wait_for(timeout=300_000)  # a step done: curves to keep
     main.get_by_role("button", name="Stop").click()
     page.get_by_text("Stopped by you at step").wait_for(timeout=60_000)
     wait_idle(page)
