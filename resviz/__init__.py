@@ -28,6 +28,7 @@ from resviz.lessons.paths import gradient_by_path_length, path_counts, path_leng
 from resviz.lessons.shattered import SweepConfig, shattered_sweep
 from resviz.lessons.landscape import loss_grid, random_direction
 from resviz.lessons.signal_flow import apply_init, collect_stats, compare_signal_flow, sample_batch
+from resviz.lessons.training import RaceConfig, default_race, make_race_models, race, race_margins
 
 __all__ = [
     "CIFAR_PRESETS", "IMAGENET_PRESETS", "PRESETS", "ConfigError", "ResNet", "ResNetConfig",
@@ -37,4 +38,5 @@ __all__ = [
     "lesion_study", "gradient_by_path_length", "path_counts", "path_length_distribution",
     "SweepConfig", "shattered_sweep", "loss_grid", "random_direction",
     "apply_init", "collect_stats", "compare_signal_flow", "sample_batch",
+    "RaceConfig", "default_race", "make_race_models", "race", "race_margins",
 ]
