@@ -19,10 +19,10 @@ st.title("Training race: ResNet against its plain twin")
 st.markdown("Both networks start from **the same weights** (the plain twin just never adds the shortcut), see "
             "**the same batches** with **the same recipe**: only the shortcuts differ. He et al. (2016) found that "
             "a deeper plain net trains *worse* than a shallower one (the degradation problem, Fig. 1) and that "
-            "shortcuts remove it (Fig. 6): race ResNet-56 and tick the shallower plain net to see both.")
+            "shortcuts remove it (Fig. 6): race ResNet-56 with the shallower plain net to see both.")
 sel = ui.current_selection()
 pair_labels = {RacePair.SIDEBAR: f"{sel.cfg.label} (sidebar model)", RacePair.DEEP: "Deeper: resnet56 vs plain-56"}
-left, mid, right = st.columns(3)
+left, mid, right = st.columns([1.2, 1, 1])
 pair = left.radio("Networks", list(RacePair), format_func=pair_labels.get, key="tr_pair",
                   help="The deeper pair shows the paper's result most clearly, at about a third of the speed.")
 recipe = training.recipe_for(pair.config(sel.cfg))
@@ -33,21 +33,26 @@ if ss.get("tr_recipe") != recipe:  # another pair or sidebar model: start from i
 shallow = left.checkbox("Add a shallower plain net", key="tr_shallow", help="A third of the blocks per stage.")
 folders = data.teacher_folders()  # offered only when the teacher started the server with RESVIZ_IMAGE_FOLDERS
 sources = [s for s in DataSource if folders or s is not DataSource.TEACHER]
-source = left.selectbox("Data", sources, format_func=DATA_LABELS.get, key="tr_data")
-folder = left.selectbox("Folder", list(folders), key="tr_folder") if source is DataSource.TEACHER else ""
-lr = mid.select_slider("Learning rate", LRS, key="tr_lr", help="Very large rates make runs diverge.")
-batch = mid.select_slider("Batch size", (8, 16, 32, 64, 128, 256), key="tr_batch")
+source = mid.selectbox("Data", sources, format_func=DATA_LABELS.get, key="tr_data")
+folder = mid.selectbox("Folder", list(folders), key="tr_folder") if source is DataSource.TEACHER else ""
 steps = mid.number_input("Steps", 1, 5000, step=25, key="tr_steps")
-wd = right.select_slider("Weight decay", (0.0, 1e-5, 1e-4, 5e-4, 1e-3), key="tr_wd")
-seed = right.number_input("Seed", 0, 10_000, 0, key="tr_seed", help="Initial weights and batch order.")
-download = right.checkbox("Download the dataset if missing", key="tr_dl") if source.torchvision else False
+download = mid.checkbox("Download the dataset if missing", key="tr_dl") if source.torchvision else False
+started = right.button("Start", type="primary", key="tr_start", width="stretch")
+stopped = right.button("Stop", key="tr_stop", width="stretch")
 upload = st.file_uploader("ImageFolder zip: one folder per class", type="zip", key="tr_zip",
                           max_upload_size=limits.ZIP_MB) if source is DataSource.ZIP else None
-st.caption(f"**Recommended recipe**, the same for every network: {recipe.describe()}. {training.WHY_THE_RATE}.")
-start, stop = st.columns(2)[0].columns(2)
-started = start.button("Start", type="primary", key="tr_start", width="stretch")
-stopped = stop.button("Stop", key="tr_stop", width="stretch")
-
+in_use = right.empty()
+with st.expander("Recipe, the same for every network: learning rate, batch size, weight decay, seed",
+                 key="tr_recipe_open"):
+    c1, c2 = st.columns(2)
+    lr = c1.select_slider("Learning rate", LRS, key="tr_lr", help="Very large rates make runs diverge.")
+    batch = c1.select_slider("Batch size", (8, 16, 32, 64, 128, 256), key="tr_batch")
+    wd = c2.select_slider("Weight decay", (0.0, 1e-5, 1e-4, 5e-4, 1e-3), key="tr_wd")
+    seed = c2.number_input("Seed", 0, 10_000, 0, key="tr_seed", help="Initial weights and batch order.")
+    st.caption(f"**Recommended**: {recipe.describe()}. {training.WHY_THE_RATE}.")
+in_use.caption(f"Recipe: learning rate {lr:g} at batch {batch}, weight decay {wd:g}, seed {seed}"
+               + ("" if (lr, batch, wd) == (recipe.config.lr, recipe.config.batch_size, recipe.config.weight_decay)
+                  else " (**changed** from the recommended)"))
 if started:
     with ui.friendly_errors("Preparing the race"):
         cfg = pair.config(sel.cfg)
@@ -114,9 +119,9 @@ def draw(view, running, watchers):
     for tone, text in view.messages(live=running):  # what the race showed, right under its curves
         getattr(st, tone.value)(text)
     st.caption(view.header.accuracy_note)
-    zr = grad_range(h)
+    zr, names = grad_range(h), max(len(r.layers) for r in h.runs.values()) <= 24  # names on all or none
     for i, (col, r) in enumerate(zip(st.columns(len(h.runs)), h.runs.values())):
-        col.plotly_chart(plot_grad_heatmap(r.name, r.layers, r.step, r.grad_norms, zr), key=f"tr_h{i}")
+        col.plotly_chart(plot_grad_heatmap(r.name, r.layers, r.step, r.grad_norms, zr, names=names), key=f"tr_h{i}")
 
 
 race_ui()

@@ -276,15 +276,25 @@ def test_a_clear_gap_is_called_with_the_charted_numbers():
     h = _history([0.6] * 100, [1.0] * 100)
     msgs = T.race_messages(h)
     assert [t for t, _ in msgs] == [T.Tone.SUCCESS]
-    assert "ResNet-56 trains faster than plain-56" in msgs[0][1] and "ends 0.40 lower (0.60 vs 1.00" in msgs[0][1]
+    assert "ResNet-56 trains faster than plain-56" in msgs[0][1] and "ends 0.40 lower (ResNet-56 0.60, plain-56 1.00: smoothed training loss at step 100)" in msgs[0][1]
     assert "since step 1, 0 s into the race" in msgs[0][1]
+
+
+def _charted_ends(h) -> dict:
+    from resviz.plots.training import plot_race_loss
+
+    return {t.name: t.y[-1] for t in plot_race_loss(h).data if not t.name.endswith("(each batch)")}
 
 
 def test_messages_never_claim_a_win_the_chart_contradicts():
     # The ResNet leads for 30 steps, then ends above its twin: no success, the warning says who ends lower.
-    msgs = T.race_messages(_history([0.5] * 30 + [1.5] * 60, [1.0] * 90))
+    h = _history([0.5] * 30 + [1.5] * 60, [1.0] * 90)
+    msgs = T.race_messages(h)
     assert not _text(msgs, T.Tone.SUCCESS) and "trains faster" not in _text(msgs)
-    assert "**plain-56 ends below ResNet-56** (1.50 vs 1.00" in _text(msgs, T.Tone.WARNING)
+    assert "**plain-56 ends below ResNet-56** (ResNet-56 1.50, plain-56 1.00" in _text(msgs, T.Tone.WARNING)
+    ends = _charted_ends(h)  # the numbers quoted are the ends of the chart's bold lines
+    assert ends["ResNet-56"] > ends["plain-56"]
+    assert f"ResNet-56 {ends['ResNet-56']:.2f}, plain-56 {ends['plain-56']:.2f}" in _text(msgs)
     # A gap smaller than the margin is not a win either.
     msgs = T.race_messages(_history([0.95] * 50, [1.0] * 50))
     assert [t for t, _ in msgs] == [T.Tone.INFO] and "ends only 0.05 below plain-56" in msgs[0][1]
@@ -294,14 +304,14 @@ def test_degradation_verdicts_follow_the_three_curves():
     paper = T.race_messages(_history([0.5] * 50, [2.0] * 50, [1.0] * 50))  # ResNet-56 < plain-20 < plain-56
     assert [t for t, _ in paper] == [T.Tone.SUCCESS] * 3
     assert "Degradation: the deeper plain-56 trains worse than plain-20" in paper[1][1]
-    assert "ends 1.00 higher (1.00 vs 2.00" in paper[1][1]
-    assert "ResNet-56 ends at or below the shallower plain-20 (0.50 vs 1.00" in paper[2][1]
+    assert "ends 1.00 higher (plain-20 1.00, plain-56 2.00" in paper[1][1]
+    assert "ResNet-56 ends at or below the shallower plain-20 (ResNet-56 0.50, plain-20 1.00" in paper[2][1]
     upside = T.race_messages(_history([1.5] * 50, [2.0] * 50, [2.5] * 50))  # the shallow plain net is the worst
     assert "trains faster" in _text(upside, T.Tone.SUCCESS)  # ResNet-56 below plain-56 still holds
     assert "does not show clearly in this run: plain-56 ends 0.50 below plain-20" in _text(upside, T.Tone.WARNING)
     assert "ResNet-56 ends below the shallower" not in _text(upside)
     worse = T.race_messages(_history([1.2] * 50, [2.0] * 50, [1.0] * 50))
-    assert "ResNet-56 ends above the shallower plain-20 (1.20 vs 1.00" in _text(worse, T.Tone.WARNING)
+    assert "ResNet-56 ends above the shallower plain-20 (ResNet-56 1.20, plain-20 1.00" in _text(worse, T.Tone.WARNING)
 
 
 def test_a_running_race_gives_no_verdict_yet():

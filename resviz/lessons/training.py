@@ -538,9 +538,10 @@ def race_messages(history: RaceHistory, ctx: RaceContext | None = None, live: bo
 
 def _verdict(ordering: Ordering, m: Margin, lower: str, higher: str, lo: float, hi: float, history: RaceHistory,
              why: str) -> tuple[Tone, str]:
-    nums = f"({lo:.2f} vs {hi:.2f}, smoothed training loss at step {m.last_step})"
-    since = (f" It has been at least {GAP_MARGIN:g} lower since step {m.since}, {history.elapsed[m.since - 1]:.0f} s "
-             "into the race." if m.shows and m.since - 1 < len(history.elapsed) else "")
+    nums = f"({lower} {lo:.2f}, {higher} {hi:.2f}: smoothed training loss at step {m.last_step})"
+    when = (f" since step {m.since}, {history.elapsed[m.since - 1]:.0f} s into the race."
+            if m.shows and m.since - 1 < len(history.elapsed) else "")
+    since = f" It has been at least {GAP_MARGIN:g} lower{when}" if when else ""
     if ordering is Ordering.SHORTCUTS_HELP:
         if m.shows:
             return Tone.SUCCESS, (f"**{lower} trains faster than {higher}**: its loss ends {m.end:.2f} lower {nums}."
@@ -554,7 +555,8 @@ def _verdict(ordering: Ordering, m: Margin, lower: str, higher: str, lo: float, 
     if ordering is Ordering.DEGRADATION:
         if m.shows:
             return Tone.SUCCESS, (f"**Degradation: the deeper {higher} trains worse than {lower}**: its loss ends "
-                                  f"{m.end:.2f} higher {nums}.{since.replace('lower', 'apart')} This is training "
+                                  f"{m.end:.2f} higher {nums}.{f' The gap has been at least {GAP_MARGIN:g}{when}' if when else ''} "
+                                  "This is training "
                                   "loss, so it is not overfitting: He et al. (2016, Fig. 1 and 6) found the same with "
                                   "training error.")
         return Tone.WARNING if m.end <= 0 else Tone.INFO, (
@@ -563,9 +565,10 @@ def _verdict(ordering: Ordering, m: Margin, lower: str, higher: str, lo: float, 
             f"plain net clearly higher.{why}")
     if m.end >= 0:
         return Tone.SUCCESS, (f"**With shortcuts, depth no longer hurts**: {lower} ends at or below the shallower "
-                              f"{higher} {nums}; in He et al. (2016, Fig. 6) ResNet-56 also ends below plain-20.")
-    return Tone.WARNING, (f"{lower} ends above the shallower {higher} {nums}; in He et al. (2016, Fig. 6) "
-                          f"ResNet-56 ends below plain-20.{why}")
+                              f"{higher} {nums}. In He et al. (2016, Fig. 6), unlike plain nets, ResNets reach lower "
+                              "training error as they get deeper.")
+    return Tone.WARNING, (f"{lower} ends above the shallower {higher} {nums}, while in He et al. (2016, Fig. 6), "
+                          f"unlike plain nets, ResNets reach lower training error as they get deeper.{why}")
 
 
 def status_line(history: RaceHistory, running: bool) -> str:

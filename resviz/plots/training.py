@@ -37,7 +37,7 @@ def plot_race_loss(history: RaceHistory) -> go.Figure:
     gap = race_margins(history).get(Ordering.SHORTCUTS_HELP)
     if gap is not None and gap.shows and not any(r.message for r in history.runs.values()):
         fig.add_vline(x=gap.since, line=dict(color=COLORS[Role.RESNET], dash="dot", width=2),
-                      annotation_text=f"ResNet ahead by ≥ {GAP_MARGIN:g} from here", annotation_position="top left")
+                      annotation_text=f"ResNet ahead by ≥ {GAP_MARGIN:g} from here", annotation_position="bottom right")
     fig.update_xaxes(title="training step", rangemode="tozero")
     fig.update_yaxes(title="training loss (smoothed; lower is better)", rangemode="tozero")
     fig.update_layout(title="Training loss: same start, same batches, same recipe", height=HEIGHT, legend=LEGEND,
@@ -69,10 +69,12 @@ def plot_race_accuracy(history: RaceHistory, chance: float | None = None) -> go.
 
 
 def plot_grad_heatmap(name: str, layers: list[str], steps: list[int], norms: list[list[float] | None],
-                      zrange: tuple[float, float] | None = None, max_cols: int = 300) -> go.Figure:
+                      zrange: tuple[float, float] | None = None, max_cols: int = 300,
+                      names: bool | None = None) -> go.Figure:
     """Gradient norm of every layer's weights (rows, input at the top) at every step (columns), log colour.
 
-    Long runs show every k-th step (at most ``max_cols`` columns) so live redraws stay light.
+    Long runs show every k-th step (at most ``max_cols`` columns) so live redraws stay light. Layer names are
+    written when ``names`` (default: up to 24 layers); heatmaps side by side pass one choice so they line up.
     """
     stride = max(1, -(-len(norms) // max_cols))
     steps, norms = steps[::stride], norms[::stride]
@@ -88,7 +90,8 @@ def plot_grad_heatmap(name: str, layers: list[str], steps: list[int], norms: lis
         z=z, x=x, y=[f"{i + 1}. {n}" for i, n in enumerate(layers)], colorscale=SEQUENTIAL, zmin=lo, zmax=hi,
         colorbar=dict(title="log10 ‖grad‖", thickness=12),
         hovertemplate="step %{x}<br>%{y}<br>log10 ‖grad‖ = %{z:.2f}<extra></extra>"))
-    fig.update_yaxes(autorange="reversed", title="layer (input at top)", showticklabels=len(layers) <= 24)
+    fig.update_yaxes(autorange="reversed", title="layer (input at top)",
+                     showticklabels=len(layers) <= 24 if names is None else names)
     fig.update_xaxes(title="training step")
     fig.update_layout(title=f"{name}: gradient norm per layer", height=360, margin=dict(t=50, b=40, l=10, r=10))
     return readable(fig)
