@@ -497,9 +497,9 @@ def _why(ctx: RaceContext | None, step: int) -> str:
     if step < rec.steps:
         causes.append(f"the race ran {step} steps and the recipe runs {rec.steps}: the gap needs time to open")
     if used.lr != rec.lr:
-        causes.append(f"the learning rate is {used.lr:g} where the recipe uses {rec.lr:g} (the paper's 0.1 at batch "
-                      "128): too large a rate makes every network noisy or unstable, too small a rate makes them all "
-                      "crawl at the same pace")
+        causes.append(f"the learning rate is {used.lr:g} where the recipe uses {rec.lr:g}: too large a rate throws deep "
+                      "networks off at the start (at the paper's 0.1, ResNet-56 stays at guessing level in a race this "
+                      "short), too small a rate makes every network crawl at the same pace")
     if used.batch_size != rec.batch_size:
         causes.append(f"the batch size is {used.batch_size} where the recipe uses {rec.batch_size} (the paper "
                       "scales the learning rate with the batch: 0.1 at 128)")
