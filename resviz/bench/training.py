@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import torch
 
+from resviz import runs
 from resviz.lessons import training
 from resviz.lessons.training import Ordering
 from resviz.models import get_config
@@ -62,11 +63,17 @@ def overhead_rows() -> list[dict]:
 
 def gap_rows(preset: str, shallow: bool) -> list[dict]:
     """Seconds into the page's default race (seed 0, its evaluations included) from which each ordering of the
-    paper holds to the end, and whether it holds at the end."""
-    race = training.default_race(preset, shallow, seed=0)
+    paper holds to the end, and whether it holds at the end; on the torch threads a page's race gets
+    (``resviz.runs``: RESVIZ_RUN_THREADS, default 1)."""
+    threads, before = runs.Registry.from_env().threads_per_run or torch.get_num_threads(), torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        race = training.default_race(preset, shallow, seed=0)
+    finally:
+        torch.set_num_threads(before)
     h, target = race.history, TARGETS[preset]
     who = f"{preset} {'trio' if shallow else 'pair'}, default recipe, built-in images, seed 0, " \
-          f"{torch.get_num_threads()} torch threads, {h.step} steps in {h.elapsed[-1]:.0f} s"
+          f"{threads} torch thread(s) as a page's race, {h.step} steps in {h.elapsed[-1]:.0f} s"
     rows = []
     for ordering, m in training.race_margins(h).items():
         lower, higher = (h.by_role(role).name for role in ordering.value)
