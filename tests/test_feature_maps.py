@@ -133,8 +133,34 @@ def test_occlusion_hand_worked():
     np.testing.assert_allclose(heat, expected)
 
 
-def test_occlusion_on_a_resnet_has_image_shape(x):
-    assert fm.occlusion(tiny(), x, target=0).shape == (16, 16)
+def test_occlusion_of_a_colour_picture_is_the_score_drop_not_one_drop_per_channel():
+    # Hand-worked: on 3 channels of ones, hiding the top-left 2x2 square on every channel drops the score by
+    # 3 channels x 4 pixels = 12, so the map shows 12 there (summing captum's channels would show 36)
+    heat = fm.occlusion(TopLeftSum(), torch.ones(1, 3, 4, 4), target=0, window=2, stride=2)
+    expected = np.zeros((4, 4))
+    expected[:2, :2] = 12.0
+    np.testing.assert_allclose(heat, expected)
+
+
+def test_occlusion_on_a_resnet_is_the_drop_of_hiding_each_square_by_hand(x):
+    model = tiny()
+    heat = fm.occlusion(model, x, target=3, window=4, stride=4)  # squares side by side: one square per pixel
+    assert heat.shape == (16, 16) and np.abs(heat).max() > 1e-3
+    with torch.no_grad():
+        score = model(x)[0, 3]
+        for r in range(0, 16, 4):
+            for c in range(0, 16, 4):
+                hidden = x.clone()
+                hidden[:, :, r:r + 4, c:c + 4] = 0.0  # every channel of the square
+                drop = float(score - model(hidden)[0, 3])
+                np.testing.assert_allclose(heat[r:r + 4, c:c + 4], drop, rtol=1e-4, atol=1e-6)
+
+
+def test_occlusion_caption_names_the_square_and_the_largest_drop(x):
+    a = fm.attribute(fm.Attribution.OCC, tiny(), x, target=3)
+    assert a.title == "Occlusion: score drop" and a.heat.shape == (16, 16)
+    assert a.note.startswith("A 4x4 square, moved 2 px at a time, hides every channel")
+    assert f"Largest drop {a.heat.max():.3f}" in a.note
 
 
 def test_block_view_figures_show_channel_and_range(x):

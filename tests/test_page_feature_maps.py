@@ -175,6 +175,7 @@ def test_integrated_gradients_and_occlusion_buttons_draw_their_maps(app):
     no_exceptions(app)
     assert title(figure(app, "fm_ig_fig")) == "Integrated Gradients"
     assert title(figure(app, "fm_occ_fig")) == "Occlusion: score drop"
+    assert "hides every channel" in texts(app) and "Largest drop" in texts(app)  # what its numbers are
     assert title(figure(app, "fm_cam")).endswith(": 'class 3'")  # every map explains the chosen class
 
 

@@ -409,7 +409,9 @@ def attribute(kind: Attribution, model: nn.Module, x: torch.Tensor, target: int,
               progress: Callable[[float], None] | None = None) -> Heat:
     """Integrated Gradients (``steps`` points on the path, chunks of 4) or Occlusion of ``x`` for class ``target``."""
     if kind is Attribution.OCC:
-        return Heat(occlusion(model, x, target), "Occlusion: score drop")
+        window, stride = occlusion_window(x.shape[-1])
+        heat = occlusion(model, x, target, window, stride)
+        return Heat(heat, "Occlusion: score drop", occlusion_caption(heat, window, stride))
     ig = integrated_gradients(model, x, target, steps=steps, chunk=4,
                               on_progress=progress and (lambda done, total: progress(done / total)))
     return Heat(ig.heat, "Integrated Gradients", ig_caption(ig))
@@ -420,6 +422,13 @@ def ig_caption(ig: IGResult) -> str:
     return (f"Attributions sum to {ig.score - ig.baseline_score + ig.delta:.3f}; the score rose by "
             f"{ig.score - ig.baseline_score:.3f} from a baseline picture of the mean colour (all zeros after "
             "normalisation).")
+
+
+def occlusion_caption(heat: np.ndarray, window: int, stride: int) -> str:
+    """What the occlusion map's numbers are: a drop of the class score, per pixel, over the squares hiding it."""
+    return (f"A {window}x{window} square, moved {stride} px at a time, hides every channel (set to 0 after "
+            "normalisation); each pixel shows how much the class score dropped, averaged over the squares that "
+            f"hid it. Largest drop {heat.max():.3f}, largest rise {max(0.0, -heat.min()):.3f}.")
 
 
 def grad_cam(model: nn.Module, x: torch.Tensor, block: int, target: int) -> np.ndarray:
@@ -460,17 +469,23 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: int, steps: 
                     baseline_score=base_score)
 
 
+def occlusion_window(size: int) -> tuple[int, int]:
+    """The occluding square's side and stride for a ``size`` px picture: 7 x 7 positions, 49 forwards."""
+    window = max(1, size // 4)
+    return window, max(1, window // 2)
+
+
 def occlusion(model: nn.Module, x: torch.Tensor, target: int, window: int | None = None,
               stride: int | None = None, per_eval: int = 8) -> np.ndarray:
-    """captum's Occlusion: how much the target score drops when a grey square hides each region (H, W)."""
+    """captum's Occlusion: how much the target score drops when a grey square (every channel) hides each region
+    (H, W); where squares overlap, a pixel gets the mean drop of the squares that hide it."""
     from captum.attr import Occlusion
 
-    size = x.shape[-1]
-    window = window or max(1, size // 4)  # 7 x 7 positions by default: 49 forwards
-    stride = stride or max(1, window // 2)
+    default_window, default_stride = occlusion_window(x.shape[-1])
+    window, stride = window or default_window, stride or default_stride
     net = working_copy(model)
     with torch.no_grad():
         attr = Occlusion(net).attribute(x, sliding_window_shapes=(x.shape[1], window, window),
                                         strides=(x.shape[1], stride, stride), target=target, baselines=0.0,
                                         perturbations_per_eval=per_eval)
-    return attr[0].sum(0).cpu().numpy()
+    return attr[0, 0].cpu().numpy()  # the window spans every channel: captum gives each the same drop, not a third
