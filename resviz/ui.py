@@ -455,7 +455,8 @@ def pair_picker_ui(prefix: str):
     """The trained pair a page studies, as a ``resviz.pair.LoadedPair`` (or None until one is trained).
 
     Widgets only: the training page's pair when this student has one (a toggle), else a built-in pair chosen
-    by preset and length, trained on a button press; ``resviz.pair`` and ``resviz.builtin_pair`` decide the rest.
+    by preset and length, trained for the class on a button press; ``resviz.pair`` and ``resviz.builtin_pair``
+    decide the rest.
     """
     with friendly_errors("Getting the trained pair"):
         return _pair_picker_ui(prefix)
@@ -478,23 +479,43 @@ def _pair_picker_ui(prefix: str):
                          help="The ResNet and its plain twin train together: same initial weights, same batches."),
             c2.select_slider("Training steps", builtin_pair.STEPS, value=builtin_pair.BuiltinRecipe.steps,
                              key=f"{prefix}_pair_steps", help="The training race's recipe and default length."))
-        trained = builtin_pair.load(recipe)
+        trained = builtin_pair.load(recipe) or _builtin_pair_ui(prefix, recipe, device)
         if trained is None:
-            ready = [f"{r.cfg.label}, {r.steps} steps" for r in builtin_pair.ready(
-                builtin_pair.recipe(m, n) for m in builtin_pair.PRESETS for n in builtin_pair.STEPS)]
-            st.info("This page needs a trained ResNet and its trained plain twin. Train them on the Training race "
-                    "page, or train a pair here on the built-in images (kept on this machine for everyone)."
-                    + (f" Already trained here: {'; '.join(ready)}." if ready else ""))
-            if not st.button("Train this pair now", key=f"{prefix}_pair_train", type="primary"):
-                return None
-            bar = st.progress(0.0, text="Training…")
-            trained = builtin_pair.train(recipe, device, on_step=lambda r: bar.progress(r["step"] / r["steps"], text=(
-                f"Training {recipe.cfg.label} and its plain twin: step {r['step']} of {r['steps']}")))
-            bar.empty()
+            return None
     loaded = held(source is pair.PairSource.SESSION, "pair", (trained.key, device),
                   lambda: pair.load_pair(trained, source, device))
     _pair_caption_ui(prefix, loaded)
     return loaded
+
+
+def _builtin_pair_ui(prefix: str, recipe, device: str):
+    """The built-in pair of ``recipe``, trained once for the whole class in the background: the first press starts
+    it, every later press (and every page showing this recipe meanwhile) watches the same training. None until it
+    is ready; then it is on disk, where ``builtin_pair.load`` finds it for everyone."""
+    from resviz import builtin_pair
+
+    ready = [f"{r.cfg.label}, {r.steps} steps" for r in builtin_pair.ready(
+        builtin_pair.recipe(m, n) for m in builtin_pair.PRESETS for n in builtin_pair.STEPS)]
+    st.info("This page needs a trained ResNet and its trained plain twin. Train them on the Training race "
+            "page, or train a pair here on the built-in images (kept on this machine for everyone)."
+            + (f" Already trained here: {'; '.join(ready)}." if ready else ""))
+    key = ("builtin pair", recipe.key)  # one training per recipe, on the device of whoever asked first
+    label = f"Training {recipe.cfg.label} and its plain twin for the class ({recipe.steps} steps):"
+
+    def train(progress):
+        return builtin_pair.train(recipe, device, on_step=lambda r: progress(r["step"] / r["steps"]))
+
+    if _in_flight(key):  # someone in the class started it: watch it too, and see the pair when it is ready
+        return background_result(key, train, label)
+    return asked_result("Train this pair now", f"{prefix}_pair_train", key, train, label)
+
+
+def _in_flight(key: tuple) -> bool:
+    """Whether ``background_result`` is computing ``key`` for somebody right now."""
+    jobs, lock = _job_store()
+    with lock:
+        job = jobs.get(key)
+    return job is not None and not job.done.is_set()
 
 
 def _pair_caption_ui(prefix: str, p) -> None:

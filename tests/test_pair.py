@@ -1,11 +1,15 @@
 """The trained pair the lesion, paths and landscape pages study: disk cache, built-in recipe, accuracy, chance."""
+import threading
+
 import numpy as np
 import pytest
 import torch
+from streamlit.testing.v1 import AppTest
 
-from helpers import tiny_config, tiny_model
-from resviz import builtin_pair, disk_cache, pair
-from resviz.models import plain_twin
+from helpers import no_exceptions, texts, tiny_config, tiny_model
+from resviz import builtin_pair, disk_cache, pair, ui
+from resviz.inputs import data
+from resviz.models import build_model, plain_twin
 
 TINY = tiny_config()
 
@@ -87,3 +91,96 @@ def test_builtin_pair_trains_stores_and_loads():
     assert builtin_pair.ready([r]) == [r] and back.key == trained.key  # same weights, same label
     loaded = pair.load_pair(back, pair.PairSource.BUILTIN)
     torch.testing.assert_close(loaded.resnet.fc.weight, trained.state_dict["fc.weight"])
+
+
+# --- the built-in pair, trained once for the whole class ---------------------------------------------------
+PICKER = """
+import streamlit as st
+from resviz import ui
+p = ui.pair_picker_ui("t")
+if p is not None:
+    st.write(f"Studying {p.label}")
+"""
+
+
+@pytest.fixture
+def as_on_a_server(monkeypatch):
+    """Empty shared results, and pages that draw first and compute in the background, as on a real server
+    (under AppTest they wait for their results)."""
+    def clear():
+        jobs, lock = ui._job_store()
+        for job in list(jobs.values()):
+            assert job.done.wait(60)  # a job a failed test left running ends before the next test
+        ui._result_store.clear()
+        ui._job_store.clear()
+
+    clear()
+    monkeypatch.setattr(ui, "waits_for_results", lambda: False)
+    yield
+    clear()
+
+
+def open_picker() -> AppTest:
+    return AppTest.from_string(PICKER, default_timeout=60).run()
+
+
+def progress_texts(at) -> str:
+    return "\n".join(p.proto.text for p in at.get("progress"))
+
+
+def test_the_class_asking_for_one_builtin_pair_trains_it_once_and_all_watch_it(as_on_a_server, monkeypatch):
+    calls, started, release, saved = [], threading.Event(), threading.Event(), threading.Event()
+
+    def slow_train(recipe, device="cpu", on_step=None, store=True):  # the real one takes a minute: weights only
+        calls.append((recipe.cfg.name, recipe.steps))
+        on_step({"step": 1, "steps": 4})
+        started.set()
+        assert release.wait(60)
+        model = build_model(recipe.cfg, seed=0)
+        disk_cache.save(recipe.key, {"state_dict": model.state_dict(), "plain_state_dict": plain_twin(
+            model).state_dict(), "label": "fake pair", "class_names": tuple(data.SHAPES[:10])})
+        saved.set()
+        return builtin_pair.load(recipe)
+
+    monkeypatch.setattr(builtin_pair, "train", slow_train)
+    first, second = open_picker(), open_picker()  # two students on the page, both offered the button
+    assert first.button(key="t_pair_train") and second.button(key="t_pair_train")
+    first.button(key="t_pair_train").click().run()  # returns while the pair trains: the page is not blocked
+    assert started.wait(60)
+    second.button(key="t_pair_train").click().run()  # joins the training under way
+    third = open_picker()  # never pressed: sees the class's training too
+    other = open_picker()
+    other.select_slider(key="t_pair_steps").set_value(1200).run()  # another recipe: not this training
+    for at in (first, second, third, other):
+        no_exceptions(at)
+        assert "Studying" not in texts(at, ("markdown",))
+    for at in (second, third):  # the same training's progress, a quarter done
+        assert "Training resnet20 and its plain twin for the class (600 steps): 25%" in progress_texts(at)
+    assert "t_pair_train" not in [b.key for b in third.button] and other.button(key="t_pair_train")
+    assert not progress_texts(other)
+    release.set()
+    assert saved.wait(60)
+    for at in (first, second, third):  # each page reruns when the pair is ready (here by hand: AppTest
+        at.run()  # does not poll fragments); it is on disk, where builtin_pair.load finds it
+        no_exceptions(at)
+        assert "Studying fake pair" in texts(at, ("markdown",))
+    assert calls == [("resnet20", 600)]
+
+
+def test_a_failed_class_training_is_a_message_and_can_be_tried_again(as_on_a_server, monkeypatch):
+    failed = threading.Event()
+
+    def broken_train(recipe, device="cpu", on_step=None, store=True):
+        failed.set()
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(builtin_pair, "train", broken_train)
+    at = open_picker()
+    at.button(key="t_pair_train").click().run()
+    assert failed.wait(60)
+    jobs, lock = ui._job_store()
+    assert all(job.done.wait(60) for job in list(jobs.values()))
+    at.run()
+    no_exceptions(at)
+    assert at.error and "the disk is full" in at.error[0].value
+    assert at.button(key="t_pair_train")  # offered again
