@@ -1,19 +1,16 @@
 """Training race: a ResNet and its plain twin learn side by side on the same batches, live; Stop any time."""
-from dataclasses import replace
-
 import streamlit as st
 
 from resviz import runs, ui
-from resviz.inputs import budget, data, limits
+from resviz.inputs import data, limits
 from resviz.lessons import training
-from resviz.lessons.training import DataRequest, DataSource, RacePair
-from resviz.pair import TrainedPair, fingerprint
-from resviz.plots.training import grad_range, plot_grad_heatmap, plot_race_accuracy, plot_race_loss
+from resviz.lessons.training import LEARNING_RATES, DataRequest, DataSource, RacePair
+from resviz.pair import TrainedPair
+from resviz.plots.training import plot_race_charts
 
 DATA_LABELS = {DataSource.BUILTIN: "Built-in shapes (no download)", DataSource.CIFAR10: "CIFAR10",
                DataSource.MNIST: "MNIST", DataSource.FASHION_MNIST: "FashionMNIST",
                DataSource.ZIP: "My image folder (zip upload)", DataSource.TEACHER: "The teacher's image folders"}
-LRS = (0.001, 0.003, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
 
 st.title("Training race: ResNet against its plain twin")
 st.markdown("Both networks start from **the same weights** (the plain twin just never adds the shortcut), see "
@@ -32,8 +29,7 @@ if ss.get("tr_recipe") != recipe:  # another pair or sidebar model: start from i
               tr_steps=recipe.config.steps, tr_wd=recipe.config.weight_decay, tr_shallow=pair is RacePair.DEEP)
 shallow = left.checkbox("Add a shallower plain net", key="tr_shallow", help="A third of the blocks per stage.")
 folders = data.teacher_folders()  # offered only when the teacher started the server with RESVIZ_IMAGE_FOLDERS
-sources = [s for s in DataSource if folders or s is not DataSource.TEACHER]
-source = mid.selectbox("Data", sources, format_func=DATA_LABELS.get, key="tr_data")
+source = mid.selectbox("Data", training.offered_sources(bool(folders)), format_func=DATA_LABELS.get, key="tr_data")
 folder = mid.selectbox("Folder", list(folders), key="tr_folder") if source is DataSource.TEACHER else ""
 steps = mid.number_input("Steps", 1, 5000, step=25, key="tr_steps")
 download = mid.checkbox("Download the dataset if missing", key="tr_dl") if source.torchvision else False
@@ -45,60 +41,37 @@ in_use = right.empty()
 with st.expander("Recipe, the same for every network: learning rate, batch size, weight decay, seed",
                  key="tr_recipe_open"):
     c1, c2 = st.columns(2)
-    lr = c1.select_slider("Learning rate", LRS, key="tr_lr", help="Very large rates make runs diverge.")
+    lr = c1.select_slider("Learning rate", LEARNING_RATES, key="tr_lr", help="Very large rates make runs diverge.")
     batch = c1.select_slider("Batch size", (8, 16, 32, 64, 128, 256), key="tr_batch")
     wd = c2.select_slider("Weight decay", (0.0, 1e-5, 1e-4, 5e-4, 1e-3), key="tr_wd")
     seed = c2.number_input("Seed", 0, 10_000, 0, key="tr_seed", help="Initial weights and batch order.")
     st.caption(f"**Recommended**: {recipe.describe()}. {training.WHY_THE_RATE}.")
-in_use.caption(f"Recipe: learning rate {lr:g} at batch {batch}, weight decay {wd:g}, seed {seed}"
-               + ("" if (lr, batch, wd) == (recipe.config.lr, recipe.config.batch_size, recipe.config.weight_decay)
-                  else " (**changed** from the recommended)"))
+used = recipe.with_settings(lr, batch, steps, wd, seed, sel.device)
+in_use.caption(recipe.in_use(used))
 if started:
     with ui.friendly_errors("Preparing the race"):
         cfg = pair.config(sel.cfg)
-        size, channels = training.data_shape_for(cfg, source)
-        zip_bytes = upload.getvalue() if upload else None
-        req, notes = DataRequest(source, size, channels, download, folder, zip_bytes), []
-        train, test, names = ui.shared_tensors(req.key, req.load) if source.shared else req.load(notes)
-        used = replace(recipe.config, lr=lr, batch_size=batch, steps=int(steps), weight_decay=wd, seed=int(seed),
-                       device=sel.device)
-        nets = 3 if shallow else 2
-        budget.check_model(training.fit_config(cfg, train, len(names))[0], batch, "The training race", nets)
-        key = ("race", fingerprint(cfg, req.key, used, shallow, zip_bytes or b""))
-        old, ss["tr_watch"] = ss.get("tr_watch"), runs.attach(key, lambda: training.race_run(
-            cfg, train, test, names, used, shallow, notes, source.value, source), cost=used.steps * nets)
-        if old is not None:
-            old.detach()  # after the attach: pressing Start twice on the same settings keeps the same run
-        ss.update(tr_view=None, tr_stopped=None)
+        req, notes = DataRequest.for_race(cfg, source, download, folder, upload.getvalue() if upload else None), []
+        loaded = ui.shared_tensors(req.key, req.load) if source.shared else req.load(notes)
+        job = training.race_job(cfg, req, loaded, used, shallow, notes)
+        ss.update(tr_watch=training.watch_race(job, ss.get("tr_watch")), tr_view=None, tr_stopped=None)
 if stopped and (w := ss.pop("tr_watch", None)) is not None:
-    snap = w.snapshot()
-    if len(snap.records) > 1:  # this student's curves end here, with what was learned so far
-        ss["tr_stopped"] = snap
-        if snap.status.state is not runs.State.FINISHED:  # the weights may be a step or two further on
-            ss["trained"] = snap.records[0].weights_now()
-    w.detach()  # the run goes on for the others, or stops if nobody is left
+    ss["tr_stopped"], ss["trained"] = training.stop_watching(w, ss.get("trained"))
 
 
 @st.fragment(run_every=1.0)  # each poll also renews this student's lease on the shared run
 def race_ui():
     w = ss.get("tr_watch")
     snap = w.snapshot() if w else ss.get("tr_stopped")
-    if snap is None:
-        return st.info("Choose the networks and settings, then press **Start**. Charts update live; **Stop** keeps "
-                       "what was learned so far.")
-    s = snap.status
-    if s.state is runs.State.QUEUED:
-        return st.info(training.queue_text(s.position, s.wait_s, runs.registry().max_running))
-    if s.state is runs.State.FAILED:
-        return st.error(f"The race failed: {s.error}")
+    if message := training.waiting_message(snap, runs.registry().max_running):
+        tone, text = message
+        return getattr(st, tone.value)(text)
     view = ss["tr_view"] = training.fold(ss.get("tr_view"), snap.records)
-    if view is None:
-        return st.info("Building the networks…")
-    running = s.state is runs.State.RUNNING and w is not None
-    draw(view, running, s.watchers)
-    if w is None and s.state is not runs.State.FINISHED:
+    running = snap.status.state is runs.State.RUNNING and w is not None
+    draw(view, running, snap.status.watchers)
+    if w is None and snap.status.state is not runs.State.FINISHED:
         st.caption(f"Stopped by you at step {view.history.step}.")
-    if s.state is runs.State.FINISHED:
+    if snap.status.state is runs.State.FINISHED:
         ss["trained"] = snap.result  # a resviz.pair.TrainedPair: Feature maps, Lesion, Paths, Landscape read it
     if not running and isinstance(ss.get("trained"), TrainedPair):
         st.download_button("Download the trained ResNet (state dict)", lambda: training.state_dict_bytes(
@@ -113,15 +86,15 @@ def draw(view, running, watchers):
         st.caption(note)
     st.progress(h.step / h.steps, text=f"step {h.step} of {h.steps}")
     st.markdown(training.status_line(h, running) + (f" · watched by {watchers} students" if watchers > 1 else ""))
-    loss, acc = st.columns(2)
-    loss.plotly_chart(plot_race_loss(h), key="tr_loss")
-    acc.plotly_chart(plot_race_accuracy(h, view.header.chance), key="tr_acc")
+    loss, acc, *heatmaps = ui.figure(view.figure_key, lambda: plot_race_charts(h, view.header.chance))
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(loss, key="tr_loss")
+    c2.plotly_chart(acc, key="tr_acc")
     for tone, text in view.messages(live=running):  # what the race showed, right under its curves
         getattr(st, tone.value)(text)
     st.caption(view.header.accuracy_note)
-    zr, names = grad_range(h), max(len(r.layers) for r in h.runs.values()) <= 24  # names on all or none
-    for i, (col, r) in enumerate(zip(st.columns(len(h.runs)), h.runs.values())):
-        col.plotly_chart(plot_grad_heatmap(r.name, r.layers, r.step, r.grad_norms, zr, names=names), key=f"tr_h{i}")
+    for i, (col, fig) in enumerate(zip(st.columns(len(heatmaps)), heatmaps)):
+        col.plotly_chart(fig, key=f"tr_h{i}")
 
 
 race_ui()

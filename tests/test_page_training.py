@@ -10,7 +10,7 @@ from resviz.inputs import data
 from resviz.lessons.training import RECIPES, DataSource, RacePair
 from resviz.models import ResNet
 from resviz.pair import TrainedPair
-from helpers import new_app, no_exceptions, open_page, page_exceptions, screenshot, texts, wait_idle
+from helpers import figure, new_app, no_exceptions, open_page, page_exceptions, screenshot, texts, wait_idle
 
 
 def tiny_app():
@@ -107,6 +107,24 @@ def test_start_runs_a_tiny_race_and_shares_the_trained_model():
     assert "ResNet-6 trained 4 steps" in shown
 
 
+def test_projector_scales_the_race_charts_and_students_at_one_step_share_them():
+    from resviz.plots.projector import SCALE
+
+    at = finish(start(tiny_app(), steps=3))
+    other = finish(start(tiny_app(), steps=3))  # the same settings: the same run, its charts built once
+    keys = ["tr_loss", "tr_acc", "tr_h0", "tr_h1"]
+    normal = [figure(at, k)["layout"] for k in keys]
+    assert at.session_state["tr_view"].figure_key == other.session_state["tr_view"].figure_key
+    assert [figure(other, k)["layout"] for k in keys] == normal
+    at.session_state["projector"] = True  # the sidebar's switch (app.py draws it; AppTest runs the page alone)
+    at.run()
+    no_exceptions(at)
+    for key, before in zip(keys, normal):
+        assert figure(at, key)["layout"]["font"]["size"] == pytest.approx(before["font"]["size"] * SCALE)
+    other.run()
+    assert [figure(other, k)["layout"] for k in keys] == normal  # per student: the other screen is unchanged
+
+
 def test_shallow_plain_net_joins_the_race():
     at = tiny_app()
     at.text_input(key="sel_layers").set_value("3, 3").run()
@@ -158,6 +176,8 @@ def test_race_run_yields_a_header_then_the_records_and_fold_replays_them_per_stu
     late = training.fold(None, records)  # one who joined after the end: the whole history replayed
     assert training.fold(early, records) is early and early.history == late.history and late.history.step == 3
     assert training.fold(None, []) is None
+    assert header.key != next(training.race_run(cfg, train, test, names, used)).key  # unshared: a key of its own
+    assert next(training.race_run(cfg, train, test, names, used, key=("race", "x"))).key == ("race", "x")
 
 
 def test_same_settings_share_one_run_and_a_stop_only_detaches_that_student():

@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from resviz import models as M
+from resviz import runs
 from resviz.lessons import training as T
 from resviz.pair import TrainedPair
 
@@ -400,6 +401,67 @@ def test_data_request_keys_and_sources():
     assert T.RacePair.DEEP.config(TINY).name == "resnet56" and T.RacePair.SIDEBAR.config(TINY) is TINY
 
 
+def test_data_request_for_a_race_and_the_sources_offered():
+    req = T.DataRequest.for_race(M.get_config("resnet20"), T.DataSource.BUILTIN)
+    assert (req.source, req.size, req.channels) == (T.DataSource.BUILTIN, T.RACE_IMAGE_SIZE, 3)
+    folder = T.DataRequest.for_race(replace(TINY, input_size=24, in_channels=1), T.DataSource.TEACHER, folder="x")
+    assert (folder.size, folder.channels, folder.folder) == (24, 1, "x")
+    assert T.DataSource.TEACHER not in T.offered_sources(False) and T.offered_sources(True) == list(T.DataSource)
+
+
+def test_a_students_settings_and_the_words_for_them():
+    recipe = T.recipe_for(M.get_config("resnet20"))
+    c = recipe.config
+    same = recipe.with_settings(c.lr, c.batch_size, c.steps, c.weight_decay, 3)
+    assert same == replace(c, seed=3)
+    assert recipe.in_use(same) == "Recipe: learning rate 0.01 at batch 128, weight decay 0.0001, seed 3"
+    assert recipe.in_use(recipe.with_settings(0.1, 128, 300, 1e-4, 0)).endswith("(**changed** from the recommended)")
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """A registry of shared runs of this test's own (the server's one is for the whole process)."""
+    reg = runs.Registry(max_running=1, threads_per_run=None)
+    monkeypatch.setattr(runs, "_REGISTRY", reg)
+    yield reg
+    reg.shutdown(timeout=0)
+
+
+def test_a_race_job_per_settings_watched_restarted_and_stopped(registry):
+    data = easy_data(16)
+    loaded, req = (data, data, ["dark", "bright"]), T.DataRequest(T.DataSource.BUILTIN, 8, 3)
+    used = T.RaceConfig(batch_size=8, steps=5000, eval_every=0)  # far longer than the test: it is stopped
+    job = T.race_job(TINY, req, loaded, used)
+    assert T.race_job(TINY, req, loaded, used).key == job.key and job.cost == 2 * 5000
+    assert T.race_job(TINY, req, loaded, replace(used, seed=1)).key != job.key
+    assert T.race_job(TINY, req, loaded, used, include_shallow_plain=True).cost == 3 * 5000
+    assert T.waiting_message(None, 1)[0] is T.Tone.INFO  # before Start: the hint
+    first = T.watch_race(job)
+    other = T.watch_race(T.race_job(TINY, req, loaded, used))  # another student, the same settings: the same run
+    again = T.watch_race(job, first)  # Start pressed twice: still that run, the old watch let go
+    assert first.detached and not again.detached and again.status.watchers == 2
+    snap = again.wait(60, records=3)  # the header, then two steps
+    assert T.waiting_message(snap, 1) is None and snap.records[0].key == job.key
+    earlier = object()  # the pair the student held before
+    queued = T.watch_race(T.race_job(TINY, req, loaded, replace(used, seed=2)))  # the one slot is taken
+    assert T.waiting_message(queued.snapshot(), 1)[1].startswith("Number 1 in the queue")
+    assert T.stop_watching(queued, earlier) == (None, earlier) and queued.detached  # nothing learned yet
+    kept, trained = T.stop_watching(again, earlier)
+    assert again.detached and len(kept.records) >= 3 and isinstance(trained, TrainedPair)  # what was learned
+    assert other.wait(60, records=len(kept.records) + 1).status.state is runs.State.RUNNING  # goes on for others
+    other.detach()
+
+
+def test_what_a_student_reads_instead_of_the_charts():
+    snap = lambda state, records=(), **kw: runs.Snapshot(runs.Status(state, **kw), list(records))  # noqa: E731
+    assert "Number 2 in the queue: this server trains 3 race(s)" in T.waiting_message(
+        snap(runs.State.QUEUED, position=2), 3)[1]
+    assert T.waiting_message(snap(runs.State.FAILED, error="out of memory"), 1) == (
+        T.Tone.ERROR, "The race failed: out of memory")
+    assert T.waiting_message(snap(runs.State.RUNNING), 1) == (T.Tone.INFO, "Building the networks…")
+    assert T.waiting_message(snap(runs.State.RUNNING, ["header"]), 1) is None
+
+
 def test_plots_worked_by_hand():
     import numpy as np
 
@@ -420,6 +482,7 @@ def test_plots_worked_by_hand():
     assert list(loss.data[3].y) == pytest.approx([2.0, 1.9])  # 0.9 * 2 + 0.1 * 1
     acc = plot_race_accuracy(h, chance=0.1)
     assert list(acc.data[0].y) == [50.0, 50.0]
+    assert loss.layout.xaxis.range == acc.layout.xaxis.range == (0, 1.02 * h.steps)  # the whole race, both charts
 
 
 def test_max_accuracy_drop_worked_by_hand():

@@ -18,8 +18,9 @@ import io
 import math
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field, replace
-from typing import Generator, Iterator
+from typing import Callable, Generator, Hashable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +28,8 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from resviz import models as M
-from resviz import pair
-from resviz.inputs import data
+from resviz import pair, runs
+from resviz.inputs import budget, data
 
 DIVERGED_LOSS = 1e4  # a cross-entropy this large means logits off by thousands: the run has blown up
 SMOOTHING = 0.1  # weight of the newest batch in the smoothed loss (the chart's bold line and the verdicts)
@@ -70,6 +71,11 @@ class DataSource(enum.Enum):
         return self is not DataSource.ZIP
 
 
+def offered_sources(teacher_folders: bool) -> list[DataSource]:
+    """The data a student may race on: the teacher's folders only where the teacher named some."""
+    return [s for s in DataSource if teacher_folders or s is not DataSource.TEACHER]
+
+
 @dataclass(frozen=True)
 class DataRequest:
     """The images a race asks for; hashable, so a shared cache can key on it (the zip's bytes excepted)."""
@@ -79,6 +85,13 @@ class DataRequest:
     download: bool = False  # torchvision sets only: fetch them if missing
     folder: str = ""  # the teacher's folder, by name
     upload: bytes | None = field(default=None, compare=False, repr=False)  # the student's zip
+
+    @classmethod
+    def for_race(cls, cfg: M.ResNetConfig, source: DataSource, download: bool = False, folder: str = "",
+                 upload: bytes | None = None) -> DataRequest:
+        """The images to race ``cfg`` on, at the size and channels ``data_shape_for`` picks."""
+        size, channels = data_shape_for(cfg, source)
+        return cls(source, size, channels, download, folder, upload)
 
     @property
     def key(self) -> tuple:
@@ -478,6 +491,7 @@ class Tone(enum.Enum):
     SUCCESS = "success"
     INFO = "info"
     WARNING = "warning"
+    ERROR = "error"
 
 
 @dataclass(frozen=True)
@@ -587,6 +601,8 @@ RECIPES = {  # chosen by scripts/sweep_race.py (its table: assets/sweep_race.txt
     "resnet20": RaceConfig(lr=0.01, batch_size=128, steps=300),
     "resnet56": RaceConfig(lr=0.01, batch_size=128, steps=300),
 }
+LEARNING_RATES = (0.001, 0.003, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)  # the page's:
+#                 the sweep's 0.005-0.1 (scripts/sweep_race.py), smaller ones, and ones that make a race diverge
 WHY_THE_RATE = ("0.01 is the paper's warm-up rate (0.1x its 0.1 at batch 128, section 4.2). At 0.1 itself, ResNet-56 "
                 "stays at guessing level (loss ln 10 = 2.30) for most or all of a 300-step race on these images "
                 "while plain-20 learns (scripts/sweep_race.py, seeds 0-2)")
@@ -609,6 +625,19 @@ class Recipe:
                 f"decay {c.weight_decay:g}, {c.steps} steps, built-in images at {RACE_IMAGE_SIZE}x{RACE_IMAGE_SIZE}; "
                 f"chosen by a sweep on {self.swept.replace('resnet', 'ResNet-')} for seeds 0-4"
                 + ("" if self.exact else " (the nearest depth swept)"))
+
+    def with_settings(self, lr: float, batch_size: int, steps: int, weight_decay: float, seed: int,
+                      device: str = "cpu") -> RaceConfig:
+        """This recipe with a student's settings (the rest, warm-up and decay, stays the recipe's)."""
+        return replace(self.config, lr=lr, batch_size=int(batch_size), steps=int(steps), weight_decay=weight_decay,
+                       seed=int(seed), device=device)
+
+    def in_use(self, used: RaceConfig) -> str:
+        """The settings a race runs with, for the page, and whether they differ from this recipe's."""
+        c = self.config
+        changed = (used.lr, used.batch_size, used.weight_decay) != (c.lr, c.batch_size, c.weight_decay)
+        return (f"Recipe: learning rate {used.lr:g} at batch {used.batch_size}, weight decay {used.weight_decay:g}, "
+                f"seed {used.seed}" + (" (**changed** from the recommended)" if changed else ""))
 
 
 def recipe_for(cfg: M.ResNetConfig) -> Recipe:
@@ -815,13 +844,16 @@ class RaceHeader:
     context: RaceContext | None
     file_name: str  # the trained ResNet's download name
     weights_now: object = field(compare=False, repr=False)  # () -> TrainedPair: the weights at the latest step
+    key: Hashable = field(default_factory=lambda: uuid.uuid4().hex)  # the shared run's key: says what the records are
 
 
 def race_run(cfg: M.ResNetConfig, train: Dataset, test: Dataset, class_names: list[str], race_cfg: RaceConfig,
              include_shallow_plain: bool = False, notes: list[str] | None = None, data_name: str = "",
-             source: DataSource | None = None) -> Generator[RaceHeader | dict, None, pair.TrainedPair]:
+             source: DataSource | None = None, key: Hashable | None = None
+             ) -> Generator[RaceHeader | dict, None, pair.TrainedPair]:
     """The race as a shared run: builds it (in the run's worker thread), yields a ``RaceHeader``, then one ``race``
-    record per step; returns the trained pair. ``header.weights_now()`` reads the weights between two steps."""
+    record per step; returns the trained pair. ``header.weights_now()`` reads the weights between two steps;
+    ``header.key`` is ``key`` (the run's key), else one of its own."""
     r = new_race(cfg, train, test, class_names, race_cfg, include_shallow_plain, notes, data_name, source)
     lock = threading.Lock()
     final: list[pair.TrainedPair] = []  # once over: the models are freed, their weights stay
@@ -834,7 +866,8 @@ def race_run(cfg: M.ResNetConfig, train: Dataset, test: Dataset, class_names: li
             return final[0]
 
     yield RaceHeader(r.history, tuple(r.notes), r.accuracy_note(), r.chance, r.context,
-                     f"{next(iter(r.models)).lower()}_trained.pt", weights_now)
+                     f"{next(iter(r.models)).lower()}_trained.pt", weights_now,
+                     **({} if key is None else {"key": key}))
     r.history = new_history(r.models, race_cfg.steps)  # the header's stays empty
     try:
         while True:
@@ -853,6 +886,63 @@ def race_run(cfg: M.ResNetConfig, train: Dataset, test: Dataset, class_names: li
     return final[0]
 
 
+@dataclass(frozen=True)
+class RaceJob:
+    """One race as ``resviz.runs`` launches it: its key (every setting that decides its records), how to make it,
+    and its cost (steps x networks: the queue's estimates scale with it)."""
+    key: Hashable
+    make: Callable[[], Generator]
+    cost: float
+
+
+def race_job(cfg: M.ResNetConfig, req: DataRequest, loaded: tuple[Dataset, Dataset, list[str]], used: RaceConfig,
+             include_shallow_plain: bool = False, notes: list[str] | None = None) -> RaceJob:
+    """The race of ``cfg`` with ``used`` on the images ``req`` loaded; BudgetError when it would not fit the server."""
+    train, test, names = loaded
+    nets = 3 if include_shallow_plain else 2
+    budget.check_model(fit_config(cfg, train, len(names))[0], used.batch_size, "The training race", nets)
+    key = ("race", pair.fingerprint(cfg, req.key, used, include_shallow_plain, req.upload or b""))
+    return RaceJob(key, lambda: race_run(cfg, train, test, names, used, include_shallow_plain, notes,
+                                         req.source.value, req.source, key), cost=used.steps * nets)
+
+
+def watch_race(job: RaceJob, old: runs.Watch | None = None) -> runs.Watch:
+    """A student's watch on ``job``'s shared run (started, or joined), having left ``old``: after attaching, so
+    that pressing Start twice on the same settings keeps the same run."""
+    watch = runs.attach(job.key, job.make, cost=job.cost)
+    if old is not None:
+        old.detach()
+    return watch
+
+
+def stop_watching(watch: runs.Watch, trained: pair.TrainedPair | None = None
+                  ) -> tuple[runs.Snapshot | None, pair.TrainedPair | None]:
+    """Stop for one student: they leave the run (it goes on for the others, or stops if nobody is left). Returns
+    the snapshot their curves end with (None before the first step) and the pair they hold now: the weights
+    learned so far if the race had not finished (a step or two further on than the curves), else ``trained``."""
+    snap = watch.snapshot()
+    if len(snap.records) <= 1:
+        snap = None
+    elif snap.status.state is not runs.State.FINISHED:
+        trained = snap.records[0].weights_now()
+    watch.detach()
+    return snap, trained
+
+
+def waiting_message(snap: runs.Snapshot | None, max_running: int) -> tuple[Tone, str] | None:
+    """What a student reads instead of the charts (before Start, in the queue, after a failure, while the networks
+    are built); None once there is a step to draw."""
+    if snap is None:
+        return Tone.INFO, ("Choose the networks and settings, then press **Start**. Charts update live; **Stop** "
+                           "keeps what was learned so far.")
+    s = snap.status
+    if s.state is runs.State.QUEUED:
+        return Tone.INFO, queue_text(s.position, s.wait_s, max_running)
+    if s.state is runs.State.FAILED:
+        return Tone.ERROR, f"The race failed: {s.error}"
+    return (Tone.INFO, "Building the networks…") if not snap.records else None
+
+
 @dataclass
 class RaceView:
     """One student's view of a shared race: the header and their own history, folded from the shared records."""
@@ -863,6 +953,11 @@ class RaceView:
     def messages(self, live: bool = False) -> list[tuple[Tone, str]]:
         """What the race showed, in words (``race_messages``; ``live``: divergences only)."""
         return race_messages(self.history, self.header.context, live)
+
+    @property
+    def figure_key(self) -> tuple:
+        """What its charts show: the same for every student at this step of this race (a shared figure cache's key)."""
+        return ("race figures", self.header.key, self.history.step)
 
 
 def fold(view: RaceView | None, records) -> RaceView | None:

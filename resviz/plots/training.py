@@ -22,6 +22,12 @@ def _finite(values) -> list[float | None]:
     return [float(v) if v is not None and np.isfinite(v) else None for v in values]
 
 
+def _step_axis(fig: go.Figure, history: RaceHistory) -> None:
+    """The whole race on the x axis, the same on every chart: a live curve grows towards its end, and the
+    ResNet-ahead note (which plotly would otherwise make room for) never stretches one chart's axis."""
+    fig.update_xaxes(title="training step", range=[0, 1.02 * max(history.steps, 1)])
+
+
 def plot_race_loss(history: RaceHistory) -> go.Figure:
     """Training loss per step for every network: faint raw batch losses, bold smoothed trend; a dotted line
     where the ResNet's lead over its twin became clear (and stayed so)."""
@@ -38,7 +44,7 @@ def plot_race_loss(history: RaceHistory) -> go.Figure:
     if gap is not None and gap.shows and not any(r.message for r in history.runs.values()):
         fig.add_vline(x=gap.since, line=dict(color=COLORS[Role.RESNET], dash="dot", width=2),
                       annotation_text=f"ResNet ahead by ≥ {GAP_MARGIN:g} from here", annotation_position="bottom right")
-    fig.update_xaxes(title="training step", rangemode="tozero")
+    _step_axis(fig, history)
     fig.update_yaxes(title="training loss (smoothed; lower is better)", rangemode="tozero")
     fig.update_layout(title="Training loss: same start, same batches, same recipe", height=HEIGHT, legend=LEGEND,
                       margin=dict(t=60, b=110, l=70, r=20))
@@ -61,7 +67,7 @@ def plot_race_accuracy(history: RaceHistory, chance: float | None = None) -> go.
     if chance:
         fig.add_hline(y=100 * chance, line_dash="dot", line_color="#555555", annotation_text="guessing",
                       annotation_position="bottom right")
-    fig.update_xaxes(title="training step", rangemode="tozero")
+    _step_axis(fig, history)
     fig.update_yaxes(title="accuracy (%)", range=[0, 100])
     fig.update_layout(title="Accuracy: held-out images (bold), training batches (thin)", height=HEIGHT,
                       legend=LEGEND, margin=dict(t=60, b=110, l=70, r=20))
@@ -105,3 +111,12 @@ def grad_range(history: RaceHistory) -> tuple[float, float] | None:
         return None
     logs = np.log10(vals)
     return float(np.percentile(logs, 1)), float(np.percentile(logs, 99))
+
+
+def plot_race_charts(history: RaceHistory, chance: float | None = None) -> list[go.Figure]:
+    """Every chart of a race: loss, accuracy, then one gradient heatmap per network (one colour range; layer
+    names on all of them or none, so they line up)."""
+    zrange, names = grad_range(history), max(len(r.layers) for r in history.runs.values()) <= 24
+    return [plot_race_loss(history), plot_race_accuracy(history, chance),
+            *(plot_grad_heatmap(r.name, r.layers, r.step, r.grad_norms, zrange, names=names)
+              for r in history.runs.values())]
