@@ -168,8 +168,7 @@ def test_block_view_figures_show_channel_and_range(x):
 
     r = fm.capture(tiny(), x, block=0, max_channels=4)
     figs = plots.plot_block_views(r, k=2)
-    assert [f.layout.title.text for f in figs] == ["layer1.0: main path F(x)", "layer1.0: shortcut x",
-                                                  "layer1.0: output relu(F(x) + x)"]
+    assert [f.layout.title.text for f in figs] == ["main path F(x)", "shortcut x", "output relu(F(x) + x)"]
     trace = figs[2].data[0]  # one heat map holding every channel's tile
     c, m = r.channels[0], r.out[0]
     h, w = m.shape
@@ -180,7 +179,9 @@ def test_block_view_figures_show_channel_and_range(x):
     assert np.allclose(np.asarray(trace.z)[:h, :w], m / shared)
     assert figs[2].layout.annotations[0].text == f"ch {c}"
     plain = fm.capture(models.plain_twin(tiny()), x, block=0)
-    assert len(plots.plot_block_views(plain, k=3)) == 2  # no shortcut view in the plain twin
+    plain_figs = plots.plot_block_views(plain, k=3)  # no shortcut view in the plain twin, and it says whose maps
+    assert [f.layout.title.text for f in plain_figs] == ["plain twin, layer1.0:<br>main path F(x)",
+                                                        "plain twin, layer1.0:<br>output relu(F(x))"]
 
 
 # --- which weights ---
@@ -269,6 +270,62 @@ def test_every_figure_has_text_of_14_px_or_more_in_a_dark_colour(x):
         for where, size, colour in all_fonts(fig):
             assert size >= 14, (fig.layout.title.text, where, size)
             assert sum(ImageColor.getrgb(colour)) < 3 * 80, (where, colour)  # dark on the white page
+
+
+def projector_figures(x, k=9):
+    """Every figure of the page at projector scale (the sidebar's Projector toggle), as the page sizes them."""
+    from resviz.plots import feature_maps as plots
+    from resviz.plots.projector import for_projector
+
+    r = fm.capture(tiny(), x, block=1)  # layer2.0: 8 channels of 8 x 8
+    long_title = "Grad-CAM at layer4.2: 'American Staffordshire terrier'"
+    figs = [*plots.plot_block_views(r, k, 330), plots.plot_block_norms(r.norms, r.block),
+            plots.plot_prediction(r.probs, (), untrained=True), plots.plot_overlay(r.cam[..., None].repeat(3, 2),
+                                                                                   r.cam, long_title)]
+    return [for_projector(f) for f in figs]
+
+
+def test_titles_fit_a_third_of_a_projector_screen_and_their_margin_holds_them(x):
+    from resviz.plots.projector import SCALE
+
+    for fig in projector_figures(x):
+        lines = fig.layout.title.text.split("<br>")
+        size = fig.layout.title.font.size
+        assert size >= 17 * SCALE  # the Projector toggle's size
+        assert max(len(line) for line in lines) * 0.45 * size <= 300, lines  # 300 px: one of three columns
+        assert fig.layout.title.yanchor == "top" and fig.layout.title.y == 1 and fig.layout.title.yref == "container"
+        # Measured in Chromium: plotly draws the first line's top 0.2 em above the anchor, 0.7 em more when the title
+        # has several lines; each line below adds 1.3 em.
+        first = fig.layout.title.pad.t - (0.2 + (0.7 if len(lines) > 1 else 0)) * size
+        assert first >= 0, lines  # not cut off at the top
+        assert fig.layout.margin.t >= first + (1.2 + 1.3 * (len(lines) - 1)) * size, lines  # the plot starts below
+
+
+def test_channel_labels_fit_between_the_rows_at_projector_scale(x):
+    for fig in projector_figures(x)[:3]:
+        labels = fig.layout.annotations
+        assert [a.text for a in labels][:1] == [f"ch {c}" for c in fm.capture(tiny(), x, block=1).channels[:1]]
+        rows = sorted({a.y for a in labels})
+        assert len(labels) == 8 and len(rows) == 3  # 8 channels: a 3 x 3 grid, a label over each row
+        tile = 8  # layer2.0 of the tiny net halves the 16 x 16 input
+        gap = rows[1] - rows[0] - tile
+        height_units, width_units = 3 * tile + 2 * gap, 3 * tile + 2 * gap
+        lines = fig.layout.title.text.count("<br>") + 1
+        plot_px = fig.layout.height - fig.layout.margin.t
+        px_per_unit = min(plot_px / height_units, 300 / width_units)
+        size = labels[0].font.size
+        assert gap * px_per_unit >= 1.2 * size, (gap, px_per_unit, size)  # a label's line fits in the gap
+        assert fig.layout.margin.t >= 1.2 * (lines * fig.layout.title.font.size + size)  # title + first row's labels
+
+
+def test_many_channels_leave_out_the_labels_and_keep_the_hover():
+    from resviz.plots import feature_maps as plots
+
+    maps = np.random.default_rng(0).normal(size=(32, 16, 16))
+    fig = plots.plot_feature_grid(maps, range(32), "main path F(x)", height=330)
+    assert not fig.layout.annotations  # 32 channels in the page's 330 px: 6 x 6 tiles, too small for labels
+    assert "channel %{customdata[0]" in fig.data[0].hovertemplate
+    assert len(plots.plot_feature_grid(maps[:9], range(9), "main path F(x)", height=330).layout.annotations) == 9
 
 
 def test_heat_maps_use_the_one_sequential_and_the_one_diverging_map(x):

@@ -13,7 +13,7 @@ from resviz.pair import TrainedPair
 
 def title(spec: dict) -> str:
     t = spec["layout"].get("title", {})
-    return t.get("text", "") if isinstance(t, dict) else str(t)
+    return (t.get("text", "") if isinstance(t, dict) else str(t)).replace("<br>", " ")  # long titles wrap
 
 
 def top5_labels(at) -> list[str]:

@@ -80,8 +80,8 @@ def test_pixel_slider_moves_the_product():
     at.slider(key="sl_row").set_value(2)
     at.slider(key="sl_col").set_value(1).run()
     no_exceptions(at)
-    titles = [a["text"] for a in figure(at, "sl_product")["layout"]["annotations"]]
-    assert "x at input pixel (4, 2)" in titles and "y = W·x at output (2, 1)" in titles  # stride 2 doubles it
+    title = figure(at, "sl_product")["layout"]["title"]["text"]
+    assert title == "Input pixel (4, 2) → output pixel (2, 1)"  # stride 2 doubles it
 
 
 def test_bottleneck_costs_shown(lab):

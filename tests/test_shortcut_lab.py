@@ -205,6 +205,29 @@ def test_every_chart_text_is_at_least_14_px_and_dark():
         assert all(a.font.size >= 14 and a.font.color == "#1a1a1a" for a in fig.layout.annotations)
 
 
+def _width(text: str, size: float) -> float:
+    """About how wide ``text`` is drawn at ``size`` px (the widest of its lines; ~0.5 em a character)."""
+    return max(len(line) for line in text.split("<br>")) * 0.5 * size
+
+
+@pytest.mark.parametrize("c_in, c_out, side", [(4, 8, 6), (64, 32, 31)])
+def test_pixel_product_titles_leave_room_for_each_other_on_a_projector(c_in, c_out, side):
+    from resviz.plots.projector import for_projector
+
+    p = sc.pixel_product(c_in, c_out, 1, side, side, row=side - 1, col=side - 1)  # the longest pixel names
+    fig = for_projector(plots.plot_pixel_product(p))
+    paper_px = 940 - 240  # the chart on a 1400 px screen, less the room of the axis titles and colour bars
+    titles = fig.layout.annotations[:3]
+    assert [t.text for t in titles][1:] == ["x (input)", "y = W·x (output)"]
+    centres = [sum(fig.layout[f"xaxis{'' if i == 0 else i + 1}"].domain) / 2 * paper_px for i in range(3)]
+    for (a, ca), (b, cb) in zip(list(zip(titles, centres))[:-1], list(zip(titles, centres))[1:]):
+        assert cb - ca >= (_width(a.text, a.font.size) + _width(b.text, b.font.size)) / 2, (a.text, b.text)
+    title = fig.layout.title
+    assert f"pixel ({side - 1}, {side - 1})" in title.text and _width(title.text, title.font.size) <= paper_px
+    lines = max(t.text.count("<br>") + 1 for t in titles)
+    assert fig.layout.margin.t >= 1.2 * (title.font.size + lines * titles[0].font.size)  # title over subplot titles
+
+
 def test_fix_table_puts_the_numbers_before_the_long_text(lab):
     assert list(sc.fix_table(lab)[0]) == ["fix", "works?", "result", "parameters", "MACs", "shortcut output",
                                           "what it does"]

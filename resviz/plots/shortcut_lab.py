@@ -6,11 +6,14 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from resviz.lessons.shortcut_lab import BlockCost, PixelProduct
+from resviz.plots.projector import SCALE
 
 DIVERGING = "RdBu_r"  # red positive, blue negative, white zero
 MAX_TEXT = 12  # write the numbers into the cells only while they stay readable
 MAX_PIXEL_TEXT = 144  # label the kept pixels with their output position on grids up to 12x12
 FONT = dict(size=14, color="#1a1a1a")  # at least 14 px and dark: readable from the back of a classroom
+TITLE_PX, SUBTITLE_PX = 17, 16  # the figure's title; subplot titles (``_readable``)
+LINE_EM = 1.3  # a line of text is about 1.3 times its font size tall; room is made for the Projector's x SCALE
 
 
 def _readable(fig: go.Figure) -> go.Figure:
@@ -33,12 +36,15 @@ def plot_pixel_product(p: PixelProduct) -> go.Figure:
     x, y = p.x_vec[:cols, None], p.y_conv[:rows, None]
     w_lim = float(max(np.abs(w).max(), 1e-6))  # weights get their own scale: they are much smaller than x
     v_lim = float(max(np.abs(x).max(), np.abs(y).max(), 1e-6))
-    fig = make_subplots(rows=1, cols=3, column_widths=[0.7, 0.12, 0.12], horizontal_spacing=0.08, subplot_titles=(
-        f"W: 1x1 conv weights ({p.weight_shape[0]} out × {p.weight_shape[1]} in)"
+    # The pixels go in the figure's title, across the whole width: over the narrow x and y columns, titles that
+    # name them overlapped once the Projector toggle scaled the text up.
+    fig = make_subplots(rows=1, cols=3, column_widths=[0.6, 0.15, 0.15], horizontal_spacing=0.1, subplot_titles=(
+        f"W: 1x1 conv weights<br>({p.weight_shape[0]} out × {p.weight_shape[1]} in)"
         + ("" if (rows, cols) == tuple(p.weight_shape) else f", first {rows}×{cols} shown"),
-        f"x at input pixel {p.in_pixel}", f"y = W·x at output {p.out_pixel}"))
-    bars = [{"title": {"text": name, "font": FONT}, "x": 1.0, "len": 0.45, "y": y, "tickfont": FONT}
-            for name, y in (("weight", 0.78), ("x, y", 0.22))]
+        "x (input)", "y = W·x (output)"))
+    bars = [{"title": {"text": name, "font": FONT}, "x": 1.0, "len": 0.45, "y": y, "tickfont": FONT,
+             "tickvals": [-lim, 0, lim], "ticktext": [f"{-lim:.2g}", "0", f"{lim:.2g}"]}  # 3 ticks: room on a projector
+            for name, y, lim in (("weight", 0.78, w_lim), ("x, y", 0.22, v_lim))]
     for i, (z, digits, lim) in enumerate(((w, 4, w_lim), (x, 1, v_lim), (y, 3, v_lim))):
         fig.add_trace(go.Heatmap(z=z, zmin=-lim, zmax=lim, colorscale=DIVERGING, showscale=i < 2,
                                  text=_cells(z, digits), texttemplate="%{text}" if max(z.shape) <= MAX_TEXT else None,
@@ -49,7 +55,10 @@ def plot_pixel_product(p: PixelProduct) -> go.Figure:
         fig.update_xaxes(showticklabels=i == 0, row=1, col=i + 1)
     fig.update_xaxes(title_text="input channel", row=1, col=1)
     fig.update_yaxes(title_text="output channel", row=1, col=1)
-    fig.update_layout(height=max(340, min(680, 30 * rows + 150)), margin={"t": 60, "b": 60})
+    top = 8 + LINE_EM * SCALE * (TITLE_PX + 2 * SUBTITLE_PX) + 8  # the title, then two lines of subplot titles
+    fig.update_layout(title=dict(text=f"Input pixel {p.in_pixel} → output pixel {p.out_pixel}", x=0, xanchor="left",
+                                 yref="container", y=1, yanchor="top", pad={"t": 8}, font={"size": TITLE_PX}),
+                      height=max(380, min(720, 30 * rows + 190)), margin={"t": round(top), "b": 60})
     return _readable(fig)
 
 
