@@ -43,7 +43,8 @@ def finish(at):
 def chart_titles(at) -> list[str]:
     import json
 
-    return [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    titles = [json.loads(c.proto.spec)["layout"]["title"] for c in at.get("plotly_chart")]
+    return [f"{t['text']}: {t['subtitle']['text']}" for t in titles]
 
 
 def test_page_smoke_shows_controls_and_hint():

@@ -9,7 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from resviz.lessons.training import GAP_MARGIN, Ordering, RaceHistory, Role, race_margins, smooth
-from resviz.plots.style import COLORS as STYLE_COLORS, SEQUENTIAL, readable
+from resviz.plots.style import COLORS as STYLE_COLORS, FONT_SIZE, SEQUENTIAL, TEXT_COLOR, readable
 
 COLORS = {Role.RESNET: STYLE_COLORS["resnet"], Role.PLAIN: STYLE_COLORS["plain"],
           Role.SHALLOW: STYLE_COLORS["shallow_plain"]}
@@ -20,6 +20,12 @@ HEIGHT = 430
 
 def _finite(values) -> list[float | None]:
     return [float(v) if v is not None and np.isfinite(v) else None for v in values]
+
+
+def _title(text: str, subtitle: str) -> dict:
+    """A short title and its subtitle on a line of its own: side by side on a projector, long titles were cut."""
+    return dict(text=text, subtitle=dict(text=subtitle, font=dict(size=FONT_SIZE, color=TEXT_COLOR)),
+                yref="container", y=1, yanchor="top", pad=dict(t=10))
 
 
 def _step_axis(fig: go.Figure, history: RaceHistory) -> None:
@@ -46,8 +52,8 @@ def plot_race_loss(history: RaceHistory) -> go.Figure:
                       annotation_text=f"ResNet ahead by ≥ {GAP_MARGIN:g} from here", annotation_position="bottom right")
     _step_axis(fig, history)
     fig.update_yaxes(title="training loss (smoothed; lower is better)", rangemode="tozero")
-    fig.update_layout(title="Training loss: same start, same batches, same recipe", height=HEIGHT, legend=LEGEND,
-                      margin=dict(t=60, b=110, l=70, r=20))
+    fig.update_layout(title=_title("Training loss", "same start, same batches, same recipe"), height=HEIGHT,
+                      legend=LEGEND, margin=dict(t=95, b=110, l=70, r=20))
     return readable(fig)
 
 
@@ -69,8 +75,8 @@ def plot_race_accuracy(history: RaceHistory, chance: float | None = None) -> go.
                       annotation_position="bottom right")
     _step_axis(fig, history)
     fig.update_yaxes(title="accuracy (%)", range=[0, 100])
-    fig.update_layout(title="Accuracy: held-out images (bold), training batches (thin)", height=HEIGHT,
-                      legend=LEGEND, margin=dict(t=60, b=110, l=70, r=20))
+    fig.update_layout(title=_title("Accuracy", "held-out images (bold), training batches (thin)"), height=HEIGHT,
+                      legend=LEGEND, margin=dict(t=95, b=110, l=70, r=20))
     return readable(fig)
 
 
@@ -94,12 +100,11 @@ def plot_grad_heatmap(name: str, layers: list[str], steps: list[int], norms: lis
     lo, hi = zrange if zrange else (None, None)
     fig = go.Figure(go.Heatmap(
         z=z, x=x, y=[f"{i + 1}. {n}" for i, n in enumerate(layers)], colorscale=SEQUENTIAL, zmin=lo, zmax=hi,
-        colorbar=dict(title="log10 ‖grad‖", thickness=12),
+        colorbar=dict(title=dict(text="log10 ‖grad‖", side="right"), thickness=12),
         hovertemplate="step %{x}<br>%{y}<br>log10 ‖grad‖ = %{z:.2f}<extra></extra>"))
-    fig.update_yaxes(autorange="reversed", title="layer (input at top)",
-                     showticklabels=len(layers) <= 24 if names is None else names)
+    fig.update_yaxes(autorange="reversed", showticklabels=len(layers) <= 24 if names is None else names)
     fig.update_xaxes(title="training step")
-    fig.update_layout(title=f"{name}: gradient norm per layer", height=360, margin=dict(t=50, b=40, l=10, r=10))
+    fig.update_layout(title=_title(name, "gradient norm per layer"), height=390, margin=dict(t=90, b=40, l=10, r=10))
     return readable(fig)
 
 
