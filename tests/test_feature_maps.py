@@ -318,6 +318,23 @@ def test_channel_labels_fit_between_the_rows_at_projector_scale(x):
         assert fig.layout.margin.t >= 1.2 * (lines * fig.layout.title.font.size + size)  # title + first row's labels
 
 
+def test_preprocessing_titles_fit_their_panels_at_projector_scale():
+    from resviz.inputs import images
+    from resviz.plots import feature_maps as plots
+    from resviz.plots.projector import for_projector
+
+    img = images.load_image(images.sample_bytes("cat"))
+    fig = for_projector(plots.plot_preprocessing(images.preprocess_steps(img, images.preprocess_for(224))))
+    titles = fig.layout.annotations
+    assert [t.text for t in titles][3] == "R: (x-0.485)<br>/ 0.229"
+    paper_px = 900 - 60  # the chart across the page on a 1400 px screen, less its colour bar
+    for i, t in enumerate(titles):
+        domain = fig.layout[f"xaxis{'' if i == 0 else i + 1}"].domain
+        widest = max(len(line) for line in t.text.split("<br>")) * 0.45 * t.font.size
+        assert widest <= (domain[1] - domain[0] + 0.02) * paper_px, t.text  # its panel and the gap beside it
+    assert fig.layout.margin.t >= 2 * 1.2 * max(t.font.size for t in titles)  # two lines above the panels
+
+
 def test_many_channels_leave_out_the_labels_and_keep_the_hover():
     from resviz.plots import feature_maps as plots
 

@@ -215,7 +215,7 @@ def test_browser_first_screen_shows_the_lesson_and_a_real_upload_runs(app_server
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(photo))
     page.get_by_text("photo.jpg").first.wait_for(timeout=30_000)
     page.get_by_text("Preprocessing: what the network really sees").first.click()  # open the expander
-    page.get_by_text("original 160x120").first.wait_for(timeout=90_000)
+    page.get_by_text("160x120", exact=True).first.wait_for(timeout=90_000)  # "original" over it
     wait_idle(page)
     screenshot(page, "feature_maps")
     assert page_exceptions(page) == []

@@ -58,11 +58,13 @@ def plot_preprocessing(steps: dict) -> go.Figure:
     pre, norm = steps["pre"], steps["normalized"]
     w, h = steps["original_size"]
     rh, rw = steps["resized"].shape[:2]
-    titles = [f"original {w}x{h}", f"resized {rw}x{rh}", f"center crop {pre.crop}x{pre.crop}"] + [
-        f"{c}: (x-{m:.3f})/{s:.3f}" for c, m, s in zip("RGB", pre.mean, pre.std)]
+    stages = [("original", f"{w}x{h}"), ("resized", f"{rw}x{rh}"), ("center crop", f"{pre.crop}x{pre.crop}")]
+    titles = [f"{a}<br>{b}" for a, b in stages] + [  # two short lines: six titles fit one row on a projector
+        f"{c}: (x-{m:.3f})<br>/ {s:.3f}" for c, m, s in zip("RGB", pre.mean, pre.std)]
     fig = make_subplots(rows=1, cols=6, subplot_titles=titles, horizontal_spacing=0.02)
-    for i, key in enumerate(("original", "resized", "cropped")):
-        fig.add_trace(go.Image(z=steps[key], hoverinfo="skip"), 1, i + 1)
+    for i, (key, (stage, size)) in enumerate(zip(("original", "resized", "cropped"), stages)):
+        fig.add_trace(go.Image(z=steps[key], hovertemplate=f"{stage} {size}<br>row %{{y}}, column %{{x}}"
+                                                           "<extra></extra>"), 1, i + 1)
     lim = float(np.abs(norm).max()) or 1.0
     for c in range(3):
         fig.add_trace(go.Heatmap(z=norm[c], colorscale=style.DIVERGING, zmin=-lim, zmax=lim, showscale=c == 2,
@@ -72,8 +74,9 @@ def plot_preprocessing(steps: dict) -> go.Figure:
     fig.update_yaxes(scaleanchor="x")
     for i in range(2, 7):
         fig.update_yaxes(scaleanchor=f"x{i}", row=1, col=i)
-    fig.update_layout(height=240, margin=dict(l=0, r=0, t=40, b=0))
-    return style.readable(fig)
+    fig = style.readable(fig)
+    subtitle_px = max(a.font.size for a in fig.layout.annotations)
+    return fig.update_layout(height=280, margin=dict(l=0, r=0, t=math.ceil(PAD_PX + 2 * line_px(subtitle_px)), b=0))
 
 
 def plot_feature_grid(maps: np.ndarray, channels, title: str, zmax: np.ndarray | None = None,
