@@ -507,7 +507,19 @@ def _builtin_pair_ui(prefix: str, recipe, device: str):
 
     if _in_flight(key):  # someone in the class started it: watch it too, and see the pair when it is ready
         return background_result(key, train, label)
-    return asked_result("Train this pair now", f"{prefix}_pair_train", key, train, label)
+    trained = asked_result("Train this pair now", f"{prefix}_pair_train", key, train, label)
+    if trained is None and not _in_flight(key):
+        _class_pair_watch_ui(key, recipe)
+    return trained
+
+
+@st.fragment(run_every=2.0)
+def _class_pair_watch_ui(key: tuple, recipe) -> None:
+    """While this student has not pressed: rerun the page once somebody starts (or has trained) this pair."""
+    from resviz import builtin_pair
+
+    if _in_flight(key) or builtin_pair.ready([recipe]):
+        st.rerun()
 
 
 def _in_flight(key: tuple) -> bool:
