@@ -45,39 +45,50 @@ def wait_for_the_finer_grid(watch):
         st.warning(f"The finer grid stopped ({status.error or status.state.value}); reload the page to try again.")
 
 
+one = grids = finer = None
 with ui.friendly_errors("Computing the loss landscape"):
-    one = ui.shared_result(("landscape-1d", p.key, span, seed), lambda cb: ls.line(p, span, seed, cb), "1-D slice…")
-    st.subheader(f"1-D slice ({2 * ls.COARSE - 1} points on {ls.BATCH} images, computed live)")
-    st.plotly_chart(ui.chart(plot_landscape_1d(one)), key="ls_1d")
-    grids, finer = ls.stored_fine_grid(p, span, seed), None  # computed before, by anyone?
+    one = ui.background_result(("landscape-1d", p.key, span, seed), lambda cb: ls.line(p, span, seed, cb),
+                               "1-D slice…")
+if one is None:
+    st.stop()
+st.subheader(f"1-D slice ({2 * ls.COARSE - 1} points on {ls.BATCH} images, computed live)")
+st.plotly_chart(ui.figure(("landscape-1d", p.key, span, seed), lambda: plot_landscape_1d(one)), key="ls_1d")
+with ui.friendly_errors("Computing the loss landscape"):
+    grids = ls.stored_fine_grid(p, span, seed)  # computed before, by anyone?
     if grids is None:
-        grids = ui.shared_result(("landscape-2d", p.key, span, seed), lambda cb: ls.coarse_grids(p, span, seed, cb),
-                                 "2-D slice (coarse grid)…")
-        finer = ls.finer_grid(p, span, seed)  # its shared run, joined or started only now: the page watches it at once
-        grids = finer.grids or grids
-    if finer is None or finer.grids is not None:
-        st.subheader(f"2-D slice ({ls.FINE}×{ls.FINE} grid on {ls.FINE_BATCH} images)")
-    else:
-        st.subheader(f"2-D slice (coarse {ls.COARSE}×{ls.COARSE} grid on {ls.BATCH} images, computed live)")
-        wait_for_the_finer_grid(finer.watch)  # the fragment holds the watch and looks at it every POLL_S
-    rough_res, rough_plain = grids.resnet.roughness(), grids.plain.roughness()
-    m1, m2 = st.columns(2)
-    m1.metric("ResNet: roughness", f"{rough_res:.3f}")
-    m2.metric("plain twin: roughness", f"{rough_plain:.3f}")
-    depth = f"{p.cfg.depth} layers"
-    if rough_plain > rough_res:
-        st.markdown(f"Here ({depth}) the plain twin's slice is **rougher** than the ResNet's.")
-    elif ls.rougher_twin_expected(p.cfg):
-        st.markdown(f"Here ({depth}) the plain twin's slice is **not** rougher than the ResNet's: not what Li et al. "
-                    "found for nets this deep.")
-    else:
-        st.markdown(f"Here ({depth}) the plain twin's slice is not rougher than the ResNet's: at 20 layers Li et al. "
-                    "also found the two alike. They saw the plain twin's turn chaotic at 56 layers: try the resnet56 "
-                    "pair.")
-    st.plotly_chart(ui.chart(plot_landscape_contours(grids)), key="ls_contour")
-    st.plotly_chart(ui.chart(plot_landscape_surfaces(grids)), key="ls_surface")
-    st.caption("Roughness: how far log10 loss strays from the best-fitting smooth bowl over the grid "
-               "(root-mean-square; 0 = a perfect bowl). Both surfaces share one height and colour scale. "
-               f"Loss at the trained weights: ResNet {grids.resnet.centre_loss:.3f}, plain twin "
-               f"{grids.plain.centre_loss:.3f} (cross-entropy, batch norm in eval mode). Li et al. studied "
-               "fully trained 20- to 110-layer nets: what you see is what this pair does.")
+        grids = ui.background_result(("landscape-2d", p.key, span, seed), lambda cb: ls.coarse_grids(
+            p, span, seed, cb), "2-D slice (coarse grid)…")
+        if grids is not None:  # its shared run, joined or started only now: the page watches it at once
+            finer = ls.finer_grid(p, span, seed)
+            grids = finer.grids or grids
+if grids is None:
+    st.stop()
+if finer is None or finer.grids is not None:
+    st.subheader(f"2-D slice ({ls.FINE}×{ls.FINE} grid on {ls.FINE_BATCH} images)")
+else:
+    st.subheader(f"2-D slice (coarse {ls.COARSE}×{ls.COARSE} grid on {ls.BATCH} images, computed live)")
+    wait_for_the_finer_grid(finer.watch)  # the fragment holds the watch and looks at it every POLL_S
+rough_res, rough_plain = grids.resnet.roughness(), grids.plain.roughness()
+m1, m2 = st.columns(2)
+m1.metric("ResNet: roughness", f"{rough_res:.3f}")
+m2.metric("plain twin: roughness", f"{rough_plain:.3f}")
+depth = f"{p.cfg.depth} layers"
+if rough_plain > rough_res:
+    st.markdown(f"Here ({depth}) the plain twin's slice is **rougher** than the ResNet's.")
+elif ls.rougher_twin_expected(p.cfg):
+    st.markdown(f"Here ({depth}) the plain twin's slice is **not** rougher than the ResNet's: not what Li et al. "
+                "found for nets this deep.")
+else:
+    st.markdown(f"Here ({depth}) the plain twin's slice is not rougher than the ResNet's: at 20 layers Li et al. "
+                "also found the two alike. They saw the plain twin's turn chaotic at 56 layers: try the resnet56 "
+                "pair.")
+fine = finer is None or finer.grids is not None
+st.plotly_chart(ui.figure(("ls_contour", p.key, span, seed, fine), lambda: plot_landscape_contours(grids)),
+                key="ls_contour")
+st.plotly_chart(ui.figure(("ls_surface", p.key, span, seed, fine), lambda: plot_landscape_surfaces(grids)),
+                key="ls_surface")
+st.caption("Roughness: how far log10 loss strays from the best-fitting smooth bowl over the grid "
+           "(root-mean-square; 0 = a perfect bowl). Both surfaces share one height and colour scale. "
+           f"Loss at the trained weights: ResNet {grids.resnet.centre_loss:.3f}, plain twin "
+           f"{grids.plain.centre_loss:.3f} (cross-entropy, batch norm in eval mode). Li et al. studied "
+           "fully trained 20- to 110-layer nets: what you see is what this pair does.")

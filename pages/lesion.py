@@ -23,39 +23,42 @@ if p is None:
     st.stop()
 n = st.select_slider("Test images", (100, 250, 500, 1000), value=250, key="le_n",
                      help="Fresh built-in images the pair never saw in training.")
+both = None
 with ui.friendly_errors("Running the lesion study"):
     x, y = pair.eval_data(p.cfg, n)
-    res = ui.shared_result(("lesion", p.key, "resnet", n), lambda cb: lesion.lesion_study(p.resnet, x, y, cb),
-                           "Deleting ResNet blocks…")
-    plain = ui.shared_result(("lesion", p.key, "plain", n), lambda cb: lesion.lesion_study(p.plain, x, y, cb),
-                             "Deleting plain-net blocks…")
-    c = lesion.LesionComparison(res, plain, p.chance)
-    k = int(c.comparable.sum())
-    m1, m2, m3 = st.columns(3)
-    share = lambda r: "—" if c.share_lost(r) != c.share_lost(r) else f"{c.share_lost(r):.0%}"  # NaN: learned nothing
-    m1.metric("ResNet: share of learned accuracy lost", share(res),
-              help="By one deletion; what it learned is its accuracy above guessing. "
-                   f"{c.mean_drop(res):.1%} accuracy points on average over the {k} blocks that keep the shape (both "
-                   f"nets can lose those), from {res.intact:.1%} intact; guessing gets {c.chance:.0%}.")
-    m2.metric("plain twin: share of learned accuracy lost", share(plain),
-              help=f"{c.mean_drop(plain):.1%} accuracy points on average over the same {k} blocks, from "
-                   f"{plain.intact:.1%} intact: a net that learned little has little to lose, hence the share.")
-    m3.metric("ResNet: accuracy lost at a downsampling block", f"{c.resnet_downsampling_drop:.1%}",
-              help="The plain twin cannot lose these blocks: its shapes would no longer fit.")
-    if c.resnet_much_more_robust:
-        st.success(f"As in the paper: one deletion costs the ResNet {share(res)} of what it learned, "
-                   f"the plain twin {share(plain)}.")
-    else:
-        st.info(f"Not the paper's picture here: one deletion costs the ResNet {share(res)} of what it "
-                f"learned, the plain twin {share(plain)}. A short-trained or shallow pair leans on "
-                "every block; the paper's ResNet has 54 blocks and was fully trained.")
-    st.plotly_chart(ui.chart(plot_lesion(c)), key="le_chart")
-    st.dataframe({"block": res.names, "downsampling": res.downsampling,
-                  "ResNet accuracy": [f"{a:.1%}" for a in res.accuracy],
-                  "plain accuracy": [f"{a:.1%}" if ok else "cannot delete" for a, ok in zip(plain.accuracy,
-                                                                                            plain.possible)]},
-                 key="le_table", hide_index=True)
-    st.caption("'cannot delete': that plain block changes the shape, so nothing could replace it. "
-               f"This pair trained for {p.trained.steps or 'a few hundred'} steps; He et al. "
-               "(2016, Section 4.2) trained their CIFAR-10 ResNets for 64,000 steps of 128 images, and Veit et al. "
-               "lesion such fully trained nets: what you see is what this pair does.")
+    both = ui.background_result(("lesion", p.key, n), lambda cb: (
+        lesion.lesion_study(p.resnet, x, y, lambda f: cb(f / 2)),
+        lesion.lesion_study(p.plain, x, y, lambda f: cb(0.5 + f / 2))), "Deleting blocks of both networks…")
+if both is None:
+    st.stop()
+res, plain = both
+c = lesion.LesionComparison(res, plain, p.chance)
+k = int(c.comparable.sum())
+m1, m2, m3 = st.columns(3)
+share = lambda r: "—" if c.share_lost(r) != c.share_lost(r) else f"{c.share_lost(r):.0%}"  # NaN: learned nothing
+m1.metric("ResNet: share of learned accuracy lost", share(res),
+          help="By one deletion; what it learned is its accuracy above guessing. "
+               f"{c.mean_drop(res):.1%} accuracy points on average over the {k} blocks that keep the shape (both "
+               f"nets can lose those), from {res.intact:.1%} intact; guessing gets {c.chance:.0%}.")
+m2.metric("plain twin: share of learned accuracy lost", share(plain),
+          help=f"{c.mean_drop(plain):.1%} accuracy points on average over the same {k} blocks, from "
+               f"{plain.intact:.1%} intact: a net that learned little has little to lose, hence the share.")
+m3.metric("ResNet: accuracy lost at a downsampling block", f"{c.resnet_downsampling_drop:.1%}",
+          help="The plain twin cannot lose these blocks: its shapes would no longer fit.")
+if c.resnet_much_more_robust:
+    st.success(f"As in the paper: one deletion costs the ResNet {share(res)} of what it learned, "
+               f"the plain twin {share(plain)}.")
+else:
+    st.info(f"Not the paper's picture here: one deletion costs the ResNet {share(res)} of what it "
+            f"learned, the plain twin {share(plain)}. A short-trained or shallow pair leans on "
+            "every block; the paper's ResNet has 54 blocks and was fully trained.")
+st.plotly_chart(ui.figure(("lesion", p.key, n), lambda: plot_lesion(c)), key="le_chart")
+st.dataframe({"block": res.names, "downsampling": res.downsampling,
+              "ResNet accuracy": [f"{a:.1%}" for a in res.accuracy],
+              "plain accuracy": [f"{a:.1%}" if ok else "cannot delete" for a, ok in zip(plain.accuracy,
+                                                                                        plain.possible)]},
+             key="le_table", hide_index=True)
+st.caption("'cannot delete': that plain block changes the shape, so nothing could replace it. "
+           f"This pair trained for {p.trained.steps or 'a few hundred'} steps; He et al. "
+           "(2016, Section 4.2) trained their CIFAR-10 ResNets for 64,000 steps of 128 images, and Veit et al. "
+           "lesion such fully trained nets: what you see is what this pair does.")

@@ -33,26 +33,29 @@ else:
     sel = ui.current_selection()
     cfg, model, key = sel.cfg, ui.load_model(sel.cfg, sel.device), ("init", sel.cfg, sel.device)
     st.caption(f"**{cfg.label} with random weights** (seed 0), untrained: the paper measured a trained net.")
+g, gkey = None, ("paths", *key, samples)
 with ui.friendly_errors("Measuring the gradient per path length"):
     x, y = pair.probe_batch(cfg, 8)
     x = x.to(next(model.parameters()).device)
     y = y.to(x.device) if y is not None else None
-    g = ui.shared_result(("paths", *key, samples), lambda cb: paths.gradient_by_path_length(
-        model, x, y, samples, on_progress=cb), "Sending gradients down random paths…")
-    st.plotly_chart(ui.chart(plot_path_gradients(g)), key="pa_chart")
-    m1, m2, m3, m4 = st.columns(4)
-    m1.metric("blocks n", g.n_blocks, help=f"{cfg.label}: 2^{g.n_blocks} = {2**g.n_blocks:,} paths")
-    m2.metric("most common path length", " and ".join(str(int(m)) for m in g.typical_lengths),
-              help="The mode of Binomial(n, 1/2): n/2, or the two lengths beside it when n is odd.")
-    m3.metric("mean path length of the gradient", f"{g.mean_length:.1f}",
-              help="Path lengths weighted by their share of the gradient in chart (c).")
-    m4.metric("90% of the gradient within length", g.length_reaching(0.9),
-              help="Read off chart (c): the running sum of the shares reaches 90% at this length.")
-    shorter = g.mean_length < g.n_blocks / 2
-    st.markdown(f"Here the gradient comes on average from paths **{g.mean_length:.1f} blocks** long, "
-                + ("shorter than a typical path" if shorter else "no shorter than a typical path")
-                + f" ({g.n_blocks / 2:g} blocks) in a network of {g.n_blocks} blocks"
-                + (", as in the paper." if shorter else ": not the paper's picture for this model."))
-    if y is None:
-        st.caption("This model does not fit the built-in images, so it is probed with random images and "
-                   "the loss is taken against its own predictions.")
+    g = ui.background_result(gkey, lambda cb: paths.gradient_by_path_length(model, x, y, samples, on_progress=cb),
+                             "Sending gradients down random paths…")
+if g is None:
+    st.stop()
+st.plotly_chart(ui.figure(gkey, lambda: plot_path_gradients(g)), key="pa_chart")
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("blocks n", g.n_blocks, help=f"{cfg.label}: 2^{g.n_blocks} = {2**g.n_blocks:,} paths")
+m2.metric("most common path length", " and ".join(str(int(m)) for m in g.typical_lengths),
+          help="The mode of Binomial(n, 1/2): n/2, or the two lengths beside it when n is odd.")
+m3.metric("mean path length of the gradient", f"{g.mean_length:.1f}",
+          help="Path lengths weighted by their share of the gradient in chart (c).")
+m4.metric("90% of the gradient within length", g.length_reaching(0.9),
+          help="Read off chart (c): the running sum of the shares reaches 90% at this length.")
+shorter = g.mean_length < g.n_blocks / 2
+st.markdown(f"Here the gradient comes on average from paths **{g.mean_length:.1f} blocks** long, "
+            + ("shorter than a typical path" if shorter else "no shorter than a typical path")
+            + f" ({g.n_blocks / 2:g} blocks) in a network of {g.n_blocks} blocks"
+            + (", as in the paper." if shorter else ": not the paper's picture for this model."))
+if y is None:
+    st.caption("This model does not fit the built-in images, so it is probed with random images and "
+               "the loss is taken against its own predictions.")

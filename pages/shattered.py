@@ -17,25 +17,33 @@ depth = c1.slider("Depth (hidden layers)", 2, 100, 24, step=2, key="sh_depth",
                   help="The ResNet has depth/2 blocks of two layers each: the same number of layers.")
 seed = int(c2.number_input("Initialisation seed", 0, 999, 0, key="sh_seed"))
 
+sweeps = curve = None
 with ui.friendly_errors("Computing the gradients"):
-    plain, res = ui.shared_result(("shattered", depth, seed), lambda cb: tuple(
+    sweeps = ui.background_result(("shattered", depth, seed), lambda cb: tuple(
         shattered.shattered_sweep(shattered.SweepConfig(depth=depth, residual=r, seed=seed)) for r in (False, True)),
         "Sweeping the input through both networks…")
-    m1, m2 = st.columns(2)
-    m1.metric("plain: correlation of neighbouring gradients (lag 1)", f"{plain.lag1:.2f}")
-    m2.metric("ResNet: correlation of neighbouring gradients (lag 1)", f"{res.lag1:.2f}")
-    st.plotly_chart(ui.chart(plot_shattered(plain, res, depth)), key="sh_chart")
-    st.subheader("How the correlation falls with depth")
-    curve = ui.shared_result(("shattered-depth", seed), lambda cb: shattered.depth_curve(
+if sweeps is None:
+    st.stop()
+plain, res = sweeps
+m1, m2 = st.columns(2)
+m1.metric("plain: correlation of neighbouring gradients (lag 1)", f"{plain.lag1:.2f}")
+m2.metric("ResNet: correlation of neighbouring gradients (lag 1)", f"{res.lag1:.2f}")
+st.plotly_chart(ui.figure(("shattered", depth, seed), lambda: plot_shattered(plain, res, depth)), key="sh_chart")
+st.subheader("How the correlation falls with depth")
+with ui.friendly_errors("Computing the gradients"):
+    curve = ui.background_result(("shattered-depth", seed), lambda cb: shattered.depth_curve(
         shattered.SweepConfig(seed=seed), on_progress=cb), "Sweeping nets of every depth…")
-    st.plotly_chart(ui.chart(plot_depth_curve(curve, depth)), key="sh_depth_chart")
-    with st.expander("The setup, and the paper"):
-        st.markdown(
-            "The paper's own setup: fully connected ReLU nets of width 200 with batch norm, the ResNet built from "
-            "two-layer blocks $y = x + F(x)$, 256 inputs from −2 to 2. When neighbouring gradients are uncorrelated, "
-            "a gradient step tells you nothing about nearby inputs. Balduzzi, Frean, Leary, Lewis, Ma & McWilliams "
-            "(2017), *The Shattered Gradients Problem: If resnets are the answer, then what is the question?*, ICML.")
-    st.caption(f"Lag-1 correlation for nets of {', '.join(map(str, curve.depths))} layers, seed {seed}; 1 = perfectly "
-               "smooth, 0 = white noise. Each net is one random draw, so a single point can jump: compare the trends. "
-               "Batch norm takes its statistics from the sweep itself, then is frozen, so the gradient at each point "
-               "depends only on that point. Random weights, untrained: the paper's analysis is about initialisation.")
+if curve is None:
+    st.stop()
+st.plotly_chart(ui.figure(("shattered-depth", seed, depth), lambda: plot_depth_curve(curve, depth)),
+                key="sh_depth_chart")
+with st.expander("The setup, and the paper"):
+    st.markdown(
+        "The paper's own setup: fully connected ReLU nets of width 200 with batch norm, the ResNet built from "
+        "two-layer blocks $y = x + F(x)$, 256 inputs from −2 to 2. When neighbouring gradients are uncorrelated, "
+        "a gradient step tells you nothing about nearby inputs. Balduzzi, Frean, Leary, Lewis, Ma & McWilliams "
+        "(2017), *The Shattered Gradients Problem: If resnets are the answer, then what is the question?*, ICML.")
+st.caption(f"Lag-1 correlation for nets of {', '.join(map(str, curve.depths))} layers, seed {seed}; 1 = perfectly "
+           "smooth, 0 = white noise. Each net is one random draw, so a single point can jump: compare the trends. "
+           "Batch norm takes its statistics from the sweep itself, then is frozen, so the gradient at each point "
+           "depends only on that point. Random weights, untrained: the paper's analysis is about initialisation.")
