@@ -164,14 +164,19 @@ def _student(url: str, rec: dict, widgets: dict, barrier: threading.Barrier, t0:
                    status="finished" if s.finished_s is not None else f"not finished ({r.status})")
 
 
+def seed_for(mode: str, index: int) -> int:
+    """Each mode races its own seeds: a server keeps finished runs, so "same" must not find "alone"'s race done."""
+    return {"alone": 0, "same": 1}.get(mode, 2 + index)
+
+
 def measure(url: str, mode: str, sessions: int, steps: int, window: float, timeout: float,
             page: str = PAGE) -> list[dict]:
-    """``sessions`` students press Start within ``window`` s; ``mode`` 'different' gives student i seed i.
+    """``sessions`` students press Start within ``window`` s; ``mode`` 'different' gives student i seed 2 + i.
 
     The page must have the race's widgets ``tr_steps``, ``tr_seed``, ``tr_start`` and, once finished, ``tr_save``.
     """
     n = 1 if mode == "alone" else sessions
-    records = [new_record(mode, i, i if mode == "different" else 0) for i in range(n)]
+    records = [new_record(mode, i, seed_for(mode, i)) for i in range(n)]
     t0: list[float] = []
     barrier = threading.Barrier(n, action=lambda: t0.append(time.monotonic()))
     threads = [threading.Thread(target=student, daemon=True, args=(
