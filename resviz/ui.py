@@ -302,14 +302,21 @@ def _compute_once(key: tuple, compute: Callable, progress: Callable[[float], Non
     return result
 
 
-def asked_result(button: str, widget_key: str, key: tuple, compute: Callable, label: str) -> Any:
+def asked_result(button: str, widget_key: str, key: tuple, compute: Callable, label: str,
+                 primary: bool = False) -> Any:
     """``background_result(key, compute, label)`` once the student has pressed ``button`` for this very ``key``,
     else None: a result computed for other settings (another picture, class or step count) is never shown for
-    these."""
+    these. A failed computation is asked again only by another press."""
     asked = st.session_state.setdefault("_asked_results", set())
-    if st.button(button, key=widget_key):
+    if st.button(button, key=widget_key, type="primary" if primary else "secondary"):
         asked.add(key)
-    return background_result(key, compute, label) if key in asked else None
+    if key not in asked:
+        return None
+    try:
+        return background_result(key, compute, label)
+    except Exception:
+        asked.discard(key)  # the error shows once; the button starts it again
+        raise
 
 
 @st.cache_resource
@@ -507,7 +514,7 @@ def _builtin_pair_ui(prefix: str, recipe, device: str):
 
     if _in_flight(key):  # someone in the class started it: watch it too, and see the pair when it is ready
         return background_result(key, train, label)
-    trained = asked_result("Train this pair now", f"{prefix}_pair_train", key, train, label)
+    trained = asked_result("Train this pair now", f"{prefix}_pair_train", key, train, label, primary=True)
     if trained is None and not _in_flight(key):
         _class_pair_watch_ui(key, recipe)
     return trained

@@ -168,9 +168,10 @@ def test_the_class_asking_for_one_builtin_pair_trains_it_once_and_all_watch_it(a
 
 
 def test_a_failed_class_training_is_a_message_and_can_be_tried_again(as_on_a_server, monkeypatch):
-    failed = threading.Event()
+    failed, calls = threading.Event(), []
 
     def broken_train(recipe, device="cpu", on_step=None, store=True):
+        calls.append(recipe)
         failed.set()
         raise RuntimeError("the disk is full")
 
@@ -184,3 +185,7 @@ def test_a_failed_class_training_is_a_message_and_can_be_tried_again(as_on_a_ser
     no_exceptions(at)
     assert at.error and "the disk is full" in at.error[0].value
     assert at.button(key="t_pair_train")  # offered again
+    at.run()  # any other rerun: the error was said once, and only a press tries again
+    no_exceptions(at)
+    assert not at.error and len(calls) == 1
+    assert at.button(key="t_pair_train").proto.type == "primary"
