@@ -280,7 +280,7 @@ def projector_figures(x, k=9):
     r = fm.capture(tiny(), x, block=1)  # layer2.0: 8 channels of 8 x 8
     long_title = "Grad-CAM at layer4.2: 'American Staffordshire terrier'"
     figs = [*plots.plot_block_views(r, k, 330), plots.plot_block_norms(r.norms, r.block),
-            plots.plot_prediction(r.probs, (), untrained=True), plots.plot_overlay(r.cam[..., None].repeat(3, 2),
+            plots.plot_prediction(r, fm.random(tiny().cfg, tiny())), plots.plot_overlay(r.cam[..., None].repeat(3, 2),
                                                                                    r.cam, long_title)]
     return [for_projector(f) for f in figs]
 
@@ -379,3 +379,54 @@ def test_every_sample_photo_has_a_source_and_a_free_licence():
         row = next(line for line in notes.splitlines() if line.startswith(f"| `{name}`"))
         assert "CC0" in row or "public domain" in row, row
         assert (images.SAMPLES_DIR / name).stat().st_size < 60_000
+
+
+# --- what the page asks the lesson ---
+
+def test_a_look_keys_results_by_what_they_depend_on(x):
+    model = tiny()
+    w = fm.random(model.cfg, model)
+    pic = fm.Picture({}, x, key="picture")
+    look = fm.Look(w, pic, block=1, cam_block=-1)
+    plain = models.plain_twin(model)
+    assert look.capture_key(model, fm.PREDICTED) != look.capture_key(plain, fm.PREDICTED) != look.capture_key(model, 3)
+    assert look.capture(model, fm.PREDICTED).target == int(look.capture(model, 0).probs.argmax())
+    assert look.capture_key(model, 3) == fm.Look(w, fm.Picture({}, x, key="picture"), 1, -1).capture_key(model, 3)
+    ig, occ = fm.Attribution.IG, fm.Attribution.OCC
+    assert look.attribution_key(ig, 3, 8) != look.attribution_key(ig, 3, 16)  # Integrated Gradients: its steps
+    assert look.attribution_key(occ, 3, 8) == look.attribution_key(occ, 3, 16) != look.attribution_key(occ, 2, 8)
+    r = look.capture(model, 3)
+    assert r.block == "layer2.0" and r.cam_block == "layer2.1" and r.target == 3
+    np.testing.assert_allclose(look.attribute(occ, 3, 8).heat, fm.occlusion(model, x, 3))
+
+
+def test_notices_say_untrained_first_and_name_another_model():
+    model = tiny()
+    random_w = fm.random(model.cfg, model)
+    notes = fm.notices(random_w, model.cfg)
+    assert [n.warning for n in notes] == [True] and "untrained" in notes[0].text
+    trained = fm.trained(tiny_pair())
+    assert fm.notices(trained, model.cfg) == []  # the sidebar's model: nothing to say
+    other = fm.notices(trained, models.get_config("resnet20"))
+    assert [n.warning for n in other] == [False] and "not the sidebar's **resnet20**" in other[0].text
+
+
+def test_targets_captions_and_downloads_say_what_the_weights_are():
+    w = fm.trained(tiny_pair())
+    assert w.targets == [fm.PREDICTED, 0, 1, 2, 3, 4]
+    assert [w.target_label(t) for t in w.targets[:3]] == ["the predicted one", "0: disc", "1: square"]
+    assert w.caption == f"Model: **{w.cfg.label}** with tiny trained 4 steps on Built-in shapes."
+    model = tiny()
+    assert fm.random(model.cfg, model).caption == f"Model: **{model.cfg.label}** with random weights (seed 0)."
+    nameless = fm.trained(tiny_pair(class_names=()))
+    assert nameless.caption.endswith("These weights come without class names: the classes are numbered.")
+    assert not fm.WeightsRequest(fm.WeightsSource.RANDOM, model.cfg).needs_download
+    assert not fm.WeightsRequest(fm.WeightsSource.PRETRAINED, model.cfg).needs_download  # no ImageNet weights at all
+
+
+def test_a_model_over_the_budget_is_refused_with_numbers(monkeypatch):
+    from resviz.inputs import budget
+
+    monkeypatch.setenv("RESVIZ_BUDGET_MB", "1")
+    with pytest.raises(budget.BudgetError, match="Feature maps needs about"):
+        fm.check_budget(models.get_config("resnet50"))

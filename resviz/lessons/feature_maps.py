@@ -23,11 +23,13 @@ from torch import nn
 
 from resviz import models
 from resviz.hooks import Hooks
-from resviz.inputs import images, weights
+from resviz.inputs import budget, images, weights
 from resviz.pair import TrainedPair, fingerprint
 
 MAX_CHANNELS = 32  # channels kept per view, most active first; the page shows up to this many
 RANDOM_SEED = 0  # the seed of the random weights (ui.load_model's default)
+IG_CHUNK = 4  # path points per Integrated Gradients pass: the largest batch the page runs
+PREDICTED = -1  # the class to explain: the predicted one (a number, not None: a select box reads None as empty)
 
 
 # --- which weights ------------------------------------------------------------------------------------------
@@ -71,8 +73,28 @@ class LoadedWeights:
     def class_name(self, index: int) -> str:
         return self.class_names[index] if index < len(self.class_names) else f"class {index}"
 
+    @property
+    def targets(self) -> list[int]:
+        """The classes Grad-CAM and the attributions can explain: ``PREDICTED``, then every class."""
+        return [PREDICTED, *range(self.cfg.num_classes)]
+
+    def target_label(self, target: int) -> str:
+        """The class a student asks Grad-CAM and the attributions to explain."""
+        return "the predicted one" if target == PREDICTED else f"{target}: {self.class_name(target)}"
+
+    @property
+    def caption(self) -> str:
+        """Which model and weights the page shows, and (for weights that learnt something) that its classes have no
+        names; the untrained warning already says random weights mean nothing."""
+        named = self.class_names or self.untrained
+        unnamed = "" if named else " These weights come without class names: the classes are numbered."
+        return f"Model: **{self.cfg.label}** with {self.label}.{unnamed}"
+
 
 OWNED = (WeightsSource.TRAINED, WeightsSource.UPLOAD)
+SOURCE_LABELS = {WeightsSource.PRETRAINED: "ImageNet weights (torchvision)",
+                 WeightsSource.TRAINED: "Trained on the Training race", WeightsSource.RANDOM: "Random (untrained)",
+                 WeightsSource.UPLOAD: "Upload a state dict (.pt/.pth)"}
 
 PLAIN_TWIN_NOTES = {  # what the plain twin's weights are, for each source (tests check each against plain_model)
     WeightsSource.PRETRAINED: "It keeps these ImageNet weights but has no shortcuts (projection shortcuts dropped); "
@@ -167,6 +189,12 @@ class WeightsRequest:
             self.upload)) and (self.source is not WeightsSource.TRAINED or self.pair is not None)
 
     @property
+    def needs_download(self) -> bool:
+        """ImageNet weights asked for, torchvision has them, and they are not in the local torch hub cache yet."""
+        return (self.source is WeightsSource.PRETRAINED and weights.pretrained_weights(self.cfg) is not None
+                and not imagenet_downloaded(self.cfg))
+
+    @property
     def key(self) -> tuple:
         """Which weights, by content: equal keys load equal weights."""
         if self.source is WeightsSource.TRAINED:
@@ -185,6 +213,23 @@ def load(req: WeightsRequest) -> LoadedWeights:
     if req.source is WeightsSource.UPLOAD:
         return uploaded(req.upload[1], req.upload[0], req.cfg, req.device)
     raise ValueError(f"{req.source} weights are the app's shared model: use random(cfg, model)")
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A sentence the page shows above everything: a warning, else a note."""
+    text: str
+    warning: bool = False
+
+    @property
+    def icon(self) -> str:
+        return ":material/warning:" if self.warning else ":material/info:"
+
+
+def notices(w: LoadedWeights, chosen: models.ResNetConfig) -> list[Notice]:
+    """What to say first: that the network is untrained; that the weights bring another model than the sidebar's."""
+    other = other_model_note(w, chosen)
+    return ([Notice(untrained_note(chosen), warning=True)] if w.untrained else []) + ([Notice(other)] if other else [])
 
 
 def untrained_note(cfg: models.ResNetConfig) -> str:
@@ -347,6 +392,38 @@ def capture(model: models.ResNet, x: torch.Tensor, block: int = -1, cam_block: i
                    target=target, residual=bool(getattr(net.cfg, "residual", True)), **cam)
 
 
+def check_budget(cfg: models.ResNetConfig) -> None:
+    """Refuse, with the numbers (BudgetError), a model too big for this server: batches of ``IG_CHUNK`` pictures
+    through two networks (the plain twin beside it)."""
+    budget.check_model(cfg, IG_CHUNK, "Feature maps", nets=2)
+
+
+@dataclass(frozen=True, eq=False)
+class Look:
+    """One look inside: these weights, this picture, the block whose views are kept and the Grad-CAM block. Its keys
+    name each result by content, so equal looks share results across the class."""
+    w: LoadedWeights
+    pic: Picture
+    block: int = -1
+    cam_block: int = -1
+
+    def capture_key(self, model: nn.Module, target: int) -> tuple:
+        return "fm", self.w.key, bool(model.cfg.residual), self.pic.key, self.block, self.cam_block, target
+
+    def capture(self, model: nn.Module, target: int) -> Capture:
+        """``capture`` of the picture by ``model`` (the weights' own or their plain twin, ``plain_model``), explaining
+        ``target`` (``PREDICTED``: the class it predicts)."""
+        return capture(model, self.pic.x, self.block, self.cam_block, None if target == PREDICTED else target)
+
+    def attribution_key(self, kind: Attribution, target: int, steps: int) -> tuple:
+        """Integrated Gradients depends on its step count; Occlusion does not."""
+        return "fm_attr", kind, self.w.key, self.pic.key, target, steps if kind is Attribution.IG else None
+
+    def attribute(self, kind: Attribution, target: int, steps: int,
+                  progress: Callable[[float], None] | None = None) -> Heat:
+        return attribute(kind, self.w.model, self.pic.x, target, steps, progress)
+
+
 VIEWS_NOTE = ("Each block computes a correction F(x) and adds its input x: out = relu(F(x) + x). Red = positive, "
               "blue = negative; each channel has one colour scale shared by its three views (hover for values).")
 NORMS_NOTE = "Where F(x) is much smaller than x, the block only nudges its input: the shortcut carries it."
@@ -393,6 +470,7 @@ class Attribution(str, enum.Enum):
     OCC = "Occlusion"
 
 
+CAPTURE_LABEL = "Running the picture through the network…"
 ATTRIBUTION_LABELS = {Attribution.IG: "Integrated Gradients along the path from the baseline…",
                       Attribution.OCC: "Hiding one square at a time (49 forward passes)…"}
 
@@ -407,12 +485,13 @@ class Heat:
 
 def attribute(kind: Attribution, model: nn.Module, x: torch.Tensor, target: int, steps: int = 16,
               progress: Callable[[float], None] | None = None) -> Heat:
-    """Integrated Gradients (``steps`` points on the path, chunks of 4) or Occlusion of ``x`` for class ``target``."""
+    """Integrated Gradients (``steps`` points on the path, ``IG_CHUNK`` at a time) or Occlusion of ``x`` for class
+    ``target``."""
     if kind is Attribution.OCC:
         window, stride = occlusion_window(x.shape[-1])
         heat = occlusion(model, x, target, window, stride)
         return Heat(heat, "Occlusion: score drop", occlusion_caption(heat, window, stride))
-    ig = integrated_gradients(model, x, target, steps=steps, chunk=4,
+    ig = integrated_gradients(model, x, target, steps=steps, chunk=IG_CHUNK,
                               on_progress=progress and (lambda done, total: progress(done / total)))
     return Heat(ig.heat, "Integrated Gradients", ig_caption(ig))
 

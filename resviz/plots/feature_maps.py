@@ -162,11 +162,25 @@ def plot_top_k(top: list[dict], title: str = "Top-5 classes", color: str = style
     return _titled(fig, title)
 
 
-def plot_prediction(probs: np.ndarray, class_names: tuple[str, ...], untrained: bool, residual: bool = True
-                    ) -> go.Figure:
-    """The five most probable classes, in the network's colour; the title says so when the network is untrained."""
-    return plot_top_k(top_k(probs, class_names), "Top-5 classes" + (" of an untrained network" if untrained else ""),
-                      style.COLORS["resnet" if residual else "plain"])
+def plot_prediction(capture, weights) -> go.Figure:
+    """A ``feature_maps.Capture``'s five most probable classes, named as its ``LoadedWeights`` name them, in its
+    network's colour; the title says so when the weights are untrained."""
+    title = "Top-5 classes" + (" of an untrained network" if weights.untrained else "")
+    return plot_top_k(top_k(capture.probs, weights.class_names), title,
+                      style.COLORS["resnet" if capture.residual else "plain"])
+
+
+def plot_grad_cam(image: np.ndarray, capture, weights) -> go.Figure:
+    """A ``feature_maps.Capture``'s Grad-CAM over the picture, titled with its block and the class it explains (as
+    its ``LoadedWeights`` name it)."""
+    whose = "" if capture.residual else "Plain twin: "
+    title = f"{whose}Grad-CAM at {capture.cam_block}: '{weights.class_name(capture.target)}'"
+    return plot_overlay(image, capture.cam, title)
+
+
+def plot_attribution(image: np.ndarray, a) -> go.Figure:
+    """A ``feature_maps.Heat`` (signed) over the picture it explains, with its title."""
+    return plot_overlay(image, a.heat, a.title, signed=True)
 
 
 def plot_overlay(image: np.ndarray, heat: np.ndarray, title: str, signed: bool = False) -> go.Figure:
