@@ -228,6 +228,21 @@ def test_pixel_product_titles_leave_room_for_each_other_on_a_projector(c_in, c_o
     assert fig.layout.margin.t >= 1.2 * (title.font.size + lines * titles[0].font.size)  # title over subplot titles
 
 
+def test_bottleneck_bar_labels_keep_apart_on_a_projector():
+    from resviz.plots.projector import for_projector
+
+    fig = for_projector(plots.plot_bottleneck_costs(sc.bottleneck_costs()))
+    paper_px = 940 - fig.layout.margin.l - fig.layout.margin.r  # the chart on a 1400 px screen, less its margins
+    assert fig.layout.margin.l >= 4 * 0.5 * fig.layout.yaxis.tickfont.size + 20  # "1.4M" and its tick beside the plot
+    size = fig.layout.xaxis.tickfont.size
+    for axis in (fig.layout.xaxis, fig.layout.xaxis2):
+        bar_px = (axis.domain[1] - axis.domain[0]) * paper_px / 4  # four designs side by side
+        assert all(_width(label, size) <= bar_px for label in fig.data[0].x), (bar_px, fig.data[0].x)
+    lines = max(label.count("<br>") + 1 for label in fig.data[0].x)
+    assert lines <= 4 and fig.layout.margin.b >= 1.2 * lines * size  # the labels fit under the bars
+    assert fig.data[0].x[0] == "bottleneck<br>stride on<br>1x1<br>(paper)"
+
+
 def test_fix_table_puts_the_numbers_before_the_long_text(lab):
     assert list(sc.fix_table(lab)[0]) == ["fix", "works?", "result", "parameters", "MACs", "shortcut output",
                                           "what it does"]

@@ -1,6 +1,8 @@
 """Figures for the shortcut lab: the 1x1 convolution as a matrix, the pixels a stride keeps, bottleneck costs."""
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -14,6 +16,7 @@ MAX_PIXEL_TEXT = 144  # label the kept pixels with their output position on grid
 FONT = dict(size=14, color="#1a1a1a")  # at least 14 px and dark: readable from the back of a classroom
 TITLE_PX, SUBTITLE_PX = 17, 16  # the figure's title; subplot titles (``_readable``)
 LINE_EM = 1.3  # a line of text is about 1.3 times its font size tall; room is made for the Projector's x SCALE
+BAR_LABEL_CHARS = 10  # a bar's label lines: four bars side by side keep apart at projector scale
 
 
 def _readable(fig: go.Figure) -> go.Figure:
@@ -86,15 +89,19 @@ def plot_kept_pixels(kept: np.ndarray, in_pixel: tuple[int, int], stride: int) -
 
 def plot_bottleneck_costs(costs: tuple[BlockCost, ...]) -> go.Figure:
     """Parameters and MACs of each block design, side by side."""
-    names = [c.short for c in costs]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("parameters (main path)", "multiply-accumulates (main path)"))
+    names = ["<br>".join(part for line in c.short.split("<br>") for part in textwrap.wrap(line, BAR_LABEL_CHARS))
+             for c in costs]
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08,  # just room for the right plot's tick labels
+                        subplot_titles=("parameters (main path)", "multiply-accumulates (main path)"))
     for col, key in ((1, "params"), (2, "macs")):
         vals = [getattr(c, key) for c in costs]
         fig.add_trace(go.Bar(x=names, y=vals, text=[f"{v:,}" for v in vals], textposition="outside",
                              textfont=FONT, cliponaxis=False, showlegend=False,
                              marker_color=["#2b6cb0", "#3182ce", "#c05621", "#718096"]), 1, col)
         fig.update_yaxes(range=[0, max(vals) * 1.2], row=1, col=col)
-    fig.update_layout(height=500, margin={"t": 40, "b": 110})
+    lines = max(n.count("<br>") + 1 for n in names)
+    fig.update_layout(height=500, margin={"t": 40, "l": 70, "r": 10,  # the width goes to the bars and their labels
+                                          "b": round(12 + lines * LINE_EM * FONT["size"] * SCALE)})
     fig = _readable(fig)
     fig.update_xaxes(tickangle=0)
     return fig
