@@ -461,7 +461,7 @@ class IGResult:
     heat: np.ndarray  # (H, W) summed over channels
     delta: float  # completeness error: sum(attr) - (score - baseline_score)
     score: float  # the class score of the picture
-    baseline_score: float  # the class score of the baseline (all zeros after normalisation: the mean colour)
+    baseline_score: float  # the class score of the baseline (all zeros after normalisation: the colour it subtracts)
 
 
 class Attribution(str, enum.Enum):
@@ -499,8 +499,8 @@ def attribute(kind: Attribution, model: nn.Module, x: torch.Tensor, target: int,
 def ig_caption(ig: IGResult) -> str:
     """Completeness, in numbers: the attributions add up to the score's rise from the baseline."""
     return (f"Attributions sum to {ig.score - ig.baseline_score + ig.delta:.3f}; the score rose by "
-            f"{ig.score - ig.baseline_score:.3f} from a baseline picture of the mean colour (all zeros after "
-            "normalisation).")
+            f"{ig.score - ig.baseline_score:.3f} from a baseline picture of all zeros after normalisation (the colour "
+            "the normalisation subtracts: ImageNet's mean colour, or mid-grey).")
 
 
 def occlusion_caption(heat: np.ndarray, window: int, stride: int) -> str:
