@@ -26,11 +26,12 @@ def free_port() -> int:
 
 def start_server(port: int | None = None, log_path: str | Path | None = None, timeout: float = 180,
                  script: str | Path = "app.py", cwd: str | Path = ROOT,
-                 extra_args: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+                 extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     """``streamlit run app.py`` on loopback; returns (process, base URL) once ``/_stcore/health`` answers.
 
     ``script``/``cwd`` run another app (tests use a tiny one); ``cwd`` also picks its ``.streamlit/config.toml``.
-    ``extra_args`` are more ``streamlit run`` options (``"--runner.postScriptGC=false"``) to compare settings.
+    ``extra_args`` are more ``streamlit run`` options (``"--runner.postScriptGC=false"``) to compare settings;
+    ``env`` adds environment variables (``{"RESVIZ_WARM_UP": "0"}``).
     Output goes to ``log_path`` (a temp file by default; its path is ``proc.log_path``): uncaught page
     exceptions are logged there with their traceback, since students only see a redacted message.
     """
@@ -39,7 +40,7 @@ def start_server(port: int | None = None, log_path: str | Path | None = None, ti
     cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless=true", f"--server.port={port}",
            "--server.address=127.0.0.1", "--browser.gatherUsageStats=false", *extra_args]
     with open(log_path, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     proc.log_path = log_path
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
