@@ -100,6 +100,8 @@ def test_bottleneck_costs_shown(lab):
 def test_browser_shortcut_lab(app_server, page):
     open_page(page, app_server)  # a fresh server runs a pages/ file without app.py on a first direct visit
     open_page(page, app_server, "shortcut_lab")
+    for text in ("must match the size of tensor", "What a 1x1 convolution is"):  # the page's last parts, not idleness
+        page.get_by_text(text).first.wait_for(timeout=90_000)
     assert page_exceptions(page) == []
     body = page.inner_text("body")
     assert "Shortcut lab" in body and "must match the size of tensor" in body
