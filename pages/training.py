@@ -66,8 +66,8 @@ def race_ui():
     if message := training.waiting_message(snap, runs.registry().max_running):
         tone, text = message
         return getattr(st, tone.value)(text)
-    view = ss["tr_view"] = training.fold(ss.get("tr_view"), snap.records)
     running = snap.status.state is runs.State.RUNNING and w is not None
+    view = ss["tr_view"] = training.fold(ss.get("tr_view"), training.framed(snap.records, running))
     draw(view, running, snap.status.watchers)
     if w is None and snap.status.state is not runs.State.FINISHED:
         st.caption(f"Stopped by you at step {view.history.step}.")

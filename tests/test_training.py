@@ -507,3 +507,15 @@ def test_charts_are_readable_from_the_back_of_the_room():
         assert colours == {"ResNet-56": "#1f77b4", "plain-56": "#d62728", "plain-20": "#ff7f0e"}
     line = [s for s in plot_race_loss(h).layout.shapes]
     assert len(line) == 1 and line[0].x0 == 1  # the ResNet has been 1.5 below since step 1: marked there
+
+
+def test_a_live_race_is_drawn_in_frames_that_every_watcher_shares():
+    from types import SimpleNamespace
+
+    header = SimpleNamespace(empty=SimpleNamespace(steps=300))  # 300 steps in 60 frames: one every 5 steps
+    records = [header] + [{"step": i} for i in range(1, 24)]
+    seen = {n: len(T.framed(records[:n], live=True)) for n in range(2, 24)}
+    assert seen[2] == 2 and seen[6] == 6 and seen[7] == 6 and seen[10] == 6 and seen[11] == 11  # header + 5k steps
+    assert len({seen[n] for n in range(11, 16)}) == 1  # students polling at steps 10-14 draw the same frame
+    assert T.framed(records, live=False) == records  # finished or stopped: every step
+    assert T.framed(records[:1], live=True) == records[:1]

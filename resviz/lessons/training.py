@@ -960,6 +960,19 @@ class RaceView:
         return ("race figures", self.header.key, self.history.step)
 
 
+FRAMES = 60  # a live race is drawn in at most this many frames (one every few steps)
+
+
+def framed(records, live: bool):
+    """The records up to the last whole frame of a live race (all of them otherwise): the students watching one
+    race poll at different moments, and a frame they share is one set of charts built for the class (by step,
+    thirty watchers each saw a step of their own and the server built thirty sets a second)."""
+    if not live or len(records) < 2:
+        return records
+    every = max(1, records[0].empty.steps // FRAMES)
+    return records[:max(2, 1 + (len(records) - 1) // every * every)]
+
+
 def fold(view: RaceView | None, records) -> RaceView | None:
     """``view`` with the records it has not seen added (a new view from the header if None; None before it)."""
     if view is None:
