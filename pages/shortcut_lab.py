@@ -4,7 +4,6 @@ import streamlit as st
 
 from resviz import ui
 from resviz.lessons import shortcut_lab as sc
-from resviz.lessons.shortcut_lab import FixKind
 from resviz.plots import shortcut_lab as plots
 from resviz.trace import fmt_shape, trace_shapes
 
@@ -54,14 +53,7 @@ with ui.friendly_errors("Running the shortcut lab"):
 
     st.header("2 · The fixes, each run on x")
     st.table(pd.DataFrame(sc.fix_table(lab)).set_index("fix").style.format("{:,}", subset=["parameters", "MACs"]))
-    cat, add = lab.after_cat, lab.after_add
-    st.markdown(
-        f"**Option A** costs nothing but can only *add* channels. **Option B** learns a projection: "
-        f"{lab.fix(FixKind.PROJECTION).params:,} parameters. **Concatenation** also costs nothing here, but the next "
-        f"layer then sees {cat.in_channels} channels instead of {add.in_channels}: a 3x3 conv back to {c_out} "
-        f"channels needs {cat.params:,} parameters and {cat.macs:,} MACs instead of {add.params:,} and "
-        f"{add.macs:,}, and it grows again at every block (that is DenseNet's design). MACs = output elements × "
-        f"input channels × kernel height × kernel width.")
+    st.markdown(sc.fixes_text(lab, c_out))
 
     st.header("3 · What a 1x1 convolution is")
     st.markdown("A 1x1 convolution looks at **one pixel at a time**: it multiplies that pixel's vector of "
@@ -76,9 +68,7 @@ with ui.friendly_errors("Running the shortcut lab"):
     args = (c_in, c_out, stride, h, w, row, col, 0, device)
     p = _shared(sc.pixel_product, *args)
     st.plotly_chart(ui.figure(("sl_product", *args), lambda: plots.plot_pixel_product(p)), key="sl_product")
-    st.markdown(f"Output channel 0 by hand: y₀ = {p.y0_text}; the convolution "
-                f"computed **{p.y_conv[0]:.4f}**. Weights: {p.params:,} ({c_out} × {c_in}); "
-                f"MACs: {p.macs:,} ({p.out_hw[0]}×{p.out_hw[1]} pixels × {c_out} × {c_in}).")
+    st.markdown(sc.pixel_text(p, c_in, c_out))
     st.plotly_chart(ui.figure(("sl_kept", *args), lambda: plots.plot_kept_pixels(p.kept, p.in_pixel, stride)),
                     key="sl_kept")
     st.caption(f"With stride {stride} the 1x1 convolution reads one pixel in {stride} along each axis "
@@ -99,7 +89,4 @@ with ui.friendly_errors("Measuring the bottleneck"):
     for design in costs[:2]:
         st.markdown(f"**{design.name}**")
         st.dataframe(sc.layer_table(design.rows), hide_index=True, column_config=NUMBERS)
-    st.markdown("The paper (He et al. 2016) puts the stride on the first 1x1, which then simply drops 3 of every "
-                "4 pixels before the 3x3 sees them (fewer MACs). torchvision's \"v1.5\" moves it to the 3x3, which "
-                "looks at every pixel: more MACs, about 0.5% better top-1 on ImageNet (NVIDIA's ResNet-50 v1.5 "
-                "notes). Same parameters either way: a stride changes where a kernel is applied, not its size.")
+    st.markdown(sc.STRIDE_PLACEMENT)

@@ -405,3 +405,28 @@ def layer_table(rows: tuple[ConvCost, ...]) -> list[dict]:
     """``bottleneck_costs`` rows ready to show, one per conv."""
     return [{"layer": r.layer, "kernel": r.kernel, "stride": r.stride, "input": fmt_shape(r.in_shape),
              "output": fmt_shape(r.out_shape), "parameters": r.params, "MACs": r.macs} for r in rows]
+
+
+def fixes_text(lab, c_out: int) -> str:
+    """What each fix costs, in words, with the next layer's price of concatenation (the numbers of ``lab``)."""
+    cat, add = lab.after_cat, lab.after_add
+    return (f"**Option A** costs nothing but can only *add* channels. **Option B** learns a projection: "
+            f"{lab.fix(FixKind.PROJECTION).params:,} parameters. **Concatenation** also costs nothing here, but the "
+            f"next layer then sees {cat.in_channels} channels instead of {add.in_channels}: a 3x3 conv back to "
+            f"{c_out} channels needs {cat.params:,} parameters and {cat.macs:,} MACs instead of {add.params:,} and "
+            f"{add.macs:,}, and it grows again at every block (that is DenseNet's design). MACs = output elements × "
+            f"input channels × kernel height × kernel width.")
+
+
+def pixel_text(p, c_in: int, c_out: int) -> str:
+    """Output channel 0 of the picked pixel worked by hand, against the convolution's own number."""
+    return (f"Output channel 0 by hand: y₀ = {p.y0_text}; the convolution computed **{p.y_conv[0]:.4f}**. "
+            f"Weights: {p.params:,} ({c_out} × {c_in}); MACs: {p.macs:,} ({p.out_hw[0]}×{p.out_hw[1]} pixels × "
+            f"{c_out} × {c_in}).")
+
+
+STRIDE_PLACEMENT = (
+    "The paper (He et al. 2016) puts the stride on the first 1x1, which then simply drops 3 of every 4 pixels "
+    "before the 3x3 sees them (fewer MACs). torchvision's \"v1.5\" moves it to the 3x3, which looks at every "
+    "pixel: more MACs, about 0.5% better top-1 on ImageNet (NVIDIA's ResNet-50 v1.5 notes). Same parameters either "
+    "way: a stride changes where a kernel is applied, not its size.")
