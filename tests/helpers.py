@@ -144,6 +144,8 @@ def visit(pg, base_url: str, path: str, *expected: str) -> str:
     """Open the page at ``path`` in Chromium, check it shows no exception box and every ``expected`` text, save
     its screenshot (named after the page); returns the page's text."""
     open_page(pg, base_url, path)
+    for text in expected:  # drawn, not just an idle look: pages draw their heavy parts after their first screen
+        pg.get_by_text(text).first.wait_for(timeout=90_000)
     assert page_exceptions(pg) == []
     body = pg.inner_text("body")
     assert [t for t in expected if t not in body] == [], body[:2000]

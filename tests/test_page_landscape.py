@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from helpers import figure, no_exceptions, open_page, page_exceptions, screenshot, texts
+from helpers import figure, no_exceptions, texts, visit
 from resviz import runs
 from resviz.lessons import landscape
 from test_page_lesion import private_cache, with_pair  # noqa: F401 - the fixture is used by name
@@ -55,10 +55,7 @@ def test_both_surfaces_share_one_height_scale():
 
 @pytest.mark.browser
 def test_landscape_in_browser(app_server, page):
-    open_page(page, app_server, "landscape")
-    assert page_exceptions(page) == []
-    assert "Li, Xu" in page.inner_text("body")
-    screenshot(page, "landscape")
+    visit(page, app_server, "landscape", "Li, Xu")
 
 
 def test_the_verdict_follows_the_roughness_shown():

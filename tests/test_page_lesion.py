@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from helpers import new_app, no_exceptions, open_page, page_exceptions, screenshot, texts, tiny_config, tiny_model
+from helpers import new_app, no_exceptions, texts, tiny_config, tiny_model, visit
 from resviz import builtin_pair, disk_cache, pair
 from resviz.inputs import data
 from resviz.models import build_model, plain_twin
@@ -106,7 +106,4 @@ def test_lesion_train_button_trains_and_caches(monkeypatch):
 
 @pytest.mark.browser
 def test_lesion_in_browser(app_server, page):
-    open_page(page, app_server, "lesion")
-    assert page_exceptions(page) == []
-    assert "Veit" in page.inner_text("body")
-    screenshot(page, "lesion")
+    visit(page, app_server, "lesion", "Veit")

@@ -1,7 +1,7 @@
 """Paths page (AppTest + browser)."""
 import pytest
 
-from helpers import new_app, no_exceptions, open_page, page_exceptions, screenshot, texts
+from helpers import new_app, no_exceptions, texts, visit
 from test_page_lesion import private_cache, with_pair  # noqa: F401 - the fixture is used by name
 
 
@@ -27,7 +27,4 @@ def test_paths_on_the_trained_pair():
 
 @pytest.mark.browser
 def test_paths_in_browser(app_server, page):
-    open_page(page, app_server, "paths")
-    assert page_exceptions(page) == []
-    assert "Veit" in page.inner_text("body")
-    screenshot(page, "paths")
+    visit(page, app_server, "paths", "Veit")

@@ -1,7 +1,7 @@
 """Shattered gradients page (AppTest + browser)."""
 import pytest
 
-from helpers import new_app, no_exceptions, open_page, page_exceptions, screenshot, texts
+from helpers import new_app, no_exceptions, texts, visit
 
 
 def test_shattered_smoke_depth_and_the_depth_curve():
@@ -19,7 +19,4 @@ def test_shattered_smoke_depth_and_the_depth_curve():
 
 @pytest.mark.browser
 def test_shattered_in_browser(app_server, page):
-    open_page(page, app_server, "shattered")
-    assert page_exceptions(page) == []
-    assert "Balduzzi" in page.inner_text("body")
-    screenshot(page, "shattered")
+    visit(page, app_server, "shattered", "Balduzzi")
