@@ -86,7 +86,7 @@ def draw(view, running, watchers):
         st.caption(note)
     st.progress(h.step / h.steps, text=f"step {h.step} of {h.steps}")
     st.markdown(training.status_line(h, running) + (f" · watched by {watchers} students" if watchers > 1 else ""))
-    loss, acc, *heatmaps = ui.figure(view.figure_key, lambda: plot_race_charts(h, view.header.chance))
+    loss, acc, *heatmaps = ui.figure(view.figure_key, lambda: plot_race_charts(h, view.header.chance), "live")
     c1, c2 = st.columns(2)
     c1.plotly_chart(loss, key="tr_loss")
     c2.plotly_chart(acc, key="tr_acc")

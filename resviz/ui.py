@@ -353,15 +353,19 @@ def chart(fig):
     return for_projector(fig) if st.session_state.get("projector") else fig
 
 
-def figure(key: Hashable, make: Callable[[], Any]) -> Any:
+FIGURE_SHELVES = {"pages": 256, "live": 64}  # figures kept per shelf: a live race's frames never push out pages'
+
+
+def figure(key: Hashable, make: Callable[[], Any], shelf: str = "pages") -> Any:
     """The figure (or list of figures) ``make()`` builds, as ``chart`` shows it, built once for the whole class.
 
     Building a plotly figure costs more than most results, and every rerun drew them again. ``key`` must say
     everything the figure shows (the key of the result it draws, and the settings it is drawn with); kept in a
-    bounded LRU. Never mutate what it returns (``st.plotly_chart`` copies it).
+    bounded LRU per ``shelf`` ("live": a live race's frames, which come and go fast, in a shelf of their own so that
+    they never push the pages' figures out). Never mutate what it returns (``st.plotly_chart`` copies it).
     """
     key = (key, bool(st.session_state.get("projector")))
-    store, lock = _figure_store()
+    store, lock = _figure_store(shelf)
     with lock:
         if key in store:
             return store[key]
@@ -373,8 +377,8 @@ def figure(key: Hashable, make: Callable[[], Any]) -> Any:
 
 
 @st.cache_resource
-def _figure_store() -> tuple[cachetools.LRUCache, threading.Lock]:
-    return cachetools.LRUCache(maxsize=256), threading.Lock()
+def _figure_store(shelf: str) -> tuple[cachetools.LRUCache, threading.Lock]:
+    return cachetools.LRUCache(maxsize=FIGURE_SHELVES[shelf]), threading.Lock()
 
 
 def warm_up(pages: Iterable[str]) -> None:

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from resviz import runs
+from resviz import runs, ui
 from resviz.inputs import data
 from resviz.lessons.training import RECIPES, DataSource, RacePair
 from resviz.models import ResNet
@@ -314,3 +314,14 @@ def test_teacher_folders_are_offered_by_name_only(tmp_path, monkeypatch):
     no_exceptions(at)
     assert not at.error, [e.value for e in at.error]
     assert at.session_state["tr_view"].history.step == 2
+
+
+def test_a_live_race_fills_its_own_shelf_and_leaves_the_pages_figures():
+    made = []
+    page_fig = ui.figure(("test page figure",), lambda: made.append("page") or {"page": 1})
+    for step in range(ui.FIGURE_SHELVES["pages"] + 1):  # more frames than the pages' shelf holds
+        ui.figure(("test race", step), lambda: made.append("frame") or {"step": step}, "live")
+    assert ui.figure(("test page figure",), lambda: made.append("page") or {"page": 2}) is page_fig
+    assert made.count("page") == 1
+    live, _ = ui._figure_store("live")
+    assert len(live) == ui.FIGURE_SHELVES["live"]
