@@ -180,10 +180,10 @@ class Registry:
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Registry:
         """A registry with the teacher's settings (``RESVIZ_*``, see the module docstring) or the machine's."""
-        threads = _env_int(env, "RESVIZ_RUN_THREADS", 1)
-        return cls(max_running=_env_int(env, "RESVIZ_MAX_RUNS", max(1, cpu_cores() // threads)),
+        threads = env_int(env, "RESVIZ_RUN_THREADS", 1)
+        return cls(max_running=env_int(env, "RESVIZ_MAX_RUNS", max(1, cpu_cores() // threads)),
                    threads_per_run=threads, lease_s=_env_float(env, "RESVIZ_RUN_LEASE_S", 30.0),
-                   max_finished=_env_int(env, "RESVIZ_FINISHED_RUNS", 16),
+                   max_finished=env_int(env, "RESVIZ_FINISHED_RUNS", 16),
                    max_finished_mb=_env_float(env, "RESVIZ_FINISHED_MB", 512.0))
 
     def attach(self, key: Hashable, make: Callable[[], Iterable], cost: float = 1.0,
@@ -437,7 +437,8 @@ def cpu_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+def env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    """A teacher's positive whole-number setting from ``env``, else ``default`` (with a warning when it is not one)."""
     try:
         value = int(env.get(name, default))
     except ValueError:

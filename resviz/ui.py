@@ -242,7 +242,7 @@ class _Job:
     """One background computation of a shared result: its progress, then done (with an error if it failed)."""
 
     def __init__(self):
-        self.fraction, self.error, self.done = 0.0, None, threading.Event()
+        self.fraction, self.error, self.done, self.started = 0.0, None, threading.Event(), False
 
     def run(self, key: tuple, compute: Callable) -> None:
         from resviz import runs
@@ -250,7 +250,9 @@ class _Job:
         try:
             if threads := runs.registry().threads_per_run:  # the runs' torch thread budget: no oversubscribed cores
                 runs.budget_torch_threads(threads)
-            _compute_once(key, compute, lambda f: setattr(self, "fraction", min(1.0, max(0.0, f))))
+            with _job_slots():  # thirty students on thirty settings: a few computations at once, the rest wait
+                self.started = True
+                _compute_once(key, compute, lambda f: setattr(self, "fraction", min(1.0, max(0.0, f))))
         except Exception as e:  # noqa: BLE001 - kept for the page to show on its next rerun
             self.error = e
         jobs, lock = _job_store()
@@ -268,12 +270,26 @@ def _progress_ui(key: tuple, label: str) -> None:
         job = jobs.get(key)
     if job is None or job.done.is_set():
         st.rerun()
-    st.progress(job.fraction, text=f"{label} {job.fraction:.0%}")
+    st.progress(job.fraction, text=f"{label} {job.fraction:.0%}" if job.started else
+                f"{label} waiting: the server computes {max_results()} results at once")
 
 
 @st.cache_resource
 def _job_store() -> tuple[dict, threading.Lock]:
     return {}, threading.Lock()
+
+
+def max_results() -> int:
+    """Background results computed at once (``RESVIZ_MAX_RESULTS``, default twice the cores): bounds the CPU and
+    memory thirty different settings can take, while a short result rarely waits behind a long one."""
+    from resviz import runs
+
+    return runs.env_int(os.environ, "RESVIZ_MAX_RESULTS", 2 * runs.cpu_cores())
+
+
+@st.cache_resource
+def _job_slots() -> threading.BoundedSemaphore:
+    return threading.BoundedSemaphore(max_results())
 
 
 _MISSING = object()

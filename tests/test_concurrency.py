@@ -5,6 +5,7 @@ without hooks, and two sessions with different seeds must each reproduce their s
 """
 import contextlib
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -167,3 +168,42 @@ def test_a_run_ending_in_another_session_leaves_this_ones_runtime_alone(one_runt
     finally:
         stop.set()
         other.join()
+
+
+def test_background_results_are_computed_a_few_at_once_the_others_wait(monkeypatch):
+    """Thirty students on thirty settings do not start thirty computations: at most RESVIZ_MAX_RESULTS run."""
+    monkeypatch.setenv("RESVIZ_MAX_RESULTS", "2")
+    ui._job_slots.clear()
+    assert ui.max_results() == 2 and ui._job_slots()._value == 2
+    ui._job_slots.clear()  # later tests get the machine's own number of slots
+
+    class Slots:  # the real semaphore, counting who asked for a slot
+        def __init__(self):
+            self.real, self.asked = threading.BoundedSemaphore(2), threading.Semaphore(0)
+
+        def __enter__(self):
+            self.asked.release()
+            self.real.acquire()
+
+        def __exit__(self, *exc):
+            self.real.release()
+
+    slots, release = Slots(), threading.Event()
+    monkeypatch.setattr(ui, "_job_slots", lambda: slots)
+    jobs = [ui._Job() for _ in range(3)]
+    threads = [threading.Thread(target=job.run, args=(("slots test", i, id(slots)), lambda _: release.wait(60)))
+               for i, job in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(3):
+            assert slots.asked.acquire(timeout=60)  # all three have asked for a slot
+        deadline = time.monotonic() + 60
+        while sum(job.started for job in jobs) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the two that got a slot mark themselves started just after
+        assert sum(job.started for job in jobs) == 2  # two compute; the third waits for a slot
+    finally:
+        release.set()
+        for t in threads:
+            t.join(60)
+    assert all(job.done.is_set() and job.started and job.error is None for job in jobs)
