@@ -34,7 +34,7 @@ def on_race_images(cfg: M.ResNetConfig) -> M.ResNetConfig:
 class BuiltinRecipe:
     """What a built-in pair is: the network, how long it trains, the seed of its weights and batches."""
     cfg: M.ResNetConfig = field(default_factory=lambda: on_race_images(M.get_config("resnet20")))
-    steps: int = 600  # about 50 s for ResNet-20 and its twin on a busy 2-core CPU
+    steps: int = 600  # 25 s for ResNet-20 and its twin on 1 torch thread of a quiet 2-core CPU (a background job)
     seed: int = 0
     lr: float | None = 0.05  # None: the race's recipe for this depth (see the module docstring)
     batch_size: int | None = 32
