@@ -505,7 +505,10 @@ def _pair_picker_ui(prefix: str):
             c1.selectbox("Model to train", builtin_pair.PRESETS, key=f"{prefix}_pair_model",
                          help="The ResNet and its plain twin train together: same initial weights, same batches."),
             c2.select_slider("Training steps", builtin_pair.STEPS, value=builtin_pair.BuiltinRecipe.steps,
-                             key=f"{prefix}_pair_steps", help="The training race's recipe and default length."))
+                             key=f"{prefix}_pair_steps", help=(
+                                 f"SGD at learning rate {builtin_pair.BuiltinRecipe.lr:g}, batch "
+                                 f"{builtin_pair.BuiltinRecipe.batch_size}, on the built-in images: longer than the "
+                                 "race's recipe, which stops too early for a net worth studying.")))
         trained = builtin_pair.load(recipe) or _builtin_pair_ui(prefix, recipe, device)
         if trained is None:
             return None

@@ -34,6 +34,8 @@ def test_lesion_without_pair_offers_training():
     assert at.button(key="le_pair_train").label == "Train this pair now"
     assert not at.get("plotly_chart")
     assert "Veit" in texts(at) and "Section 4.1" in texts(at)
+    recipe = builtin_pair.BuiltinRecipe()  # the steps' help names the recipe the pair really trains with
+    assert f"learning rate {recipe.lr:g}, batch {recipe.batch_size}" in at.select_slider(key="le_pair_steps").help
 
 
 def test_lesion_with_session_pair_averages_comparable_blocks():
