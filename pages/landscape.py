@@ -63,7 +63,8 @@ with ui.friendly_errors("Computing the loss landscape"):
             grids = finer.grids or grids
 if grids is None:
     st.stop()
-if finer is None or finer.grids is not None:
+fine = finer is None or finer.grids is not None  # stored before, or the finer run has finished
+if fine:
     st.subheader(f"2-D slice ({ls.FINE}×{ls.FINE} grid on {ls.FINE_BATCH} images)")
 else:
     st.subheader(f"2-D slice (coarse {ls.COARSE}×{ls.COARSE} grid on {ls.BATCH} images, computed live)")
@@ -82,7 +83,6 @@ else:
     st.markdown(f"Here ({depth}) the plain twin's slice is not rougher than the ResNet's: at 20 layers Li et al. "
                 "also found the two alike. They saw the plain twin's turn chaotic at 56 layers: try the resnet56 "
                 "pair.")
-fine = finer is None or finer.grids is not None
 st.plotly_chart(ui.figure(("ls_contour", p.key, span, seed, fine), lambda: plot_landscape_contours(grids)),
                 key="ls_contour")
 st.plotly_chart(ui.figure(("ls_surface", p.key, span, seed, fine), lambda: plot_landscape_surfaces(grids)),

@@ -1,7 +1,7 @@
 """Lesion study: delete one block at a time from a trained ResNet and its plain twin (Veit et al. 2016)."""
 import streamlit as st
 
-from resviz import pair, ui
+from resviz import ui
 from resviz.lessons import lesion
 from resviz.plots.lesion import plot_lesion
 
@@ -25,10 +25,8 @@ n = st.select_slider("Test images", (100, 250, 500, 1000), value=250, key="le_n"
                      help="Fresh built-in images the pair never saw in training.")
 both = None
 with ui.friendly_errors("Running the lesion study"):
-    x, y = pair.eval_data(p.cfg, n)
-    both = ui.background_result(("lesion", p.key, n), lambda cb: (
-        lesion.lesion_study(p.resnet, x, y, lambda f: cb(f / 2)),
-        lesion.lesion_study(p.plain, x, y, lambda f: cb(0.5 + f / 2))), "Deleting blocks of both networks…")
+    both = ui.background_result(("lesion", p.key, n), lambda cb: lesion.study_pair(p, n, cb),
+                                "Deleting blocks of both networks…")
 if both is None:
     st.stop()
 res, plain = both

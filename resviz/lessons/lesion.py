@@ -100,6 +100,15 @@ def lesion_study(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                         pair.accuracy(copy.deepcopy(model).eval(), x, y))
 
 
+def study_pair(p: pair.LoadedPair, n: int = pair.EVAL_IMAGES,
+               on_progress: Callable[[float], None] | None = None) -> tuple[LesionResult, LesionResult]:
+    """The lesion studies of ``p``'s ResNet and of its plain twin on the same ``n`` fresh built-in images."""
+    x, y = pair.eval_data(p.cfg, n)
+    step = on_progress or (lambda f: None)
+    return (lesion_study(p.resnet, x, y, lambda f: step(f / 2)),
+            lesion_study(p.plain, x, y, lambda f: step(0.5 + f / 2)))
+
+
 @dataclass(frozen=True)
 class LesionComparison:
     """A ResNet's and its plain twin's lesion studies, averaged over the same blocks."""
@@ -146,8 +155,7 @@ def claims(seeds: tuple[int, ...], full: bool) -> list[Claim]:
     out = []
     for seed in seeds:
         p = builtin_pair.claims_pair(seed, full)
-        x, y = pair.eval_data(p.cfg)
-        c = LesionComparison(lesion_study(p.resnet, x, y), lesion_study(p.plain, x, y), p.chance)
+        c = LesionComparison(*study_pair(p), p.chance)
         res, plain = c.share_lost(c.resnet), c.share_lost(c.plain)
         out.append(Claim("lesion", CLAIM, seed, c.margin, "share", (
             f"intact ResNet {c.resnet.intact:.0%}, plain {c.plain.intact:.0%}, chance {c.chance:.0%}; "
