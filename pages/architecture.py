@@ -11,7 +11,9 @@ from resviz.trace import TABLE_COLUMNS, fmt_shape, trace_shapes
 
 st.title("Architecture")
 sel = ui.current_selection()
-plain = st.toggle("Show the plain twin (shortcut additions removed)", value=sel.plain, key="arch_plain")
+if "arch_plain" not in st.session_state or st.session_state.get("arch_sidebar_plain") != sel.plain:
+    st.session_state["arch_plain"] = st.session_state["arch_sidebar_plain"] = sel.plain  # follow the sidebar's twin
+plain = st.toggle("Show the plain twin (shortcut additions removed)", key="arch_plain")
 cfg = models.with_shortcuts(sel.cfg, residual=not plain)
 trace = ui.shared_result(("trace_shapes", cfg), lambda _: trace_shapes(cfg), "Tracing the shapes…")
 
@@ -47,8 +49,10 @@ if reshaping := arch.reshaping_text(trace):
 elif not cfg.residual:
     st.caption("The plain twin has no shortcuts: nothing is added, so no shapes need to match.")
 if not trace.error:
-    placement = ui.shared_result(("stride_placement", cfg), lambda _: arch.stride_placement(cfg), "Counting…")
-    notes = [arch.macs_text(cfg, trace.total_macs, placement), arch.receptive_field_text(arch.receptive_field(trace))]
+    placement, resnet = (ui.shared_result(("stride_placement", c), lambda _, c=c: arch.stride_placement(c), "Counting…")
+                         for c in (cfg, sel.cfg))
+    notes = [arch.macs_text(cfg, trace.total_macs, placement, resnet),
+             arch.receptive_field_text(arch.receptive_field(trace))]
     st.caption(" ".join(n for n in notes if n))
 
 st.subheader("Layer table")

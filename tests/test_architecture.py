@@ -46,12 +46,14 @@ def test_only_blocks_whose_shapes_differ_are_listed_and_option_c_says_so():
     assert arch.reshaping_text(trace_shapes(models.plain_config(models.get_config("resnet50")))) is None
 
 
-@pytest.mark.parametrize("name,px", [("resnet18", 435), ("resnet50", 427)])
-def test_receptive_field_is_called_theoretical_and_can_exceed_the_image(name, px):
+@pytest.mark.parametrize("name,px,layer", [("resnet18", 435, "layer4.1.conv2"), ("resnet50", 427, "layer4.2.conv3"),
+                                           ("resnext50_32x4d", 427, "layer4.2.conv3")])
+def test_receptive_field_is_called_theoretical_and_can_exceed_the_image(name, px, layer):
     rf = arch.receptive_field(trace_shapes(models.get_config(name)))
-    assert (rf.px, rf.input_px, rf.exceeds_input) == (px, 224, True)
+    assert (rf.px, rf.input_px, rf.exceeds_input, rf.layer) == (px, 224, True, layer)
     text = arch.receptive_field_text(rf)
     assert "(theoretical)" in text and f"{px} px on this 224 px input" in text
+    assert f"`{layer}`, the last conv layer before global pooling" in text
     big = arch.receptive_field(trace_shapes(models.get_config(name, input_size=512)))
     assert big.px == px and not big.exceeds_input and "exceed" not in arch.receptive_field_text(big)
 
@@ -69,6 +71,29 @@ def test_macs_for_either_stride_placement_match_the_paper_and_torchvision(name, 
     assert f"give **{paper} G**" in text and f"(measured here: {in_1x1} G)" in text and f"**{in_3x3} G**" in text
     paper_cfg = models.get_config(name, stride_in_1x1=True)
     assert "Shown: the stride on the first 1x1" in arch.macs_text(paper_cfg, 0, arch.stride_placement(paper_cfg))
+
+
+def test_option_c_projection_is_not_the_last_layer_that_sees_the_most():
+    rf = arch.receptive_field(trace_shapes(models.get_config("resnet20", shortcut="C")))
+    assert (rf.px, rf.layer) == (81, "layer3.2.conv2")  # the block's 1x1 projection comes later and sees 65 px
+
+
+def test_plain_twin_macs_say_which_network_each_figure_is_for():
+    twin, resnet = models.plain_config(models.get_config("resnet50")), models.get_config("resnet50")
+    placement, of_resnet = arch.stride_placement(twin), arch.stride_placement(resnet)
+    assert (f"{placement.in_1x1 / 1e9:.2f}", f"{placement.in_3x3 / 1e9:.2f}") == ("3.50", "3.73")  # no projections
+    text = arch.macs_text(twin, placement.in_3x3, placement, of_resnet)
+    assert "give **3.8 G** multiply-adds for the ResNet resnet50" in text and "(measured here: 3.86 G)" in text
+    assert "torchvision's resnet50 (\"v1.5\", the stride on the 3x3) has **4.09 G**" in text
+    assert "Its plain twin, shown, has no projection shortcuts: 3.50 G with the stride on the first 1x1, 3.73 G on " \
+           "the 3x3" in text and "**3.73" not in text
+    wide = models.plain_config(models.get_config("wide_resnet50_2"))
+    text = arch.macs_text(wide, 0, arch.stride_placement(wide), arch.stride_placement(models.get_config(
+        "wide_resnet50_2")))
+    assert "He et al." not in text and text.startswith("The ResNet wide_resnet50_2: ") and "Its plain twin, shown" in text
+    r18 = models.plain_config(models.get_config("resnet18"))
+    assert arch.macs_text(r18, 1_800_000_000, None).endswith("measured here: 1.80 G for its plain twin, shown (no "
+                                                             "projection shortcuts).")
 
 
 def test_macs_notes_for_basic_and_custom_nets():

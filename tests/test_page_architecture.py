@@ -57,6 +57,22 @@ def test_plain_twin_toggle_removes_shortcuts_and_projection_parameters():
     assert not at.warning and any("no shortcuts" in c.value for c in at.caption)
 
 
+def test_the_sidebars_plain_twin_switch_changes_the_open_page_and_its_figures_name_their_network():
+    at = checked_app("architecture", sidebar={"sel_family": "ImageNet", "sel_imagenet": "resnet50"})
+    assert not at.toggle(key="arch_plain").value and metric(at, "Parameters") == "25,557,032"
+    at.sidebar.toggle(key="sel_plain").set_value(True).run()
+    no_exceptions(at)
+    assert at.toggle(key="arch_plain").value and int(metric(at, "Parameters").replace(",", "")) < 25_557_032
+    assert metric(at, "Multiply-accumulates") == "3.730 G"  # the twin's: no projection shortcuts
+    captions = " ".join(c.value for c in at.caption)
+    assert "torchvision's resnet50 (\"v1.5\", the stride on the 3x3) has **4.09 G**" in captions
+    assert "Its plain twin, shown, has no projection shortcuts" in captions and "`layer4.2.conv3`" in captions
+    at.toggle(key="arch_plain").set_value(False).run()  # the page's own switch still works on its own
+    assert metric(at, "Parameters") == "25,557,032" and at.sidebar.toggle(key="sel_plain").value
+    at.sidebar.toggle(key="sel_plain").set_value(False).run()
+    assert not at.toggle(key="arch_plain").value and metric(at, "Parameters") == "25,557,032"
+
+
 def test_a_tiny_input_runs_as_in_pytorch_and_warns_that_strides_do_nothing():
     at = checked_app("architecture",
                      sidebar={"sel_family": "Custom", "sel_layers": "1, 1, 1, 1, 1, 1", "sel_size": 8})

@@ -106,12 +106,15 @@ class ReceptiveField:
 
 
 def receptive_field(trace: Trace) -> ReceptiveField | None:
-    """The largest receptive field before global pooling; None if nothing was traced."""
+    """The receptive field of the last conv layer before global pooling; None if nothing was traced."""
     rows = [r for r in trace.rows if r["op"] not in ("avgpool", "fc")]
     if not rows:
         return None
-    last = max(rows, key=lambda r: r["receptive_field"])
-    return ReceptiveField(last["receptive_field"], last["name"], trace.cfg.input_size)
+    px = max(r["receptive_field"] for r in rows)
+    widest = [r for r in rows if r["receptive_field"] == px]
+    # the last conv that sees that far: a bottleneck's conv3 (it sees what its 3x3 saw), not an option-C projection
+    last = next((r for r in reversed(widest) if r["op"] == "conv"), widest[-1])
+    return ReceptiveField(px, last["name"], trace.cfg.input_size)
 
 
 @dataclass(frozen=True)
@@ -177,27 +180,45 @@ def reshaping_text(trace: Trace) -> str | None:
 def receptive_field_text(rf: ReceptiveField) -> str:
     """What the receptive-field metric means, and that it can exceed the image."""
     text = (f"Receptive field (theoretical): how many input pixels along each side can influence one output of "
-            f"`{rf.layer}`, the last layer before global pooling.")
+            f"`{rf.layer}`, the last conv layer before global pooling.")
     if rf.exceeds_input:
         text += f" It can exceed the image: {rf.px} px on this {rf.input_px} px input; the rest falls on zero padding."
     return text
 
 
-def macs_text(cfg: ResNetConfig, total_macs: int, placement: StridePlacement | None) -> str | None:
-    """Where the published multiply-add counts come from, for either stride placement; None if nothing to say."""
+def macs_text(cfg: ResNetConfig, total_macs: int, placement: StridePlacement | None,
+              resnet: StridePlacement | None = None) -> str | None:
+    """Where the published multiply-add counts come from, for either stride placement; None if nothing to say.
+
+    For a plain twin (``cfg.residual`` False) ``placement`` counts the twin and ``resnet`` its ResNet: every figure
+    says which of the two networks it is for (the twin has no projection shortcuts, so fewer MACs).
+    """
     paper = paper_gmacs(cfg)
+    twin = not cfg.residual
     if placement is None:
+        if not paper:
+            return None
         return (f"He et al. (2016, Table 1) give {paper} G multiply-adds for {cfg.name}; measured here: "
-                f"{total_macs / 1e9:.2f} G.") if paper else None
+                f"{total_macs / 1e9:.2f} G" + (" for its plain twin, shown (no projection shortcuts)." if twin else "."))
     g1, g3 = placement.in_1x1 / 1e9, placement.in_3x3 / 1e9
     shown = f"Shown: the stride on {'the first 1x1' if placement.chosen_in_1x1 else 'the 3x3'}" + (
         " (the sidebar's \"Stride on the first 1x1 (paper)\" switches it)." if cfg.name in IMAGENET_PRESETS else ".")
-    if paper:
+    if twin and resnet is not None:
+        r1, r3 = resnet.in_1x1 / 1e9, resnet.in_3x3 / 1e9
+        about = (f"He et al. (2016, Table 1) give **{paper} G** multiply-adds for the ResNet {cfg.name}, with the stride "
+                 f"of each downsampling bottleneck on its first 1x1 (measured here: {r1:.2f} G); torchvision's "
+                 f"{cfg.name} (\"v1.5\", the stride on the 3x3) has **{r3:.2f} G**." if paper else
+                 f"The ResNet {cfg.name}: {r1:.2f} G multiply-accumulates with the stride of the downsampling "
+                 f"bottlenecks on the first 1x1, {r3:.2f} G on the 3x3 (torchvision's \"v1.5\").")
+        return (f"{about} Its plain twin, shown, has no projection shortcuts: {g1:.2f} G with the stride on the "
+                f"first 1x1, {g3:.2f} G on the 3x3. {shown}")
+    if paper and not twin:
         return (f"He et al. (2016, Table 1) give **{paper} G** multiply-adds for {cfg.name}, with the stride of each "
                 f"downsampling bottleneck on its first 1x1 (measured here: {g1:.2f} G). torchvision's **{g3:.2f} G** "
                 f"is for its \"v1.5\", which moves the stride to the 3x3 so that it reads every pixel. {shown}")
-    return (f"Stride of the downsampling bottlenecks on the first 1x1: {g1:.2f} G multiply-accumulates; on the 3x3 "
-            f"(torchvision's \"v1.5\"): {g3:.2f} G. {shown}")
+    whose = "the plain twin shown (no projection shortcuts)" if twin else "this network"
+    return (f"For {whose}, with the stride of the downsampling bottlenecks on the first 1x1: {g1:.2f} G "
+            f"multiply-accumulates; on the 3x3 (torchvision's \"v1.5\"): {g3:.2f} G. {shown}")
 
 
 def idle_stride_text(trace: Trace) -> str | None:
