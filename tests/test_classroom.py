@@ -1,0 +1,103 @@
+"""resviz.classroom: the class state every server process shares (presenting, who is here, the vote)."""
+import threading
+
+import diskcache
+import pytest
+
+from resviz import classroom
+from resviz.classroom import ClassError, Classroom
+
+
+@pytest.fixture
+def room(tmp_path):
+    with diskcache.Cache(str(tmp_path / "cache")) as store:
+        yield Classroom(store=store)
+
+
+def test_the_teacher_key_is_compared_on_the_server_and_never_empty(monkeypatch):
+    monkeypatch.delenv(classroom.KEY_ENV, raising=False)
+    assert not classroom.is_teacher_key("") and not classroom.is_teacher_key(None)
+    monkeypatch.setenv(classroom.KEY_ENV, "s3cret-key")
+    assert classroom.is_teacher_key("s3cret-key")
+    assert not classroom.is_teacher_key("s3cret-ke") and not classroom.is_teacher_key("")
+
+
+def test_presenting_numbers_each_new_view_and_ignores_the_same_one(room):
+    assert room.view() is None
+    v1 = room.present("training", {"tr_pair": "deep", "tr_seed": "3"})
+    assert (v1.page, v1.query, v1.version) == ("training", {"tr_pair": "deep", "tr_seed": "3"}, 1)
+    assert room.present("training", {"tr_seed": "3", "tr_pair": "deep"}).version == 1  # same view: no new version
+    assert room.present("lesion", {}).version == 2
+    room.stop_presenting()
+    assert room.view() is None
+
+
+def test_a_second_process_sees_the_same_class(tmp_path):
+    """Two replicas: two handles on one cache folder."""
+    with diskcache.Cache(str(tmp_path)) as a, diskcache.Cache(str(tmp_path)) as b:
+        Classroom(store=a).present("paths", {"pa_samples": "4"})
+        Classroom(store=a).ask("Which is lower?", ["plain-20", "plain-56"])
+        other = Classroom(store=b)
+        assert other.view().page == "paths" and other.question().answers == ("plain-20", "plain-56")
+
+
+def test_roster_counts_students_not_the_teacher_and_forgets_who_left(room):
+    room.check_in("teacher-session", following=False, teacher=True, now=100.0)
+    for i in range(3):
+        room.check_in(f"student-{i}", following=i < 2, now=100.0)
+    assert room.roster(now=101.0) == classroom.Roster(students=3, following=2, teacher=True)
+    room.check_in("student-0", following=True, now=100.0 + classroom.HERE_S + 1)
+    assert room.roster(now=100.0 + classroom.HERE_S + 1) == classroom.Roster(1, 1, False)
+
+
+def test_no_session_id_is_kept(room):
+    room.check_in("8f1c-session-id", following=True)
+    q = room.ask("Q?", ["a", "b"])
+    room.vote("8f1c-session-id", q.id, 1)
+    raw = "".join(str(room.store.get(k)) for k in room.store.iterkeys())
+    assert "8f1c" not in raw
+
+
+def test_votes_hidden_until_revealed_and_locked_when_the_run_starts(room):
+    q = room.ask("After 300 steps, which ends lower?", ["plain-20", "plain-56", " "])
+    assert q.answers == ("plain-20", "plain-56")  # blank answers dropped
+    room.vote("s1", q.id, 0)
+    room.vote("s2", q.id, 1)
+    room.vote("s1", q.id, 1)  # a change of mind before the lock replaces the vote
+    assert room.question().tally == [0, 2] and not room.question().revealed
+    room.lock()
+    with pytest.raises(ClassError, match="locked"):
+        room.vote("s3", q.id, 0)
+    with pytest.raises(ClassError, match="locked"):
+        room.vote("s1", q.id, 0)
+    assert room.question().tally == [0, 2] and room.my_vote("s1") == 1
+    assert room.reveal().revealed
+
+
+def test_bad_votes_and_questions_are_refused(room):
+    with pytest.raises(ClassError):
+        room.ask("Only one answer?", ["yes"])
+    q = room.ask("Q?", ["a", "b"])
+    with pytest.raises(ClassError, match="not one of the answers"):
+        room.vote("s", q.id, 2)
+    room.ask("Next?", ["c", "d"])
+    with pytest.raises(ClassError, match="another one"):
+        room.vote("s", q.id, 0)  # a stale page voting on the old question
+
+
+def test_thirty_votes_at_once_none_lost(tmp_path):
+    with diskcache.Cache(str(tmp_path)) as store:
+        q = Classroom(store=store).ask("Q?", ["a", "b", "c"])
+        go = threading.Barrier(30)
+
+        def vote(i):
+            with diskcache.Cache(str(tmp_path)) as own:  # each like its own server process
+                go.wait()
+                Classroom(store=own).vote(f"student-{i}", q.id, i % 3)
+
+        threads = [threading.Thread(target=vote, args=(i,)) for i in range(30)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert Classroom(store=store).question().tally == [10, 10, 10]
