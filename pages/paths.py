@@ -22,8 +22,6 @@ with st.expander("How the gradient of one path is measured"):
         "Belongie (2016), *Residual Networks Behave Like Ensembles of Relatively Shallow Networks*, NeurIPS.")
 c1, c2 = st.columns([3, 2])
 source = c1.radio("Measure on", list(SOURCES), format_func=SOURCES.get, key="pa_source", horizontal=True)
-samples = c2.slider("Random paths per length", 1, 8, 2, key="pa_samples",
-                    help="The paper averages over many random choices of the k branches; more is slower.")
 if source == "trained":
     p = ui.pair_picker_ui("pa")
     if p is None:
@@ -33,29 +31,32 @@ else:
     sel = ui.current_selection()
     cfg, model, key = sel.cfg, ui.load_model(sel.cfg, sel.device), ("init", sel.cfg, sel.device)
     st.caption(f"**{cfg.label} with random weights** (seed 0), untrained: the paper measured a trained net.")
-g, gkey = None, ("paths", *key, samples)
+n = len(model.blocks())
+exact = paths.can_be_exact(n) and c2.toggle(f"Every path (all 2^{n} = {2**n:,}: exact)", True, key="pa_exact",
+                                            help="Off: a few random paths per length, as the paper does for 54 blocks.")
+samples = 0 if exact else c2.slider("Random paths per length", 1, 8, 2, key="pa_samples",
+                                    help="The paper averages over many random choices of the k branches; more is slower.")
+g, gkey = None, ("paths", *key, "exact" if exact else samples)
 with ui.friendly_errors("Measuring the gradient per path length"):
     x, y = pair.probe_batch(cfg, 8)
     x = x.to(next(model.parameters()).device)
     y = y.to(x.device) if y is not None else None
-    g = ui.background_result(gkey, lambda cb: paths.gradient_by_path_length(model, x, y, samples, on_progress=cb),
-                             "Sending gradients down random paths…")
+    g = ui.background_result(gkey, lambda cb: paths.gradient_by_path_length(model, x, y, samples, on_progress=cb,
+                                                                            exact=exact),
+                             "Sending gradients down every path…" if exact else "Sending gradients down random paths…")
 if g is None:
     st.stop()
 st.plotly_chart(ui.figure(gkey, lambda: plot_path_gradients(g)), key="pa_chart")
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("blocks n", g.n_blocks, help=f"{cfg.label}: 2^{g.n_blocks} = {2**g.n_blocks:,} paths")
 m2.metric("most common path length", " and ".join(str(int(m)) for m in g.typical_lengths),
-          help="The mode of Binomial(n, 1/2): n/2, or the two lengths beside it when n is odd.")
-m3.metric("mean path length of the gradient", f"{g.mean_length:.1f}",
+          help="The mode of Binomial(n, 1/2): n/2, or the two lengths beside it when n is odd (exact: it counts paths).")
+m3.metric("mean path length of the gradient", f"{g.mean_length:.1f}" + ("" if g.exact else " (estimate)"),
           help="Path lengths weighted by their share of the gradient in chart (c).")
-m4.metric("90% of the gradient within length", g.length_reaching(0.9),
+m4.metric("90% of the gradient within length", f"{g.length_reaching(0.9)}" + ("" if g.exact else " (estimate)"),
           help="Read off chart (c): the running sum of the shares reaches 90% at this length.")
-shorter = g.mean_length < g.n_blocks / 2
-st.markdown(f"Here the gradient comes on average from paths **{g.mean_length:.1f} blocks** long, "
-            + ("shorter than a typical path" if shorter else "no shorter than a typical path")
-            + f" ({g.n_blocks / 2:g} blocks) in a network of {g.n_blocks} blocks"
-            + (", as in the paper." if shorter else ": not the paper's picture for this model."))
+tone, text = paths.verdict(g)
+getattr(st, tone.value)(text)
 if y is None:
     st.caption("This model does not fit the built-in images, so it is probed with random images and "
                "the loss is taken against its own predictions.")

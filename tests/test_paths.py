@@ -38,6 +38,68 @@ def test_path_gradients_sum_to_the_full_gradient():
     assert not any(h for b in net.blocks() for h in b.add._forward_pre_hooks.values())  # hooks removed
 
 
+@pytest.mark.parametrize("shortcut,chunk", [("A", 6), ("B", 12), ("B", 10_000)])
+def test_every_path_measured_exactly_equals_one_backward_pass_per_path(shortcut, chunk, monkeypatch):
+    """The tree of paths (one block pass per branch, in chunks) gives each length's mean over all its paths."""
+    monkeypatch.setattr(paths, "CHUNK_IMAGES", chunk)  # 6 images: one path at a time; 10,000: all at once
+    model = randomise_bn(tiny(shortcut=shortcut))
+    x, y = batch()
+    res = paths.gradient_by_path_length(model, x, y, exact=True)
+    assert res.exact and res.spread() is None and res.per_draw() == []
+    net = copy.deepcopy(model)
+    h0 = paths._stem(net, x)
+    by_length = [[paths.path_gradient(net, h0, y, set(c)).flatten(1).norm(dim=1).mean().item()
+                  for c in itertools.combinations(range(4), k)] for k in range(5)]
+    np.testing.assert_allclose(res.per_path, [np.mean(v) for v in by_length], rtol=1e-4)
+    assert len(set(np.round(by_length[2], 6))) == 6  # the six length-2 paths differ: a mean over all is needed
+    assert not any(h for b in model.blocks() for h in b.add._forward_pre_hooks.values())
+
+
+def test_exact_measurement_refuses_too_many_paths(monkeypatch):
+    monkeypatch.setattr(paths, "EXACT_PATHS", 8)  # the tiny net has 2**4 = 16 paths
+    assert paths.can_be_exact(3) and not paths.can_be_exact(4)
+    with pytest.raises(ValueError, match="16 paths are too many"):
+        paths.gradient_by_path_length(tiny(), *batch(), exact=True)
+
+
+def test_sampled_measurement_keeps_each_draw_and_its_spread():
+    model = randomise_bn(tiny(shortcut="B"))
+    res = paths.gradient_by_path_length(model, *batch(), samples=3, seed=0)
+    assert not res.exact and res.samples == 3 and res.draws.shape == (5, 3)
+    np.testing.assert_allclose(res.per_path, res.draws.mean(axis=1))
+    assert (res.draws[0] == res.draws[0, 0]).all() and (res.draws[4] == res.draws[4, 0]).all()  # one path each
+    means = [d.mean_length for d in res.per_draw()]
+    assert res.spread()[0] == (min(means), max(means)) and len(set(means)) == 3
+
+
+def _measured(per_path, n, draws=None):
+    return paths.from_per_path(np.asarray(per_path, dtype=float), n, None if draws is None else np.asarray(draws))
+
+
+def test_verdict_says_which_box_and_only_what_the_numbers_show():
+    Tone = paths.Tone
+    # n = 2, counts 1, 2, 1. Shares from per-path norms (4, 1, 1): totals 4, 2, 1 -> mean (0*4 + 1*2 + 2*1)/7 = 0.571
+    short = _measured([4, 1, 1], 2)
+    assert short.mean_length == pytest.approx(4 / 7)
+    tone, text = paths.verdict(short)
+    assert tone is Tone.SUCCESS and "**0.6 blocks**" in text and "all 4 paths measured, exact" in text
+    assert "shorter than a typical path (1 blocks)" in text and text.endswith("as in the paper.")
+    # barely above the middle: totals 1, 2, 1.1 -> mean (0 + 2 + 2.2) / 4.1 = 1.02 >= n/2 = 1
+    tone, text = paths.verdict(_measured([1, 1, 1.1], 2))
+    assert tone is Tone.INFO and "no shorter than a typical path" in text and "not the paper's picture" in text
+    # sampled, two draws on both sides of n/2 = 1: draw means 4/7 (short) and (0 + 2*1 + 2*4)/(1 + 2 + 4) = 10/7
+    draws = [[4, 1], [1, 1], [1, 4]]
+    tone, text = paths.verdict(_measured(np.mean(draws, axis=1), 2, draws))
+    assert tone is Tone.WARNING and "estimated from 2 random paths per length" in text
+    assert "alone gives 0.6 to 1.4 blocks" in text and "cannot say" in text and "as in the paper" not in text
+    # sampled, both draws short: a verdict, with its spread
+    draws = [[4, 5], [1, 1], [1, 1]]
+    tone, text = paths.verdict(_measured(np.mean(draws, axis=1), 2, draws))
+    assert tone is Tone.SUCCESS and "alone gives 0.5 to 0.6 blocks" in text
+    tone, text = paths.verdict(_measured([4, 1, 1], 2, [[4], [1], [1]]))
+    assert tone is Tone.SUCCESS and "one random path per length gives no spread" in text
+
+
 def test_gradient_by_path_length_counts_and_length_0():
     """k = 0 with identity shortcuts: the head's gradient, masked by each block's output ReLU."""
     model = randomise_bn(tiny_model(layers=(2,), widths=(4,)))
