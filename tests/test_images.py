@@ -199,3 +199,118 @@ def test_folder_formats_are_only_for_folders():
     with pytest.raises(ImageError, match="not an image we can read"):
         load_image(gif)
     assert load_image(gif, formats=images.FOLDER_FORMATS).size == (40, 30)
+
+
+# --- issue 20: work bounded by the file, every parser exception a plain ImageError ---------------------------
+def many_scans(n: int, size: tuple[int, int] = (256, 256), mode: str = "L") -> bytes:
+    """A progressive JPEG of ``n`` scans: Pillow's own (6 for grey), then its last scan again until there are n.
+
+    A flat picture makes each scan a few bytes, yet the decoder goes over every pixel once per scan (the issue's
+    0.24 MB file of 400 scans took 8 CPU-s)."""
+    data = encode(Image.new(mode, size, 128), "JPEG", progressive=True, quality=90)
+    last = data[data.rfind(b"\xff\xda"):-2]  # the last scan: its SOS header and entropy-coded data, before EOI
+    assert data.endswith(b"\xff\xd9") and images.count_scans(data) < n
+    return data[:-2] + last * (n - images.count_scans(data)) + b"\xff\xd9"
+
+
+@pytest.fixture
+def decodes(monkeypatch) -> list:
+    """Every pixel decode Pillow starts (ImageFile.load), recorded, so a test can say 'refused before decoding'."""
+    from PIL import ImageFile
+
+    calls, load = [], ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: calls.append(self.format) or load(self))
+    return calls
+
+
+def test_a_jpeg_of_400_scans_is_refused_before_a_pixel_is_decoded(decodes):
+    data = many_scans(400)
+    assert len(data) < 30_000 and images.count_scans(data) == 400
+    with pytest.raises(ImageError, match=r"stored in 400 scans .*at most 64 are accepted") as e:
+        load_image(data)
+    assert decodes == [] and e.value.reason == "400 JPEG scans"
+    with pytest.raises(ImageError, match="400 scans"):  # image folders use the same decoder and the same cap
+        load_image(data, formats=images.FOLDER_FORMATS, draft=(32, 32))
+    assert decodes == []
+
+
+def test_jpegs_up_to_the_scan_limit_decode_and_real_encoders_stay_far_below_it(decodes):
+    from resviz.inputs import limits
+
+    assert load_image(many_scans(limits.JPEG_SCANS)).size == (256, 256) and "JPEG" in decodes
+    photo = encode(rgb_test_image(64, 48), "JPEG", progressive=True)  # libjpeg's progressive script
+    assert images.count_scans(photo) == 10 and load_image(photo).size == (64, 48)
+    assert images.count_scans(encode(rgb_test_image(), "JPEG")) == 1  # baseline: one scan
+
+
+def test_scan_markers_are_never_missed_and_jpeg_compressed_tiffs_are_counted_too():
+    data = many_scans(70)
+    padded = data.replace(b"\xff\xda", b"\xff\xff\xff\xda")  # fill bytes before a marker: still one scan each
+    assert images.count_scans(padded) == 70
+    with pytest.raises(ImageError, match="70 scans"):
+        load_image(padded)
+    tiff = encode(rgb_test_image(), "TIFF", compression="jpeg")  # folders accept TIFF; libtiff decodes it with libjpeg
+    assert load_image(tiff, formats=images.FOLDER_FORMATS).size == (40, 30)
+    with pytest.raises(ImageError, match="71 scans"):
+        load_image(tiff + b"\xff\xda" * 70, formats=images.FOLDER_FORMATS)
+
+
+def corrupt_exif_jpeg() -> bytes:
+    """A JPEG whose EXIF says ImageWidth is the text 'Cam' (and Orientation 6): rewriting it raises struct.error."""
+    entries = struct.pack(">HHI4s", 0x0100, 2, 4, b"Cam\0") + struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0)
+    exif = b"Exif\0\0MM\0*" + struct.pack(">IH", 8, 2) + entries + struct.pack(">I", 0)
+    return encode(rgb_test_image(), "JPEG", exif=exif)
+
+
+def test_a_corrupt_exif_tag_is_an_image_error_not_pillows_struct_error():
+    from PIL import ImageOps
+
+    data = corrupt_exif_jpeg()
+    with pytest.raises(struct.error):  # what Pillow does with it: the exception the issue saw
+        ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+    with pytest.raises(ImageError, match=r"EXIF data .* is damaged") as e:
+        load_image(data)
+    assert e.value.reason == "corrupt EXIF"
+
+
+@pytest.mark.parametrize("error", [struct.error("unpack requires a buffer of 4 bytes"), ZeroDivisionError(),
+                                   KeyError(42), IndexError("list index out of range"), OSError("broken data stream"),
+                                   RecursionError("maximum recursion depth exceeded")])
+def test_whatever_pillow_raises_while_decoding_is_a_plain_image_error(error, monkeypatch):
+    from PIL import ImageFile
+
+    def fail(self):
+        raise error
+    monkeypatch.setattr(ImageFile.ImageFile, "load", fail)
+    with pytest.raises(ImageError, match=r"^The image file is damaged or cut short \(.+\)\. Try saving") as e:
+        load_image(encode(rgb_test_image(), "PNG"))
+    assert e.value.reason == "damaged"
+
+
+def test_running_out_of_memory_is_not_called_a_damaged_file(monkeypatch):
+    from PIL import ImageFile
+
+    def fail(self):
+        raise MemoryError
+    monkeypatch.setattr(ImageFile.ImageFile, "load", fail)
+    with pytest.raises(MemoryError):
+        load_image(encode(rgb_test_image(), "PNG"))
+
+
+@pytest.mark.parametrize("fmt, formats", [("JPEG", images.FORMATS), ("PNG", images.FORMATS),
+                                          ("WEBP", images.FORMATS), ("BMP", images.FORMATS),
+                                          ("GIF", images.FOLDER_FORMATS), ("TIFF", images.FOLDER_FORMATS)])
+def test_random_damage_to_any_format_gives_an_image_or_an_image_error(fmt, formats):
+    rng = np.random.default_rng(0)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    kw = {"exif": exif.tobytes()} if fmt in ("JPEG", "PNG", "WEBP", "TIFF") else {}
+    data = encode(rgb_test_image(24, 16), fmt, **kw)
+    for _ in range(150):
+        bad = bytearray(data)
+        for i in rng.integers(0, len(bad), rng.integers(1, 5)):
+            bad[i] = rng.integers(0, 256)
+        try:
+            assert load_image(bytes(bad), formats=formats).mode == "RGB"
+        except ImageError:
+            pass

@@ -1,9 +1,11 @@
 """Image loading and validation (any upload -> RGB PIL image), preprocessing shown step by step, samples.
 
 The one image decoder of resviz: uploads, image-folder zips and teacher folders all go through ``load_image``.
-Every image is untrusted: size, format, pixel count and aspect ratio are checked from the header before a pixel
-is decoded, so a decompression bomb, a 1 x 20000 sliver or a truncated file becomes an ``ImageError`` with a
-plain-words message, and the work after decoding is bounded by the output size.
+Every image is untrusted: size, format, pixel count, aspect ratio and a JPEG's number of scans are checked from
+the bytes before a pixel is decoded, so a decompression bomb, a 1 x 20000 sliver or a 400-scan progressive JPEG
+becomes an ``ImageError`` with a plain-words message, and the work of decoding is bounded by the pixels times
+``limits.JPEG_SCANS``. Whatever Pillow raises on a damaged file (``struct.error`` from a corrupt EXIF tag,
+``ZeroDivisionError``, ``OSError`` ...) is an ``ImageError`` too.
 """
 from __future__ import annotations
 
@@ -34,7 +36,11 @@ TRAINING_STD = (0.5, 0.5, 0.5)
 
 
 class ImageError(ValueError):
-    """An upload that is not a usable image; the message says why in plain words."""
+    """An upload that is not a usable image; the message says why in plain words, ``reason`` in a few."""
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason or message  # what a list of skipped files says: "corrupt EXIF", "1 x 20000 pixels"
 
 
 def _mb(n: int) -> str:
@@ -44,32 +50,68 @@ def _mb(n: int) -> str:
 def check_shape(w: int, h: int, max_pixels: int = MAX_PIXELS) -> None:
     """Raise ImageError unless a w x h image has pixels, at most ``max_pixels`` of them, and a sane aspect ratio."""
     if w < 1 or h < 1:
-        raise ImageError("This image has no pixels.")
+        raise ImageError("This image has no pixels.", "no pixels")
     if w * h > max_pixels:  # checked from the header, before any pixel is decoded
         raise ImageError(f"This image is {w} x {h} = {w * h / 1e6:.0f} megapixels; the limit is "
-                         f"{max_pixels / 1e6:.0f}. Use a smaller picture.")
+                         f"{max_pixels / 1e6:.0f}. Use a smaller picture.", f"{w} x {h} pixels, too many")
     if max(w, h) > MAX_ASPECT * min(w, h):
         raise ImageError(f"This image is {w} x {h} pixels: one side is {max(w, h) / min(w, h):,.0f} times the "
                          f"other. Pictures up to {MAX_ASPECT}:1 are accepted (a phone panorama is about 4:1); "
-                         "crop it first.")
+                         "crop it first.", f"{w} x {h} pixels, a sliver")
+
+
+def count_scans(data: bytes) -> int:
+    """At least the number of scans in a JPEG's bytes, counted without decoding: its FF DA (SOS) markers.
+
+    Every scan starts with those two bytes, and inside compressed data an FF byte is always followed by 00 or a
+    restart marker, so no scan is missed; metadata may add a few (an EXIF thumbnail's own scans, binary maker
+    notes), which ``limits.JPEG_SCANS`` leaves room for.
+    """
+    return data.count(b"\xff\xda")
+
+
+def check_scans(img: Image.Image, data: bytes) -> None:
+    """Raise ImageError if a JPEG (or a JPEG-compressed TIFF) has more scans than ``limits.JPEG_SCANS``.
+
+    A progressive JPEG's decoder goes over every pixel once per scan, so a 0.24 MB file of 400 nearly empty
+    scans costs seconds of CPU, and a 10 MB one most of an hour.
+    """
+    jpeg = img.format in ("JPEG", "MPO") or img.info.get("compression") in ("jpeg", "tiff_jpeg")
+    if jpeg and (scans := count_scans(data)) > limits.JPEG_SCANS:
+        raise ImageError(f"This JPEG is stored in {scans:,} scans (passes over the picture, each decoded in full); "
+                         f"at most {limits.JPEG_SCANS} are accepted (a progressive photo has about 10). Save it "
+                         "again as an ordinary JPEG.", f"{scans:,} JPEG scans")
 
 
 def _open_checked(data: bytes, max_bytes: int, max_pixels: int, formats: tuple[str, ...]) -> Image.Image:
     if not data:
-        raise ImageError("The file is empty (0 bytes). Choose a photo or a sample image.")
+        raise ImageError("The file is empty (0 bytes). Choose a photo or a sample image.", "empty")
     if len(data) > max_bytes:
-        raise ImageError(f"The file is {_mb(len(data))}; the limit is {_mb(max_bytes)}. Use a smaller photo.")
+        raise ImageError(f"The file is {_mb(len(data))}; the limit is {_mb(max_bytes)}. Use a smaller photo.",
+                         f"{_mb(len(data))}, over {_mb(max_bytes)}")
     try:
         img = Image.open(io.BytesIO(data), formats=formats)
     except UnidentifiedImageError:
-        raise ImageError("This file is not an image we can read. Use a JPEG, PNG, WebP or BMP picture.") from None
+        raise ImageError("This file is not an image we can read. Use a JPEG, PNG, WebP or BMP picture.",
+                         "not an image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError("This image claims an enormous size (a 'decompression bomb'); refused.") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:  # e.g. a header cut short
-        raise ImageError(f"The image file is damaged or cut short ({str(e).splitlines()[0]}). "
-                         "Try saving or exporting it again.") from None
+        raise ImageError("This image claims an enormous size (a 'decompression bomb'); refused.",
+                         "decompression bomb") from None
+    except Exception as e:  # noqa: BLE001 - whatever Pillow's parsers raise on a hostile header is a damaged file
+        raise _damaged(e) from None
     check_shape(*img.size, max_pixels)
+    check_scans(img, data)
     return img
+
+
+def _damaged(e: Exception) -> Exception:
+    """Any exception of Pillow's on a damaged file (OSError, struct.error, ZeroDivisionError...) in plain words;
+    a MemoryError stays itself (the server's memory, not the file: ``ui.friendly_errors`` says so)."""
+    if isinstance(e, MemoryError):
+        return e
+    detail = (str(e).splitlines() or [type(e).__name__])[0][:120]
+    return ImageError(f"The image file is damaged or cut short ({detail}). Try saving or exporting it again.",
+                      "damaged")
 
 
 def load_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS,
@@ -86,13 +128,20 @@ def load_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PI
             if draft is not None:
                 img.draft("RGB", draft)  # JPEG only; other formats ignore it
             img.load()
-            img = ImageOps.exif_transpose(img)  # phone photos: rotate as the camera meant
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageError("This image is too large to decode safely (a 'decompression bomb'); refused.") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
-            raise ImageError(f"The image file is damaged or cut short ({str(e).splitlines()[0]}). "
-                             "Try saving or exporting it again.") from None
-    return to_rgb(img)
+            raise ImageError("This image is too large to decode safely (a 'decompression bomb'); refused.",
+                             "decompression bomb") from None
+        except Exception as e:  # noqa: BLE001 - a damaged file, whatever Pillow's decoder raises
+            raise _damaged(e) from None
+        try:
+            img = ImageOps.exif_transpose(img)  # phone photos: rotate as the camera meant
+        except Exception:  # noqa: BLE001 - struct.error, ValueError...: one damaged tag makes the EXIF unreadable
+            raise ImageError("This picture's EXIF data (the camera's notes, which say which way up it is) is "
+                             "damaged. Save or export the picture again.", "corrupt EXIF") from None
+        try:
+            return to_rgb(img)
+        except Exception as e:  # noqa: BLE001 - a mode Pillow decoded but cannot convert is a damaged file too
+            raise _damaged(e) from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
