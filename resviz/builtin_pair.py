@@ -10,12 +10,17 @@ and paths lessons show the paper's picture on those seeds. Both networks always 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable
+
+import torch
 
 from resviz import disk_cache, pair
 from resviz import models as M
-from resviz.inputs import data
+from resviz.inputs import data, weights
 from resviz.lessons import training
 
 PRESETS = ("resnet20", "resnet32", "resnet44", "resnet56")  # small enough to train on a laptop CPU
@@ -38,23 +43,28 @@ class BuiltinRecipe:
     seed: int = 0
     lr: float | None = 0.05  # None: the race's recipe for this depth (see the module docstring)
     batch_size: int | None = 32
+    warmup_steps: int = 0  # steps at 0.1x the rate first (the paper's warm-up for ResNet-110, section 4.2)
+    decay_at: tuple[float, ...] = ()  # fractions of the run after which the rate is divided by 10 (paper: 0.5, 0.75)
+    n_train: int = N_TRAIN  # built-in training images: a longer schedule needs more of them, or it learns them by heart
 
-    def race_config(self, device: str = "cpu") -> training.RaceConfig:
+    def race_config(self, device: str = "cpu", eval_every: int = 0) -> training.RaceConfig:
         overrides = {k: v for k, v in (("lr", self.lr), ("batch_size", self.batch_size)) if v is not None}
-        return replace(training.recipe_for(self.cfg).config, steps=self.steps, seed=self.seed, eval_every=0,
-                       device=device, **overrides)
+        return replace(training.recipe_for(self.cfg).config, steps=self.steps, seed=self.seed, eval_every=eval_every,
+                       warmup_steps=self.warmup_steps, decay_at=self.decay_at, device=device, **overrides)
 
     @property
     def key(self) -> str:
         """The disk-cache key: changes with the network, the length, the seed and the race's recipe."""
         recipe = self.race_config()
-        return f"pair-{self.cfg.label}-{pair.fingerprint(repr(self.cfg), repr(recipe), N_TRAIN, VERSION)}"
+        return f"pair-{self.cfg.label}-{pair.fingerprint(repr(self.cfg), repr(recipe), self.n_train, VERSION)}"
 
     @property
     def label(self) -> str:
         size, c = self.cfg.input_size, self.race_config()
-        return (f"{self.cfg.label} and its plain twin, {self.steps} SGD steps (lr {c.lr:g}, batch {c.batch_size}) "
-                f"on the built-in images ({size}x{size}, seed {self.seed})")
+        schedule = (f", {c.warmup_steps} warm-up" if c.warmup_steps else "") + (
+            f", /10 after {' and '.join(f'{f:.0%}' for f in c.decay_at)}" if c.decay_at else "")
+        return (f"{self.cfg.label} and its plain twin, {self.steps} SGD steps (lr {c.lr:g}, batch {c.batch_size}"
+                f"{schedule}) on the built-in images ({size}x{size}, seed {self.seed})")
 
 
 def recipe(preset: str, steps: int, seed: int = 0) -> BuiltinRecipe:
@@ -78,14 +88,15 @@ def ready(recipes) -> list[BuiltinRecipe]:
 
 
 def train(r: BuiltinRecipe, device: str = "cpu", on_step: Callable[[dict], None] | None = None,
-          store: bool = True) -> pair.TrainedPair:
-    """Train the pair of recipe ``r`` (the race's per-step records go to ``on_step``); keep it on disk if ``store``."""
+          store: bool = True, eval_every: int = 0) -> pair.TrainedPair:
+    """Train the pair of recipe ``r`` (the race's per-step records go to ``on_step``, with held-out accuracy on
+    500 images drawn beside the training set every ``eval_every`` steps); keep it on disk if ``store``."""
     pair.check_pair_config(r.cfg)
-    train_set, test_set, names = data.builtin_dataset(num_classes=r.cfg.num_classes, n_train=N_TRAIN, n_test=1,
-                                                      size=r.cfg.input_size, channels=r.cfg.in_channels,
-                                                      seed=r.seed)
+    train_set, test_set, names = data.builtin_dataset(num_classes=r.cfg.num_classes, n_train=r.n_train,
+                                                      n_test=500 if eval_every else 1, size=r.cfg.input_size,
+                                                      channels=r.cfg.in_channels, seed=r.seed)
     race_models = training.make_race_models(r.cfg, seed=r.seed)
-    race_cfg, rec = r.race_config(device), None
+    race_cfg, rec = r.race_config(device, eval_every), None
     for rec in training.race(race_models, train_set, test_set, race_cfg):
         if on_step:
             on_step(rec)
@@ -100,6 +111,91 @@ def train(r: BuiltinRecipe, device: str = "cpu", on_step: Callable[[dict], None]
         disk_cache.save(r.key, stored)
     return pair.TrainedPair(r.cfg, stored["state_dict"], stored["plain_state_dict"], label,
                             class_names=tuple(names), data_name="the built-in images", steps=r.steps)
+
+
+# --- the pairs shipped in the repository (trained by scripts/train_pairs.py) ---------------------------------
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "assets" / "pairs"
+SHIPPED = {  # the paper's kind of recipe (SGD, momentum 0.9, weight decay 1e-4, warm-up, lr / 10 at 50% and 75%),
+    #          longer than a page's built-in pair, on more images; what scripts/train_pairs.py trains
+    "resnet20": BuiltinRecipe(steps=1200, lr=0.05, batch_size=128, warmup_steps=60, decay_at=(0.5, 0.75),
+                              n_train=20_000),
+    "resnet56": BuiltinRecipe(on_race_images(M.get_config("resnet56")), steps=1600, lr=0.01, batch_size=64,
+                              warmup_steps=100, decay_at=(0.5, 0.75), n_train=20_000),
+}
+
+
+def manifest_path(preset: str, folder: Path = SHIPPED_DIR) -> Path:
+    return folder / f"{preset}.json"
+
+
+def recipe_from_manifest(m: dict) -> BuiltinRecipe:
+    """The recipe a manifest records (the files were trained with it)."""
+    r = m["recipe"]
+    return BuiltinRecipe(on_race_images(M.get_config(m["preset"])), steps=m["steps"], seed=m["seed"], lr=r["lr"],
+                         batch_size=r["batch_size"], warmup_steps=r["warmup_steps"],
+                         decay_at=tuple(r["decay_at"]), n_train=r["n_train"])
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_shipped_weights(path: Path, expected_sha256: str, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict in ``path`` (half precision on disk) loaded into a copy of ``model`` by the uploads' safe
+    loader, once its bytes match the manifest's hash; WeightsError in plain words otherwise."""
+    try:
+        blob = path.read_bytes()
+    except OSError:
+        raise weights.WeightsError(f"The shipped weights {path.name} are missing; restore assets/pairs from the "
+                                   "repository or run scripts/train_pairs.py.") from None
+    if sha256(blob) != expected_sha256:
+        raise weights.WeightsError(f"The shipped weights {path.name} do not match their manifest (sha256): the file "
+                                   "was changed or damaged, so it was not loaded. Restore assets/pairs from the "
+                                   "repository or run scripts/train_pairs.py.")
+    report = weights.load_state_dict_safely(blob, model)
+    return training.cpu_state_dict(report.model)  # float32, as the model holds them
+
+
+def shipped(preset: str, folder: Path = SHIPPED_DIR) -> pair.TrainedPair | None:
+    """The trained pair of ``preset`` shipped in ``folder`` (checked against its manifest), None if none is shipped."""
+    path = manifest_path(preset, folder)
+    if not path.is_file():
+        return None
+    m = json.loads(path.read_text())
+    r = recipe_from_manifest(m)
+    cfg = M.with_shortcuts(r.cfg)
+    resnet, plain = (read_shipped_weights(folder / f["name"], f["sha256"], M.build_model(c))
+                     for f, c in zip(m["files"], (cfg, M.plain_config(cfg))))
+    return pair.TrainedPair(r.cfg, resnet, plain, f"{r.label}, shipped with resviz",
+                            class_names=tuple(m["class_names"]), data_name="the built-in images", steps=r.steps)
+
+
+def shipped_presets(folder: Path = SHIPPED_DIR) -> list[str]:
+    """The presets whose trained pair is shipped, in ``PRESETS`` order."""
+    return [p for p in PRESETS if manifest_path(p, folder).is_file()]
+
+
+@dataclass(frozen=True)
+class ShippedInfo:
+    """What a shipped pair's manifest says, for the pair picker: how long it trained and how well it does."""
+    preset: str
+    steps: int
+    seconds: float  # training time on ``threads`` torch threads of a shared 2-core CPU
+    threads: int
+    resnet_accuracy: float  # on ``images`` fresh built-in images
+    plain_accuracy: float
+    images: int
+
+
+def shipped_info(preset: str, folder: Path = SHIPPED_DIR) -> ShippedInfo | None:
+    """The manifest of ``preset``'s shipped pair, without loading its weights; None if none is shipped."""
+    path = manifest_path(preset, folder)
+    if not path.is_file():
+        return None
+    m = json.loads(path.read_text())
+    a, t = m["accuracies"], m["training"]
+    return ShippedInfo(preset, m["steps"], t["seconds"], t["torch_threads"], a["resnet"]["accuracy"],
+                       a["plain"]["accuracy"], a["images"])
 
 
 # --- the pair the lesson-claims check studies -------------------------------------------------------------
