@@ -29,21 +29,26 @@ m1, m2 = st.columns(2)
 m1.metric("plain: correlation of neighbouring gradients (lag 1)", f"{plain.lag1:.2f}")
 m2.metric("ResNet: correlation of neighbouring gradients (lag 1)", f"{res.lag1:.2f}")
 st.plotly_chart(ui.figure(("shattered", depth, seed), lambda: plot_shattered(plain, res, depth)), key="sh_chart")
-st.subheader("How the correlation falls with depth")
+seeds = shattered.curve_seeds(seed)
+st.subheader(f"How the correlation changes with depth, over {len(seeds)} initialisations")
 with ui.friendly_errors("Computing the gradients"):
-    curve = ui.background_result(("shattered-depth", seed), lambda cb: shattered.depth_curve(
-        shattered.SweepConfig(seed=seed), on_progress=cb), "Sweeping nets of every depth…")
+    curve = ui.background_result(("shattered-depth", seeds), lambda cb: shattered.depth_curve(
+        shattered.SweepConfig(), on_progress=cb, seeds=seeds), f"Sweeping nets of every depth, {len(seeds)} times…")
 if curve is None:
     st.stop()
-st.plotly_chart(ui.figure(("shattered-depth", seed, depth), lambda: plot_depth_curve(curve, depth)),
+st.plotly_chart(ui.figure(("shattered-depth", seeds, depth), lambda: plot_depth_curve(curve, depth)),
                 key="sh_depth_chart")
+tone, text = shattered.depth_verdict(curve)
+getattr(st, tone.value)(text)
 with st.expander("The setup, and the paper"):
     st.markdown(
         "The paper's own setup: fully connected ReLU nets of width 200 with batch norm, the ResNet built from "
         "two-layer blocks $y = x + F(x)$, 256 inputs from −2 to 2. When neighbouring gradients are uncorrelated, "
         "a gradient step tells you nothing about nearby inputs. Balduzzi, Frean, Leary, Lewis, Ma & McWilliams "
         "(2017), *The Shattered Gradients Problem: If resnets are the answer, then what is the question?*, ICML.")
-st.caption(f"Lag-1 correlation for nets of {', '.join(map(str, curve.depths))} layers, seed {seed}; 1 = perfectly "
-           "smooth, 0 = white noise. Each net is one random draw, so a single point can jump: compare the trends. "
+st.caption(f"Lag-1 correlation for nets of {', '.join(map(str, curve.depths))} layers, seeds {seeds[0]}–{seeds[-1]}: "
+           "1 = perfectly smooth, 0 = white noise. One initialisation's curve jumps from depth to depth, so the lines "
+           f"are the mean of the {len(seeds)} and the bands span the lowest to the highest. The sweep above is seed "
+           f"{seed} alone. "
            "Batch norm takes its statistics from the sweep itself, then is frozen, so the gradient at each point "
            "depends only on that point. Random weights, untrained: the paper's analysis is about initialisation.")

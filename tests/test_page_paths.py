@@ -13,6 +13,24 @@ def boxes(at) -> dict:
     return {kind: [e.value for e in getattr(at, kind)] for kind in ("success", "info", "warning", "error")}
 
 
+def shown_kinds(at) -> list[str]:
+    """Which kinds of box the page shows."""
+    return [k for k, v in boxes(at).items() if v]
+
+
+@pytest.fixture
+def fresh_results():
+    """No result or figure measured before stands in for the one a test puts in place (nor stays after it)."""
+    def clear():
+        ui._result_store.clear()
+        for shelf in ui.FIGURE_SHELVES:
+            ui._figure_store(shelf)[0].clear()
+
+    clear()
+    yield
+    clear()
+
+
 def test_paths_on_the_sidebar_model_at_initialisation():
     at = new_app("paths")
     no_exceptions(at)
@@ -45,20 +63,15 @@ def test_random_paths_say_they_are_an_estimate():
     ([[1, 1], [1, 1], [1.1, 1.1]], "info", "not the paper's picture"),  # just above n/2 = 1
     ([[4, 1], [1, 1], [1, 4]], "warning", "cannot say"),  # the draws fall on both sides of n/2: inside the noise
 ])
-def test_each_verdict_appears_in_its_own_box(monkeypatch, draws, kind, words):
+def test_each_verdict_appears_in_its_own_box(monkeypatch, fresh_results, draws, kind, words):
     """A measured result stands in for the computation: the page must show the lesson's verdict in its box."""
     draws = np.array(draws, dtype=float)
     monkeypatch.setattr(paths, "gradient_by_path_length",
                         lambda *a, **k: paths.from_per_path(draws.mean(axis=1), 2, draws))
-    ui._result_store.clear()  # nothing measured before stands in for it
-    try:
-        at = new_app("paths")
-        at.toggle(key="pa_exact").set_value(False).run()
-        no_exceptions(at)
-    finally:
-        ui._result_store.clear()
-    shown = boxes(at)
-    assert [k for k, v in shown.items() if v] == [kind] and len(shown[kind]) == 1 and words in shown[kind][0]
+    at = new_app("paths")
+    at.toggle(key="pa_exact").set_value(False).run()
+    no_exceptions(at)
+    assert shown_kinds(at) == [kind] and len(boxes(at)[kind]) == 1 and words in boxes(at)[kind][0]
 
 
 def test_paths_on_the_trained_pair():

@@ -27,10 +27,17 @@ def plot_shattered(plain: Sweep, res: Sweep, depth: int) -> go.Figure:
 
 
 def plot_depth_curve(curve: DepthCurve, depth: int | None = None) -> go.Figure:
-    """Lag-1 correlation of neighbouring gradients against depth, both nets; the chosen depth marked."""
+    """Lag-1 correlation of neighbouring gradients against depth, both nets: the mean over the initialisations and,
+    when there are several, their band (lowest to highest); the chosen depth marked."""
     fig = go.Figure()
-    for values, label, color in ((curve.resnet, "ResNet", COLORS["resnet"]), (curve.plain, "plain net", COLORS["plain"])):
-        fig.add_scatter(x=list(curve.depths), y=values, mode="lines+markers", name=label,
+    x, several = list(curve.depths), len(curve.draws(True)) > 1
+    for resnet, label, color in ((True, "ResNet", COLORS["resnet"]), (False, "plain net", COLORS["plain"])):
+        if several:
+            lo, hi = curve.band(resnet)
+            fig.add_scatter(x=x + x[::-1], y=list(hi) + list(lo[::-1]), fill="toself", fillcolor=color, opacity=0.2,
+                            line=dict(width=0), hoverinfo="skip", name=f"{label}: lowest to highest draw")
+        mean = f"{label}, mean of {len(curve.seeds)}" if several else label
+        fig.add_scatter(x=x, y=curve.resnet if resnet else curve.plain, mode="lines+markers", name=mean,
                         line=dict(color=color, width=3), marker=dict(size=9))
     if depth is not None:
         fig.add_vline(x=depth, line=dict(color="#555555", dash="dot"), annotation_text=f"{depth} layers",
