@@ -42,6 +42,7 @@ class View:
     page: str
     params: tuple[tuple[str, str], ...] = ()
     version: int = 0
+    at: float = 0.0  # when the teacher last said they still present (a closed teacher tab stops leading)
 
     @property
     def query(self) -> dict[str, str]:
@@ -94,21 +95,34 @@ class Classroom:
         self.store.set(f"{self.name}:{what}", json.dumps(value))
 
     # --- presenting ---
-    def present(self, page: str, params: dict[str, str]) -> View:
-        """The teacher's view becomes the class's (callers check the teacher's key first)."""
+    def present(self, page: str, params: dict[str, str], now: float | None = None) -> View:
+        """The teacher's view becomes the class's (callers check the teacher's key first); the same view again
+        only says the teacher is still presenting."""
+        now = time.time() if now is None else now
         with self.store.transact():
-            old = self.view()
-            view = View(page, tuple(sorted((str(k), str(v)) for k, v in params.items())),
-                        (old.version + 1) if old else 1)
-            if old is None or (old.page, old.params) != (view.page, view.params):
-                self._set("view", asdict(view))
-            else:
-                view = old
+            old = self.view(now=-1.0)
+            params = tuple(sorted((str(k), str(v)) for k, v in params.items()))
+            same = old is not None and (old.page, old.params) == (page, params)
+            view = View(page, params, old.version if same else (old.version + 1 if old else 1), now)
+            self._set("view", asdict(view))
         return view
 
-    def view(self) -> View | None:
+    def still_presenting(self, now: float | None = None) -> None:
+        """The teacher's page says it is still open (every few seconds while leading)."""
+        with self.store.transact():
+            old = self.view(now=-1.0)
+            if old is not None:
+                self._set("view", asdict(View(old.page, old.params, old.version, time.time() if now is None else now)))
+
+    def view(self, now: float | None = None) -> View | None:
+        """The view the class follows; None when nobody presents, or the teacher's page has not said it is still
+        open for ``HERE_S`` (``now=-1``: whatever is stored)."""
         got = self._get("view")
-        return None if got is None else View(got["page"], tuple(tuple(p) for p in got["params"]), got["version"])
+        if got is None:
+            return None
+        view = View(got["page"], tuple(tuple(p) for p in got["params"]), got["version"], got.get("at", 0.0))
+        now = time.time() if now is None else now
+        return view if now < 0 or now - view.at < HERE_S else None
 
     def stop_presenting(self) -> None:
         self.store.delete(f"{self.name}:view")

@@ -32,6 +32,14 @@ def test_presenting_numbers_each_new_view_and_ignores_the_same_one(room):
     assert room.view() is None
 
 
+def test_a_closed_teacher_tab_stops_leading(room):
+    room.present("paths", {}, now=1000.0)
+    assert room.view(now=1000.0 + classroom.HERE_S - 1).page == "paths"
+    assert room.view(now=1000.0 + classroom.HERE_S + 1) is None
+    room.still_presenting(now=1000.0 + classroom.HERE_S)
+    assert room.view(now=1000.0 + classroom.HERE_S + 1).version == 1
+
+
 def test_a_second_process_sees_the_same_class(tmp_path):
     """Two replicas: two handles on one cache folder."""
     with diskcache.Cache(str(tmp_path)) as a, diskcache.Cache(str(tmp_path)) as b:
