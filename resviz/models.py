@@ -14,6 +14,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from resviz.inputs import limits
+
 BLOCKS = ("basic", "bottleneck")
 SHORTCUTS = ("A", "B", "C")
 
@@ -105,13 +107,20 @@ def plain_config(cfg: ResNetConfig) -> ResNetConfig:
 
 
 def check_config(cfg: ResNetConfig) -> None:
-    """Raise ConfigError with a plain-words reason if ``cfg`` cannot be built."""
+    """Raise ConfigError with a plain-words reason if ``cfg`` cannot be built.
+
+    Cheap whatever it is handed: the number of stages is checked first, then each number against
+    ``resviz.inputs.limits`` (one comparison each), before anything is traced, built or hashed.
+    """
     if cfg.block not in BLOCKS:
         raise ConfigError(f"Block type must be one of {BLOCKS}, not {cfg.block!r}.")
     if cfg.shortcut not in SHORTCUTS:
         raise ConfigError(f"Shortcut option must be A, B or C, not {cfg.shortcut!r}.")
     if cfg.stem not in ("imagenet", "cifar"):
         raise ConfigError(f"Stem must be 'imagenet' or 'cifar', not {cfg.stem!r}.")
+    if len(cfg.layers) > limits.CONFIG_STAGES:
+        raise ConfigError(f"This model has {len(cfg.layers):,} stages; at most {limits.CONFIG_STAGES} are accepted "
+                          "(the paper's nets have 3 or 4, and each stage after the first halves the picture).")
     if not cfg.layers or len(cfg.layers) != len(cfg.widths):
         raise ConfigError("Give one width per stage (and at least one stage).")
     if any(n < 1 for n in cfg.layers):
@@ -124,6 +133,25 @@ def check_config(cfg: ResNetConfig) -> None:
         raise ConfigError("Groups and width per group must be at least 1.")
     if cfg.block == "basic" and (cfg.groups != 1 or cfg.width_per_group != 64):
         raise ConfigError("Grouped or wide convolutions need the bottleneck block (as in torchvision).")
+    _check_sizes(cfg)
+
+
+def _check_sizes(cfg: ResNetConfig) -> None:
+    """Channels, input side and classes within ``limits``: a 26-stage net of base width 16 asks for 2^29-channel
+    convolutions, whose storage size overflows torch's 64-bit count while the budget traces it."""
+    if cfg.input_size > limits.CONFIG_INPUT or cfg.num_classes > limits.CONFIG_CLASSES:
+        raise ConfigError(f"The input is at most {limits.CONFIG_INPUT:,} pixels a side and the classes at most "
+                          f"{limits.CONFIG_CLASSES:,}, not {cfg.input_size:,} and {cfg.num_classes:,}.")
+    channels = max(cfg.stem_width, cfg.in_channels, *(w * cfg.expansion for w in cfg.widths))
+    if channels > limits.CONFIG_CHANNELS:
+        raise ConfigError(f"This model asks for a layer of {channels:,} channels; at most {limits.CONFIG_CHANNELS:,} "
+                          "are accepted (the widest torchvision ResNet has 2,048). Use a smaller width or fewer "
+                          "stages.")
+    for w in cfg.widths if cfg.block == "bottleneck" else ():
+        inner = w * cfg.width_per_group // 64 * cfg.groups  # as Bottleneck, in integers: a huge float overflows
+        if not 1 <= inner <= limits.CONFIG_CHANNELS:
+            raise ConfigError(f"A bottleneck's inner width (width x width per group / 64 x groups) must be 1 to "
+                              f"{limits.CONFIG_CHANNELS:,} channels, not {inner:,}.")
 
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1, groups: int = 1, device=None) -> nn.Conv2d:

@@ -182,6 +182,8 @@ WIDE = dict(block="basic", layers=(2, 2, 2), widths=(512, 1024, 2048), stem="cif
 DEEP = dict(block="basic", layers=(300, 300, 300), widths=(16, 32, 64), stem="cifar", stem_width=16,
             input_size=32, num_classes=10)  # 300 blocks per stage
 TOO_DEEP = dict(DEEP, layers=(3000, 3000, 3000))
+STAGES_26 = dict(DEEP, layers=(2,) * 26, widths=tuple(16 * 2**i for i in range(26)))  # torch's storage overflowed
+TEXT_300_KB = dict(DEEP, layers=(2,) * 100_000, widths=(16,) * 100_000)  # "2, " x 100,000 typed as blocks per stage
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,10 @@ CLASSES: dict[str, list[Case]] = {
         Case("300 blocks per stage, batch 32 (Signal flow)", lambda: None, _model(DEEP, 32, 2),
              ("needs about 7.8 gb", "29.1m parameters", "batch of 32, 2 networks"), "BudgetError"),
         Case("9,000 blocks", lambda: None, _model(TOO_DEEP, 1, 1), ("9,000 blocks", "allows 1,000"), "BudgetError"),
+        Case("26 stages (sidebar: 2, 2, ... base width 16)", lambda: None, _model(STAGES_26, 1, 2),
+             ("26 stages", "at most 8"), "ConfigError"),
+        Case("100,000 stages (a 300 kB blocks-per-stage text)", lambda: None, _model(TEXT_300_KB, 1, 2),
+             ("100,000 stages", "at most 8"), "ConfigError"),
     ],
 }
 
@@ -395,7 +401,7 @@ PAGE_LIMIT_MB = 2048  # address space a page case may add (AppTest's threads res
 
 
 def shown_errors(at) -> str:
-    return " ".join(str(e.value) for e in at.error)
+    return re.sub(r"\\(.)", r"\1", " ".join(str(e.value) for e in at.error))  # as read: markdown escapes undone
 
 
 class Student:

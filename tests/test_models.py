@@ -147,3 +147,81 @@ def test_seeded_build_ignores_what_other_threads_draw_meanwhile():
         t.join()
     for sd in again:
         torch.testing.assert_close(sd, ref)
+
+
+# --- issue 20: absurd configs refused in plain words, cheaply, before any trace ------------------------------
+class Untouchable(tuple):
+    """A tuple whose items must not be looked at: only its length may be asked."""
+
+    def __iter__(self):
+        raise AssertionError("the items were read before the number of stages was checked")
+
+    __getitem__ = __iter__
+
+
+def sidebar_config(stages: int, base: int = 16, **kw) -> models.ResNetConfig:
+    """What the sidebar makes of 'Blocks per stage' 2, 2, ... (``stages`` of them): widths double each stage."""
+    return models.ResNetConfig(**dict(block="basic", layers=(2,) * stages, widths=tuple(base * 2**i for i in range(
+        stages)), stem="cifar", stem_width=base, input_size=32, num_classes=10) | kw)
+
+
+@pytest.fixture
+def no_trace(monkeypatch):
+    """Tracing, estimating or building any model fails the test: refusals must come before them."""
+    from resviz import trace
+    from resviz.inputs import budget
+
+    def fail(*args, **kw):
+        raise AssertionError("traced or built before the config was checked")
+    for module, name in ((trace, "trace_shapes"), (trace, "skeleton"), (budget, "estimate"),
+                         (models.ResNet, "__init__")):
+        monkeypatch.setattr(module, name, fail)
+
+
+def test_a_26_stage_sidebar_net_is_a_config_error_not_torchs_storage_overflow(no_trace):
+    from resviz.inputs import budget
+
+    cfg = sidebar_config(26)  # its last stage: 16 x 2^25 = 536,870,912 channels
+    for check in (models.check_config, budget.check_model):
+        with pytest.raises(ConfigError, match=r"^This model has 26 stages; at most 8 are accepted"):
+            check(cfg)
+
+
+def test_without_the_check_torch_overflows_on_the_26_stage_net(monkeypatch):
+    """The failure the issue saw (on the meta device: no memory is taken); check_config is what stands before it."""
+    monkeypatch.setattr(models, "check_config", lambda cfg: None)
+    with pytest.raises(RuntimeError, match="Storage size calculation overflowed"):
+        models.ResNet(sidebar_config(26), device="meta")
+
+
+def test_a_300_kb_blocks_per_stage_text_is_refused_from_its_length_alone(no_trace):
+    from resviz.inputs import budget
+
+    n = 100_000  # "2, " x 100,000 is 300 kB of text
+    cfg = models.ResNetConfig(layers=Untouchable((2,) * n), widths=Untouchable((16,) * n))
+    for check in (models.check_config, budget.check_model):
+        with pytest.raises(ConfigError, match=r"100,000 stages; at most 8"):
+            check(cfg)
+
+
+@pytest.mark.parametrize("cfg, words", [
+    (sidebar_config(8, base=1024), r"a layer of 131,072 channels; at most 65,536"),  # 1024 x 2^7
+    (sidebar_config(3, input_size=5000), r"at most 4,096 pixels a side .* not 5,000"),
+    (sidebar_config(3, num_classes=10**9), r"classes at most 100,000, not .*1,000,000,000"),
+    (models.ResNetConfig(block="bottleneck", widths=(64, 128, 256, 2**15)), r"131,072 channels"),  # x4 expansion
+    (models.ResNetConfig(block="bottleneck", groups=2**20, width_per_group=4), r"not 4,194,304"),  # 64 x 4/64 x 2^20
+    (models.ResNetConfig(block="bottleneck", widths=(8, 16, 32, 64), width_per_group=4), r"inner width .* 1 to"),
+    (models.ResNetConfig(block="bottleneck", width_per_group=10**400), r"inner width"),  # no float overflow
+    (models.ResNetConfig(stem_width=10**30), r"1,000,000,000,000,000,000,000,000,000,000 channels"),
+])
+def test_channels_input_and_classes_are_bounded_before_anything_is_traced(cfg, words, no_trace):
+    from resviz.inputs import budget
+
+    with pytest.raises(ConfigError, match=words):
+        budget.check_model(cfg)
+
+
+def test_every_preset_and_the_sidebars_widest_net_pass_the_config_limits():
+    for cfg in models.PRESETS.values():
+        models.check_config(cfg)
+    models.check_config(sidebar_config(8, base=512))  # 512 x 2^7 = 65,536 channels: the limit itself

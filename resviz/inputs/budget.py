@@ -101,12 +101,14 @@ def _gb(n_bytes: float) -> str:
 
 def check_model(cfg: models.ResNetConfig, batch: int = 1, what: str = "This model", nets: int = 1,
                 train: bool = True, limit: Budget | None = None) -> Estimate:
-    """Raise BudgetError, with the numbers, if ``nets`` copies of ``cfg`` on ``batch`` images exceed the budget.
+    """Raise BudgetError, with the numbers, if ``nets`` copies of ``cfg`` on ``batch`` images exceed the budget
+    (ConfigError, first, if ``cfg`` cannot be built at all).
 
     ``what`` names the request in the message ("Signal flow", "The training race"); ``train`` counts
     gradients, optimizer state and the backward pass. Returns the estimate when it fits.
     """
     limit = limit or session_budget()
+    models.check_config(cfg)  # stages, channels, input, classes: bounded in microseconds, before any trace or hash
     blocks = sum(cfg.layers)
     if blocks > limit.blocks:
         raise BudgetError(f"{what}: the model has {blocks:,} blocks; this server allows {limit.blocks:,} "

@@ -1,0 +1,215 @@
+"""The server's door (resviz.ui.guard_server): what one student's browser sends cannot break their tab, another
+student's, or the server. Unit tests of the widget-value check and the upload quota, then a real ``streamlit run``
+server fed hostile input by one session while a second session keeps working."""
+from __future__ import annotations
+
+import math
+import threading
+import urllib.request
+
+import pytest
+from starlette.exceptions import HTTPException
+from streamlit.proto.WidgetStates_pb2 import WidgetStates
+from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
+from streamlit.runtime.uploaded_file_manager import UploadedFileRec
+
+from resviz import ui
+from resviz.inputs import limits
+from resviz.tools.server import rss_mb, start_server, stop_server
+from resviz.tools.session import Session
+
+NAN, INF = float("nan"), float("inf")
+LAYERS_300_KB = ", ".join(["1"] * 150_000)  # before: one rerun took 50-86 s and +646-927 MB, then a budget message
+
+
+# --- the widget values of one browser message ---
+def states(**values) -> WidgetStates:
+    out = WidgetStates()
+    for wid, (kind, value) in values.items():
+        w = out.widgets.add(id=wid)
+        if kind == "double_array_value":
+            w.double_array_value.data[:] = value
+        elif kind == "string_array_value":
+            w.string_array_value.data[:] = value
+        elif kind == "files":
+            for file_id in value:
+                w.file_uploader_state_value.uploaded_file_info.add(file_id=file_id, name="x")
+        else:
+            setattr(w, kind, value)
+    return out
+
+
+def test_non_finite_numbers_are_dropped_and_long_texts_cut_before_any_session_sees_them():
+    msg = states(nan=("double_value", NAN), inf=("double_value", -INF), ok=("double_value", 1e300),
+                 slider=("double_array_value", [1.0, NAN]), range=("double_array_value", [1.0, 2.0]),
+                 text=("string_value", LAYERS_300_KB), pick=("string_array_value", ["a" * 5000, "b"]),
+                 seed=("int_value", 7), files=("files", ["f1", "f2"]))
+    assert ui.clean_widget_states(msg) == 3
+    kept = {w.id: w for w in msg.widgets}
+    assert sorted(kept) == ["files", "ok", "pick", "range", "seed", "text"]
+    assert kept["ok"].double_value == 1e300 and list(kept["range"].double_array_value.data) == [1.0, 2.0]
+    assert kept["text"].string_value == LAYERS_300_KB[:limits.WIDGET_TEXT_CHARS]
+    assert [len(v) for v in kept["pick"].string_array_value.data] == [limits.WIDGET_TEXT_CHARS, 1]
+    assert all(math.isfinite(v) for w in msg.widgets for v in w.double_array_value.data)
+    assert ui.uploads_named(msg) == {"f1", "f2"}
+
+
+def test_a_clean_message_is_left_as_it_is():
+    msg = states(a=("double_value", 3.0), b=("string_value", "2, 2, 2"), c=("bool_value", True))
+    before = msg.SerializeToString()
+    assert ui.clean_widget_states(msg) == 0 and msg.SerializeToString() == before
+
+
+# --- the upload quota ---
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def rec(file_id: str, mb: float) -> UploadedFileRec:
+    return UploadedFileRec(file_id=file_id, name=f"{file_id}.pth", type="application/octet-stream",
+                           data=bytes(int(mb * 2**20)))
+
+
+@pytest.fixture
+def quota(monkeypatch):
+    monkeypatch.setenv("RESVIZ_SESSION_UPLOAD_MB", "10")
+    manager, clock = MemoryUploadedFileManager("/_stcore/upload_file"), Clock()
+    return ui.UploadQuota(manager, clock), manager, clock
+
+
+def held(manager, session="s") -> list[str]:
+    return sorted(f.file_id for f in manager.file_storage.get(session, {}).values())
+
+
+def test_a_session_holds_at_most_its_quota_of_uploads_and_others_are_not_touched(quota):
+    q, manager, _ = quota
+    manager.add_file("s", rec("a", 4))  # through the manager, as Streamlit's upload route calls it
+    manager.add_file("s", rec("b", 4))
+    with pytest.raises(HTTPException) as refused:
+        manager.add_file("s", rec("c", 4))  # 12 MB > 10
+    assert refused.value.status_code == 413 and "10 MB" in refused.value.detail
+    manager.add_file("other", rec("c", 4))  # another student's quota is their own
+    assert held(manager) == ["a", "b"] and held(manager, "other") == ["c"] and q.bytes_held("s") == 8 * 2**20
+    manager.add_file("s", rec("a", 5))  # the same file sent again replaces it
+    assert q.bytes_held("s") == 9 * 2**20
+
+
+def test_a_session_holds_at_most_so_many_files(quota):
+    _, manager, _ = quota
+    for i in range(limits.SESSION_UPLOAD_FILES):
+        manager.add_file("s", rec(f"f{i}", 0.001))
+    with pytest.raises(HTTPException):
+        manager.add_file("s", rec("one-more", 0.001))
+    manager.remove_file("s", "f0")  # the browser's delete frees a place
+    manager.add_file("s", rec("one-more", 0.001))
+
+
+def test_uploads_no_widget_names_are_freed_after_the_grace(quota):
+    q, manager, clock = quota
+    manager.add_file("s", rec("kept", 4))
+    manager.add_file("s", rec("dropped", 4))
+    q.named("s", {"kept"})  # a rerun right after the upload: the browser may not name it yet
+    assert held(manager) == ["dropped", "kept"]
+    clock.now = limits.UPLOAD_GRACE_S + 1
+    q.named("s", {"kept"})
+    assert held(manager) == ["kept"] and q.bytes_held("s") == 4 * 2**20
+    manager.add_file("s", rec("new", 4))  # the freed room is usable again
+    clock.now += limits.UPLOAD_GRACE_S + 1
+    manager.add_file("s", rec("newer", 4))  # an upload frees what the latest message did not name ("new")
+    assert held(manager) == ["kept", "newer"]
+    manager.remove_session_files("s")
+    assert q.bytes_held("s") == 0 and held(manager) == []
+
+
+# --- a real server ---
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``streamlit run app.py`` with a small upload quota (8 MB) and no warm-up: (process, base URL)."""
+    proc, url = start_server(log_path=tmp_path_factory.mktemp("safety") / "streamlit.log",
+                             env={"RESVIZ_WARM_UP": "0", "RESVIZ_SESSION_UPLOAD_MB": "8"})
+    try:
+        yield proc, url
+    finally:
+        stop_server(proc)
+
+
+class Watcher(threading.Thread):
+    """A second student's tab, rerunning a page until stopped: every rerun must render normally."""
+
+    def __init__(self, url: str, page: str = ""):
+        super().__init__(daemon=True)
+        self.session, self.page, self.stop, self.runs = Session(url, timeout=120), page, threading.Event(), []
+        assert self.session.run(page).ok
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.runs.append(self.session.run(self.page))
+
+    def finish(self) -> list:
+        self.stop.set()
+        self.join(timeout=150)
+        self.session.close()
+        return self.runs
+
+
+def alive(proc, url: str) -> bool:
+    with urllib.request.urlopen(url + "/_stcore/health", timeout=30) as r:
+        return proc.poll() is None and r.status == 200
+
+
+def test_hostile_widget_values_break_nothing_while_another_student_works(server):
+    proc, url = server
+    with Session(url, timeout=120) as warm:  # the first run of the server installs the door
+        assert warm.run("").ok
+    rss0 = rss_mb(proc.pid)
+    other = Watcher(url)
+    other.start()
+    with Session(url, timeout=120) as a:
+        a.run("")
+        a.run("", widgets={"sel_family": "Custom"})
+        r = a.run("", widgets={"sel_layers": LAYERS_300_KB})
+        assert r.ok and r.seconds < 20, r  # refused at once, before anything is computed from it
+        assert any(f"at most {limits.LAYERS_CHARS} characters" in e and "Keeping the previous model" in e
+                   for e in r.errors), r.errors
+        a.run("", widgets={"sel_layers": "2, 2, 2"})
+        for value in (NAN, INF, -INF, 1e9):  # 1e9: above the widget's maximum (512)
+            r = a.run("", widgets={"sel_width": value})
+            assert r.ok and not r.errors, (value, r)
+            assert a.run("").ok, value  # and the tab keeps working: NaN used to break every later rerun
+        a.run("training")
+        for value in (NAN, -INF, 1e12):
+            assert a.run("training", widgets={"tr_seed": value}).ok, value
+    runs = other.finish()
+    assert len(runs) >= 3 and all(r.ok and not r.errors for r in runs), [r for r in runs if not r.ok or r.errors]
+    assert alive(proc, url) and rss_mb(proc.pid) - rss0 < 500  # before: +927 MB from the one 300 KB text
+
+
+def test_a_message_over_the_servers_cap_closes_only_that_tab(server):
+    proc, url = server
+    other = Watcher(url)
+    other.start()
+    with Session(url, timeout=120) as a:
+        a.run("")
+        a.run("", widgets={"sel_family": "Custom"})
+        assert a.run("", widgets={"sel_layers": "1" * 2_000_000}).status == "disconnected"  # maxWidgetStateSize
+    runs = other.finish()
+    assert runs and all(r.ok for r in runs) and alive(proc, url)
+
+
+def test_uploads_past_a_sessions_quota_are_refused_and_the_server_stays_small(server):
+    proc, url = server
+    rss0 = rss_mb(proc.pid)
+    other = Watcher(url)
+    other.start()
+    with Session(url, timeout=120) as a:
+        a.run("")
+        sent = [a.upload(f"w{i}.pth", bytes(3 * 2**20))[0] for i in range(4)]  # 3 MB each against 8 MB
+        assert sent == [204, 204, 413, 413], sent
+        assert a.run("").ok
+    runs = other.finish()
+    assert runs and all(r.ok for r in runs) and alive(proc, url)
+    assert rss_mb(proc.pid) - rss0 < 200
