@@ -2,8 +2,11 @@
 
 Nothing here ever runs code from a file: ``torch.load(..., weights_only=True)`` refuses any pickle that asks
 for more than tensors and plain containers. Before it reads anything, the archive's directory is checked
-(entries, compression, unpacked size); after, every tensor must be dense, real, on the CPU and backed by storage
-that really holds its values. Weights always go into a deep copy, never into a shared model. Whatever goes
+(entries, compression, unpacked size). The pickle itself is parsed in a sandbox child process
+(``resviz.inputs.sandbox``: memory, CPU-time, recursion and wall-clock limits), so a file that crashes the parser
+(a dict key nested a million deep overflows the C stack) kills only that child; the server makes the tensors
+from the file's bytes as the child describes them. Every tensor must be dense, real, on the CPU and backed by
+storage that really holds its values. Weights always go into a deep copy, never into a shared model. Whatever goes
 wrong is a ``WeightsError`` in plain words.
 """
 from __future__ import annotations
@@ -12,9 +15,15 @@ import copy
 import io
 import logging
 import math
+import mmap
+import os
 import re
+import reprlib
 import struct
+import tempfile
+import warnings
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlparse
@@ -22,13 +31,24 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from resviz.inputs import budget, limits
+from resviz.inputs import budget, limits, sandbox
 from resviz import models
 
 log = logging.getLogger("resviz")
+# Tensors made over an upload's bytes are read only by us (load_state_dict copies them): torch's warning that
+# bytes are not writable says nothing to a teacher.
+warnings.filterwarnings("ignore", message="The given buffer is not writable", category=UserWarning)
 
 MAX_BYTES = limits.mb(limits.WEIGHTS_MB)  # the uploader's cap: every preset's checkpoint fits (Wide ResNet-50-2: 263 MB)
 INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)  # counters, masks
+DTYPES = {str(d).removeprefix("torch."): d for d in vars(torch).values()  # the dtypes a weight may have
+          if isinstance(d, torch.dtype) and (d.is_floating_point or d in INTEGER_DTYPES)}
+READ_LIMITS = sandbox.Limits(  # the sandbox child that parses a checkpoint (ResNet-50's 98 MB: about 0.1 s)
+    memory_mb=512,  # beyond the file's own map: torch.load(mmap=True) allocates little more than the pickle
+    cpu_s=10,  # ResNet-152's 230 MB parse in about 0.2 CPU-seconds; a pickle that loops is stopped here
+    wall_s=30,  # on a busy 2-core server, with other children running
+)
+SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # uploads are staged in memory where possible
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")  # what training scripts wrap weights in
 PREFIXES = ("module.", "_orig_mod.", "model.")  # DataParallel, torch.compile, Lightning-style wrappers
 TORCHVISION_WEIGHTS = {  # preset -> torchvision weights enum (class names and checkpoint URL live there)
@@ -75,12 +95,12 @@ def _too_many_entries(n: int) -> WeightsError:
                         "accepted (ResNet-152's state dict has 938). It is not a state dict of these models.")
 
 
-def check_archive(data: bytes, max_bytes: float = MAX_BYTES) -> None:
+def check_archive(data: bytes | mmap.mmap, max_bytes: float = MAX_BYTES) -> None:
     """Refuse, from the zip directory alone, a checkpoint that would unpack to too much or too many tensors."""
     declared = _declared_entries(data)
     if declared > limits.CHECKPOINT_ENTRIES:  # refused before 100,000 directory records are parsed
         raise _too_many_entries(declared)
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+    with zipfile.ZipFile(_as_file(data)) as zf:
         infos = zf.infolist()
     if len(infos) > limits.CHECKPOINT_ENTRIES:
         raise _too_many_entries(len(infos))
@@ -97,26 +117,143 @@ def check_archive(data: bytes, max_bytes: float = MAX_BYTES) -> None:
         raise WeightsError("The weights file is encrypted; save it again with torch.save.")
 
 
-def read_checkpoint(data: bytes, max_bytes: float = MAX_BYTES) -> object:
-    """``torch.load`` of untrusted bytes with ``weights_only=True``, the archive checked first; every failure
-    becomes a WeightsError."""
-    if not data:
+def read_checkpoint(data: bytes | Path, max_bytes: float = MAX_BYTES) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """An untrusted checkpoint (bytes, or a file) as (name -> dense CPU tensor, notes); every failure is a
+    WeightsError in plain words.
+
+    Here: the size and the zip directory are checked. In a sandbox child: ``torch.load(weights_only=True,
+    mmap=True)``, unwrapping and the tensor checks, on a copy of the archive without the tensors' bytes (a
+    sparse temp file: only the pickle and the directory are written); it answers with each tensor's dtype,
+    shape, strides and where its bytes lie in the file. Here again: the tensors are made over the file's own
+    bytes, not copied (from ``data``: treat them as read-only, as ``load_state_dict`` does; from a file: a
+    private map), and checked once more, so nothing the child says can reach past the file.
+    """
+    size = len(data) if isinstance(data, (bytes, bytearray)) else Path(data).stat().st_size
+    if not size:
         raise WeightsError("The weights file is empty (0 bytes).")
-    if len(data) > max_bytes:
-        raise WeightsError(f"The weights file is {_mb(len(data))}; the limit is {_mb(max_bytes)}.")
-    if not data.startswith(b"PK\x03\x04"):
+    if size > max_bytes:
+        raise WeightsError(f"The weights file is {_mb(size)}; the limit is {_mb(max_bytes)}.")
+    with _opened(data) as view:
+        stored = _checked_zip(view, max_bytes)  # None for torch.save's own archives (every entry stored as is)
+    source = stored or data
+    with _staged(source) as path:
+        size = path.stat().st_size
+        job = {"path": str(path), "max_bytes": None if math.isinf(max_bytes) else max_bytes}
+        limits = replace(READ_LIMITS, memory_mb=READ_LIMITS.memory_mb + math.ceil(size / 2**20))  # + the map
+        try:
+            layout = sandbox.run_isolated(read_in_child, job, limits)
+        except sandbox.SandboxError as e:
+            raise WeightsError(str(e)) from None
+    sd, notes = _tensors_from(source, size, layout)
+    check_tensors(sd, max_bytes)
+    return sd, notes
+
+
+@contextmanager
+def _opened(data: bytes | Path):
+    """The file's bytes to check: ``data`` itself, or a read-only map of the file."""
+    if isinstance(data, (bytes, bytearray)):
+        yield data
+        return
+    with open(data, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        yield view
+
+
+@contextmanager
+def _staged(data: bytes | Path):
+    """A path the child can map: a file as it is; bytes as a private temp file (in memory where possible)
+    holding all but the tensors' bytes, whose places are left as holes; removed after."""
+    if not isinstance(data, (bytes, bytearray)):
+        yield Path(data)
+        return
+    fd, temp = tempfile.mkstemp(prefix="resviz-weights-", suffix=".pt", dir=SCRATCH)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            view, pos = memoryview(data), 0
+            for start, end in _payloads(data):
+                f.write(view[pos:start])
+                f.seek(end)
+                pos = end
+            f.write(view[pos:])
+        yield Path(temp)
+    finally:
+        os.unlink(temp)
+
+
+def _payloads(data: bytes) -> list[tuple[int, int]]:
+    """Where the tensor records' bytes (``<archive>/data/<key>``) lie: (start, end), in order, not overlapping;
+    none if the archive's entries overlap (then the whole file is written: slower, just as safe)."""
+    spans = []
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        for info in zf.infolist():
+            if "/data/" in info.filename and info.compress_type == zipfile.ZIP_STORED:
+                name_len, extra_len = struct.unpack_from("<HH", data, info.header_offset + 26)  # local header
+                start = info.header_offset + 30 + name_len + extra_len
+                spans.append((start, start + info.compress_size))
+    spans.sort()
+    if any(a[1] > b[0] for a, b in zip(spans, spans[1:])) or (spans and spans[-1][1] > len(data)):
+        return []
+    return spans
+
+
+def _stored_copy(view) -> bytes | None:
+    """The archive again with every entry stored, if some are compressed (torch's mapped load reads entries as
+    they lie); None if all are stored already. Sizes were checked from the directory before this unpacks."""
+    with zipfile.ZipFile(_as_file(view)) as zf:
+        infos = zf.infolist()
+        if all(i.compress_type == zipfile.ZIP_STORED for i in infos):
+            return None
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as out:
+            for info in infos:
+                out.writestr(info.filename, zf.read(info))
+    return buf.getvalue()
+
+
+def _as_file(data):
+    return data if hasattr(data, "seek") else io.BytesIO(data)  # a map is a file already; bytes are wrapped
+
+
+def _checked_zip(view, max_bytes: float) -> bytes | None:
+    """Refuse what is not a sound torch.save archive within the limits; the archive with every entry stored if
+    some are compressed, else None."""
+    if view[:4] != b"PK\x03\x04":
         raise WeightsError("This is not a PyTorch weights file: torch.save writes a zip archive and this file "
                            "is not one (an old-format or other file). Save it again with "
                            "torch.save(model.state_dict(), 'weights.pt').")
     try:
-        check_archive(data, max_bytes)
+        check_archive(view, max_bytes)
+        return _stored_copy(view)
     except WeightsError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, struct.error):
         raise WeightsError("The weights file is damaged or cut short (its zip directory is missing). "
                            "Upload the complete file again.") from None
+
+
+def read_in_child(job: dict) -> dict:
+    """In the sandbox: the plain layout of the file's state dict ({"notes", "tensors"}), or {"refused": why}.
+
+    Each tensor is [name, dtype, shape, strides, storage offset, where its storage starts in the file, its
+    bytes]. ``mmap=True`` maps the whole file once; its storages are slices of that map, so a storage's place
+    in the file is its address minus the map's (the map is caught as torch makes it: this process is thrown
+    away after).
+    """
+    maps = []
+    make_map = torch.UntypedStorage.from_file
+    torch.UntypedStorage.from_file = lambda *a, **k: maps.append(make_map(*a, **k)) or maps[-1]
     try:
-        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+        sd, notes = unwrap_state_dict(_torch_load(job["path"]))
+        check_tensors(sd, job["max_bytes"] or math.inf)
+        return {"notes": notes, "tensors": _layout(sd, maps)}
+    except WeightsError as e:
+        return {"refused": str(e)}
+
+
+def _torch_load(path: str) -> object:
+    """``torch.load(weights_only=True)``, its errors in plain words."""
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu", mmap=True)
     except Exception as e:  # noqa: BLE001 - torch raises several types; each one is a bad file here
         text = str(e)
         if "Weights only load failed" in text or "Unsupported global" in text:
@@ -130,6 +267,50 @@ def read_checkpoint(data: bytes, max_bytes: float = MAX_BYTES) -> object:
         raise WeightsError(f"The weights file could not be read: {text.splitlines()[0] if text else type(e).__name__}.") from None
 
 
+def _layout(sd: dict[str, torch.Tensor], maps: list) -> list[list]:
+    if len(maps) != 1:
+        raise RuntimeError(f"expected torch.load to map the file once, saw {len(maps)} maps")  # torch changed
+    start, size = maps[0].data_ptr(), maps[0].nbytes()
+    rows = []
+    for name, t in sd.items():
+        s = t.untyped_storage()
+        at = s.data_ptr() - start if s.nbytes() else 0
+        if not 0 <= at <= size - s.nbytes():
+            raise WeightsError(f"The tensor {name[:80]!r} is not stored in the file; it is not a plain weight.")
+        rows.append([name, str(t.dtype).removeprefix("torch."), list(t.shape), list(t.stride()), t.storage_offset(),
+                     at, s.nbytes()])
+    return rows
+
+
+def _tensors_from(source: bytes | Path, size: int, layout) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The child's layout made into tensors over the file's bytes: views of ``source`` (bytes), or slices of a
+    private map of it (a file: writes never reach it)."""
+    if isinstance(layout, dict) and isinstance(layout.get("refused"), str):
+        raise WeightsError(layout["refused"][:2000])
+    try:
+        whole = None if isinstance(source, (bytes, bytearray)) else torch.UntypedStorage.from_file(
+            str(source), False, size)
+        storages, sd = {}, {}
+        for name, dtype, shape, stride, offset, at, nbytes in layout["tensors"]:
+            if not (isinstance(name, str) and 0 <= at <= at + nbytes <= size):
+                raise ValueError(f"storage of {name!r} outside the file")
+            storage = storages.get((at, nbytes)) or _storage(source, whole, at, nbytes)
+            storages[at, nbytes] = storage
+            sd[name] = torch.empty(0, dtype=DTYPES[dtype]).set_(storage, offset, shape, stride)
+        return sd, [str(n) for n in layout["notes"]]
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a child that answered nonsense
+        log.warning("weights: the sandbox's answer did not fit the file: %s", e)
+        raise WeightsError(sandbox.PREFIX + "what it holds does not match its bytes.") from None
+
+
+def _storage(data: bytes, whole, at: int, nbytes: int) -> torch.UntypedStorage:
+    if whole is not None:
+        return whole[at:at + nbytes]
+    if not nbytes:
+        return torch.UntypedStorage(0)
+    return torch.frombuffer(data, dtype=torch.uint8, count=nbytes, offset=at).untyped_storage()
+
+
 def unwrap_state_dict(obj: object) -> tuple[dict[str, torch.Tensor], list[str]]:
     """The name -> tensor mapping inside ``obj`` (bare, or under "state_dict"/"model"), prefixes stripped."""
     notes = []
@@ -141,9 +322,13 @@ def unwrap_state_dict(obj: object) -> tuple[dict[str, torch.Tensor], list[str]]:
     if not isinstance(obj, dict) or not obj:
         raise WeightsError("The file does not hold a state dict (a mapping from layer names to tensors).")
     bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
-    if bad:
-        raise WeightsError(f"The file holds things other than tensors (for example {str(bad[0])[:60]!r}); "
+    if bad:  # reprlib: a bounded picture of any key, however deep or self-repeating (str() could recurse or explode)
+        raise WeightsError(f"The file holds things other than tensors (for example {reprlib.repr(bad[0])[:60]!r}); "
                            "it is not a plain state dict.")
+    odd = [k for k in obj if not k.isprintable()]  # control characters, lone surrogates (no page can send those)
+    if odd:
+        raise WeightsError(f"The file names a tensor {odd[0][:60]!r}, which is not plain text; it is not a state "
+                           "dict saved by torch.save(model.state_dict(), ...).")
     for prefix in PREFIXES:
         if all(k.startswith(prefix) for k in obj):
             obj = {k[len(prefix):]: v for k, v in obj.items()}
@@ -246,10 +431,9 @@ def guess_preset(d: dict) -> str | None:
     return None
 
 
-def load_state_dict_safely(data: bytes, model: nn.Module, max_bytes: float = MAX_BYTES) -> WeightsReport:
-    """Load untrusted weight bytes into a deep copy of ``model``; raise WeightsError with plain words if unfit."""
-    sd, notes = unwrap_state_dict(read_checkpoint(data, max_bytes))
-    check_tensors(sd, max_bytes)
+def load_state_dict_safely(data: bytes | Path, model: nn.Module, max_bytes: float = MAX_BYTES) -> WeightsReport:
+    """Load untrusted weights (bytes or a file) into a deep copy of ``model``; WeightsError in plain words if unfit."""
+    sd, notes = read_checkpoint(data, max_bytes)
     return load_into_copy(sd, model, notes)
 
 
@@ -341,6 +525,6 @@ def load_pretrained(model: nn.Module, weights, download: bool = False) -> Weight
             raise WeightsError(f"Could not download the ImageNet weights ({type(e).__name__}: "
                                f"{str(e).splitlines()[0] if str(e) else 'no details'}). This server may be "
                                "offline; using random weights instead.") from None
-    report = load_state_dict_safely(path.read_bytes(), model, max_bytes=math.inf)
+    report = load_state_dict_safely(path, model, max_bytes=math.inf)
     report.notes.insert(0, f"torchvision {weights} from {path}")
     return report

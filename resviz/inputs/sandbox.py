@@ -1,0 +1,275 @@
+"""Run a parser that can crash where a crash hurts no one: a short-lived child process with limits.
+
+``run_isolated(fn, arg, limits)`` calls ``fn(arg)`` in a child and returns what it returned (plain JSON data:
+dicts, lists, strings, numbers). The child has a memory cap (RLIMIT_AS: what it may map beyond an idle child),
+a CPU-time cap (RLIMIT_CPU), Python's recursion limit and no core dumps; the caller waits at most ``wall_s``
+and kills it after. A child that dies by a signal (a segfault in C code), exceeds a limit or runs out of time
+is a ``SandboxError`` in plain words; so is any exception inside it. The answer comes back as JSON read with a
+size cap, never as a pickle: a child that was made to misbehave cannot send the server code or a structure that
+crashes it.
+
+The children come from one zygote per server process: a fresh Python (never a fork of the threaded Streamlit
+server) started on first use, which imports torch and the callers' modules once. For each job it forks a
+monitor, which forks the worker, kills it at the wall-clock limit and reports how it ended; a job starts in
+tens of milliseconds. At most ``MAX_CHILDREN`` run at once; further jobs wait for a slot. The zygote exits
+when the server does (its socket closes); a worker outlives neither its limits nor its monitor's timer.
+"""
+from __future__ import annotations
+
+import gc
+import importlib
+import json
+import logging
+import os
+import pickle
+import resource
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+
+log = logging.getLogger("resviz")
+
+MAX_CHILDREN = max(2, os.cpu_count() or 1)  # children at once: one a core; a burst of uploads queues here
+PREFIX = "This file could not be read safely: "
+_FRAME = struct.Struct("<cQ")  # one message on a job's socket: kind (A answer, X exit status), length
+
+
+class SandboxError(ValueError):
+    """The child could not finish; the message says why, in plain words."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one child may use; a limit it exceeds is a SandboxError, never a problem for the server."""
+
+    memory_mb: int = 1024  # address space beyond an idle child (Python + torch); past it, MemoryError
+    cpu_s: int = 10  # CPU seconds; SIGXCPU then, a second later, SIGKILL (a loop in C code cannot ignore it)
+    wall_s: float = 30.0  # seconds a child may run before it is killed (waiting for a free slot: as long again)
+    recursion: int = 1000  # Python's recursion limit in the child (its default): deeper is a RecursionError
+    answer_mb: int = 16  # the largest answer accepted from the child
+
+
+class _Zygote:
+    """A fresh Python with torch and the callers' modules imported, started once; it forks a child per job.
+
+    Not ``multiprocessing``'s forkserver: on Python 3.11 that one re-runs the server's main script in every
+    child (the ``streamlit`` launcher: about a second a job) and ignores the server's ``sys.path``.
+    """
+
+    def __init__(self, modules: tuple[str, ...]):
+        self.modules = modules
+        self.control, theirs = socket.socketpair()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        code = f"from {__name__} import _zygote_main; _zygote_main({theirs.fileno()}, {list(modules)!r})"
+        self.proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=[theirs.fileno()], env=env,
+                                     stdin=subprocess.DEVNULL, cwd=os.getcwd())
+        theirs.close()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def job(self) -> socket.socket:
+        """A socket to a new child's monitor (the zygote forks it); the monitor forks the worker."""
+        mine, theirs = socket.socketpair()
+        try:
+            socket.send_fds(self.control, [b"j"], [theirs.fileno()])
+        finally:
+            theirs.close()
+        return mine
+
+
+_slots = threading.BoundedSemaphore(MAX_CHILDREN)
+_start_lock = threading.Lock()
+_zygote: _Zygote | None = None
+
+
+def start(*modules: str) -> None:
+    """Start the zygote now (it imports torch and ``modules``: seconds), instead of on the first job."""
+    _job_socket(modules)
+
+
+def _job_socket(modules: tuple[str, ...]) -> socket.socket:
+    global _zygote
+    with _start_lock:
+        if _zygote is None or not _zygote.alive():
+            _zygote = _Zygote(tuple(dict.fromkeys(("torch", __name__, *modules))))
+        return _zygote.job()
+
+
+def run_isolated(fn, arg, limits: Limits = Limits()):
+    """``fn(arg)`` in a child process under ``limits``; its JSON-able result, or a SandboxError in plain words.
+
+    ``fn`` must be a module-level function (the child imports it by name); ``arg`` is pickled to the child.
+    """
+    if not _slots.acquire(timeout=limits.wall_s):
+        raise SandboxError("The server is reading too many files at once; try again in a minute.")
+    try:
+        with _job_socket((fn.__module__,)) as job:
+            return _run(job, fn, arg, limits)
+    finally:
+        _slots.release()
+
+
+def _run(job: socket.socket, fn, arg, limits: Limits):
+    _send(job, b"J", pickle.dumps((fn, arg, limits)))
+    job.settimeout(limits.wall_s + 10)  # the monitor kills the worker at wall_s and then reports its end
+    answer, ended = None, b""
+    try:
+        while not ended:
+            kind, payload = _receive(job, limits.answer_mb * 2**20)
+            answer, ended = (payload, ended) if kind == b"A" else (answer, payload)
+    except (OSError, ValueError, EOFError):  # a monitor that vanished, a garbled or oversized message
+        ended = ended or b"?"
+    if answer is None:
+        raise SandboxError(PREFIX + _death(ended.decode(errors="replace"), limits) + ".")
+    return _decode(answer, limits)
+
+
+def _send(sock: socket.socket, kind: bytes, payload: bytes) -> None:
+    sock.sendall(_FRAME.pack(kind, len(payload)) + payload)
+
+
+def _receive(sock: socket.socket, max_bytes: int) -> tuple[bytes, bytes]:
+    kind, n = _FRAME.unpack(_exactly(sock, _FRAME.size))
+    if n > max_bytes:
+        raise ValueError("answer too large")
+    return kind, _exactly(sock, n)
+
+
+def _exactly(sock: socket.socket, n: int) -> bytes:
+    chunks, left = [], n
+    while left:
+        chunk = sock.recv(min(left, 2**20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _decode(raw: bytes, limits: Limits):
+    try:
+        answer = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise SandboxError(PREFIX + "the reader's answer was not understood.") from None
+    if not isinstance(answer, dict) or not isinstance(answer.get("failed"), (str, type(None))):
+        raise SandboxError(PREFIX + "the reader's answer was not understood.")
+    if answer.get("failed"):
+        raise SandboxError(PREFIX + _failure(answer["failed"], limits) + ".")
+    return answer.get("result")
+
+
+def _failure(kind: str, limits: Limits) -> str:
+    if kind == "RecursionError":
+        return f"it is nested too deeply (more than {limits.recursion:,} levels)"
+    if kind == "MemoryError":
+        return f"reading it needs more than {limits.memory_mb:,} MB of memory"
+    return f"reading it failed ({kind[:60]})"
+
+
+def _death(ended: str, limits: Limits) -> str:
+    """Why a child gave no answer, from how its monitor saw it end (T: timed out, else its exit code)."""
+    if ended == "T":
+        return f"reading it took longer than {limits.wall_s:g} s"
+    if not ended.lstrip("-").isdigit():
+        return "the reader vanished without an answer"
+    exitcode = int(ended)
+    if exitcode in (-signal.SIGXCPU, -signal.SIGKILL):  # SIGKILL: the hard CPU limit, or the system's OOM killer
+        return f"reading it took more than {limits.cpu_s} s of computing time, or more memory than allowed"
+    if exitcode < 0:
+        name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else f"signal {-exitcode}"
+        what = {"SIGSEGV": "segmentation fault", "SIGBUS": "bus error", "SIGABRT": "abort"}.get(name, name)
+        return f"the reader crashed on it ({what}); the server is unharmed"
+    return f"the reader stopped without an answer (exit code {exitcode})"
+
+
+# --- in the child -------------------------------------------------------------------------------------------
+
+
+def _zygote_main(fd: int, modules: list[str]) -> None:
+    """The zygote: import ``modules`` once, then fork a monitor for each job socket the server sends."""
+    for name in modules:
+        importlib.import_module(name)
+    gc.freeze()  # children never scan what the zygote imported: their pages stay shared, forks stay cheap
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # monitors are reaped by the system
+    control = socket.socket(fileno=fd)
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(control, 1, 1)
+        except OSError:
+            return
+        if not msg:  # the server closed its end (it exited): so does the zygote
+            return
+        if os.fork() == 0:
+            control.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            _monitor(socket.socket(fileno=fds[0]))
+        os.close(fds[0])
+
+
+def _monitor(job: socket.socket) -> None:
+    """Fork the worker, kill it at the wall-clock limit, report how it ended; never returns."""
+    code = "1"
+    try:
+        fn, arg, limits = pickle.loads(_receive(job, 2**31)[1])  # from the server itself, not from a student
+        pid = os.fork()
+        if pid == 0:
+            _worker(job, fn, arg, limits)
+        timed_out = []
+
+        def kill(*_):
+            timed_out.append(True)
+            os.kill(pid, signal.SIGKILL)
+
+        signal.signal(signal.SIGALRM, kill)
+        signal.setitimer(signal.ITIMER_REAL, limits.wall_s)
+        status = os.waitpid(pid, 0)[1]
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        code = "T" if timed_out else str(os.waitstatus_to_exitcode(status))
+        _send(job, b"X", code.encode())
+    finally:
+        os._exit(0)
+
+
+def _worker(job: socket.socket, fn, arg, limits: Limits) -> None:
+    """Runs in the worker: limits, ``fn(arg)``, one JSON answer, then exit at once (nothing is torn down)."""
+    try:
+        _limit(limits)
+        answer = {"result": fn(arg)}
+    except BaseException as e:  # noqa: BLE001 - whatever happens in here is reported, never raised
+        answer = {"failed": type(e).__name__}
+    try:
+        raw = json.dumps(answer, allow_nan=False).encode()
+    except (ValueError, TypeError, RecursionError) as e:
+        raw = json.dumps({"failed": type(e).__name__}).encode()
+    try:
+        _send(job, b"A", raw)
+    finally:
+        sys.stderr.flush()
+        os._exit(0)  # skip freeing what fn built: tearing down a hostile structure can cost more than building it
+
+
+def _limit(limits: Limits) -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash writes no core file
+    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))  # a forked child starts at 0 s
+    mapped = _address_space()
+    if mapped is not None:
+        cap = mapped + limits.memory_mb * 2**20
+        try:
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        except (ValueError, OSError):  # macOS does not enforce RLIMIT_AS; the CPU limit and timeout still hold
+            log.info("sandbox: no address-space limit on this system")
+    sys.setrecursionlimit(limits.recursion)
+
+
+def _address_space() -> int | None:
+    """Bytes this process maps now (Linux: /proc/self/statm), or None where that cannot be read."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
