@@ -7,6 +7,7 @@ import streamlit as st
 from resviz import ui
 from resviz.lessons import LESSONS
 
+ui.guard_server()  # once per server process: every browser message's widget values and uploads checked at the door
 ICON = Path(__file__).parent / "assets" / "icon.svg"  # served inline: no icon font from the internet
 
 st.set_page_config(page_title="resviz: how residual networks work", page_icon=str(ICON), layout="wide")

@@ -8,8 +8,11 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import math
 import os
+import re
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Iterable
 
@@ -19,7 +22,7 @@ import pandas  # noqa: F401  plotly imports it lazily, which races when two sess
 import streamlit as st
 import torch
 
-from resviz.inputs import budget, limits
+from resviz.inputs import budget, limits, text
 from resviz import models
 
 log = logging.getLogger("resviz")
@@ -94,6 +97,7 @@ def current_selection() -> Selection:
     """
     init_state()
     if not _drawn_this_run("sel_family"):
+        guard_server()
         _leave_legacy_pages_mode()
         st.set_page_config(page_title="resviz", layout="wide")
         return model_sidebar_ui()
@@ -145,14 +149,28 @@ def _custom_config_ui() -> models.ResNetConfig:
     shortcut = sb.radio("Shortcut option", models.SHORTCUTS, key="sel_shortcut", horizontal=True,
                         help="A: zero-pad identity (no parameters). B: 1x1 projection only where the shape "
                              "changes. C: projection on every block.")
-    try:
-        layers = tuple(int(t) for t in layers_txt.replace(" ", "").split(",") if t)
-    except ValueError:
-        raise models.ConfigError("Blocks per stage must be whole numbers separated by commas, like 2, 2, 2.")
+    layers = parse_layers(layers_txt)
     widths = tuple(int(base) * 2**i for i in range(len(layers)))
     return models.ResNetConfig(block=block, layers=layers, widths=widths, stem=stem, stem_width=int(base),
                                in_channels=int(in_ch), input_size=int(size), num_classes=int(classes),
                                norm=norm, shortcut=shortcut)
+
+
+def parse_layers(typed: str) -> tuple[int, ...]:
+    """The sidebar's "Blocks per stage" text as whole numbers, checked before anything is computed from it: at most
+    ``limits.LAYERS_CHARS`` characters, ``CONFIG_STAGES`` numbers of at most four digits (``LAYERS_BLOCKS``)."""
+    if len(typed) > limits.LAYERS_CHARS:
+        raise models.ConfigError(f"Blocks per stage takes at most {limits.LAYERS_CHARS} characters: one number per "
+                                 "stage, like 2, 2, 2.")
+    tokens = [t.strip() for t in typed.split(",") if t.strip()]
+    if not all(re.fullmatch(r"[0-9]+", t) for t in tokens):
+        raise models.ConfigError("Blocks per stage must be whole numbers separated by commas, like 2, 2, 2.")
+    if len(tokens) > limits.CONFIG_STAGES:
+        raise models.ConfigError(f"At most {limits.CONFIG_STAGES} stages (the paper's networks have 3 or 4); "
+                                 f"this has {len(tokens)}.")
+    if any(int(t) > limits.LAYERS_BLOCKS for t in tokens):  # short numbers: the text is short
+        raise models.ConfigError(f"At most {limits.LAYERS_BLOCKS:,} blocks in one stage.")
+    return tuple(int(t) for t in tokens)
 
 
 def _config_ui(family: Family) -> models.ResNetConfig:
@@ -160,11 +178,27 @@ def _config_ui(family: Family) -> models.ResNetConfig:
         return models.get_config(st.sidebar.selectbox("Preset", models.CIFAR_PRESETS, key="sel_cifar"))
     if family is Family.IMAGENET:
         name = st.sidebar.selectbox("Preset", models.IMAGENET_PRESETS, key="sel_imagenet")
-        in_1x1 = models.PRESETS[name].block == "bottleneck" and st.sidebar.toggle(
-            "Stride on the first 1x1 (paper)", key="sel_stride_in_1x1",
-            help="He et al. put a downsampling bottleneck's stride on its first 1x1; torchvision (v1.5) on the 3x3.")
-        return models.get_config(name, stride_in_1x1=in_1x1)
+        return models.get_config(name, stride_in_1x1=_stride_in_1x1_ui(name))
     return _custom_config_ui()
+
+
+STRIDE_ELSEWHERE = {  # bottleneck presets that are not He et al.'s ResNets: the toggle names that paper
+    "resnext50_32x4d": "ResNeXt (Xie et al. 2017, §4) strides the 3x3 of each stage's first block, as torchvision does.",
+    "wide_resnet50_2": "torchvision's Wide ResNet-50-2 is its ResNet-50 with twice the bottleneck channels: the stride "
+                       "is on the 3x3.",
+}
+
+
+def _stride_in_1x1_ui(name: str) -> bool:
+    """He et al.'s stride placement for their bottleneck ResNets (a toggle); ResNeXt and Wide ResNet keep theirs."""
+    if models.PRESETS[name].block != "bottleneck":
+        return False
+    if name in STRIDE_ELSEWHERE:
+        st.sidebar.caption(STRIDE_ELSEWHERE[name])
+        return False
+    return st.sidebar.toggle(
+        "Stride on the first 1x1 (He et al. 2016)", key="sel_stride_in_1x1",
+        help="He et al. 2016 put a downsampling bottleneck's stride on its first 1x1; torchvision (v1.5) on the 3x3.")
 
 
 def model_sidebar_ui() -> Selection:
@@ -437,6 +471,133 @@ def _visit(url: str, pages: list[str]) -> None:
         log.warning("warm-up stopped", exc_info=True)
 
 
+# --- the server's door: what a browser sends, checked before any session's script sees it ---
+def guard_server() -> None:
+    """Once per server process (app.py calls it on every run; a no-op under AppTest, which has no server): every
+    widget value a browser sends passes ``clean_widget_states`` before its session sees it, and Streamlit's
+    uploaded-file manager holds at most ``limits.SESSION_UPLOAD_MB`` for one session (``UploadQuota``)."""
+    from streamlit.runtime import Runtime
+
+    global _guarded
+    with _guard_lock:
+        if _guarded or not Runtime.exists():
+            return
+        runtime = Runtime.instance()
+        quota = UploadQuota(runtime.uploaded_file_mgr)
+        handle_backmsg = runtime.handle_backmsg  # the one entry of every browser message (the websocket's)
+
+        def checked_backmsg(session_id: str, msg, **kw) -> None:
+            if msg.WhichOneof("type") == "rerun_script":
+                states = msg.rerun_script.widget_states
+                if dropped := clean_widget_states(states):
+                    log.warning("session %s sent %d widget values no widget takes; dropped", session_id, dropped)
+                if not msg.rerun_script.fragment_id:  # a whole page's rerun names every upload its widgets hold
+                    quota.named(session_id, uploads_named(states))
+            handle_backmsg(session_id, msg, **kw)
+
+        runtime.handle_backmsg = checked_backmsg
+        _guarded = True
+
+
+_guard_lock, _guarded = threading.Lock(), False
+
+
+def clean_widget_states(states) -> int:
+    """Make the widget values of one browser message (a ``WidgetStates`` proto) safe for every widget, in place:
+    drop a non-finite number (Streamlit turns a number input's NaN into an int before the page runs, and the
+    session shows an exception box on every rerun after), cut every text to ``limits.WIDGET_TEXT_CHARS``. A dropped
+    widget keeps its previous value. Returns how many values were dropped."""
+    cap = limits.WIDGET_TEXT_CHARS
+    kept = []
+    for w in states.widgets:
+        kind = w.WhichOneof("value")
+        if (kind == "double_value" and not math.isfinite(w.double_value)) or (
+                kind == "double_array_value" and not all(math.isfinite(v) for v in w.double_array_value.data)):
+            continue
+        if kind == "string_value" and len(w.string_value) > cap:
+            w.string_value = w.string_value[:cap]
+        elif kind == "string_array_value":
+            w.string_array_value.data[:] = [v[:cap] for v in w.string_array_value.data]
+        kept.append(w)
+    dropped = len(states.widgets) - len(kept)
+    if dropped:
+        del states.widgets[:]
+        states.widgets.extend(kept)
+    return dropped
+
+
+def uploads_named(states) -> set[str]:
+    """The uploaded files' ids that the file uploaders of one browser message hold."""
+    return {f.file_id for w in states.widgets if w.WhichOneof("value") == "file_uploader_state_value"
+            for f in w.file_uploader_state_value.uploaded_file_info}
+
+
+class UploadQuota:
+    """Bounds what each session holds in Streamlit's uploaded-file manager (wrapped once, in place: its upload route
+    calls the same object). At most ``limits.SESSION_UPLOAD_MB`` (env ``RESVIZ_SESSION_UPLOAD_MB``) and
+    ``SESSION_UPLOAD_FILES`` files per session; a file that the session's latest message does not name is freed
+    once it is ``UPLOAD_GRACE_S`` old (a browser names a new upload in the rerun that follows it)."""
+
+    def __init__(self, manager, clock: Callable[[], float] = time.monotonic):
+        from resviz import runs
+
+        self.cap = limits.mb(runs.env_int(os.environ, "RESVIZ_SESSION_UPLOAD_MB", limits.SESSION_UPLOAD_MB))
+        self.clock, self.lock = clock, threading.Lock()
+        self.held: dict[str, dict[str, tuple[int, float]]] = {}  # session -> file id -> (bytes, arrived at)
+        self.last_named: dict[str, set[str]] = {}  # session -> the uploads its latest message names
+        self._add, self._remove, self._remove_session = (manager.add_file, manager.remove_file,
+                                                          manager.remove_session_files)
+        manager.add_file, manager.remove_file = self.add_file, self.remove_file
+        manager.remove_session_files = self.remove_session_files
+
+    def add_file(self, session_id: str, file) -> None:
+        self._free_unnamed(session_id)
+        with self.lock:
+            files = self.held.setdefault(session_id, {})
+            files.pop(file.file_id, None)
+            held = sum(n for n, _ in files.values())
+            if held + len(file.data) > self.cap or len(files) + 1 > limits.SESSION_UPLOAD_FILES:
+                from starlette.exceptions import HTTPException  # the upload route answers with it
+
+                log.warning("session %s: an upload of %d bytes refused (holds %d bytes in %d files)", session_id,
+                            len(file.data), held, len(files))
+                raise HTTPException(413, f"This session already holds the uploads it may ({self.cap // 2**20} MB, "
+                                         f"{limits.SESSION_UPLOAD_FILES} files).")
+            files[file.file_id] = (len(file.data), self.clock())
+        self._add(session_id, file)
+
+    def named(self, session_id: str, file_ids: set[str]) -> None:
+        """The uploads the session's latest message names; its others are freed once past the grace."""
+        with self.lock:
+            self.last_named[session_id] = file_ids
+        self._free_unnamed(session_id)
+
+    def _free_unnamed(self, session_id: str) -> None:
+        with self.lock:
+            files, named = self.held.get(session_id, {}), self.last_named.get(session_id, set())
+            now = self.clock()
+            stale = [f for f, (_, at) in files.items() if f not in named and now - at > limits.UPLOAD_GRACE_S]
+            for f in stale:
+                del files[f]
+        for f in stale:
+            self._remove(session_id, f)
+
+    def remove_file(self, session_id: str, file_id: str) -> None:
+        with self.lock:
+            self.held.get(session_id, {}).pop(file_id, None)
+        self._remove(session_id, file_id)
+
+    def remove_session_files(self, session_id: str) -> None:
+        with self.lock:
+            self.held.pop(session_id, None)
+            self.last_named.pop(session_id, None)
+        self._remove_session(session_id)
+
+    def bytes_held(self, session_id: str) -> int:
+        with self.lock:
+            return sum(n for n, _ in self.held.get(session_id, {}).values())
+
+
 def session_owned(name: str, key: Hashable, make: Callable[[], Any]) -> Any:
     """An object this student owns (uploaded or trained weights), made again only when ``key`` changes."""
     held = st.session_state.get(f"_owned_{name}")
@@ -458,10 +619,10 @@ def friendly_errors(what: str):
         yield
     except ValueError as e:
         if type(e).__module__.startswith("resviz"):  # our own errors (config, data, image, weights) speak plain words
-            st.error(f"{what}: {e}")
+            st.error(f"{what}: {_plain(e)}")
         else:
             log.exception("failed while %s", what)
-            st.error(f"{what} failed: {type(e).__name__}: {_first_line(e)}")
+            st.error(f"{what} failed: {type(e).__name__}: {_plain(_first_line(e))}")
     except Exception as e:  # noqa: BLE001 - the page must survive anything a student does
         if budget.is_out_of_memory(e):  # CUDA's OutOfMemoryError, MemoryError, the CPU allocator's RuntimeError
             log.exception("out of memory while %s", what)
@@ -470,11 +631,20 @@ def friendly_errors(what: str):
             st.error(f"{what}: the device ran out of memory. Try a smaller batch, a smaller input, or the CPU.")
             return
         log.exception("failed while %s", what)
-        st.error(f"{what} failed: {type(e).__name__}: {_first_line(e)}")
+        st.error(f"{what} failed: {type(e).__name__}: {_plain(_first_line(e))}")
 
 
 def _first_line(e: Exception) -> str:
     return str(e).splitlines()[0] if str(e) else ""
+
+
+MESSAGE_CHARS = 400  # an error message shown in full up to here; a student's 10,000-character name does not fill it
+
+
+def _plain(message: object) -> str:
+    """An error message as plain text in markdown: it can carry what a student named (zip entries, state-dict keys,
+    file names), and nothing a student names is rendered as markup."""
+    return text.md(message, limit=MESSAGE_CHARS)
 
 
 # --- the trained pair (lesion study, paths, loss landscape) ---
@@ -564,7 +734,7 @@ def _pair_caption_ui(prefix: str, p) -> None:
     """What the pair is and how well it does; a warning, and the way out, when a network only guesses."""
     from resviz import pair
 
-    st.caption(f"Studying **{p.label}**. On {p.eval_images} fresh built-in images the ResNet gets "
+    st.caption(f"Studying **{text.md(p.label, limit=MESSAGE_CHARS)}**. On {p.eval_images} fresh built-in images the ResNet gets "
                f"{p.resnet_accuracy:.0%} right and the plain twin {p.plain_accuracy:.0%} (guessing: {p.chance:.0%}).")
     guessing = [name for name, flag in (("ResNet", p.resnet_at_chance), ("plain twin", p.plain_at_chance)) if flag]
     if not guessing:

@@ -48,3 +48,13 @@ def test_pinned_versions_have_no_known_advisories():
         return tuple(int(x) for x in reqs[name].split("."))
 
     assert ver("streamlit") >= (1, 54) and ver("torch") >= (2, 6) and ver("pillow") >= (12, 2)
+
+
+def test_a_browser_message_is_capped_and_every_text_cut_below_it():
+    assert CONFIG["server"]["maxWidgetStateSize"] == 1  # MB: a message over it closes that tab's connection
+    assert limits.LAYERS_CHARS < limits.WIDGET_TEXT_CHARS < 2**20
+
+
+def test_a_session_may_hold_one_upload_of_each_kind_at_once():
+    assert limits.SESSION_UPLOAD_MB >= limits.WEIGHTS_MB + limits.IMAGE_MB + limits.ZIP_MB
+    assert limits.SESSION_UPLOAD_FILES >= 4  # weights + photo on Feature maps, a photo on Signal flow, a zip

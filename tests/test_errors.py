@@ -1,11 +1,14 @@
 """Errors become messages: a GPU out-of-memory (mocked), a config error, anything else; never a traceback."""
+import re
 from unittest import mock
 
 import torch
 from streamlit.testing.v1 import AppTest
 
+from resviz.inputs import text
 
-def _page(kind):
+
+def _page(kind, named=""):
     import streamlit as st  # noqa: F401  (AppTest.from_function runs this body as a script)
     import torch
 
@@ -16,12 +19,24 @@ def _page(kind):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         if kind == "config":
             raise models.ConfigError("Every stage needs at least one block.")
+        if kind == "named":  # a message carrying what a student named (a zip entry, a state-dict key)
+            raise models.ConfigError(named)
+        if kind == "named_other":
+            raise KeyError(named)
         raise RuntimeError("boom\nsecret internals")
     st.write("the page goes on")
 
 
+NAMED = "No key 'conv1.weight<img src=http://evil.example/x.png>[here](http://evil.example) $\\Huge x$ :red[y]'"
+
+
+def bare_markup(shown: str) -> list[str]:
+    """The characters of ``shown`` that markdown, HTML, LaTeX or a Streamlit directive would read (not escaped)."""
+    return re.findall(r"(?<!\\)[<>\[\]()$`*_:]", shown.replace("\\\\", ""))
+
+
 def run(kind):
-    return AppTest.from_function(_page, args=(kind,), default_timeout=30).run()
+    return AppTest.from_function(_page, args=(kind, NAMED), default_timeout=30).run()
 
 
 def test_out_of_memory_is_caught_cache_emptied_and_smaller_batch_suggested():
@@ -36,7 +51,7 @@ def test_out_of_memory_is_caught_cache_emptied_and_smaller_batch_suggested():
 
 def test_config_error_shows_its_plain_words():
     at = run("config")
-    assert not at.exception and "Every stage needs at least one block." in at.error[0].value
+    assert not at.exception and at.error[0].value == "Computing the thing: " + text.md("Every stage needs at least one block.")
 
 
 def test_unexpected_error_shows_one_line_and_logs_the_rest(caplog):
@@ -50,3 +65,29 @@ def test_oom_without_cuda_does_not_touch_cuda():
         at = run("oom")
     assert "ran out of memory" in at.error[0].value
     assert empty.call_count == (1 if torch.cuda.is_available() else 0)
+
+
+def test_a_message_carrying_a_students_names_is_plain_text():
+    at = run("named")
+    assert not at.exception
+    assert at.error[0].value == f"Computing the thing: {text.md(NAMED, limit=400)}"
+    assert not bare_markup(at.error[0].value.split(": ", 1)[1])  # every character markdown would read is escaped
+
+
+def test_an_unexpected_error_carrying_a_students_names_is_plain_text_too():
+    at = run("named_other")
+    assert not at.exception
+    shown = at.error[0].value
+    assert shown.startswith("Computing the thing failed: KeyError: ") and "evil" in shown
+    assert not bare_markup(shown.split("KeyError: ", 1)[1])
+
+
+def test_a_very_long_message_is_cut():
+    def page():
+        from resviz import models, ui
+
+        with ui.friendly_errors("Reading the zip"):
+            raise models.ConfigError("Bad entry name: " + "a" * 20_000)
+
+    at = AppTest.from_function(page, default_timeout=30).run()
+    assert len(at.error[0].value) < 500 and at.error[0].value.endswith("…")

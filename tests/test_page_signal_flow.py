@@ -174,7 +174,7 @@ def test_on_a_server_a_failed_background_measurement_is_said_in_plain_words(monk
             break
         time.sleep(0.1)
     no_exceptions(at)
-    assert at.error[0].value == "Measuring the signal flow: This network is too deep for the test."
+    assert re.sub(r"\\(.)", r"\1", at.error[0].value) == "Measuring the signal flow: This network is too deep for the test."
     assert not figures(at)
 
 

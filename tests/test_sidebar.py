@@ -19,7 +19,7 @@ def test_blocks_per_stage_reads_whole_numbers(text, layers):
 
 @pytest.mark.parametrize("text, words", [
     (", ".join(["1"] * 150_000), f"at most {limits.LAYERS_CHARS} characters"),  # 300 KB: 50 s and +646 MB before
-    (", ".join(["1"] * (limits.LAYERS_STAGES + 1)), f"At most {limits.LAYERS_STAGES} stages"),
+    (", ".join(["1"] * (limits.CONFIG_STAGES + 1)), f"At most {limits.CONFIG_STAGES} stages"),
     ("2, 10000", f"At most {limits.LAYERS_BLOCKS:,} blocks in one stage"),
     ("2, ², 2", "whole numbers"), ("2.5, 2", "whole numbers"), ("-1, 2", "whole numbers"), ("1e3", "whole numbers"),
 ])

@@ -50,3 +50,12 @@ CONFIG_CLASSES = 100_000  # outputs of the classifier (ImageNet-21k has 21,841 c
 def mb(n_mb: int) -> int:
     """Megabytes as bytes (Streamlit counts 1 MB as 1024 * 1024 bytes)."""
     return n_mb * 1024 * 1024
+
+
+# What one browser session may send (resviz.ui: the sidebar's text, and the server's door for every session)
+LAYERS_CHARS = 60  # the sidebar's "Blocks per stage" text: CONFIG_STAGES stages of 9,999 blocks fit in 48 characters
+LAYERS_BLOCKS = 9_999  # blocks in one stage (four digits); the model budget refuses big nets with their numbers
+WIDGET_TEXT_CHARS = 1_000  # characters of one text a browser sends for a widget; longer is cut before any page reads it
+SESSION_UPLOAD_MB = WEIGHTS_MB + ZIP_MB + IMAGE_MB  # uploads one session holds at once (env RESVIZ_SESSION_UPLOAD_MB)
+SESSION_UPLOAD_FILES = 6  # uploaded files one session holds at once; every uploader holds one
+UPLOAD_GRACE_S = 30  # an upload its session's widgets do not name is freed this long after it arrived

@@ -7,10 +7,15 @@ carrying the page (``page_name`` = the URL path, as the frontend sends it) and t
     with Session(url) as s:
         s.run("training")                                # open the page: its widgets become known
         s.run("training", widgets={"tr_steps": 20}, click="tr_start")
+
+A file uploader's value is the id of a file sent first with ``upload`` (``widgets={"fm_upload": [file_id]}``).
 """
 from __future__ import annotations
 
 import time
+import urllib.error
+import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +85,9 @@ def widget_state(kind: str, proto, value: Any) -> WidgetState:
         ws.string_array_value.data[:] = [_option(proto, value)]
     elif kind in ("text_input", "text_area"):
         ws.string_value = str(value)
+    elif kind == "file_uploader":  # the ids ``Session.upload`` returned
+        for file_id in value:
+            ws.file_uploader_state_value.uploaded_file_info.add(file_id=file_id, name=file_id)
     else:
         raise ValueError(f"setting a {kind} widget is not supported by this client")
     return ws
@@ -95,6 +103,8 @@ class Session:
 
     def __init__(self, base_url: str, timeout: float = 120):
         self.timeout = timeout
+        self.base_url = base_url.rstrip("/")
+        self.session_id = ""  # the server's id for this tab (its upload URLs name it), known after the first run
         self.page_hashes: dict[str, str] = {}  # url path -> page_script_hash, from the navigation message
         self._widgets: dict[str, tuple[str, Any]] = {}  # key -> (kind, proto) drawn by the last run
         self._states: dict[str, WidgetState] = {}  # element id -> the value this student set
@@ -139,6 +149,24 @@ class Session:
         while not self._recv(self.timeout).heartbeat_ack:
             pass
         return time.perf_counter() - t
+
+    def upload(self, name: str, data: bytes) -> tuple[int, str]:
+        """Send a file to the server's upload route for this session, as a browser does before its file uploader
+        names it; returns (HTTP status: 204 stored, 413 refused, ...; the file's id)."""
+        with urllib.request.urlopen(self.base_url + "/_stcore/health", timeout=self.timeout) as r:
+            cookie = r.headers.get("Set-Cookie", "").split(";")[0]  # _streamlit_xsrf=<token>
+        file_id, boundary = str(uuid.uuid4()), uuid.uuid4().hex
+        body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        req = urllib.request.Request(
+            f"{self.base_url}/_stcore/upload_file/{self.session_id}/{file_id}", data=body, method="PUT",
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}", "Cookie": cookie,
+                     "X-Xsrftoken": cookie.partition("=")[2]})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+                return r.status, file_id
+        except urllib.error.HTTPError as e:
+            return e.code, file_id
 
     def _widget_states(self, widgets: dict[str, Any], click: str | None) -> list[WidgetState]:
         """What to send: every value set so far (updated by ``widgets``), plus the click."""
@@ -194,7 +222,9 @@ class Session:
     def _read(self, msg, res: RunResult, t0: float) -> bool:
         """Note one ForwardMsg in ``res``; True once the run is over."""
         kind = msg.WhichOneof("type")
-        if kind == "navigation":
+        if kind == "new_session":
+            self.session_id = msg.new_session.initialize.session_id
+        elif kind == "navigation":
             self.page_hashes.update({p.url_pathname: p.page_script_hash for p in msg.navigation.app_pages})
         elif kind == "page_not_found":
             res.page_not_found = True
