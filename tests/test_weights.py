@@ -1,7 +1,13 @@
 """Weight loading: good files load into a copy; every bad file is refused in plain words and runs nothing."""
 import io
+import math
+import os
 import pickle
 import re
+import signal
+import subprocess
+import sys
+import tempfile
 import zipfile
 
 import pytest
@@ -279,3 +285,125 @@ def test_anything_unexpected_while_loading_is_a_weights_error(monkeypatch, error
     monkeypatch.setattr(torch.nn.Module, "load_state_dict", broken)
     with pytest.raises(WeightsError, match=words):
         load_state_dict_safely(saved(tiny().state_dict()), tiny())
+
+
+# --- hostile pickles: parsed in the sandbox child, so a crash, a loop or a blow-up is a message ----------------
+# Each file is made here, never shipped: a torch.save archive whose data.pkl is replaced by a crafted pickle.
+
+PROTO, STOP, EMPTY_DICT, EMPTY_LIST, EMPTY_TUPLE = b"\x80\x02", b".", b"}", b"]", b")"
+TUPLE1, TUPLE2, SETITEM, APPEND = b"\x85", b"\x86", b"s", b"a"
+
+
+def binput(i: int) -> bytes:
+    return b"r" + i.to_bytes(4, "little")  # LONG_BINPUT
+
+
+def binget(i: int) -> bytes:
+    return b"j" + i.to_bytes(4, "little")  # LONG_BINGET
+
+
+def unicode(s: str) -> bytes:
+    raw = s.encode()
+    return b"X" + len(raw).to_bytes(4, "little") + raw  # BINUNICODE
+
+
+def with_pickle(pkl: bytes) -> bytes:
+    """A torch.save archive (of a tiny state dict) whose pickle is ``pkl``."""
+    src, buf = zipfile.ZipFile(io.BytesIO(saved(tiny().state_dict()))), io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as out:
+        for info in src.infolist():
+            out.writestr(info.filename, pkl if info.filename.endswith("/data.pkl") else src.read(info))
+    return buf.getvalue()
+
+
+def deep_tuple_key(depth: int) -> bytes:
+    """{((((),),),): []}: hashing the key recurses in C once per level (the crash of issue 20)."""
+    return with_pickle(PROTO + EMPTY_DICT + EMPTY_TUPLE + TUPLE1 * depth + EMPTY_LIST + SETITEM + STOP)
+
+
+def self_repeating_tuple_key(levels: int) -> bytes:
+    """A key t_n = (t_n-1, t_n-1) with t_0 = (): a few hundred bytes, 2**levels leaves to hash (runs forever)."""
+    body = EMPTY_TUPLE + binput(0)
+    for i in range(1, levels + 1):
+        body += binget(i - 1) + TUPLE2 + binput(i)
+    return with_pickle(PROTO + EMPTY_DICT + body + EMPTY_LIST + SETITEM + STOP)
+
+
+def deep_list_value(depth: int) -> bytes:
+    """{"fc.weight": [[[...]]]} nested ``depth`` deep."""
+    return with_pickle(PROTO + EMPTY_DICT + unicode("fc.weight") + EMPTY_LIST * (depth + 1) + APPEND * depth
+                       + SETITEM + STOP)
+
+
+def deep_dict_value(depth: int) -> bytes:
+    """{"state_dict": {"state_dict": {...}}} nested ``depth`` deep (the key memoised: 6 bytes a level)."""
+    body = EMPTY_DICT + unicode("state_dict") + binput(0) + EMPTY_DICT
+    body += (binget(0) + EMPTY_DICT) * depth + SETITEM * (depth + 1)
+    return with_pickle(PROTO + body + STOP)
+
+
+def assert_server_side_alive():
+    """After a hostile file this process still loads a good one, with the same values as before."""
+    src = tiny()
+    report = load_state_dict_safely(saved(src.state_dict()), tiny(num_classes=10))
+    for k, v in src.state_dict().items():
+        torch.testing.assert_close(report.model.state_dict()[k], v)
+
+
+def scratch_files() -> set:
+    folder = weights.SCRATCH or tempfile.gettempdir()
+    return {p for p in os.listdir(folder) if p.startswith("resviz-weights-")}
+
+
+QUICK = weights.sandbox.Limits(memory_mb=512, cpu_s=2, wall_s=60)
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: deep_tuple_key(1_000_000), r"the reader crashed on it \(segmentation fault\)"),
+    (lambda: self_repeating_tuple_key(80), r"computing time"),
+    (lambda: deep_list_value(1_000_000), r"things other than tensors \(for example 'fc.weight'\)"),
+    (lambda: deep_dict_value(500_000), r"things other than tensors \(for example 'state_dict'\)"),
+    (lambda: deep_tuple_key(5_000), r"things other than tensors \(for example '\(+\.\.\.\)(,\))+'\)"),
+], ids=["tuple key 1M deep", "self-repeating key", "list 1M deep", "dict 500k deep", "tuple key 5k deep"])
+def test_hostile_pickles_are_plain_messages_and_the_server_lives(monkeypatch, make, words):
+    monkeypatch.setattr(weights, "READ_LIMITS", QUICK)
+    data, before = make(), scratch_files()
+    assert len(data) < 4 * 2**20  # small files: the archive's own limits let them through
+    with pytest.raises(WeightsError, match=words):
+        load_state_dict_safely(data, tiny())
+    assert scratch_files() <= before  # the staged copy is gone
+    assert_server_side_alive()
+
+
+def test_the_deep_tuple_key_really_crashes_a_process_that_parses_it_in_place(tmp_path):
+    """The oracle: what the sandbox saves the server from (the old in-process torch.load)."""
+    path = tmp_path / "deep.pt"
+    path.write_bytes(deep_tuple_key(1_000_000))
+    code = f"import torch; torch.load({str(path)!r}, weights_only=True)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300)
+    assert done.returncode == -signal.SIGSEGV, done.stderr[-2000:]
+
+
+def test_the_sandbox_answer_is_checked_against_the_file():
+    data = saved(tiny().state_dict())
+    layout = {"notes": [], "tensors": [["fc.weight", "float32", [10, 8], [8, 1], 0, len(data) - 8, 320]]}
+    with pytest.raises(WeightsError, match="could not be read safely: what it holds does not match its bytes"):
+        weights._tensors_from(data, len(data), layout)  # a storage said to reach past the end of the file
+    layout["tensors"][0][1] = "complex64"
+    with pytest.raises(WeightsError, match="does not match its bytes"):
+        weights._tensors_from(data, len(data), layout)
+
+
+def test_a_big_checkpoint_from_a_file_loads_in_the_sandbox_with_torchvisions_values(tmp_path):
+    tv = torchvision.models.resnet18(num_classes=7).eval()
+    path = tmp_path / "r18.pth"
+    torch.save(tv.state_dict(), path)
+    sd, notes = weights.read_checkpoint(path, max_bytes=math.inf)
+    assert notes == [] and sd.keys() == tv.state_dict().keys()
+    for k, v in tv.state_dict().items():
+        torch.testing.assert_close(sd[k], v, rtol=0, atol=0)
+
+
+def test_odd_names_are_refused_in_plain_words():
+    with pytest.raises(WeightsError, match="not plain text"):
+        load_state_dict_safely(saved({"fc.weight\n<b>": torch.zeros(1)}), tiny())

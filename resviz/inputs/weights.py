@@ -323,7 +323,8 @@ def unwrap_state_dict(obj: object) -> tuple[dict[str, torch.Tensor], list[str]]:
         raise WeightsError("The file does not hold a state dict (a mapping from layer names to tensors).")
     bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:  # reprlib: a bounded picture of any key, however deep or self-repeating (str() could recurse or explode)
-        raise WeightsError(f"The file holds things other than tensors (for example {reprlib.repr(bad[0])[:60]!r}); "
+        shown = bad[0] if isinstance(bad[0], str) else reprlib.repr(bad[0])
+        raise WeightsError(f"The file holds things other than tensors (for example {shown[:60]!r}); "
                            "it is not a plain state dict.")
     odd = [k for k in obj if not k.isprintable()]  # control characters, lone surrogates (no page can send those)
     if odd:
