@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import urllib.request
 import zipfile
 
 import pytest
@@ -407,3 +408,34 @@ def test_a_big_checkpoint_from_a_file_loads_in_the_sandbox_with_torchvisions_val
 def test_odd_names_are_refused_in_plain_words():
     with pytest.raises(WeightsError, match="not plain text"):
         load_state_dict_safely(saved({"fc.weight\n<b>": torch.zeros(1)}), tiny())
+
+
+@pytest.mark.browser
+def test_on_a_real_server_a_crashing_upload_fails_alone_while_another_student_works(page, tmp_path):
+    """One student uploads the 1M-deep tuple key on Feature maps (in Chromium); another keeps working over the
+    websocket meanwhile; the upload is a plain message and the server process is still alive afterwards."""
+    from resviz.lessons.feature_maps import SOURCE_LABELS, WeightsSource
+    from resviz.tools.browser import open_page, page_exceptions
+    from resviz.tools.server import HEALTH_PATH, start_server, stop_server
+    from resviz.tools.session import Session
+
+    hostile = tmp_path / "deep.pth"
+    hostile.write_bytes(deep_tuple_key(1_000_000))
+    proc, url = start_server(log_path=tmp_path / "server.log", env={"RESVIZ_WARM_UP": "0"})
+    try:
+        with Session(url, timeout=180) as other:
+            assert other.run("feature_maps").ok
+            open_page(page, url, "feature_maps")
+            page.get_by_text(SOURCE_LABELS[WeightsSource.UPLOAD]).first.click()
+            uploader = page.locator('[data-testid="stFileUploader"]').filter(has_text="State dict saved with")
+            uploader.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(hostile))
+            meanwhile = other.run("feature_maps")  # while the server reads the hostile file
+            page.get_by_text("could not be read safely").first.wait_for(timeout=180_000)
+            assert "segmentation fault" in page.inner_text("body") and page_exceptions(page) == []
+            after = other.run("feature_maps")
+        for res in (meanwhile, after):
+            assert res.ok and any("Inside block" in t for t in res.texts), (res.status, res.exceptions, res.texts[:5])
+        assert proc.poll() is None  # the server process lives
+        urllib.request.urlopen(url + HEALTH_PATH, timeout=30)
+    finally:
+        stop_server(proc)
