@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from resviz.inputs import images
+from resviz.inputs import images, sandbox, weights
 from resviz import models
 from resviz.lessons import feature_maps as fm
 
@@ -66,13 +66,35 @@ def run(preset: str = "resnet50", repeat: int = 3) -> list[dict]:
     base, last, first, captum_path = t["base"], t["last"], t["first"], t["captum"]
     row = dict(baseline=f"one forward+backward of {preset} at {SIZE}x{SIZE}, CPU ({base * 1000:.0f} ms)",
                unit="x", target="<= 2x")
-    return [
+    return weights_rows(preset, repeat) + [
         dict(row, figure=f"upload -> feature maps (last block) + Grad-CAM, {preset} ({last * 1000:.0f} ms)",
              value=last / base, ok=last / base <= 2.0),
         dict(row, figure=f"upload -> feature maps (first block) + Grad-CAM, {preset} ({first * 1000:.0f} ms)",
              value=first / base, ok=first / base <= 2.0),
         dict(row, figure=f"same, plus captum LayerGradCam's own forward+backward ({captum_path * 1000:.0f} ms)",
              value=captum_path / base, target="report", ok=None),
+    ]
+
+
+def weights_rows(preset: str = "resnet50", repeat: int = 5) -> list[dict]:
+    """An uploaded state dict read in the sandbox (weights.read_checkpoint) against torch.load in this process."""
+    buf = io.BytesIO()
+    torch.save(models.build_model(preset, seed=0).state_dict(), buf)
+    data = buf.getvalue()
+    t = time.perf_counter()
+    weights.read_checkpoint(data)  # the first read starts the sandbox's zygote (it imports torch), unless running
+    first = time.perf_counter() - t
+    t = interleaved_best({"base": lambda: torch.load(io.BytesIO(data), weights_only=True, map_location="cpu"),
+                          "sandbox": lambda: weights.read_checkpoint(data)}, repeat)
+    base = t["base"]
+    row = dict(baseline=f"torch.load(weights_only=True) of {preset}'s state dict ({len(data) / 2**20:.0f} MB) in "
+                        f"this process ({base * 1000:.0f} ms)", unit="x")
+    return [
+        dict(row, figure=f"upload -> state dict, parsed in the sandbox child ({t['sandbox'] * 1000:.0f} ms)",
+             value=t["sandbox"] / base, target="<= 1.5x", ok=t["sandbox"] / base <= 1.5),
+        dict(row, figure=f"the same, first upload after start ({first * 1000:.0f} ms; starts the sandbox's zygote "
+                         f"unless already running: {sandbox.MAX_CHILDREN} children at most)",
+             value=first / base, target="report", ok=None),
     ]
 
 
