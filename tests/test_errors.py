@@ -2,6 +2,7 @@
 import re
 from unittest import mock
 
+import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
@@ -91,3 +92,50 @@ def test_a_very_long_message_is_cut():
 
     at = AppTest.from_function(page, default_timeout=30).run()
     assert len(at.error[0].value) < 500 and at.error[0].value.endswith("…")
+
+
+# --- in a real browser: the message's names are text, never markup ---
+MESSAGE_APP = '''
+import streamlit as st
+
+from resviz import models, ui
+
+st.sidebar.write("sidebar")
+with ui.friendly_errors("Reading the zip"):
+    raise models.ConfigError({message!r})
+'''
+EVIL_NAMES = ('<a href="http://evil.example/">cat</a>', "![x](http://evil.example/i.png)", r"$\Huge X$",
+              ":red[red]")
+LINKS = """() => Array.from(document.querySelectorAll('*')).flatMap(e => Array.from(e.attributes)
+    .filter(a => /href|src|action|style/i.test(a.name)).map(a => e.tagName + ' ' + a.name + '=' + a.value))"""
+
+
+@pytest.fixture(scope="module")
+def message_server(tmp_path_factory):
+    from helpers import ROOT
+    from resviz.tools.server import start_server, stop_server
+
+    folder = tmp_path_factory.mktemp("message_app")
+    for name in ("resviz", ".streamlit"):
+        (folder / name).symlink_to(ROOT / name)
+    (folder / "app.py").write_text(MESSAGE_APP.format(message="Bad entry names: " + " ".join(EVIL_NAMES)))
+    proc, url = start_server(script="app.py", cwd=folder, log_path=folder / "log.txt", env={"RESVIZ_WARM_UP": "0"})
+    try:
+        yield url
+    finally:
+        stop_server(proc)
+
+
+@pytest.mark.browser
+def test_a_message_with_hostile_names_shows_them_as_typed_in_the_browser(message_server, page):
+    from helpers import open_page, page_exceptions
+
+    open_page(page, message_server)
+    alert = page.locator('[data-testid="stAlertContentError"]').first
+    alert.wait_for(timeout=90_000)
+    assert page_exceptions(page) == []
+    assert [a for a in page.evaluate(LINKS) if "evil" in a] == []  # no link or image to the student's host
+    assert page.locator(".katex, mjx-container").count() == 0  # no formula made from "$\Huge X$"
+    shown = alert.inner_text().replace("\u2060", "")  # word joiners are invisible
+    for name in EVIL_NAMES:
+        assert name in shown, (name, shown)
