@@ -228,15 +228,24 @@ def test_state_dict_bytes_round_trip():
     assert all(torch.equal(fresh.state_dict()[k], model.state_dict()[k]) for k in sd)
 
 
-def _history(*curves, names=("ResNet-56", "plain-56", "plain-20"), elapsed_per_step=0.1):
+def _records(*curves, names=("ResNet-56", "plain-56", "plain-20"), elapsed_per_step=0.1, test_acc=()):
+    """The race records of hand-made loss curves, one per network in Role order; ``test_acc``: each network's
+    held-out accuracy, recorded at the last step."""
+    steps = len(curves[0])
+    for step, losses in enumerate(zip(*curves), start=1):
+        last = step == steps and test_acc
+        runs = {n: {"loss": v, "acc": 0.5, "test_acc": test_acc[i] if last else None, "grad_norms": [1.0],
+                    "diverged": False, "message": None} for i, (n, v) in enumerate(zip(names, losses))}
+        yield {"step": step, "steps": steps, "elapsed_s": step * elapsed_per_step, "steps_per_s": 10.0, "runs": runs}
+
+
+def _history(*curves, names=("ResNet-56", "plain-56", "plain-20"), elapsed_per_step=0.1, classes=0, held_out=0,
+             test_acc=()):
     """A race history built from hand-made loss curves, one per network in Role order (no training)."""
     ms = {name: nn.Linear(1, 1) for name in names[:len(curves)]}
-    h = T.new_history(ms, len(curves[0]))
-    for step, losses in enumerate(zip(*curves), start=1):
-        runs = {n: {"loss": v, "acc": 0.5, "test_acc": None, "grad_norms": [1.0], "diverged": False, "message": None}
-                for n, v in zip(ms, losses)}
-        h.add({"step": step, "steps": len(curves[0]), "elapsed_s": step * elapsed_per_step, "steps_per_s": 10.0,
-               "runs": runs})
+    h = T.new_history(ms, len(curves[0]), classes=classes, held_out=held_out)
+    for rec in _records(*curves, names=names, elapsed_per_step=elapsed_per_step, test_acc=test_acc):
+        h.add(rec)
     return h
 
 
@@ -309,7 +318,7 @@ def test_degradation_verdicts_follow_the_three_curves():
     assert "ResNet-56 ends at or below the shallower plain-20 (ResNet-56 0.50, plain-20 1.00" in paper[2][1]
     upside = T.race_messages(_history([1.5] * 50, [2.0] * 50, [2.5] * 50))  # the shallow plain net is the worst
     assert "trains faster" in _text(upside, T.Tone.SUCCESS)  # ResNet-56 below plain-56 still holds
-    assert "does not show clearly in this run: plain-56 ends 0.50 below plain-20" in _text(upside, T.Tone.WARNING)
+    assert "does not show in this run: plain-56 ends 0.50 below plain-20" in _text(upside, T.Tone.WARNING)
     assert "ResNet-56 ends below the shallower" not in _text(upside)
     worse = T.race_messages(_history([1.2] * 50, [2.0] * 50, [1.0] * 50))
     assert "ResNet-56 ends above the shallower plain-20 (ResNet-56 1.20, plain-20 1.00" in _text(worse, T.Tone.WARNING)
@@ -343,6 +352,74 @@ def test_surprises_are_explained_by_what_differs_from_the_recipe():
     assert "not the built-in shapes" in other[0][1] and "checked on ResNet-20 and ResNet-56" in other[0][1]
     same = T.race_messages(h, T.RaceContext(rec, rec))
     assert "a surprise worth reporting" in same[0][1]
+
+
+AT_LR_1 = dict(classes=10, held_out=1000, names=("ResNet-20", "plain-20"))  # the issue's race at learning rate 1.0
+
+
+def _blown_up(first: float, steps: int = 100, settle: float = 2.32) -> list[float]:
+    """A loss that jumps to ``first`` at the first step and then sits at ``settle`` (guessing: ln 10 = 2.30)."""
+    return [first] + [settle] * (steps - 1)
+
+
+def test_two_networks_at_guessing_level_are_no_ordering_and_the_page_says_why():
+    rec = T.RaceConfig(lr=0.01, batch_size=128, steps=100)
+    h = _history(_blown_up(14.0), _blown_up(9.0), test_acc=(0.10, 0.11), **AT_LR_1)
+    assert all(T.at_chance(r, h) for r in h.runs.values())
+    msgs = T.race_messages(h, T.RaceContext(rec, replace(rec, lr=1.0)))
+    assert [t for t, _ in msgs] == [T.Tone.INFO]  # one box, no ordering: not "the opposite of what He et al. show"
+    text = msgs[0][1]
+    assert text.startswith("**Neither ResNet-20 nor plain-20 learned the images in this run**, so there is no "
+                           "ordering to compare with He et al. (2016): ResNet-20: smoothed loss 2.32, where guessing "
+                           "pays ln 10 = 2.30; held-out accuracy 10% (95% interval 8-12% on 1000 images), guessing 10%;")
+    assert "Its batch loss jumped to 14 (ResNet-20, step 1), far above the 2.30 that guessing pays: at learning " \
+           "rate 1, 100 times the recipe's 0.01" in text
+    assert "the learning rate is 1 where the recipe uses 0.01" in text and "opposite" not in text
+    # Without a context the facts stay, the cause is not guessed at.
+    bare = T.race_messages(h)[0][1]
+    assert "jumped to 14" in bare and "learning rate" not in bare
+    three = T.race_messages(_history(_blown_up(5.0), _blown_up(5.0), _blown_up(5.0), classes=10))
+    assert [t for t, _ in three] == [T.Tone.INFO] and "Neither ResNet-56, plain-56 nor plain-20 learned" in three[0][1]
+
+
+def test_at_guessing_level_needs_the_loss_and_the_held_out_accuracy():
+    h = _history([2.25] * 50, [2.25] * 50, test_acc=(0.14, 0.11), **AT_LR_1)  # loss within 0.1 of ln 10 = 2.30
+    resnet, plain = h.runs.values()
+    assert not T.at_chance(resnet, h)  # 14% on 1000 images: 95% interval 12-16%, clear of 10%: barely learned
+    assert T.at_chance(plain, h)  # 11%: interval 9-13%, within noise of guessing
+    def alone(curve, classes):
+        one = _history(curve, classes=classes)
+        return T.at_chance(one.runs["ResNet-56"], one)
+
+    assert not alone([2.25] * 50, classes=0)  # classes unknown: never called guessing
+    assert alone([2.25] * 50, classes=10)  # no held-out accuracy: the loss decides
+    assert not alone([2.15] * 50, classes=10)  # 0.15 below ln 10: it learned something
+    msgs = T.race_messages(h)  # one net at guessing level is no "neither learned": the ordering box, which names it
+    assert [t for t, _ in msgs] == [T.Tone.INFO] and "Neither" not in msgs[0][1]
+    assert "ResNet-20 and plain-20 end level" in msgs[0][1] and "so this run shows no ordering" in msgs[0][1]
+    assert "plain-20 ended at guessing level (smoothed loss 2.25, where guessing pays ln 10 = 2.30" in msgs[0][1]
+
+
+def test_a_difference_inside_the_margin_is_no_ordering_either_way():
+    for resnet, plain, words in ((1.00, 0.98, "ResNet-56 ends 0.02 above plain-56"),
+                                 (0.98, 1.00, "ResNet-56 ends only 0.02 below plain-56")):
+        msgs = T.race_messages(_history([resnet] * 50, [plain] * 50, classes=10))
+        assert [t for t, _ in msgs] == [T.Tone.INFO], msgs
+        assert msgs[0][1].startswith(words) and "neither the paper's nor its opposite" in msgs[0][1]
+    shallow = T.race_messages(_history([1.05] * 50, [2.0] * 50, [1.0] * 50))  # ResNet-56 0.05 above plain-20
+    assert _text(shallow, T.Tone.INFO).count("no ordering") == 1 and not _text(shallow, T.Tone.WARNING)
+    flat = T.race_messages(_history([0.5] * 50, [1.05] * 50, [1.0] * 50))  # plain-56 only 0.05 above plain-20
+    assert "The degradation problem does not show clearly in this run: plain-20 ends only 0.05 below plain-56" in \
+        _text(flat, T.Tone.INFO)
+
+
+def test_the_reverse_ordering_beyond_the_margin_is_a_warning_that_names_a_net_at_guessing_level():
+    h = _history([2.31] * 50, [1.0] * 50, test_acc=(0.10, 0.6), classes=10, held_out=1000)
+    msgs = T.race_messages(h)
+    assert [t for t, _ in msgs] == [T.Tone.WARNING]
+    assert msgs[0][1].startswith("**plain-56 ends below ResNet-56** (ResNet-56 2.31, plain-56 1.00: smoothed "
+                                 "training loss at step 50), by more than the 0.1 this page calls a clear gap")
+    assert "ResNet-56 ended at guessing level (smoothed loss 2.31" in msgs[0][1]
 
 
 def test_fit_config_rebuilds_for_the_data_and_says_so():

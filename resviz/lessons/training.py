@@ -390,6 +390,8 @@ class RaceHistory:
     step: int = 0  # done
     elapsed: list[float] = field(default_factory=list)  # seconds since the start, per step
     steps_per_s: float = 0.0
+    classes: int = 0  # what guessing scores against: loss ln(classes), accuracy 1 / classes (0: unknown)
+    held_out: int = 0  # images each held-out accuracy is measured on (its noise)
 
     def by_role(self, role: Role) -> RunHistory | None:
         return next((r for r in self.runs.values() if r.role is role), None)
@@ -416,11 +418,11 @@ class RaceHistory:
 ROLES_IN_ORDER = (Role.RESNET, Role.PLAIN, Role.SHALLOW)  # make_race_models' order
 
 
-def new_history(race_models: dict[str, nn.Module], steps: int, roles: tuple[Role, ...] = ROLES_IN_ORDER
-                ) -> RaceHistory:
+def new_history(race_models: dict[str, nn.Module], steps: int, roles: tuple[Role, ...] = ROLES_IN_ORDER,
+                classes: int = 0, held_out: int = 0) -> RaceHistory:
     """An empty history for these models (roles in ``make_race_models`` order unless given)."""
     runs = {name: RunHistory(name, role, layer_params(m)[0]) for (name, m), role in zip(race_models.items(), roles)}
-    return RaceHistory(runs, steps)
+    return RaceHistory(runs, steps, classes=classes, held_out=held_out)
 
 
 GAP_MARGIN = 0.1  # "clearly below": a smoothed training loss lower by at least this much (nats)
@@ -532,40 +534,91 @@ def _why(ctx: RaceContext | None, step: int) -> str:
     return " What differs from the recipe that shows it: " + "; ".join(causes) + "."
 
 
+def at_chance(run: RunHistory, history: RaceHistory) -> bool:
+    """Whether ``run`` ends where guessing is: its smoothed training loss within ``GAP_MARGIN`` of ln(classes) or
+    above it, and (when measured) its last held-out accuracy within its 95% interval of 1 / classes."""
+    ends = [v for v in run.smoothed_loss if v is not None]
+    if not history.classes or not ends or ends[-1] < math.log(history.classes) - GAP_MARGIN:
+        return False
+    if run.test_acc and history.held_out:
+        return pair.is_guessing(run.test_acc[-1], history.held_out, 1 / history.classes)
+    return True
+
+
 def race_messages(history: RaceHistory, ctx: RaceContext | None = None, live: bool = False) -> list[tuple[Tone, str]]:
     """What the race showed, in words that never go beyond its chart: divergences, then (once the race is over,
-    not ``live``) each ordering of the smoothed training losses at its end, compared with what He et al. (2016)
-    show."""
+    not ``live``) whether two or more networks ended at guessing level (no ordering between those), then each
+    ordering of the smoothed training losses at its end, compared with what He et al. (2016) show."""
     out = [(Tone.WARNING, r.message) for r in history.runs.values() if r.message]
     if live:
         return out  # "ends" would be premature; the loss chart marks a clear lead as it happens
-    margins = race_margins(history)
     why = _why(ctx, history.step)
-    for ordering, m in margins.items():
+    guessing = [r for r in history.runs.values() if not r.message and at_chance(r, history)]
+    if len(guessing) >= 2:
+        out.append((Tone.INFO, _neither_learned(guessing, history, ctx, why)))
+    stuck = {r.name for r in guessing}
+    for ordering, m in race_margins(history).items():
         lower, higher = (history.by_role(role) for role in ordering.value)
         if lower.message or higher.message:
             continue  # a diverged network's curve stops: no ordering to read at the end
+        if len(stuck) >= 2 and {lower.name, higher.name} <= stuck:
+            continue  # two networks at guessing level: no ordering, said once above
         lo, hi = lower.smoothed_loss[-1], higher.smoothed_loss[-1]
-        out.append(_verdict(ordering, m, lower.name, higher.name, lo, hi, history, why))
+        tone, text = _verdict(ordering, m, lower.name, higher.name, lo, hi, history, why)
+        out.append((tone, text + "".join(f" {r.name} ended at guessing level ({_guess_words(r, history)})."
+                                         for r in (lower, higher) if r.name in stuck)))
     return out
+
+
+def _guess_words(run: RunHistory, history: RaceHistory) -> str:
+    """'loss 2.31, ln 10 = 2.30; held-out accuracy 10% (95% interval 8-12% on 1000 images), guessing 10%'"""
+    k = history.classes
+    words = f"smoothed loss {run.smoothed_loss[-1]:.2f}, where guessing pays ln {k} = {math.log(k):.2f}"
+    if run.test_acc and history.held_out:
+        words += (f"; held-out accuracy {pair.interval_words(run.test_acc[-1], history.held_out)}, "
+                  f"guessing {1 / k:.0%}")
+    return words
+
+
+def _neither_learned(guessing: list[RunHistory], history: RaceHistory, ctx: RaceContext | None, why: str) -> str:
+    """Networks that all ended at guessing level: no ordering between them, and what in the run explains it."""
+    names = ", ".join(r.name for r in guessing[:-1]) + f" nor {guessing[-1].name}"
+    each = "; ".join(f"{r.name}: {_guess_words(r, history)}" for r in guessing)
+    k = math.log(history.classes)
+    top, step, name = max((max(r.loss), r.step[r.loss.index(max(r.loss))], r.name) for r in guessing)
+    jumped = ""
+    if top > k + 1:  # well above what guessing pays: the loss blew up before it settled
+        large = ctx is not None and ctx.used.lr > ctx.recommended.lr
+        jumped = (f" Its batch loss jumped to {top:.3g} ({name}, step {step}), far above the {k:.2f} that guessing "
+                  "pays" + (f": at learning rate {ctx.used.lr:g}, {ctx.used.lr / ctx.recommended.lr:g} times the "
+                            f"recipe's {ctx.recommended.lr:g}, each step moves the weights so far that the networks "
+                            "were thrown off and ended predicting no better than guessing." if large else "."))
+    return (f"**Neither {names} learned the images in this run**, so there is no ordering to compare with He et "
+            f"al. (2016): {each}.{jumped}{why}")
 
 
 def _verdict(ordering: Ordering, m: Margin, lower: str, higher: str, lo: float, hi: float, history: RaceHistory,
              why: str) -> tuple[Tone, str]:
+    """One ordering's box: the paper's ordering beyond the margin (success), a difference inside the margin (info:
+    no ordering), or the reverse ordering beyond it (warning)."""
     nums = f"({lower} {lo:.2f}, {higher} {hi:.2f}: smoothed training loss at step {m.last_step})"
     when = (f" since step {m.since}, {history.elapsed[m.since - 1]:.0f} s into the race."
             if m.shows and m.since - 1 < len(history.elapsed) else "")
     since = f" It has been at least {GAP_MARGIN:g} lower{when}" if when else ""
+    close = abs(m.end) < GAP_MARGIN  # a difference smaller than the margin is no ordering, either way
+    gap = (f"{lower} ends only {m.end:.2f} below {higher}" if m.end > 0 else
+           f"{lower} ends {-m.end:.2f} above {higher}" if m.end < 0 else f"{lower} and {higher} end level")
+    inside = (f"{gap} {nums}: less than the {GAP_MARGIN:g} this page calls a clear gap, so this run shows no "
+              f"ordering, neither the paper's nor its opposite.{why}")
     if ordering is Ordering.SHORTCUTS_HELP:
         if m.shows:
             return Tone.SUCCESS, (f"**{lower} trains faster than {higher}**: its loss ends {m.end:.2f} lower {nums}."
                                   f"{since} Same start, same batches, same recipe: the shortcuts alone make the "
                                   "difference, as in He et al. (2016, Fig. 4 and 6).")
-        if m.end > 0:
-            return Tone.INFO, (f"{lower} ends only {m.end:.2f} below {higher} {nums}: less than the {GAP_MARGIN:g} "
-                               f"this page calls a clear gap, so this run does not show the paper's result.{why}")
-        return Tone.WARNING, (f"**{higher} ends below {lower}** {nums}: the opposite of what He et al. (2016, Fig. 4 "
-                              f"and 6) show.{why}")
+        if close:
+            return Tone.INFO, inside
+        return Tone.WARNING, (f"**{higher} ends below {lower}** {nums}, by more than the {GAP_MARGIN:g} this page "
+                              f"calls a clear gap: the opposite of what He et al. (2016, Fig. 4 and 6) show.{why}")
     if ordering is Ordering.DEGRADATION:
         if m.shows:
             return Tone.SUCCESS, (f"**Degradation: the deeper {higher} trains worse than {lower}**: its loss ends "
@@ -573,16 +626,21 @@ def _verdict(ordering: Ordering, m: Margin, lower: str, higher: str, lo: float, 
                                   "This is training "
                                   "loss, so it is not overfitting: He et al. (2016, Fig. 1 and 6) found the same with "
                                   "training error.")
-        return Tone.WARNING if m.end <= 0 else Tone.INFO, (
-            f"The degradation problem does not show clearly in this run: {higher} ends {abs(m.end):.2f} "
-            f"{'above' if m.end > 0 else 'below'} {lower} {nums}, where He et al. (2016, Fig. 1) find the deeper "
-            f"plain net clearly higher.{why}")
+        if close:
+            return Tone.INFO, (f"The degradation problem does not show clearly in this run: {inside} He et al. "
+                               "(2016, Fig. 1) find the deeper plain net clearly higher.")
+        return Tone.WARNING, (f"The degradation problem does not show in this run: {higher} ends {-m.end:.2f} below "
+                              f"{lower} {nums}, by more than the {GAP_MARGIN:g} this page calls a clear gap, where "
+                              f"He et al. (2016, Fig. 1) find the deeper plain net clearly higher.{why}")
     if m.end >= 0:
         return Tone.SUCCESS, (f"**With shortcuts, depth no longer hurts**: {lower} ends at or below the shallower "
                               f"{higher} {nums}. In He et al. (2016, Fig. 6), unlike plain nets, ResNets reach lower "
                               "training error as they get deeper.")
-    return Tone.WARNING, (f"{lower} ends above the shallower {higher} {nums}, while in He et al. (2016, Fig. 6), "
-                          f"unlike plain nets, ResNets reach lower training error as they get deeper.{why}")
+    if close:
+        return Tone.INFO, inside
+    return Tone.WARNING, (f"{lower} ends above the shallower {higher} {nums}, by more than the {GAP_MARGIN:g} this "
+                          "page calls a clear gap, while in He et al. (2016, Fig. 6), unlike plain nets, ResNets "
+                          f"reach lower training error as they get deeper.{why}")
 
 
 def status_line(history: RaceHistory, running: bool) -> str:
@@ -745,9 +803,12 @@ def new_race(cfg: M.ResNetConfig, train: Dataset, test: Dataset, class_names: li
                                    device=race_cfg.device)
     context = None if source is None else RaceContext(recipe.config, race_cfg, source is DataSource.BUILTIN,
                                                       recipe.exact)
-    return Race(cfg=cfg, models=race_models, history=new_history(race_models, race_cfg.steps),
+    held_out = min(race_cfg.eval_size, len(test))
+    history = new_history(race_models, race_cfg.steps, classes=len(class_names),
+                          held_out=held_out if race_cfg.eval_every else 0)
+    return Race(cfg=cfg, models=race_models, history=history,
                 gen=race(race_models, train, test, race_cfg), class_names=tuple(class_names), data_name=data_name,
-                notes=[*(notes or []), *fit_notes], context=context, held_out=min(race_cfg.eval_size, len(test)),
+                notes=[*(notes or []), *fit_notes], context=context, held_out=held_out,
                 every=race_cfg.eval_every, refresh=min(race_cfg.bn_refresh, len(train)))
 
 
@@ -868,7 +929,7 @@ def race_run(cfg: M.ResNetConfig, train: Dataset, test: Dataset, class_names: li
     yield RaceHeader(r.history, tuple(r.notes), r.accuracy_note(), r.chance, r.context,
                      f"{next(iter(r.models)).lower()}_trained.pt", weights_now,
                      **({} if key is None else {"key": key}))
-    r.history = new_history(r.models, race_cfg.steps)  # the header's stays empty
+    r.history = new_history_like(r.history)  # the header's stays empty
     try:
         while True:
             with lock:
@@ -987,8 +1048,9 @@ def fold(view: RaceView | None, records) -> RaceView | None:
 
 
 def new_history_like(h: RaceHistory) -> RaceHistory:
-    """An empty history with ``h``'s networks and plan."""
-    return RaceHistory({n: RunHistory(r.name, r.role, list(r.layers)) for n, r in h.runs.items()}, h.steps)
+    """An empty history with ``h``'s networks, plan, classes and held-out images."""
+    return RaceHistory({n: RunHistory(r.name, r.role, list(r.layers)) for n, r in h.runs.items()}, h.steps,
+                       classes=h.classes, held_out=h.held_out)
 
 
 def queue_text(position: int, wait_s: float | None, max_running: int) -> str:
