@@ -3,12 +3,14 @@
 A ``TrainedPair`` (CPU weights) comes from the training page (``PairSource.SESSION``) or is trained here on
 the built-in images (``PairSource.BUILTIN``, made by ``resviz.builtin_pair``). ``load_pair`` makes a
 ``LoadedPair`` of it: both models ready on a device, with their accuracy on fresh built-in images they never
-saw, and whether that accuracy is no better than guessing.
+saw, and whether that accuracy is within its noise of guessing (``is_guessing``: its 95% interval reaches
+1 / classes).
 """
 from __future__ import annotations
 
 import enum
 import hashlib
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -18,9 +20,27 @@ from resviz import models as M
 from resviz.inputs import data
 
 EVAL_SEED = 1000  # evaluation images come from another seed than any training set: never seen in training
-EVAL_IMAGES = 500  # images the pair's accuracy is measured on: about +-2 accuracy points
-AT_CHANCE = 0.05  # accuracy within 5 points of guessing counts as guessing (3 standard errors of 500 guesses
-#                   at 10% are 4 points)
+EVAL_IMAGES = 500  # images the pair's accuracy is measured on: at most +-4.4 accuracy points (95%)
+Z95 = 1.96  # a 95% interval is the measurement +- 1.96 standard errors (normal approximation)
+AT_CHANCE = 0.05  # older fixed rule (5 points above guessing), still read by Feature maps; ``is_guessing`` is the
+#                   rule the pair's warning and the Lesion verdict share
+
+
+def accuracy_interval(acc: float, n: int) -> tuple[float, float]:
+    """The 95% interval of an accuracy measured on ``n`` images: acc +- 1.96 binomial standard errors, in [0, 1]."""
+    half = Z95 * math.sqrt(acc * (1 - acc) / n) if n > 0 else 1.0
+    return max(0.0, acc - half), min(1.0, acc + half)
+
+
+def is_guessing(acc: float, n: int, chance: float) -> bool:
+    """Within the measurement's noise of guessing: the 95% interval of ``acc`` on ``n`` images reaches ``chance``."""
+    return accuracy_interval(acc, n)[0] <= chance
+
+
+def interval_words(acc: float, n: int) -> str:
+    """'12% (95% interval 8-16% on 250 images)': an accuracy as a page says it, with its noise."""
+    lo, hi = accuracy_interval(acc, n)
+    return f"{acc:.0%} (95% interval {100 * lo:.0f}-{hi:.0%} on {n} images)"
 
 
 class PairError(ValueError):
@@ -95,11 +115,17 @@ class LoadedPair:
 
     @property
     def resnet_at_chance(self) -> bool:
-        return self.resnet_accuracy <= self.chance + AT_CHANCE
+        return is_guessing(self.resnet_accuracy, self.eval_images, self.chance)
 
     @property
     def plain_at_chance(self) -> bool:
-        return self.plain_accuracy <= self.chance + AT_CHANCE
+        return is_guessing(self.plain_accuracy, self.eval_images, self.chance)
+
+    @property
+    def guessing(self) -> tuple[str, ...]:
+        """The networks within noise of guessing, as the pages name them ("ResNet", "plain twin")."""
+        return tuple(name for name, flag in (("ResNet", self.resnet_at_chance), ("plain twin", self.plain_at_chance))
+                     if flag)
 
     @property
     def is_at_chance(self) -> bool:
