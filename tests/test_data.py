@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 import struct
 import zipfile
 import zlib
@@ -324,19 +325,22 @@ def test_encrypted_duplicate_and_unreadable_entries_are_named():
 def test_slivers_and_oversized_images_are_skipped_by_the_one_decoder_and_named(tmp_path):
     report = []
     members = _two_classes(**{"cats/long.png": _png((9, 9, 9), (1, 20000)), "dogs/huge.png": _bomb(8000, 8000)})
-    train, test, names = D.load_image_folder(_zip(members), size=8, report=report)
+    loaded = D.load_image_folder(_zip(members), size=8, report=report)
+    train, test, names = loaded
     assert names == ["cats", "dogs"] and len(train) + len(test) == 6
-    assert "Skipped 2 file(s)" in report[0] and "'cats/long.png': This image is 1 x 20000 pixels" in report[0]
+    assert loaded.skipped == (D.Skipped("cats/long.png", "1 x 20000 pixels, a sliver"),
+                              D.Skipped("dogs/huge.png", "8000 x 8000 pixels, too many"))
+    assert report == [r"Skipped 2 files that are not usable images: cats/long\.png (1 x 20000 pixels, a sliver), "
+                      r"dogs/huge\.png (8000 x 8000 pixels, too many)."]  # markdown: the names escaped
     only_slivers = {f"{c}/{i}.png": _png((9, 9, 9), (20000, 1)) for c in ("cats", "dogs") for i in range(2)}
-    with pytest.raises(D.DatasetError, match=r"two class folders.*Skipped 4 file\(s\).*20000 x 1"):
+    with pytest.raises(D.DatasetError, match=r"two class folders.*Skipped 4 files .*'cats/0.png' \(20000 x 1"):
         D.load_image_folder(_zip(only_slivers))
     for c in ("cats", "dogs"):  # a teacher's folder on disk: the same decoder, the same rule
         (tmp_path / c).mkdir()
         (tmp_path / c / "ok.png").write_bytes(_png((0, 0, 0)))
     (tmp_path / "cats" / "long.png").write_bytes(_png((0, 0, 0), (1, 20000)))
-    report = []
-    assert D.load_image_folder(tmp_path, size=4, report=report)[2] == ["cats", "dogs"]
-    assert "'cats/long.png': This image is 1 x 20000" in report[0]
+    loaded = D.load_image_folder(tmp_path, size=4)
+    assert loaded[2] == ["cats", "dogs"] and loaded.skipped == (D.Skipped("cats/long.png", "1 x 20000 pixels, a sliver"),)
 
 
 def test_decoded_pixels_and_float_memory_are_bounded_before_the_work(monkeypatch):
@@ -354,3 +358,100 @@ def test_a_big_jpeg_is_decoded_at_a_fraction_of_its_size():
     img, decoded = D._decode(buf.getvalue(), 32, 3)
     assert img.shape == (3, 32, 32) and decoded == 500 * 375  # 1/8 scale: 64x less work than 12 MP
     assert abs(int(img[0, 16, 16]) - 200) < 8
+
+
+# --- issue 20: a zip's work bounded by its size, one bad picture skipped and named ---------------------------
+def nested_zip(depth: int = 32_000, tops: str = "ab") -> bytes:
+    """The issue's zip: one entry per top folder, each ``depth`` folders deep ('a/a/a/.../x.png', 64 kB a name).
+    The set of every path's parents held depth^2 / 2 path parts: 3.9 GB and 103 s for a 512 kB zip before."""
+    return _zip({f"{top}/" * depth + "x.png": b"x" for top in tops})
+
+
+def _peak_mb(call) -> float:
+    """The most memory Python allocated while ``call()`` ran (tracemalloc: allocations, not the OS's view)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        call()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak / 2**20
+
+
+def test_a_zip_of_deeply_nested_folders_is_refused_from_its_names_in_bounded_memory():
+    data = nested_zip()
+    assert 250_000 < len(data) < 300_000  # the issue's 269 kB
+
+    def load():
+        with pytest.raises(D.DatasetError, match=r"^The zip entry 'a/a/a.*' is nested more than 16 folders deep"):
+            D.load_image_folder(data)
+    assert _peak_mb(load) < 20  # the zip's own directory (two 64 kB names) and a little: not depth squared
+
+
+def test_paths_up_to_the_depth_and_length_limits_load_and_one_more_is_refused():
+    from resviz.inputs import limits
+
+    wrap = "w/" * (limits.PATH_DEPTH - 2)  # 14 wrapping folders + class folder + file = 16 parts
+    deep = _zip({f"{wrap}{k}": v for k, v in _two_classes().items()})
+    assert D.load_image_folder(deep, size=8)[2] == ["cats", "dogs"]
+    with pytest.raises(D.DatasetError, match="nested more than 16 folders deep"):
+        D.load_image_folder(_zip({f"w/{wrap}{k}": v for k, v in _two_classes().items()}))
+    long = "/".join(["n" * 250] * 5) + "/cats/1.png"  # each part under 255 bytes, the path over 1,024
+    with pytest.raises(D.DatasetError, match=r"'nnnn.*' has a path longer than 1,024 bytes"):
+        D.load_image_folder(_zip(_two_classes(**{long: _png((1, 2, 3))})))
+    with pytest.raises(D.DatasetError, match="nested more than 16"):  # folder entries are checked too
+        D.load_image_folder(_zip(_two_classes(**{"x/" * 20: b""})))
+
+
+def test_a_zip_of_too_many_entries_is_refused_before_zipfile_parses_its_directory(monkeypatch):
+    eight = _zip(_two_classes(**{"dogs/x.png": _png((1, 2, 3)), "cats/y.png": _png((1, 2, 3))}))
+    seven = _zip(_two_classes(**{"dogs/x.png": _png((1, 2, 3))}))
+    monkeypatch.setattr(D.limits, "ZIP_ENTRIES", 7)
+    parsed, parse = [], zipfile.ZipFile
+    monkeypatch.setattr(D.zipfile, "ZipFile", lambda *a, **kw: parsed.append(a) or parse(*a, **kw))
+    with pytest.raises(D.DatasetError, match=r"The zip has 8 entries; at most 7 are accepted"):
+        D.load_image_folder(eight)
+    assert parsed == []
+    assert D.load_image_folder(seven, size=8)[2] == ["cats", "dogs"]
+    assert len(parsed) == 1  # seven entries: parsed and loaded
+
+
+def test_duplicates_and_file_folder_clashes_are_found_from_the_sorted_paths():
+    for extra, words in [({"cats/0.png/z.png": b"z"}, "a file and a folder both called 'cats/0.png'"),
+                         ({"dogs/": b"", "dogs/0.png/": b""}, "a file and a folder both called 'dogs/0.png'"),
+                         ({"cats\\2.png": b"z"}, "'cats\\\\2.png' twice"),
+                         ({"cats/1.png-x.png": _png((1, 1, 1)), "cats/1.png!.png": _png((1, 1, 1))}, None)]:
+        members = _two_classes(**extra)
+        if words is None:  # names that sort between 'cats/1.png' and 'cats/1.png/...' are no clash
+            assert len(D.load_image_folder(_zip(members)).skipped) == 0
+            continue
+        with pytest.raises(D.DatasetError, match=re.escape(words)):
+            D.load_image_folder(_zip(members))
+
+
+def test_one_corrupt_picture_is_skipped_and_named_not_a_reason_to_refuse_the_folder():
+    from test_images import corrupt_exif_jpeg, many_scans
+
+    report = []
+    members = _two_classes(**{"cats/a.jpg": corrupt_exif_jpeg(), "dogs/b.jpg": many_scans(400),
+                              "dogs/<img src=x>.png": b"\x89PNG\r\n\x1a\n broken"})
+    loaded = D.load_image_folder(_zip(members), size=8, report=report)
+    assert loaded[2] == ["cats", "dogs"] and len(loaded[0]) + len(loaded[1]) == 6
+    assert loaded.skipped == (D.Skipped("cats/a.jpg", "corrupt EXIF"),
+                              D.Skipped("dogs/<img src=x>.png", "not an image"),
+                              D.Skipped("dogs/b.jpg", "400 JPEG scans"))
+    assert report == [r"Skipped 3 files that are not usable images: cats/a\.jpg (corrupt EXIF), "
+                      r"dogs/\<img src=x\>\.png (not an image), dogs/b\.jpg (400 JPEG scans)."]
+    train, test, names = pickle.loads(pickle.dumps(loaded))  # a shared cache may copy it: the names come along
+    assert names == ["cats", "dogs"] and pickle.loads(pickle.dumps(loaded)).skipped == loaded.skipped
+
+
+def test_a_folder_is_refused_only_when_too_few_good_pictures_remain():
+    from test_images import corrupt_exif_jpeg
+
+    members = {"cats/1.png": _png((1, 2, 3)), **{f"dogs/{i}.jpg": corrupt_exif_jpeg() for i in range(7)}}
+    with pytest.raises(D.DatasetError, match=r"two class folders.*Skipped 7 files .*'dogs/0\.jpg' \(corrupt EXIF\)"
+                                             r".*'dogs/4\.jpg' \(corrupt EXIF\) and 2 more\.$"):
+        D.load_image_folder(_zip(members))

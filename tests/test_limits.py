@@ -64,6 +64,24 @@ def encrypted(data: bytes, name: str) -> bytes:
     return bytes(out)
 
 
+def many_scans(n: int, size: tuple[int, int]) -> bytes:
+    from test_images import many_scans
+
+    return many_scans(n, size)
+
+
+def corrupt_exif_jpeg() -> bytes:
+    from test_images import corrupt_exif_jpeg
+
+    return corrupt_exif_jpeg()
+
+
+def nested_zip() -> bytes:
+    from test_data import nested_zip
+
+    return nested_zip()
+
+
 def tiny_config():
     from resviz import models
 
@@ -145,7 +163,7 @@ def _folder(data: bytes) -> str:
     from resviz.inputs import data as D
 
     report = []
-    return refused(lambda: D.load_image_folder(data, 32, report=report) and report)
+    return refused(lambda: D.load_image_folder(data, 32, report=report) and " ".join(report))
 
 
 def _teacher_folder(files: dict[str, bytes]) -> str:
@@ -201,11 +219,26 @@ CLASSES: dict[str, list[Case]] = {
              ("1 x 20000 pixels", "20,000 times", "10:1"), "ImageError"),
         Case("20000x1 PNG (Signal flow)", lambda: png(20000, 1), _feature_maps_image, ("20000 x 1 pixels",), "ImageError"),
         Case("slivers in an image-folder zip", lambda: folder_zip(**{"cats/long.png": png(1, 20000)}), _folder,
-             ("skipped 1 file", "'cats/long.png'", "1 x 20000"), "accepted"),
+             ("skipped 1 file", r"cats/long\.png (1 x 20000 pixels"), "accepted"),
         Case("a zip of nothing but slivers", lambda: zipped({f"{c}/{i}.png": png(20000, 1) for c in "ab" for i in "12"}),
              _folder, ("two class folders", "skipped 4", "20000 x 1"), "DatasetError"),
         Case("a sliver in a teacher folder", lambda: {f"{c}/{i}.png": png(20, 12) for c in "ab" for i in "12"}
-             | {"a/long.png": png(1, 20000)}, _teacher_folder, ("'a/long.png'", "1 x 20000"), "accepted"),
+             | {"a/long.png": png(1, 20000)}, _teacher_folder, (r"a/long\.png (1 x 20000",), "accepted"),
+    ],
+    "scans and exif": [
+        Case("a 400-scan progressive JPEG, 36 MP (Feature maps)", lambda: many_scans(400, (6000, 6000)),
+             _feature_maps_image, ("400 scans", "at most 64"), "ImageError"),
+        Case("the same JPEG in an image-folder zip",
+             lambda: folder_zip(**{"cats/scans.jpg": many_scans(400, (6000, 6000))}), _folder,
+             ("skipped 1 file", r"cats/scans\.jpg (400 JPEG scans)"), "accepted"),
+        Case("a corrupt EXIF tag in an image-folder zip", lambda: folder_zip(**{"dogs/exif.jpg": corrupt_exif_jpeg()}),
+             _folder, ("skipped 1 file", r"dogs/exif\.jpg (corrupt EXIF)"), "accepted"),
+    ],
+    "nesting": [
+        Case("269 kB: two entries 32,000 folders deep", nested_zip, _folder,
+             ("nested more than 16 folders deep",), "DatasetError"),
+        Case("60,000 empty entries (5 MB)", lambda: zipped({f"{i:x}": b"" for i in range(60_000)}), _folder,
+             ("60,000 entries", "at most 50,000"), "DatasetError"),
     ],
     "tensors": [
         Case("meta tensor", lambda: tiny_state(**{"fc.weight": torch.empty(10, 8, device="meta")}), _weights,
@@ -520,6 +553,17 @@ def test_clashing_zip_entries_through_the_training_page(private_tmp):
     cases, tr = built("clashes"), Student("training", _builtin_data)
     for case, payload in cases:
         tr.case(case.name, _start_with_zip(payload), *case.words)
+
+
+def test_nested_zips_many_scans_and_corrupt_exif_through_the_training_and_feature_maps_pages(private_tmp):
+    nesting, (scans, _, _) = built("nesting"), built("scans and exif")
+    tr = Student("training", _builtin_data)
+    for case, payload in nesting:
+        tr.case(case.name, _start_with_zip(payload), *case.words)
+    fm = Student("feature_maps", _upload("fm_upload", "ok.png", png(40, 30, "RGB")))
+    fm.case("a 400-scan JPEG on Feature maps", _upload("fm_upload", "scans.jpg", scans[1]), *scans[0].words)
+    fm.case("a corrupt EXIF tag on Feature maps", _upload("fm_upload", "exif.jpg", corrupt_exif_jpeg()),
+            "exif data", "is damaged")
 
 
 def test_oversized_uploads_are_refused_by_the_server_not_only_the_browser(private_tmp):

@@ -13,6 +13,7 @@ import os
 import stat
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import TensorDataset
 
-from resviz.inputs import budget, images, limits
+from resviz.inputs import budget, images, limits, text
 
 log = logging.getLogger("resviz")
 
@@ -46,6 +47,41 @@ class DatasetError(ValueError):
 
 class DatasetUnavailable(DatasetError):
     """A torchvision dataset that is not on disk (and could not be downloaded)."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file of an image folder left out of the dataset, and why."""
+
+    name: str  # its path in the folder or zip, as the student wrote it: escape it where it is shown (inputs.text)
+    reason: str  # a few plain words: "corrupt EXIF", "not an image file name", "1 x 20000 pixels, a sliver"
+
+
+class FolderData(tuple):
+    """``(train, test, class_names)``, unpacked like every loader's, and ``skipped``: the files left out and why,
+    so a page can say "skipped 2 files: a.jpg (corrupt EXIF), b.png (damaged)" (``skipped_note``)."""
+
+    skipped: tuple[Skipped, ...]
+
+    def __new__(cls, train: TensorDataset, test: TensorDataset, class_names: list[str], skipped=()):
+        self = super().__new__(cls, (train, test, class_names))
+        self.skipped = tuple(skipped)
+        return self
+
+    def __getnewargs__(self):
+        return (*self, self.skipped)
+
+
+def skipped_note(skipped: tuple[Skipped, ...] | list[Skipped], show=text.md, most: int = 5) -> str:
+    """'Skipped 2 files that are not usable images: a.jpg (corrupt EXIF), b.png (damaged).', the first ``most``
+    named; ``show`` makes each name safe where the note lands (default: Streamlit markdown)."""
+    if not skipped:
+        return ""
+    named = ", ".join(f"{show(s.name)} ({s.reason})" for s in skipped[:most])
+    more = f" and {len(skipped) - most:,} more" if len(skipped) > most else ""
+    files = ("1 file that is not a usable image" if len(skipped) == 1
+             else f"{len(skipped):,} files that are not usable images")
+    return f"Skipped {files}: {named}{more}."
 
 
 # --- built-in shapes -------------------------------------------------------------------------------------
@@ -229,7 +265,17 @@ def _shown(name: str) -> str:
 
 
 def _member_path(name: str) -> PurePosixPath:
-    """The relative path of a zip entry, or DatasetError if it could escape a folder or no folder could hold it."""
+    """The relative path of a zip entry, or DatasetError if it could escape a folder or no folder could hold it.
+
+    Its length and depth are checked first, from the text: every later step (the parts, the clash check, the
+    class layout) grows with them.
+    """
+    if name.replace("\\", "/").strip("/").count("/") >= limits.PATH_DEPTH:
+        raise DatasetError(f"The zip entry {_shown(name)} is nested more than {limits.PATH_DEPTH} folders deep; an "
+                           "image folder needs two levels (cats/1.jpg). Zip a flatter folder.")
+    if len(name.encode("utf-8", "surrogatepass")) > limits.PATH_BYTES:
+        raise DatasetError(f"The zip entry {_shown(name)} has a path longer than {limits.PATH_BYTES:,} bytes; "
+                           "zip a folder with shorter names.")
     p = PurePosixPath(name.replace("\\", "/"))
     if p.is_absolute() or ".." in p.parts or (p.parts and ":" in p.parts[0]) or "\0" in name:
         raise DatasetError(f"The zip contains an unsafe path {_shown(name)} (absolute or with '..'); refusing it.")
@@ -239,32 +285,45 @@ def _member_path(name: str) -> PurePosixPath:
     return p
 
 
+def _check_entries(data: bytes) -> None:
+    """Refuse, before zipfile parses the directory, a zip with more than ``limits.ZIP_ENTRIES`` entries: each
+    directory record starts with PK\\1\\2, so counting them (at C speed) never undercounts what zipfile reads."""
+    if (n := data.count(b"PK\x01\x02")) > limits.ZIP_ENTRIES:
+        raise DatasetError(f"The zip has {n:,} entries; at most {limits.ZIP_ENTRIES:,} are accepted "
+                           f"({limits.FOLDER_FILES:,} images and their folders).")
+
+
 def _zip_listing(zf: zipfile.ZipFile, max_files: int, max_bytes: int) -> list[tuple[PurePosixPath, zipfile.ZipInfo]]:
-    """The zip's files with their paths, checked from its directory before anything is unpacked."""
+    """The zip's files with their paths, sorted, checked from its directory before anything is unpacked."""
     files, folders = [], set()
-    for info in zf.infolist():
+    for info in zf.infolist():  # at most limits.ZIP_ENTRIES (_check_entries)
         if info.is_dir():
-            folders.add(PurePosixPath(info.filename.replace("\\", "/")))
+            folders.add(_member_path(info.filename).parts)
         elif not stat.S_ISLNK(info.external_attr >> 16):  # a symbolic link could point anywhere
             files.append((_member_path(info.filename), info))
     for path, info in files:
         if info.flag_bits & 0x1:
             raise DatasetError(f"The zip entry {_shown(info.filename)} is encrypted (password-protected); "
                                "zip the folder again without a password.")
-    folders |= {parent for path, _ in files for parent in path.parents}
-    seen = set()
-    for path, info in files:
-        if path in folders:
-            raise DatasetError(f"The zip holds a file and a folder both called {_shown(info.filename)}; rename "
-                               "one of them and zip the folder again.")
-        if path in seen:
-            raise DatasetError(f"The zip holds {_shown(info.filename)} twice; zip the folder again.")
-        seen.add(path)
     if len(files) > max_files:
         raise DatasetError(f"The zip has {len(files)} files; at most {max_files} are accepted.")
     if sum(info.file_size for _, info in files) > max_bytes:
         raise DatasetError(f"The zip unpacks to more than {max_bytes // 2**20} MiB; refusing it.")
+    files.sort(key=lambda f: f[0].parts)
+    _check_clashes(files, folders)
     return files
+
+
+def _check_clashes(files: list[tuple[PurePosixPath, zipfile.ZipInfo]], folders: set[tuple[str, ...]]) -> None:
+    """Refuse two files of one path, or a file and a folder of one name, from the sorted paths alone: a path that
+    is some other path's folder sorts right before one that starts with it (no set of every path's parents)."""
+    for (path, info), (after, later) in zip(files, files[1:]):
+        if after.parts == path.parts:
+            raise DatasetError(f"The zip holds {_shown(later.filename)} twice; zip the folder again.")
+    for (path, info), (after, _) in zip(files, [*files[1:], (PurePosixPath(), None)]):
+        if path.parts in folders or after.parts[:len(path.parts)] == path.parts:
+            raise DatasetError(f"The zip holds a file and a folder both called {_shown(info.filename)}; rename "
+                               "one of them and zip the folder again.")
 
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
@@ -335,8 +394,8 @@ def _read_images(paths: list[PurePosixPath], read, size: int, channels: int, rep
                 if not paths[i].name.lower().endswith(IMAGE_EXTENSIONS):
                     raise images.ImageError("not an image file name")
                 img, decoded = _decode(read(i), size, channels)
-            except images.ImageError as e:
-                skipped.append(f"{_shown(str(paths[i]))}: {e}")
+            except images.ImageError as e:  # one bad picture is named and left out, not a reason to refuse
+                skipped.append(Skipped(str(paths[i]), e.reason))
                 continue
             pixels += decoded
             if pixels > limits.FOLDER_PIXELS:  # bounds the time: 2,000 megapixels decode in about 10-20 s
@@ -347,13 +406,13 @@ def _read_images(paths: list[PurePosixPath], read, size: int, channels: int, rep
             got += 1
         if got:
             names.append(name)
-    note = f"Skipped {len(skipped)} file(s) that are not usable images (first: {skipped[0]})" if skipped else ""
-    if note and report is not None:
-        report.append(note)
-    if len(names) < 2:
-        raise DatasetError("An image folder needs at least two class folders with images in them, like "
-                           "cats/1.jpg, cats/2.jpg, dogs/1.jpg (ImageFolder layout)." + (f" {note}" if note else ""))
-    return torch.stack(out), torch.tensor(labels), names
+    if len(names) < 2:  # the error's text is escaped where it is shown (ui.friendly_errors): names in quotes here
+        raise DatasetError(" ".join(filter(None, (
+            "An image folder needs at least two class folders with images in them, like cats/1.jpg, cats/2.jpg, "
+            "dogs/1.jpg (ImageFolder layout).", skipped_note(skipped, show=_shown)))))
+    if skipped and report is not None:
+        report.append(skipped_note(skipped))
+    return torch.stack(out), torch.tensor(labels), names, skipped
 
 
 def teacher_folders() -> dict[str, Path]:
@@ -368,6 +427,7 @@ def teacher_folders() -> dict[str, Path]:
 
 
 def _from_zip(data: bytes, size: int, channels: int, report: list | None, max_files: int, max_bytes: int):
+    _check_entries(data)
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
@@ -403,24 +463,26 @@ def _from_folder(root: Path, size: int, channels: int, report: list | None):
 
 def load_image_folder(path_or_zip_bytes: str | os.PathLike | bytes, size: int = 32, channels: int = 3,
                       test_fraction: float = 0.2, seed: int = 0, report: list | None = None,
-                      max_bytes: int = limits.mb(limits.ZIP_MB)) -> tuple[TensorDataset, TensorDataset, list[str]]:
+                      max_bytes: int = limits.mb(limits.ZIP_MB)) -> FolderData:
     """A teacher's ImageFolder (one sub-folder per class), from a path or uploaded zip bytes, as tensors.
 
     Images are resized to ``size`` x ``size``; a seeded ``test_fraction`` of each class becomes the test
-    split. Non-images are skipped (a note goes into ``report``); unsafe or oversized zips raise DatasetError.
-    ``max_bytes`` caps an uploaded zip, checked here on the server (the uploader's cap is the browser's).
+    split. Files that are not usable images are left out and named (``FolderData.skipped``, and a note in
+    markdown goes into ``report``); unsafe or oversized zips raise DatasetError, and so does a folder left with
+    fewer than two classes. ``max_bytes`` caps an uploaded zip, checked here on the server (the uploader's cap is
+    the browser's).
     """
     if isinstance(path_or_zip_bytes, (bytes, bytearray)):
         if len(path_or_zip_bytes) > max_bytes:
             raise DatasetError(f"The zip is {len(path_or_zip_bytes) / 2**20:.1f} MB; the limit is "
                                f"{max_bytes / 2**20:.0f} MB. Zip fewer or smaller images.")
-        x, y, names = _from_zip(bytes(path_or_zip_bytes), size, channels, report,
-                                MAX_ZIP_FILES, MAX_ZIP_BYTES)
+        x, y, names, skipped = _from_zip(bytes(path_or_zip_bytes), size, channels, report,
+                                         MAX_ZIP_FILES, MAX_ZIP_BYTES)
     else:
         root = Path(path_or_zip_bytes)
         if not root.is_dir():
             raise DatasetError(f"{root.name or 'That'} is not a folder.")
-        x, y, names = _from_folder(root, size, channels, report)
+        x, y, names, skipped = _from_folder(root, size, channels, report)
     g = torch.Generator().manual_seed(seed)
     test_idx = []
     for c in range(len(names)):
@@ -436,7 +498,7 @@ def load_image_folder(path_or_zip_bytes: str | os.PathLike | bytes, size: int = 
         test = train  # too few images to hold any out; say so
         if report is not None:
             report.append("Too few images to keep a test split: test accuracy is measured on the training images.")
-    return train, test, names
+    return FolderData(train, test, names, skipped)
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
