@@ -143,13 +143,16 @@ class Watcher(threading.Thread):
     def __init__(self, url: str, page: str = ""):
         super().__init__(daemon=True)
         self.session, self.page, self.stop, self.runs = Session(url, timeout=120), page, threading.Event(), []
+        self.ran = threading.Event()
         assert self.session.run(page).ok
 
     def run(self) -> None:
         while not self.stop.is_set():
             self.runs.append(self.session.run(self.page))
+            self.ran.set()
 
     def finish(self) -> list:
+        assert self.ran.wait(120), "the other student's tab never finished a rerun"
         self.stop.set()
         self.join(timeout=150)
         self.session.close()
@@ -163,8 +166,8 @@ def alive(proc, url: str) -> bool:
 
 def test_hostile_widget_values_break_nothing_while_another_student_works(server):
     proc, url = server
-    with Session(url, timeout=120) as warm:  # the first run of the server installs the door
-        assert warm.run("").ok
+    with Session(url, timeout=120) as warm:  # the first run of the server installs the door; both pages warm
+        assert warm.run("").ok and warm.run("training").ok
     rss0 = rss_mb(proc.pid)
     other = Watcher(url)
     other.start()
