@@ -136,13 +136,16 @@ def test_several_callers_at_once_each_get_their_own_answer():
     assert len(errors) == 3 and all("segmentation fault" in e for e in errors)
 
 
-def test_the_zygote_ends_with_its_server_and_a_new_one_starts():
+def test_the_zygote_ends_with_its_server_and_a_dead_one_is_replaced():
     run_isolated(add_one, 0, QUICK)
     zygote = sandbox._zygote
     zygote.control.close()  # what the zygote sees when the server process ends
     zygote.proc.wait(timeout=60)
     assert run_isolated(add_one, 1, QUICK) == 2
     assert sandbox._zygote is not zygote and sandbox._zygote.alive()
+    os.kill(sandbox._zygote.proc.pid, signal.SIGKILL)  # a zygote that dies (the OOM killer) is replaced
+    sandbox._zygote.proc.wait(timeout=60)
+    assert run_isolated(add_one, 2, QUICK) == 3
 
 
 def test_signal_names_are_plain_words():

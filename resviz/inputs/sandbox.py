@@ -95,9 +95,16 @@ def start(*modules: str) -> None:
 def _job_socket(modules: tuple[str, ...]) -> socket.socket:
     global _zygote
     with _start_lock:
-        if _zygote is None or not _zygote.alive():
-            _zygote = _Zygote(tuple(dict.fromkeys(("torch", __name__, *modules))))
-        return _zygote.job()
+        for attempt in range(2):  # a zygote that died (killed, out of memory) is replaced once
+            try:
+                if _zygote is None or not _zygote.alive() or attempt:
+                    if _zygote is not None:
+                        _zygote.control.close()  # an old one still running sees its end and exits
+                    _zygote = _Zygote(tuple(dict.fromkeys(("torch", __name__, *modules))))
+                return _zygote.job()
+            except OSError as e:
+                log.warning("sandbox: the zygote did not take a job (%s); starting another", e)
+        raise SandboxError(PREFIX + "the server could not start a reader for it; try again in a minute.")
 
 
 def run_isolated(fn, arg, limits: Limits = Limits()):

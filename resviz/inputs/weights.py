@@ -128,6 +128,20 @@ def read_checkpoint(data: bytes | Path, max_bytes: float = MAX_BYTES) -> tuple[d
     bytes, not copied (from ``data``: treat them as read-only, as ``load_state_dict`` does; from a file: a
     private map), and checked once more, so nothing the child says can reach past the file.
     """
+    try:
+        return _read_checkpoint(data, max_bytes)
+    except WeightsError:
+        raise
+    except OSError as e:  # the server's side: no room for the temp copy, a file that vanished
+        log.warning("weights: reading a checkpoint failed on the server: %s", e)
+        raise WeightsError("The server could not read this file just now (it has no room for it); try again "
+                           "in a minute.") from None
+    except Exception as e:  # noqa: BLE001 - a student's file must never reach the page as an exception box
+        log.warning("weights: reading a checkpoint failed: %s: %s", type(e).__name__, e)
+        raise WeightsError(f"{sandbox.PREFIX}it is not a plain state dict ({type(e).__name__}).") from None
+
+
+def _read_checkpoint(data: bytes | Path, max_bytes: float) -> tuple[dict[str, torch.Tensor], list[str]]:
     size = len(data) if isinstance(data, (bytes, bytearray)) else Path(data).stat().st_size
     if not size:
         raise WeightsError("The weights file is empty (0 bytes).")
@@ -184,12 +198,18 @@ def _payloads(data: bytes) -> list[tuple[int, int]]:
     """Where the tensor records' bytes (``<archive>/data/<key>``) lie: (start, end), in order, not overlapping;
     none if the archive's entries overlap (then the whole file is written: slower, just as safe)."""
     spans = []
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        for info in zf.infolist():
-            if "/data/" in info.filename and info.compress_type == zipfile.ZIP_STORED:
-                name_len, extra_len = struct.unpack_from("<HH", data, info.header_offset + 26)  # local header
-                start = info.header_offset + 30 + name_len + extra_len
-                spans.append((start, start + info.compress_size))
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            for info in zf.infolist():
+                at = info.header_offset
+                if "/data/" in info.filename and info.compress_type == zipfile.ZIP_STORED:
+                    if data[at:at + 4] != b"PK\x03\x04":
+                        return []
+                    name_len, extra_len = struct.unpack_from("<HH", data, at + 26)  # from the local header
+                    start = at + 30 + name_len + extra_len
+                    spans.append((start, start + info.compress_size))
+    except (zipfile.BadZipFile, struct.error, ValueError, EOFError):
+        return []
     spans.sort()
     if any(a[1] > b[0] for a, b in zip(spans, spans[1:])) or (spans and spans[-1][1] > len(data)):
         return []
