@@ -88,8 +88,11 @@ _zygote: _Zygote | None = None
 
 
 def start(*modules: str) -> None:
-    """Start the zygote now (it imports torch and ``modules``: seconds), instead of on the first job."""
-    _job_socket(modules)
+    """Start the zygote now, in the background (it imports torch and ``modules``: seconds), not on the first job."""
+    global _zygote
+    with _start_lock:
+        if _zygote is None or not _zygote.alive():
+            _zygote = _Zygote(tuple(dict.fromkeys(("torch", __name__, *modules))))
 
 
 def _job_socket(modules: tuple[str, ...]) -> socket.socket:
