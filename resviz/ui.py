@@ -491,6 +491,7 @@ def guard_server() -> None:
                 states = msg.rerun_script.widget_states
                 if dropped := clean_widget_states(states):
                     log.warning("session %s sent %d widget values no widget takes; dropped", session_id, dropped)
+                msg.rerun_script.query_string = clean_query_string(msg.rerun_script.query_string)
                 if not msg.rerun_script.fragment_id:  # a whole page's rerun names every upload its widgets hold
                     quota.named(session_id, uploads_named(states))
             handle_backmsg(session_id, msg, **kw)
@@ -524,6 +525,24 @@ def clean_widget_states(states) -> int:
         del states.widgets[:]
         states.widgets.extend(kept)
     return dropped
+
+
+def clean_query_string(query: str) -> str:
+    """A page link's settings (``?key=value``, read by widgets bound to the URL) without the values no widget takes:
+    a non-finite number (``?tr_seed=inf``: Streamlit's int() of it raised on the page) is left out, every value cut
+    to ``limits.WIDGET_TEXT_CHARS``. An unchanged query is returned as it came."""
+    from urllib.parse import parse_qsl, urlencode
+
+    pairs = parse_qsl(query, keep_blank_values=True)
+    kept = [(k[:limits.WIDGET_TEXT_CHARS], v[:limits.WIDGET_TEXT_CHARS]) for k, v in pairs if _finite_or_text(v)]
+    return query if kept == pairs else urlencode(kept)
+
+
+def _finite_or_text(value: str) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except ValueError:
+        return True  # not a number: a text, an option's label
 
 
 def uploads_named(states) -> set[str]:

@@ -60,6 +60,13 @@ def test_a_clean_message_is_left_as_it_is():
     assert ui.clean_widget_states(msg) == 0 and msg.SerializeToString() == before
 
 
+@pytest.mark.parametrize("query, kept", [("", ""), ("tr_seed=5&sl_block=layer1.0", "tr_seed=5&sl_block=layer1.0"),
+                                         ("tr_seed=inf", ""), ("a=1&b=NaN&c=1e400&d=-Infinity&e=abc", "a=1&e=abc"),
+                                         ("t=" + "x" * 5000, "t=" + "x" * limits.WIDGET_TEXT_CHARS)])
+def test_a_links_non_finite_numbers_are_left_out(query, kept):
+    assert ui.clean_query_string(query) == kept
+
+
 # --- the upload quota ---
 class Clock:
     def __init__(self):
@@ -216,3 +223,44 @@ def test_uploads_past_a_sessions_quota_are_refused_and_the_server_stays_small(se
     runs = other.finish()
     assert runs and all(r.ok for r in runs) and alive(proc, url)
     assert rss_mb(proc.pid) - rss0 < 200
+
+
+BOUND_APP = """
+import streamlit as st
+
+from resviz import ui
+
+ui.guard_server()
+st.sidebar.write("sidebar")
+seed = st.number_input("Seed", 0, 10_000, 0, key="seed", bind="query-params")
+st.write(f"seed {seed}")
+"""
+
+
+@pytest.fixture(scope="module")
+def bound_server(tmp_path_factory):
+    """A tiny app whose whole-number input is bound to the URL, behind the door: (process, base URL)."""
+    from helpers import ROOT
+
+    folder = tmp_path_factory.mktemp("bound_app")
+    for name in ("resviz", ".streamlit"):
+        (folder / name).symlink_to(ROOT / name)
+    (folder / "app.py").write_text(BOUND_APP)
+    proc, url = start_server(script="app.py", cwd=folder, log_path=folder / "log.txt", env={"RESVIZ_WARM_UP": "0"})
+    try:
+        yield proc, url
+    finally:
+        stop_server(proc)
+
+
+def test_a_link_with_an_infinite_number_opens_the_page_with_the_default(bound_server):
+    proc, url = bound_server
+    with Session(url, timeout=120) as first:  # the server's first run installs the door
+        assert first.run(query_string="seed=7").ok
+    with Session(url, timeout=120) as a:
+        for query in ("seed=inf", "seed=-1e400", "seed=nan"):  # inf: Streamlit's int() raised an exception box
+            r = a.run(query_string=query)
+            assert r.ok and "seed 0" in r.texts, (query, r)
+        r = a.run(query_string="seed=42")
+        assert r.ok and "seed 42" in r.texts, r
+    assert alive(proc, url)
