@@ -455,3 +455,21 @@ def test_a_folder_is_refused_only_when_too_few_good_pictures_remain():
     with pytest.raises(D.DatasetError, match=r"two class folders.*Skipped 7 files .*'dogs/0\.jpg' \(corrupt EXIF\)"
                                              r".*'dogs/4\.jpg' \(corrupt EXIF\) and 2 more\.$"):
         D.load_image_folder(_zip(members))
+
+
+def test_a_folder_of_many_scan_jpegs_is_refused_before_the_one_that_would_cross_the_budget(monkeypatch):
+    from test_images import many_scans
+
+    from resviz.inputs import images, limits
+
+    jpeg = many_scans(limits.JPEG_SCANS, (512, 512))  # accepted alone: 64 scans of 0.26 MP, 16.8 M pixel-scans
+    assert images.scan_work(jpeg) == 512 * 512 * 64 and images.scan_work(_png((1, 1, 1))) == 0
+    decoded, decode = [], D._decode
+    monkeypatch.setattr(D, "_decode", lambda data, *a: decoded.append(data) or decode(data, *a))
+    monkeypatch.setattr(D.limits, "FOLDER_SCAN_PIXELS", 3 * 512 * 512 * 64)  # three such pictures
+    members = {f"{c}/{i}.jpg": jpeg for c in ("cats", "dogs") for i in range(2)}
+    with pytest.raises(D.DatasetError, match="more than 0 billion pixels counted once per scan"):
+        D.load_image_folder(_zip(members))
+    assert len(decoded) == 3  # the fourth was refused from its header and its bytes
+    monkeypatch.setattr(D.limits, "FOLDER_SCAN_PIXELS", 4 * 512 * 512 * 64)
+    assert D.load_image_folder(_zip(members), size=8)[2] == ["cats", "dogs"]

@@ -386,14 +386,20 @@ def _read_images(paths: list[PurePosixPath], read, size: int, channels: int, rep
     """Decode the class folders' images (``read(i)`` gives file i's bytes): (uint8 images, labels, names)."""
     classes = _classes(paths)
     _check_memory(sum(map(len, classes.values())), size, channels)
-    out, labels, names, skipped, pixels = [], [], [], [], 0
+    out, labels, names, skipped, pixels, scans = [], [], [], [], 0, 0
     for name, idx in classes.items():
         got = 0
         for i in idx:
             try:
                 if not paths[i].name.lower().endswith(IMAGE_EXTENSIONS):
                     raise images.ImageError("not an image file name")
-                img, decoded = _decode(read(i), size, channels)
+                raw = read(i)
+                scans += images.scan_work(raw)
+                if scans > limits.FOLDER_SCAN_PIXELS:  # before decoding: a few kB can ask for seconds of work
+                    raise DatasetError(f"The JPEGs of this folder hold more than {limits.FOLDER_SCAN_PIXELS / 1e9:,.0f}"
+                                       " billion pixels counted once per scan (a progressive JPEG is decoded once per "
+                                       "scan); use fewer or smaller pictures, or save them as ordinary JPEGs.")
+                img, decoded = _decode(raw, size, channels)
             except images.ImageError as e:  # one bad picture is named and left out, not a reason to refuse
                 skipped.append(Skipped(str(paths[i]), e.reason))
                 continue

@@ -70,6 +70,19 @@ def count_scans(data: bytes) -> int:
     return data.count(b"\xff\xda")
 
 
+def scan_work(data: bytes) -> int:
+    """Pixels x scans of a JPEG (0 for any other file), from its header: what decoding it costs even at a draft
+    scale, since every scan passes over every block (about 0.55 CPU-s per 1,000 megapixel-scans, measured)."""
+    if not data.startswith(b"\xff\xd8"):
+        return 0
+    try:
+        with warnings.catch_warnings(), Image.open(io.BytesIO(data), formats=("JPEG",)) as img:
+            warnings.simplefilter("ignore")  # a bomb or a damaged file: load_image refuses it in plain words
+            return img.width * img.height * count_scans(data)
+    except Exception:  # noqa: BLE001 - the same: load_image says why
+        return 0
+
+
 def check_scans(img: Image.Image, data: bytes) -> None:
     """Raise ImageError if a JPEG (or a JPEG-compressed TIFF) has more scans than ``limits.JPEG_SCANS``.
 

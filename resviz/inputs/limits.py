@@ -17,6 +17,9 @@ MAX_ASPECT = 10  # long side at most 10x the short side (a phone panorama is abo
 FOLDER_PIXELS = 2_000_000_000  # pixels decoded for one image folder in all (20,000 images of 316x316)
 FOLDER_FILES = 20_000  # files in one image folder or zip; more is almost surely a mistake or a zip bomb
 FOLDER_MB = 300  # bytes one image folder unpacks to in all, in MiB (a zip's entries, a teacher folder's files)
+FOLDER_SCAN_PIXELS = 20_000_000_000  # a folder's JPEGs' pixels x scans in all, checked before each is decoded: each
+# scan passes over every pixel even at a draft scale (0.55 CPU-s a billion, measured: this is about 11 s). 50 MB of
+# real photos stay far below: 25 progressive 12 MP ones (10 scans) make 3 billion, 20,000 of 64x64 pixels 0.8 billion
 # A zip's directory, counted and checked before any work that grows with it: zipfile parsed 500,000 empty entries
 # (41 MB) in 12 s and 450 MB, and the set of every path's parents grew with depth squared (3.9 GB, 103 s for 512 kB)
 ZIP_ENTRIES = 50_000  # FOLDER_FILES images, a macOS __MACOSX twin of each, and their folders; parsed in about 0.7 s
