@@ -474,8 +474,9 @@ def _visit(url: str, pages: list[str]) -> None:
 # --- the server's door: what a browser sends, checked before any session's script sees it ---
 def guard_server() -> None:
     """Once per server process (app.py calls it on every run; a no-op under AppTest, which has no server): every
-    widget value a browser sends passes ``clean_widget_states`` before its session sees it, and Streamlit's
-    uploaded-file manager holds at most ``limits.SESSION_UPLOAD_MB`` for one session (``UploadQuota``)."""
+    widget value and link a browser sends passes ``clean_widget_states`` and ``clean_query_string`` before its session
+    sees it, and Streamlit's uploaded-file manager holds at most ``limits.SESSION_UPLOAD_MB`` for one session
+    (``UploadQuota``). The first message of the server's first session arrives before the door is in place."""
     from streamlit.runtime import Runtime
 
     global _guarded
@@ -573,13 +574,13 @@ class UploadQuota:
         self._free_unnamed(session_id)
         with self.lock:
             files = self.held.setdefault(session_id, {})
-            files.pop(file.file_id, None)
-            held = sum(n for n, _ in files.values())
-            if held + len(file.data) > self.cap or len(files) + 1 > limits.SESSION_UPLOAD_FILES:
+            others = {f: n for f, (n, _) in files.items() if f != file.file_id}  # the same id again replaces it
+            held = sum(others.values())
+            if held + len(file.data) > self.cap or len(others) + 1 > limits.SESSION_UPLOAD_FILES:
                 from starlette.exceptions import HTTPException  # the upload route answers with it
 
                 log.warning("session %s: an upload of %d bytes refused (holds %d bytes in %d files)", session_id,
-                            len(file.data), held, len(files))
+                            len(file.data), held, len(others))
                 raise HTTPException(413, f"This session already holds the uploads it may ({self.cap // 2**20} MB, "
                                          f"{limits.SESSION_UPLOAD_FILES} files).")
             files[file.file_id] = (len(file.data), self.clock())

@@ -103,6 +103,9 @@ def test_a_session_holds_at_most_its_quota_of_uploads_and_others_are_not_touched
     assert held(manager) == ["a", "b"] and held(manager, "other") == ["c"] and q.bytes_held("s") == 8 * 2**20
     manager.add_file("s", rec("a", 5))  # the same file sent again replaces it
     assert q.bytes_held("s") == 9 * 2**20
+    with pytest.raises(HTTPException):
+        manager.add_file("s", rec("a", 7))  # refused: the file it would have replaced is still held and counted
+    assert q.bytes_held("s") == 9 * 2**20 and len(manager.get_files("s", ["a"])[0].data) == 5 * 2**20
 
 
 def test_a_session_holds_at_most_so_many_files(quota):
@@ -135,10 +138,12 @@ def test_uploads_no_widget_names_are_freed_after_the_grace(quota):
 # --- a real server ---
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """``streamlit run app.py`` with a small upload quota (8 MB) and no warm-up: (process, base URL)."""
+    """``streamlit run app.py`` with a small upload quota (8 MB), its pages opened once: (process, base URL)."""
     proc, url = start_server(log_path=tmp_path_factory.mktemp("safety") / "streamlit.log",
                              env={"RESVIZ_WARM_UP": "0", "RESVIZ_SESSION_UPLOAD_MB": "8"})
     try:
+        with Session(url, timeout=120) as warm:  # the first run installs the door; the pages the tests open warm
+            assert warm.run("").ok and warm.run("training").ok
         yield proc, url
     finally:
         stop_server(proc)
@@ -173,8 +178,6 @@ def alive(proc, url: str) -> bool:
 
 def test_hostile_widget_values_break_nothing_while_another_student_works(server):
     proc, url = server
-    with Session(url, timeout=120) as warm:  # the first run of the server installs the door; both pages warm
-        assert warm.run("").ok and warm.run("training").ok
     rss0 = rss_mb(proc.pid)
     other = Watcher(url)
     other.start()
