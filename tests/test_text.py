@@ -22,7 +22,14 @@ def test_markdown_escape_renders_the_typed_characters():
 def test_plotly_escape_has_no_tags_and_no_latex():
     out = text.plotly(HOSTILE, limit=500)
     assert "<" not in out and ">" not in out and "$" not in out
-    assert out.startswith("&lt;a href=&quot;http://evil.example/&quot;&gt;cat")
+    assert out.startswith('&lt;a href="http://evil.example/"&gt;cat')  # Plotly shows &quot; as typed: not used
+
+
+def test_markdown_escape_splits_what_gfm_would_link_with_an_invisible_word_joiner():
+    out = text.md("see http://evil.example/x, www.evil.example and me@evil.example", limit=500)
+    assert out == ("see http\\:\u2060//evil\\.example/x, www\u2060\\.evil\\.example and me\u2060@evil\\.example")
+    assert out.replace(text.WORD_JOINER, "").replace("\\", "") == "see http://evil.example/x, www.evil.example and " \
+        "me@evil.example"  # what a reader sees: the characters typed
 
 
 def test_latex_escape_is_one_text_group():

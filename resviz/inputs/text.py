@@ -10,6 +10,8 @@ MAX_SHOWN = 80  # characters of one name shown; a 10,000-character folder name m
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$&:])")  # markdown, Streamlit's $LaTeX$, :colour[...] and
 # :material/icon: directives, and autolinks (http: ...)
+WORD_JOINER = "\u2060"  # invisible, zero width: splits what GFM would turn into a link without changing what is read
+_AUTOLINK = re.compile(r"(?<=:)(?=//)|(?<=www)(?=\.)|(?=@)", re.IGNORECASE)  # "http://", "www.", "a@b.c"
 
 
 def shorten(name: object, limit: int = MAX_SHOWN) -> str:
@@ -20,14 +22,16 @@ def shorten(name: object, limit: int = MAX_SHOWN) -> str:
 
 def md(name: object, limit: int = MAX_SHOWN) -> str:
     """``name`` as plain text inside Streamlit markdown (st.markdown, st.caption, st.error, ...): every character that
-    markdown, HTML, LaTeX or a Streamlit directive would read is backslash-escaped."""
-    return _MD_SPECIAL.sub(r"\\\1", shorten(name, limit))
+    markdown, HTML, LaTeX or a Streamlit directive would read is backslash-escaped, and a word joiner splits "://",
+    "www." and "@" (GFM links bare URLs and e-mail addresses in the text left after escapes are read)."""
+    return _MD_SPECIAL.sub(r"\\\1", _AUTOLINK.sub(WORD_JOINER, shorten(name, limit)))
 
 
 def plotly(name: object, limit: int = MAX_SHOWN) -> str:
     """``name`` as plain text in a Plotly title, label, tick or hover text (Plotly reads a subset of HTML and, with
-    MathJax, $...$): HTML-escaped, and a leading $ broken so it is never read as LaTeX."""
-    text = html.escape(shorten(name, limit), quote=True)
+    MathJax, $...$): <, > and & escaped (Plotly reads those three back, not &quot;: quotes stay as typed), and every $
+    written as &#36; so it is never read as LaTeX."""
+    text = html.escape(shorten(name, limit), quote=False)
     return text.replace("$", "&#36;")
 
 
