@@ -1,5 +1,4 @@
-"""Feature maps: a picture flows through the network; F(x), the shortcut x and their sum inside any block; why it
-decided (top-5, Grad-CAM, Integrated Gradients, Occlusion), and the plain twin beside it."""
+"""Feature maps: a picture inside the network (F(x), the shortcut x, their sum), why it decided, and the plain twin."""
 from functools import partial
 
 import streamlit as st
@@ -12,10 +11,9 @@ from resviz.plots import feature_maps as plots
 
 
 def weights_ui(sel: ui.Selection) -> fm.LoadedWeights:
-    """Weights picker (radio, download button, uploader); any problem is a message and random weights."""
-    pair = st.session_state.get("trained")  # a TrainedPair, written by the Training race
-    source = st.radio("Weights", fm.sources(sel.chosen, pair), format_func=lambda s: fm.SOURCE_LABELS[s],
-                      key="fm_source", help="ImageNet weights exist only for the ImageNet presets in the sidebar.")
+    """Weights picker (radio, download button, uploader); weights that cannot be had: random ones, saying why."""
+    source = st.radio("Weights", fm.sources(sel.chosen, pair := st.session_state.get("trained")), key="fm_source",
+                      format_func=fm.SOURCE_LABELS.get, help="ImageNet weights: ImageNet presets only.")
     up = source is fm.WeightsSource.UPLOAD and st.file_uploader(
         "State dict saved with torch.save(model.state_dict(), …)", type=["pt", "pth"], key="fm_weights_file",
         max_upload_size=limits.WEIGHTS_MB)
@@ -27,7 +25,7 @@ def weights_ui(sel: ui.Selection) -> fm.LoadedWeights:
         if req.ready:
             return ui.held(req.owned, "fm_weights", req.key, lambda: fm.load(req))
     except weights.WeightsError as e:
-        st.error(f"{e} Using random weights instead.")
+        return fm.random(sel.chosen, ui.load_model(sel.chosen, sel.device), fm.Unavailable.of(source, e))
     return fm.random(sel.chosen, ui.load_model(sel.chosen, sel.device))
 
 
@@ -44,8 +42,8 @@ sample = pic_col.selectbox("Picture", samples, samples.index("cat") if "cat" in 
 with w_col:
     w = weights_ui(sel)
     st.caption(w.caption)
-for note in fm.notices(w, sel.chosen):
-    (top_notice.warning if note.warning else top_notice.info)(note.text, icon=note.icon)
+for note in fm.notices(w, sel.chosen):  # one box each: an error, a warning, a verdict, a fact
+    getattr(top_notice, note.box.value)(note.text, icon=note.icon)
 cfg, device, pre, names = w.cfg, sel.device, w.preprocess(), w.model.block_names()
 block = block_col.selectbox("Block to look inside", range(len(names)), format_func=names.__getitem__, key="fm_block")
 k = block_col.slider("Channels shown", 1, fm.MAX_CHANNELS, 9, key="fm_k", help="By mean activation, largest first.")
@@ -65,8 +63,8 @@ with ui.friendly_errors("Feature maps"):  # a picture we cannot read, a model to
     look = fm.Look(w, pic, block, cam_block)
     with views:  # while the maps are computed, their progress stands where they will be
         rk = look.capture_key(w.model, target)
-        r = ui.background_result(rk, lambda _: look.capture(w.model, target), fm.CAPTURE_LABEL)
-    if r is None:
+        r = fm.finite(ui.background_result(rk, lambda _: look.capture(w.model, target), fm.CAPTURE_LABEL))
+    if r is None:  # fm.finite: weights that make NaN or inf are an error that says where, not charts of NaN
         st.stop()  # the first screen is drawn; the page reruns when the maps are ready
     views.subheader(fm.views_heading(r, k))
     figs = ui.figure((rk, k), lambda: plots.plot_block_views(r, k, 330))
@@ -80,12 +78,14 @@ with ui.friendly_errors("Feature maps"):  # a picture we cannot read, a model to
 
     if cfg.residual and st.toggle("Compare with the plain twin (same layers, shortcuts removed)", key="fm_plain"):
         plain = ui.held(w.owned, "fm_plain", (w.key, device), lambda: fm.plain_model(w, device))
-        pk = look.capture_key(plain, r.target)
-        if (p := ui.background_result(pk, lambda _: look.capture(plain, r.target), fm.CAPTURE_LABEL)) is not None:
-            a, b = st.columns(2)
-            a.plotly_chart(ui.figure((pk, k), lambda: plots.plot_block_views(p, k, 330)[-1]), key="fm_plain_view")
-            b.plotly_chart(ui.figure((pk, "cam"), lambda: plots.plot_grad_cam(pic.cropped, p, w)), key="fm_plain_cam")
-            st.caption(fm.plain_twin_caption(p, w))
+        pk, twin = look.capture_key(plain, r.target), lambda _: look.capture(plain, r.target)
+        with ui.friendly_errors("The plain twin"):  # its NaN is said, and the attributions below still run
+            if (p := fm.finite(ui.background_result(pk, twin, fm.CAPTURE_LABEL))) is not None:
+                a, b = st.columns(2)
+                a.plotly_chart(ui.figure((pk, k), lambda: plots.plot_block_views(p, k, 330)[-1]), key="fm_plain_view")
+                b.plotly_chart(ui.figure((pk, "cam"), lambda: plots.plot_grad_cam(pic.cropped, p, w)),
+                               key="fm_plain_cam")
+                st.caption(fm.plain_twin_caption(p, w))
 
     st.subheader("Other attributions (captum)")
     cols = st.columns(2)

@@ -223,17 +223,22 @@ def test_plain_model_uses_the_race_twin_own_weights_else_the_same_weights_withou
     assert w.model.cfg.residual  # the shared model was not changed
 
 
-def test_uploaded_weights_are_keyed_by_content():
+def saved_tiny() -> bytes:
     import io
 
     buf = io.BytesIO()
     torch.save(tiny().state_dict(), buf)
-    a = fm.uploaded(buf.getvalue(), "a.pt", tiny().cfg)
-    b = fm.uploaded(buf.getvalue(), "b.pt", tiny().cfg)
-    assert a.key == b.key and a.label == "uploaded a.pt" and a.class_names == ()
+    return buf.getvalue()
+
+
+def test_uploaded_weights_are_keyed_by_content():
+    data = saved_tiny()
+    a = fm.uploaded(data, "a.pt", tiny().cfg)
+    b = fm.uploaded(data, "b.pt", tiny().cfg)
+    assert a.key == b.key and a.label == r"uploaded a\.pt" and a.class_names == ()  # markdown: the name escaped
     assert not a.imagenet_normalised  # a CIFAR-stem net: the race's normalisation
     with pytest.raises(weights.WeightsError, match="output classes"):
-        fm.uploaded(buf.getvalue(), "a.pt", replace(tiny().cfg, num_classes=3))
+        fm.uploaded(data, "a.pt", replace(tiny().cfg, num_classes=3))
 
 
 def test_imagenet_weights_for_a_custom_net_are_refused_in_plain_words():
@@ -404,18 +409,134 @@ def test_notices_say_untrained_first_and_name_another_model():
     model = tiny()
     random_w = fm.random(model.cfg, model)
     notes = fm.notices(random_w, model.cfg)
-    assert [n.warning for n in notes] == [True] and "untrained" in notes[0].text
+    assert [n.box for n in notes] == [fm.Box.WARNING] and "untrained" in notes[0].text
     trained = fm.trained(tiny_pair())
-    assert fm.notices(trained, model.cfg) == []  # the sidebar's model: nothing to say
+    assert trained.accuracy is not None  # learnt the built-in images' names: measured on fresh ones
+    assert [n.box for n in fm.notices(trained, model.cfg)] == [fm.Box.WARNING]  # random init: guessing
     other = fm.notices(trained, models.get_config("resnet20"))
-    assert [n.warning for n in other] == [False] and "not the sidebar's **resnet20**" in other[0].text
+    assert [n.box for n in other] == [fm.Box.WARNING, fm.Box.INFO] and "not the sidebar's **resnet20**" in other[1].text
+
+
+def test_another_model_says_what_differs_not_a_name_that_is_the_same():
+    resnet20 = models.get_config("resnet20")
+    pair = TrainedPair(replace(resnet20, input_size=16), {}, {}, "resnet20 trained 4 steps on Built-in shapes")
+    w = fm.LoadedWeights(fm.WeightsSource.TRAINED, tiny(), pair.cfg, "k", pair.label)
+    note = fm.other_model_note(w, resnet20)
+    assert "not the sidebar's" not in note  # both are resnet20
+    assert "the sidebar's model, but with input 16x16 pixels instead of 32x32 pixels." in note
+    note = fm.other_model_note(w, models.get_config("resnet32"))
+    assert "not the sidebar's **resnet32**: blocks per stage (3, 3, 3) instead of (5, 5, 5); input 16x16" in note
+    assert fm.other_model_note(w, pair.cfg) is None
+
+
+@pytest.mark.parametrize("accuracy, box", [(0.20, fm.Box.WARNING), (0.23, fm.Box.WARNING), (0.25, fm.Box.SUCCESS),
+                                           (0.9, fm.Box.SUCCESS)])
+def test_trained_weights_get_a_verdict_only_clear_of_guessing(accuracy, box):
+    # 5 classes: guessing is 20%; on 500 images 23% has a 95% interval reaching 20% (guessing), 25% does not
+    w = replace(fm.trained(tiny_pair()), accuracy=accuracy)
+    note = fm.accuracy_note(w)
+    assert note.box is box and f"gets {accuracy:.0%} (95% interval" in note.text and "guessing gets 20%" in note.text
+    assert ("no better than guessing" in note.text) == (box is fm.Box.WARNING)
+    assert fm.accuracy_note(replace(w, accuracy=None)) is None  # learnt other images: nothing to say
+
+
+def test_builtin_accuracy_is_the_lesion_pages_measure_and_none_for_other_images():
+    from resviz import pair as pairs
+
+    w = fm.trained(tiny_pair())
+    assert w.accuracy == pairs.accuracy(w.model, *pairs.eval_data(w.cfg))
+    assert fm.trained(tiny_pair(class_names=("a", "b", "c", "d", "e"))).accuracy is None
+
+
+def test_weights_that_cannot_be_had_are_said_once_without_the_choice_that_failed():
+    cfg = models.get_config("resnet18")
+    model = tiny()
+    missing = fm.notices(fm.random(cfg, model, fm.Unavailable.of(
+        fm.WeightsSource.PRETRAINED, fm.ImageNetMissing("torchvision's ImageNet weights for resnet18 are not here."))),
+        cfg)
+    assert [n.box for n in missing] == [fm.Box.WARNING]
+    text = missing[0].text
+    assert "press **Download the ImageNet weights**" in text and "`python -m resviz.prepare --weights resnet18`" in text
+    assert text.count("random weights") == 1 and "choose **ImageNet weights**" not in text
+    failed = fm.notices(fm.random(cfg, model, fm.Unavailable.of(
+        fm.WeightsSource.PRETRAINED, weights.WeightsError("This server could not download them."))), cfg)
+    assert [n.box for n in failed] == [fm.Box.ERROR] and "press" not in failed[0].text
+    assert failed[0].text.count("random weights") == 1 and "ImageNet weights** above" not in failed[0].text
+    upload = fm.notices(fm.random(cfg, model, fm.Unavailable.of(
+        fm.WeightsSource.UPLOAD, weights.WeightsError("Unexpected key <a href='x'>[y](z)</a>"))), cfg)
+    assert [n.box for n in upload] == [fm.Box.ERROR] and "choose **ImageNet weights** above" in upload[0].text
+    assert r"\<a href='x'\>\[y\]\(z\)\</a\>" in upload[0].text  # the key is text, not a link
+    assert "prepare" not in upload[0].text
+
+
+def test_offline_imagenet_messages_name_no_server_path(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file",
+                        lambda url, dst, *a, **k: (_ for _ in ()).throw(OSError(f"No space left: {dst}")))
+    cfg = models.get_config("resnet18")
+    said = []
+    for step in (fm.imagenet, fm.download_imagenet):
+        with pytest.raises(weights.WeightsError) as e:
+            step(cfg)
+        note = fm.notices(fm.random(cfg, tiny(), fm.Unavailable.of(fm.WeightsSource.PRETRAINED, e.value)), cfg)
+        said.append(note[0].text)
+    assert "not on this server yet" in said[0] and "could not download" in said[1]
+    for text in said:
+        assert not any(p in text for p in (str(tmp_path), "checkpoints", os.path.expanduser("~"), ".pth")), text
+
+
+# --- weights that make NaN or inf ---
+
+def test_non_finite_watch_names_the_first_module_and_removes_its_hooks():
+    from resviz.hooks import NonFiniteWatch
+
+    net = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)))
+    with torch.no_grad():
+        net[1][0].weight.fill_(float("inf"))
+    with NonFiniteWatch(net) as watch:
+        net(torch.ones(1, 2))
+    assert watch.first == "1.0" and watch.module is net[1][0]  # not "1": only leaves, in the order they ran
+    assert all(not m._forward_hooks for m in net.modules())
+    with NonFiniteWatch(nn.Linear(2, 2)) as fine:
+        fine.first or nn.Linear(2, 2)(torch.ones(1, 2))
+    assert fine.first is None
+
+
+def test_negative_running_variance_is_found_and_explained(x):
+    model = tiny()
+    with torch.no_grad():
+        model.layer2[0].bn1.running_var[3] = -2.0
+    r = fm.capture(model, x, block=0)
+    assert r.non_finite.where == "layer2.0.bn1"
+    assert "running variance is negative (-2 in channel 3, and 1 of 8 channels)" in r.non_finite.why
+    assert r.cam is None  # no Grad-CAM of NaN
+    with pytest.raises(fm.NonFiniteError, match="first at layer2.0.bn1, where its running variance is negative"):
+        fm.finite(r)
+    assert fm.finite(None) is None and fm.finite(fm.capture(tiny(), x)).non_finite is None
+
+
+def test_huge_weights_overflow_where_the_products_pass_float32(x):
+    model = tiny()
+    with torch.no_grad():
+        model.layer1[0].conv1.weight.mul_(1e20)  # finite weights, finite activations (about 1e20)...
+        model.layer1[0].conv2.weight.mul_(1e20)  # ...until this conv multiplies them by 1e20 again
+    r = fm.capture(model, x)
+    assert r.non_finite.where == "layer1.0.conv2"
+    biggest = float(model.layer1[0].conv2.weight.abs().max())
+    assert f"and its weights {biggest:.3g}: their products and sums grow past the largest number a float32 holds " \
+           "(3.4e+38)" in r.non_finite.why
+    assert not np.isfinite(r.probs).all()  # what the page would have drawn
 
 
 def test_targets_captions_and_downloads_say_what_the_weights_are():
     w = fm.trained(tiny_pair())
     assert w.targets == [fm.PREDICTED, 0, 1, 2, 3, 4]
     assert [w.target_label(t) for t in w.targets[:3]] == ["the predicted one", "0: disc", "1: square"]
-    assert w.caption == f"Model: **{w.cfg.label}** with tiny trained 4 steps on Built-in shapes."
+    assert w.caption == f"Model: **{w.cfg.label}** with tiny trained 4 steps on Built\\-in shapes."
+    hostile = fm.uploaded(saved_tiny(), "[x](http:evil.example) $\\Huge X$.pt", tiny().cfg)
+    assert r"with uploaded \[x\]\(http\:evil\.example\) \$\\Huge X\$\.pt. These" in hostile.caption
     model = tiny()
     assert fm.random(model.cfg, model).caption == f"Model: **{model.cfg.label}** with random weights (seed 0)."
     nameless = fm.trained(tiny_pair(class_names=()))
@@ -430,3 +551,27 @@ def test_a_model_over_the_budget_is_refused_with_numbers(monkeypatch):
     monkeypatch.setenv("RESVIZ_BUDGET_MB", "1")
     with pytest.raises(budget.BudgetError, match="Feature maps needs about"):
         fm.check_budget(models.get_config("resnet50"))
+
+
+HOSTILE = ('<a href="http://evil.example/">cat</a>', "![x](http://evil.example/i.png)", r"$\Huge X$", "d", "e")
+
+
+def test_class_names_are_plain_text_in_the_charts_and_captions(x):
+    from resviz.inputs import text
+    from resviz.plots import feature_maps as plots
+
+    w = fm.trained(tiny_pair(class_names=HOSTILE))
+    for target in range(3):
+        r = fm.capture(w.model, x, target=target)
+        labels = plots.plot_prediction(r, w).data[0].y
+        title = plots.plot_grad_cam(np.zeros((16, 16, 3)), r, w).layout.title.text
+        for shown in (*labels, title):
+            assert "<a" not in shown and "<img" not in shown and "$" not in shown, shown
+        assert '&lt;a href="http://evil.ex… (0)' in labels  # cut to plots.LABEL_CHARS; the hover has it whole
+        hover = plots.plot_prediction(r, w).data[0].customdata
+        assert '&lt;a href="http://evil.example/"&gt;cat&lt;/a&gt; (0)' in hover
+        assert "&#36;\\Huge X&#36; (2)" in labels
+        assert title.replace("<br>", " ").endswith(f"'{text.plotly(HOSTILE[target])}'")  # wrapped at spaces
+        best = fm.top_k(r.probs, w.class_names, 1)[0]["name"]
+        caption = fm.plain_twin_caption(r, w)
+        assert f"top class: {text.md(best)} (" in caption and (best in "de" or best not in caption)

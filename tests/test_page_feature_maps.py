@@ -1,4 +1,9 @@
-"""The feature-maps page: AppTest with uploads (images and weights) and widgets set by key; one browser test."""
+"""The feature-maps page: AppTest with uploads (images and weights) and widgets set by key, which box says what for
+each kind of weights; one browser test."""
+import os
+import re
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -20,6 +25,19 @@ def top5_labels(at) -> list[str]:
     return list(figure(at, "fm_top")["data"][0]["y"])
 
 
+def read(markdown: str) -> str:
+    """Markdown as a reader sees it: text.md's backslash escapes gone."""
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
+BOXES = ("success", "info", "warning", "error")
+
+
+def boxes(at) -> dict[str, list[str]]:
+    """Each kind of box the page shows, with the texts (as read) of its boxes."""
+    return {kind: [read(e.value) for e in getattr(at, kind)] for kind in BOXES if getattr(at, kind)}
+
+
 @pytest.fixture(scope="module")
 def app():
     return checked_app("feature_maps", timeout=120)
@@ -29,7 +47,8 @@ def test_smoke_shows_a_photo_in_the_first_block_and_says_the_weights_are_random(
     assert not app.error
     assert app.selectbox(key="fm_sample").value == "cat"  # a real photo by default
     assert "Inside block layer1.0: 16 channels, the 9 most active" in texts(app)
-    assert "These weights are random: the network is untrained." in app.warning[0].value
+    assert list(boxes(app)) == ["warning"] and len(app.warning) == 1  # random weights: one warning, nothing else
+    assert app.warning[0].value.startswith("**These weights are random: the network is untrained.**")
     assert "Training race" in app.warning[0].value and "pick an ImageNet preset in the sidebar" in app.warning[0].value
     assert title(figure(app, "fm_top")) == "Top-5 classes of an untrained network"
     assert len(app.get("plotly_chart")) >= 6  # three views, top-5, Grad-CAM, sizes, preprocessing
@@ -60,7 +79,7 @@ def test_uploaded_photo_is_used_and_bad_uploads_are_explained(app):
     no_exceptions(app)
     assert "not an image we can read" in app.error[0].value
     app.file_uploader(key="fm_upload").set_value(("empty.png", b"", "image/png")).run()
-    assert "empty (0 bytes)" in app.error[0].value
+    assert "empty (0 bytes)" in read(app.error[0].value)
     app.file_uploader(key="fm_upload").set_value(None).run()
     assert not app.error and not app.selectbox(key="fm_sample").disabled
 
@@ -71,12 +90,15 @@ def test_weights_upload_good_bad_and_malicious(tmp_path):
     good = models.build_model("resnet20", seed=7).state_dict()
     at.file_uploader(key="fm_weights_file").set_value(("mine.pt", saved(good), "application/octet-stream")).run()
     no_exceptions(at)
-    assert not at.error and "with uploaded mine.pt" in texts(at)
+    assert not at.error and "with uploaded mine.pt" in read(texts(at))
     assert not at.warning  # uploaded weights are not called random
     r18 = saved(models.build_model("resnet18").state_dict())
     at.file_uploader(key="fm_weights_file").set_value(("r18.pth", r18, "application/octet-stream")).run()
-    assert "This file has 1000 output classes; the chosen model has 10" in at.error[0].value
-    assert "random weights (seed 0)" in texts(at)  # fell back, page still works
+    assert list(boxes(at)) == ["error"] and len(at.error) == 1  # said once, in one box
+    refused = boxes(at)["error"][0]
+    assert "This file has 1000 output classes; the chosen model has 10" in refused
+    assert refused.count("random weights") == 1 and "choose **ImageNet weights**" not in refused  # no such weights
+    assert "random weights (seed 0)" in read(texts(at))  # fell back, page still works
     target = tmp_path / "pwned"
 
     class Evil:
@@ -89,8 +111,38 @@ def test_weights_upload_good_bad_and_malicious(tmp_path):
     assert "would run code" in at.error[0].value and not target.exists()
 
 
-def trained_pair(name="resnet20"):
-    resnet = models.build_model(name, seed=3)
+def bad_bn_weights() -> dict:
+    sd = models.build_model("resnet20", seed=7).state_dict()
+    sd["layer2.0.bn1.running_var"][5] = -3.0  # a checkpoint no training makes: a negative variance
+    return sd
+
+
+def drawn(at) -> set[str]:
+    return {c.proto.id.rsplit("-", 1)[-1] for c in at.get("plotly_chart")}
+
+
+def test_weights_that_make_nan_are_an_error_that_says_where_and_no_chart_is_drawn():
+    at = new_app("feature_maps", timeout=120)
+    at.radio(key="fm_source").set_value("upload").run()
+    at.file_uploader(key="fm_weights_file").set_value(("bn.pt", saved(bad_bn_weights()), "application/x")).run()
+    no_exceptions(at)
+    assert list(boxes(at)) == ["error"] and len(at.error) == 1
+    said = boxes(at)["error"][0]
+    assert "These weights make non-finite values (NaN or inf) on this picture: first at layer2.0.bn1" in said
+    assert "running variance is negative (-3 in channel 5, and 1 of 32 channels)" in said
+    assert drawn(at) == {"fm_pre_fig"}  # the preprocessing only: no chart of NaN
+    huge = models.build_model("resnet20", seed=7).state_dict()
+    for name in ("layer1.0.conv1.weight", "layer1.0.conv2.weight"):
+        huge[name] *= 1e20
+    at.file_uploader(key="fm_weights_file").set_value(("huge.pt", saved(huge), "application/x")).run()
+    no_exceptions(at)
+    said = boxes(at)["error"][0]
+    assert "first at layer1.0.conv2" in said and "past the largest number a float32 holds (3.4e+38)" in said
+    assert drawn(at) == {"fm_pre_fig"}
+
+
+def trained_pair(name="resnet20", **changes):
+    resnet = models.build_model(replace(models.get_config(name), **changes), seed=3)
     plain = models.build_model(models.plain_config(resnet.cfg), seed=4)
     return TrainedPair(resnet.cfg, resnet.state_dict(), plain.state_dict(),
                        f"{name} trained 300 steps on Built-in shapes", class_names=SHAPES,
@@ -103,8 +155,8 @@ def test_trained_model_keeps_its_class_names_and_matches_the_sidebar():
     at.run()
     at.radio(key="fm_source").set_value("trained").run()
     no_exceptions(at)
-    assert "with resnet20 trained 300 steps on Built-in shapes" in texts(at)
-    assert not at.warning and not at.info  # trained weights, and the sidebar's own model (ResNet-20)
+    assert "with resnet20 trained 300 steps on Built-in shapes" in read(texts(at))
+    assert not at.info  # the sidebar's own model (ResNet-20): nothing to say about it
     named = {f"{name} ({i})" for i, name in enumerate(SHAPES)}
     assert len(named & set(top5_labels(at))) == 5  # names of the shapes it learnt, with their indices
     assert "0: disc" in at.selectbox(key="fm_target").options
@@ -114,30 +166,72 @@ def test_trained_model_keeps_its_class_names_and_matches_the_sidebar():
     assert "trained in the same race, on the same batches, with its own weights" in texts(at)
 
 
-def test_trained_model_that_is_not_the_sidebars_is_said_plainly():
+def test_trained_weights_at_guessing_get_a_warning_and_learned_ones_a_success(monkeypatch):
+    from resviz import pair
+
+    for accuracy, box, said in ((None, "warning", "These weights are no better than guessing."),  # as measured
+                                (0.12, "warning", "These weights are no better than guessing."),  # 9-15%
+                                (0.14, "success", "These weights learned something: more than guessing."),  # 11-17%
+                                (0.9, "success", "These weights learned something: more than guessing.")):
+        if accuracy is not None:  # the accuracy itself is tested against pair.accuracy in test_feature_maps
+            monkeypatch.setattr(pair, "accuracy", lambda *a, acc=accuracy, **k: acc)
+        at = new_app("feature_maps", timeout=120)
+        at.session_state["trained"] = trained_pair()  # seeded, never trained: it guesses
+        at.run()
+        at.radio(key="fm_source").set_value("trained").run()
+        no_exceptions(at)
+        assert list(boxes(at)) == [box] and len(getattr(at, box)) == 1, (accuracy, boxes(at))
+        assert boxes(at)[box][0].startswith(f"**{said}**") and "(95% interval" in boxes(at)[box][0]
+
+
+def test_trained_model_that_is_not_the_sidebars_says_what_differs():
     at = new_app("feature_maps", timeout=120, sidebar={"sel_cifar": "resnet32"})
     at.session_state["trained"] = trained_pair("resnet20")
     at.run()
     at.radio(key="fm_source").set_value("trained").run()
     no_exceptions(at)
-    assert "This page shows **resnet20** trained on the Training race" in at.info[0].value
-    assert "not the sidebar's **resnet32**" in at.info[0].value
+    assert len(at.info) == 1 and "This page shows **resnet20** trained on the Training race" in at.info[0].value
+    assert "not the sidebar's **resnet32**: blocks per stage (3, 3, 3) instead of (5, 5, 5)" in at.info[0].value
     assert "Inside block layer1.0: 16 channels" in texts(at) and len(at.selectbox(key="fm_block").options) == 9
+    small = trained_pair("resnet20", input_size=16)  # the race's ResNet-20 on 16 px built-in images
+    at = new_app("feature_maps", timeout=120)
+    at.session_state["trained"] = small
+    at.run()
+    at.radio(key="fm_source").set_value("trained").run()
+    no_exceptions(at)
+    said = read(at.info[0].value)
+    assert "not the sidebar's" not in said  # both are resnet20
+    assert "the sidebar's model, but with input 16x16 pixels instead of 32x32 pixels" in said
 
 
-def test_imagenet_weights_missing_gives_a_message_and_download_failure_falls_back(tmp_path, monkeypatch):
+def server_paths(tmp_path) -> list[str]:
+    return [str(tmp_path), torch.hub.get_dir(), os.path.expanduser("~"), "checkpoints", ".pth"]
+
+
+def test_imagenet_weights_offline_say_what_is_missing_and_how_to_get_them_once(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr(torch.hub, "download_url_to_file",
-                        lambda *a, **k: (_ for _ in ()).throw(OSError("Network is unreachable")))
+    monkeypatch.setattr(torch.hub, "download_url_to_file",  # the error names the server's path, as OSErrors do
+                        lambda url, dst, *a, **k: (_ for _ in ()).throw(OSError(f"Network is unreachable: {dst}")))
     at = new_app("feature_maps", timeout=180, sidebar={"sel_family": "ImageNet", "sel_imagenet": "resnet18"})
     no_exceptions(at)
-    assert "not on this computer" in at.error[0].value and "random weights (seed 0)" in texts(at)
-    assert "network is untrained" in at.warning[0].value  # the fallback is said where the eye is
-    assert "choose **ImageNet weights** above" in at.warning[0].value  # this preset has them
+    assert list(boxes(at)) == ["warning"] and len(at.warning) == 1  # not fetched yet: a warning, said once
+    said = boxes(at)["warning"][0]
+    assert said.startswith("torchvision's ImageNet weights for resnet18 are not on this server yet.")
+    assert ("press **Download the ImageNet weights** (the server must be online), or ask the teacher to run "
+            "`python -m resviz.prepare --weights resnet18` on the server while it is online") in said
+    assert said.count("random weights") == 1 and "choose **ImageNet weights**" not in said
+    assert "random weights (seed 0)" in texts(at)
+    shown = [texts(at)]
     at.button(key="fm_download").click().run()
     no_exceptions(at)
-    assert "Could not download" in at.error[0].value and "Network is unreachable" in at.error[0].value
+    assert list(boxes(at)) == ["error"] and len(at.error) == 1  # the download failed: an error, said once
+    said = boxes(at)["error"][0]
+    assert said.startswith("This server could not download torchvision's ImageNet weights for resnet18")
+    assert "ask the teacher to run `python -m resviz.prepare --weights resnet18`" in said and "press" not in said
+    assert said.count("random weights") == 1 and "ImageNet weights** above" not in said  # not the choice that failed
     assert "Inside block layer1.0: 64 channels" in texts(at)  # ResNet-18 at 224 still runs on random weights
+    shown.append(texts(at))
+    assert [p for p in server_paths(tmp_path) for t in shown if p in t] == []
 
 
 def test_cached_imagenet_weights_give_named_top5_and_a_plain_twin_that_no_longer_fits(tmp_path, monkeypatch):

@@ -1,12 +1,16 @@
 """The Feature maps lesson: which weights are shown, what one block does to a picture, and why the net decided.
 
 Weights: ``WeightsSource`` says where they come from; ``imagenet``, ``trained``, ``uploaded`` and ``random`` each
-return a ``LoadedWeights`` (a read-only model in eval mode, its config, class names, how to preprocess).
+return a ``LoadedWeights`` (a read-only model in eval mode, its config, class names, how to preprocess). ``notices``
+says first, each in its ``Box``, why asked-for weights are missing (``Unavailable``: random ones stand in), that random
+weights are untrained, or whether trained ones do better than guessing; and what differs from the sidebar's model.
 
 Feature maps, from ONE forward pass: hooks on each block's ``add`` module see F(x) and the shortcut as its two
 inputs; a hook on ``relu_out`` sees the block's output. The same forward keeps the Grad-CAM block's output in the
 autograd graph, so Grad-CAM costs one partial backward and no second forward. The plain twin never calls ``add``:
-there F(x) is the input of ``relu_out``. Hooks live on a deep copy (``working_copy``) and are always removed.
+there F(x) is the input of ``relu_out``. Hooks live on a deep copy (``working_copy``) and are always removed. The
+same forward is watched for NaN and inf (``NonFiniteWatch``): ``finite`` turns weights that make them into an error that
+names the first layer and why (a negative batch-norm variance, an overflow), never into charts of NaN.
 
 Attributions: thin captum wrappers (Grad-CAM, Integrated Gradients, Occlusion) -> numpy heat maps of the input.
 """
@@ -22,8 +26,9 @@ import torch
 from torch import nn
 
 from resviz import models
-from resviz.hooks import Hooks
-from resviz.inputs import budget, images, weights
+from resviz import pair as pairs
+from resviz.hooks import Hooks, NonFiniteWatch
+from resviz.inputs import budget, images, text, weights
 from resviz.pair import TrainedPair, fingerprint
 
 MAX_CHANNELS = 32  # channels kept per view, most active first; the page shows up to this many
@@ -43,6 +48,22 @@ class WeightsSource(str, enum.Enum):
     UPLOAD = "upload"  # a state dict the student uploaded
 
 
+class ImageNetMissing(weights.WeightsError):
+    """torchvision's ImageNet weights are not on this server yet (nothing failed: they were never fetched)."""
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """Why the weights a student asked for are not shown (random weights stand in for them)."""
+    asked: WeightsSource
+    reason: str  # plain text; it may hold a student's names (file names, state-dict keys): escaped where shown
+    missing: bool = False  # ImageNet weights not fetched yet: a state to fix, not a failure
+
+    @classmethod
+    def of(cls, asked: WeightsSource, e: weights.WeightsError) -> "Unavailable":
+        return cls(asked, str(e), isinstance(e, ImageNetMissing))
+
+
 @dataclass(frozen=True, eq=False)
 class LoadedWeights:
     """A model ready to look inside: read-only, eval mode, gradients off."""
@@ -50,11 +71,13 @@ class LoadedWeights:
     model: nn.Module
     cfg: models.ResNetConfig  # the config the model was built from (may differ from the sidebar's: TRAINED)
     key: str  # a content key: results are cached for the class, equal weights share them
-    label: str  # what the page says the weights are
+    label: str  # what the page says the weights are (markdown: a student's file or data name in it is escaped)
     class_names: tuple[str, ...] = ()  # empty: the classes have numbers only
     imagenet_normalised: bool = True  # ImageNet mean/std; False: the Training race's (x - 0.5) / 0.5
     resize: int | None = None  # shorter side before the centre crop (None: images.preprocess_for's rule)
     plain_state_dict: dict | None = None  # the plain twin's own trained weights (TRAINED), else None
+    unavailable: Unavailable | None = None  # RANDOM standing in for weights that could not be had: why
+    accuracy: float | None = None  # TRAINED on the built-in images: top-1 on pair.EVAL_IMAGES fresh ones
 
     @property
     def untrained(self) -> bool:
@@ -129,8 +152,20 @@ def imagenet_downloaded(cfg: models.ResNetConfig) -> bool:
 
 
 def download_imagenet(cfg: models.ResNetConfig) -> None:
-    """Fetch torchvision's checkpoint for ``cfg`` into the torch hub cache (WeightsError when offline)."""
-    weights.load_pretrained(models.build_model(cfg), weights.pretrained_weights(cfg), download=True)
+    """Fetch torchvision's checkpoint for ``cfg`` into the torch hub cache (WeightsError when offline), saying what
+    failed and never where the server keeps its files."""
+    try:
+        weights.load_pretrained(models.build_model(cfg), weights.pretrained_weights(cfg), download=True)
+    except weights.WeightsError:
+        raise weights.WeightsError(f"This server could not download torchvision's ImageNet weights for {cfg.name} "
+                                   "(it may be offline).") from None
+
+
+def teacher_command(cfg: models.ResNetConfig) -> str:
+    """The one command that puts ``cfg``'s ImageNet weights on the server (run by the teacher, online)."""
+    from resviz.prepare import COMMAND
+
+    return f"{COMMAND} --weights {cfg.name}"
 
 
 def imagenet(cfg: models.ResNetConfig, device: str = "cpu") -> LoadedWeights:
@@ -138,6 +173,8 @@ def imagenet(cfg: models.ResNetConfig, device: str = "cpu") -> LoadedWeights:
     member = weights.pretrained_weights(cfg)
     if member is None:
         raise weights.WeightsError(f"torchvision has no ImageNet weights for {cfg.label}; pick an ImageNet preset.")
+    if not weights.is_cached(member):
+        raise ImageNetMissing(f"torchvision's ImageNet weights for {cfg.name} are not on this server yet.")
     model = weights.load_pretrained(models.build_model(cfg), member).model
     return LoadedWeights(WeightsSource.PRETRAINED, _frozen(model, device), cfg, key=f"imagenet|{cfg}",
                          label=f"torchvision {member}", class_names=tuple(weights.class_names(member)),
@@ -145,27 +182,41 @@ def imagenet(cfg: models.ResNetConfig, device: str = "cpu") -> LoadedWeights:
 
 
 def trained(pair: TrainedPair, device: str = "cpu", plain: bool = False) -> LoadedWeights:
-    """The Training race's ResNet (or, with ``plain``, its plain twin) with the classes it learnt."""
+    """The Training race's ResNet (or, with ``plain``, its plain twin) with the classes it learnt, and how well it
+    does on fresh built-in images when it learnt those (``builtin_accuracy``)."""
     cfg = models.with_shortcuts(pair.cfg, residual=not plain)
     sd = pair.plain_state_dict if plain else pair.state_dict
-    model = weights.load_into_copy(sd, models.build_model(cfg)).model
-    return LoadedWeights(WeightsSource.TRAINED, _frozen(model, device), cfg, key=f"trained|{plain}|{pair.key}",
-                         label=f"{'the plain twin of ' if plain else ''}{pair.label}",
+    model = _frozen(weights.load_into_copy(sd, models.build_model(cfg)).model, device)
+    return LoadedWeights(WeightsSource.TRAINED, model, cfg, key=f"trained|{plain}|{pair.key}",
+                         label=f"{'the plain twin of ' if plain else ''}{text.md(pair.label, 200)}",
                          class_names=tuple(pair.class_names), imagenet_normalised=False,
-                         plain_state_dict=None if plain else pair.plain_state_dict)
+                         plain_state_dict=None if plain else pair.plain_state_dict,
+                         accuracy=builtin_accuracy(model, pair))
+
+
+def builtin_accuracy(model: nn.Module, pair: TrainedPair) -> float | None:
+    """Top-1 accuracy on ``pairs.EVAL_IMAGES`` fresh built-in images (the Lesion page's measure), or None when the
+    pair learnt other images (nothing here to test it on)."""
+    try:
+        pairs.check_testable(pair)
+    except pairs.PairError:
+        return None
+    return pairs.accuracy(model, *pairs.eval_data(pair.cfg))
 
 
 def uploaded(data: bytes, filename: str, cfg: models.ResNetConfig, device: str = "cpu") -> LoadedWeights:
     """A student's state dict in a model of ``cfg`` (checked: weights_only, sizes, names; WeightsError if unfit)."""
     model = weights.load_state_dict_safely(data, models.build_model(cfg)).model
     return LoadedWeights(WeightsSource.UPLOAD, _frozen(model, device), cfg, key=f"upload|{cfg}|{fingerprint(data)}",
-                         label=f"uploaded {filename}", imagenet_normalised=cfg.stem == "imagenet")
+                         label=f"uploaded {text.md(filename)}", imagenet_normalised=cfg.stem == "imagenet")
 
 
-def random(cfg: models.ResNetConfig, model: nn.Module) -> LoadedWeights:
-    """``model``, built from ``cfg`` with seed ``RANDOM_SEED`` and never trained (the app's shared model)."""
+def random(cfg: models.ResNetConfig, model: nn.Module, unavailable: Unavailable | None = None) -> LoadedWeights:
+    """``model``, built from ``cfg`` with seed ``RANDOM_SEED`` and never trained (the app's shared model); with
+    ``unavailable``, in place of the weights asked for."""
     return LoadedWeights(WeightsSource.RANDOM, model, cfg, key=f"random|{RANDOM_SEED}|{cfg}",
-                         label=f"random weights (seed {RANDOM_SEED})", imagenet_normalised=cfg.stem == "imagenet")
+                         label=f"random weights (seed {RANDOM_SEED})", imagenet_normalised=cfg.stem == "imagenet",
+                         unavailable=unavailable)
 
 
 @dataclass(frozen=True, eq=False)
@@ -215,38 +266,107 @@ def load(req: WeightsRequest) -> LoadedWeights:
     raise ValueError(f"{req.source} weights are the app's shared model: use random(cfg, model)")
 
 
+class Box(str, enum.Enum):
+    """Which box a notice is shown in (the value is Streamlit's function name)."""
+    SUCCESS = "success"  # a verdict the numbers support
+    INFO = "info"  # a fact worth knowing first
+    WARNING = "warning"  # what is shown does not mean what it would for trained weights
+    ERROR = "error"  # the weights asked for could not be had
+
+
+BOX_ICONS = {Box.SUCCESS: ":material/check_circle:", Box.INFO: ":material/info:", Box.WARNING: ":material/warning:",
+             Box.ERROR: ":material/error:"}
+
+
 @dataclass(frozen=True)
 class Notice:
-    """A sentence the page shows above everything: a warning, else a note."""
+    """A sentence the page shows above everything, in its box."""
     text: str
-    warning: bool = False
+    box: Box = Box.INFO
 
     @property
     def icon(self) -> str:
-        return ":material/warning:" if self.warning else ":material/info:"
+        return BOX_ICONS[self.box]
+
+
+UNTRAINED = ("Its top-5 classes, Grad-CAM, Integrated Gradients and Occlusion below explain an untrained network, not "
+             "what a ResNet learns.")
 
 
 def notices(w: LoadedWeights, chosen: models.ResNetConfig) -> list[Notice]:
-    """What to say first: that the network is untrained; that the weights bring another model than the sidebar's."""
+    """What to say first, one box each: why the weights asked for are not shown, or that the network is untrained,
+    or how well trained weights do; then that the weights bring another model than the sidebar's."""
+    first = (unavailable_note(w.unavailable, chosen) if w.unavailable else
+             Notice(untrained_note(chosen), Box.WARNING) if w.untrained else accuracy_note(w))
     other = other_model_note(w, chosen)
-    return ([Notice(untrained_note(chosen), warning=True)] if w.untrained else []) + ([Notice(other)] if other else [])
+    return [n for n in (first, other and Notice(other)) if n]
+
+
+def _ways(cfg: models.ResNetConfig, failed: WeightsSource | None = None) -> str:
+    """Where weights that learnt something come from, leaving out the choice that just failed."""
+    imagenet_way = ("" if failed is WeightsSource.PRETRAINED else
+                    ", or choose **ImageNet weights** above" if WeightsSource.PRETRAINED in sources(cfg, None) else
+                    ", or pick an ImageNet preset in the sidebar and its ImageNet weights")
+    return f"Train one on the **Training race** page{imagenet_way}."
 
 
 def untrained_note(cfg: models.ResNetConfig) -> str:
     """The warning over an untrained network, with the way to weights that learnt something."""
-    imagenet_way = ("choose **ImageNet weights** above" if WeightsSource.PRETRAINED in sources(cfg, None)
-                    else "pick an ImageNet preset in the sidebar and its ImageNet weights")
-    return ("**These weights are random: the network is untrained.** Its top-5 classes, Grad-CAM, Integrated "
-            "Gradients and Occlusion below explain an untrained network, not what a ResNet learns. Train one on "
-            f"the **Training race** page, or {imagenet_way}.")
+    return f"**These weights are random: the network is untrained.** {UNTRAINED} {_ways(cfg)}"
+
+
+def unavailable_note(u: Unavailable, cfg: models.ResNetConfig) -> Notice:
+    """Why the weights asked for are not shown, how to get them, and that random weights stand in: said once."""
+    how = ""
+    if u.asked is WeightsSource.PRETRAINED:
+        press = "press **Download the ImageNet weights** (the server must be online), or " if u.missing else ""
+        how = f" To get them, {press}ask the teacher to run `{teacher_command(cfg)}` on the server while it is online."
+    return Notice(f"{text.md(u.reason, 600)}{how} Until then this page shows **random weights**: the network is "
+                  f"untrained. {UNTRAINED} {_ways(cfg, u.asked)}", Box.WARNING if u.missing else Box.ERROR)
+
+
+def accuracy_note(w: LoadedWeights) -> Notice | None:
+    """Trained weights: whether they learnt more than guessing, on fresh built-in images, by the Lesion page's rule
+    (``pair.is_guessing``: guessing while the accuracy's 95% interval reaches it)."""
+    if w.accuracy is None:
+        return None
+    chance, net = 1 / w.cfg.num_classes, "ResNet" if w.cfg.residual else "plain twin"
+    measured = (f"On fresh built-in images this {net} gets {pairs.interval_words(w.accuracy, pairs.EVAL_IMAGES)} "
+                f"right; guessing gets {chance:.0%}.")
+    if pairs.is_guessing(w.accuracy, pairs.EVAL_IMAGES, chance):
+        return Notice(f"**These weights are no better than guessing.** {measured} Its top-5 classes, Grad-CAM, "
+                      "Integrated Gradients and Occlusion below explain a network that has not learned the images. "
+                      "Train longer on the **Training race** page.", Box.WARNING)
+    return Notice(f"**These weights learned something: more than guessing.** {measured} Its 95% interval stays above "
+                  "guessing, so the top-5 classes and the maps below show what this network learned to use.",
+                  Box.SUCCESS)
+
+
+CONFIG_WORDS = {  # how the fields that can differ between a race's model and the sidebar's are said
+    "input_size": ("input", lambda v: f"{v}x{v} pixels"), "num_classes": ("classes", str),
+    "in_channels": ("input channels", str), "layers": ("blocks per stage", str), "widths": ("widths", str),
+    "stem_width": ("stem width", str), "norm": ("batch norm", lambda v: "on" if v else "off"),
+    "residual": ("shortcuts", lambda v: "on" if v else "off")}
+
+
+def config_differences(a: models.ResNetConfig, b: models.ResNetConfig) -> list[str]:
+    """Each field that differs, in words: "input 16x16 pixels instead of 32x32 pixels"."""
+    out = []
+    for f in (f for f in a.__dataclass_fields__ if f != "name" and getattr(a, f) != getattr(b, f)):
+        what, say = CONFIG_WORDS.get(f, (f, str))
+        out.append(f"{what} {say(getattr(a, f))} instead of {say(getattr(b, f))}")
+    return out
 
 
 def other_model_note(w: LoadedWeights, chosen: models.ResNetConfig) -> str | None:
-    """What to say when the weights bring another model than the sidebar's (the Training race's)."""
+    """What to say when the weights bring another model than the sidebar's (the Training race's): what differs."""
     if w.cfg == chosen:
         return None
-    return (f"This page shows **{w.cfg.label}** trained on the Training race ({w.label}), not the sidebar's "
-            f"**{chosen.label}**. Choose other weights to see the sidebar's model.")
+    diffs = "; ".join(config_differences(w.cfg, chosen))
+    which = (f"the sidebar's model, but with {diffs}" if w.cfg.label == chosen.label
+             else f"not the sidebar's **{chosen.label}**: {diffs}")
+    return (f"This page shows **{w.cfg.label}** trained on the Training race ({w.label}), {which}. "
+            "Choose other weights to see the sidebar's model.")
 
 
 def plain_model(w: LoadedWeights, device: str = "cpu") -> nn.Module:
@@ -292,6 +412,54 @@ class BlockNorms:
     x: float | None = None  # the shortcut; None in the plain twin
 
 
+@dataclass(frozen=True)
+class NonFinite:
+    """Where a forward pass first made NaN or inf, and why, in words."""
+    where: str  # the module's name: "layer2.0.bn1"
+    why: str
+
+
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)  # about 3.4e38: past it a float32 is inf
+
+
+def why_non_finite(module: nn.Module, inputs: tuple) -> str:
+    """Why ``module`` turned finite ``inputs`` into NaN or inf (the first module that did, ``NonFiniteWatch``)."""
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_var is not None and (
+            bad := (module.running_var + module.eps < 0).nonzero().flatten()).numel():
+        c = int(bad[0])
+        return (f"its running variance is negative ({float(module.running_var[c]):.3g} in channel {c}, and "
+                f"{bad.numel()} of {module.running_var.numel()} channels): batch norm divides by the square root of "
+                "the variance, and the square root of a negative number is NaN")
+    tensors = [t for t in (*module.parameters(recurse=False), *module.buffers(recurse=False)) if t.is_floating_point()]
+    if any(not bool(torch.isfinite(t).all()) for t in tensors):
+        return "its own weights hold NaN or inf"
+    given = [t for t in inputs if isinstance(t, torch.Tensor)]
+    if any(not bool(torch.isfinite(t).all()) for t in given):
+        return "its input already held NaN or inf (made outside any layer)"
+    big_in = max((float(t.detach().abs().max()) for t in given if t.numel()), default=0.0)
+    big_w = max((float(t.detach().abs().max()) for t in tensors if t.numel()), default=0.0)
+    return (f"its inputs reach {big_in:.3g} and its weights {big_w:.3g}: their products and sums grow past the largest "
+            f"number a float32 holds ({FLOAT32_MAX:.3g}), which gives inf, and inf - inf gives NaN")
+
+
+class NonFiniteError(ValueError):
+    """Weights that make NaN or inf: where first, and why, in plain words (plain text: no markdown)."""
+
+
+def non_finite_note(n: NonFinite) -> str:
+    """The error shown instead of charts of NaN."""
+    return (f"These weights make non-finite values (NaN or inf) on this picture: first at {n.where}, where {n.why}. "
+            "Every number after it (the maps, the top-5, Grad-CAM, the sizes) is NaN or inf too, so none is drawn. "
+            "Check how these weights were made, or choose other weights.")
+
+
+def finite(c: Capture | None) -> Capture | None:
+    """``c`` (None too: not computed yet), unless its forward made NaN or inf: then NonFiniteError, saying where."""
+    if c is not None and c.non_finite:
+        raise NonFiniteError(non_finite_note(c.non_finite))
+    return c
+
+
 @dataclass(frozen=True, eq=False)
 class Capture:
     """What one forward (and one partial backward) showed: a block's views, every block's size, prediction, CAM."""
@@ -308,6 +476,7 @@ class Capture:
     cam_block: str | None = None  # where Grad-CAM looked (None: not computed)
     cam: np.ndarray | None = None  # (H, W) Grad-CAM upsampled to the input
     cam_lowres: np.ndarray | None = None  # (h, w) at the block's own resolution
+    non_finite: NonFinite | None = None  # where the forward first made NaN or inf: then nothing above means anything
 
 
 def working_copy(model: nn.Module) -> nn.Module:
@@ -374,22 +543,23 @@ def capture(model: models.ResNet, x: torch.Tensor, block: int = -1, cam_block: i
     blocks, names = net.blocks(), net.block_names()
     block, cam_at = block % len(blocks), (None if cam_block is None else cam_block % len(blocks))
     seen: dict = {"norms": [dict() for _ in blocks]}
-    with Hooks() as hooks:
+    with Hooks() as hooks, NonFiniteWatch(net) as watch:
         _watch_blocks(hooks, blocks, block, cam_at, seen)
         with torch.set_grad_enabled(cam_at is not None):
             logits = net(x)  # (1, num_classes): the one forward
+    bad = watch.first and NonFinite(watch.first, why_non_finite(watch.module, watch.inputs))
     probs = torch.softmax(logits.detach().float(), dim=1)[0].cpu().numpy()
     target = int(probs.argmax()) if target is None else int(target)
     out = seen["out"]
     order = out.detach()[0].float().mean(dim=(1, 2)).argsort(descending=True)[:max_channels].cpu().numpy()
     cam = dict(cam_block=None)
-    if cam_at is not None:
+    if cam_at is not None and not bad:
         lowres, up = grad_cam_from(seen["cam_act"], logits[0, target], tuple(x.shape[-2:]))
         cam = dict(cam_block=names[cam_at], cam=up, cam_lowres=lowres)
     return Capture(block=names[block], channels=order, n_channels=int(out.shape[1]), fx=_numpy(seen["fx"], order),
                    out=_numpy(out, order), x=_numpy(seen["x"], order) if "x" in seen else None,
                    norms=[BlockNorms(name=n, **d) for n, d in zip(names, seen["norms"])], probs=probs,
-                   target=target, residual=bool(getattr(net.cfg, "residual", True)), **cam)
+                   target=target, residual=bool(getattr(net.cfg, "residual", True)), non_finite=bad or None, **cam)
 
 
 def check_budget(cfg: models.ResNetConfig) -> None:
@@ -441,7 +611,7 @@ def views_heading(r: Capture, k: int) -> str:
 def plain_twin_caption(p: Capture, w: LoadedWeights) -> str:
     """The plain twin's prediction and what its weights are."""
     best = top_k(p.probs, w.class_names, 1)[0]
-    return f"Plain twin's top class: {best['name']} ({best['prob']:.1%}). {PLAIN_TWIN_NOTES[w.source]}"
+    return f"Plain twin's top class: {text.md(best['name'])} ({best['prob']:.1%}). {PLAIN_TWIN_NOTES[w.source]}"
 
 
 def top_k(probs: np.ndarray, names: tuple[str, ...] | list[str] | None, k: int = 5) -> list[dict]:

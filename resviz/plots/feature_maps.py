@@ -8,6 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from resviz.inputs import text
 from resviz.lessons.feature_maps import top_k
 from resviz.plots import style
 from resviz.plots.projector import SCALE
@@ -23,6 +24,7 @@ LINE_EM = 1.3  # a line of text is about 1.3 times its font size tall
 PAD_PX = 8  # between the top of the chart and its title
 SHIFT_EM = 0.7  # plotly draws a title of several lines 0.7 em above its anchor (measured in Chromium)
 MAX_GAP = 0.6  # channel labels only while the gaps that hold them stay under 0.6 of a tile
+LABEL_CHARS = 24  # of a class name beside its top-5 bar (a third of the screen; hover gives the whole name)
 
 
 def line_px(font_px: float) -> float:
@@ -152,12 +154,14 @@ def plot_block_norms(norms: list, highlight: str | None = None) -> go.Figure:
 
 
 def plot_top_k(top: list[dict], title: str = "Top-5 classes", color: str = style.COLORS["resnet"]) -> go.Figure:
-    """Horizontal bars: class name and probability, most probable on top."""
+    """Horizontal bars: class name (maybe a student's folder name: plain text) and probability, most likely on top."""
     top = top[::-1]
-    labels = [t["name"] if t["name"] == f"class {t['index']}" else f"{t['name']} ({t['index']})" for t in top]
+    index = ["" if t["name"] == f"class {t['index']}" else f" ({t['index']})" for t in top]  # unique labels
+    labels = [text.plotly(t["name"], LABEL_CHARS) + i for t, i in zip(top, index)]
     fig = go.Figure(go.Bar(x=[t["prob"] for t in top], y=labels, orientation="h", marker_color=color,
                            text=[f"{t['prob']:.1%}" for t in top], textposition="auto",
-                           hovertemplate="%{y}: %{x:.2%}<extra></extra>"))
+                           customdata=[text.plotly(t["name"]) + i for t, i in zip(top, index)],
+                           hovertemplate="%{customdata}: %{x:.2%}<extra></extra>"))
     fig.update_layout(height=110 + 40 * len(top), xaxis=dict(title="probability", range=[0, 1], tickformat=".0%"))
     return _titled(fig, title)
 
@@ -174,7 +178,7 @@ def plot_grad_cam(image: np.ndarray, capture, weights) -> go.Figure:
     """A ``feature_maps.Capture``'s Grad-CAM over the picture, titled with its block and the class it explains (as
     its ``LoadedWeights`` name it)."""
     whose = "" if capture.residual else "Plain twin: "
-    title = f"{whose}Grad-CAM at {capture.cam_block}: '{weights.class_name(capture.target)}'"
+    title = f"{whose}Grad-CAM at {capture.cam_block}: '{text.plotly(weights.class_name(capture.target))}'"
     return plot_overlay(image, capture.cam, title)
 
 
