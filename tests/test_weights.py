@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.request
 import zipfile
 
@@ -353,7 +354,7 @@ def assert_server_side_alive():
 
 def scratch_files() -> set:
     folder = weights.SCRATCH or tempfile.gettempdir()
-    return {p for p in os.listdir(folder) if p.startswith("resviz-weights-")}
+    return {p for p in os.listdir(folder) if p.startswith(f"resviz-weights-{os.getpid()}-")}  # this process's
 
 
 QUICK = weights.sandbox.Limits(memory_mb=512, cpu_s=2, wall_s=60)
@@ -374,6 +375,31 @@ def test_hostile_pickles_are_plain_messages_and_the_server_lives(monkeypatch, ma
         load_state_dict_safely(data, tiny())
     assert scratch_files() <= before  # the staged copy is gone
     assert_server_side_alive()
+
+
+def test_several_students_upload_at_once_good_and_hostile_files(monkeypatch):
+    monkeypatch.setattr(weights, "READ_LIMITS", QUICK)
+    src, before = tiny(), scratch_files()
+    good, hostile = saved(src.state_dict()), deep_tuple_key(1_000_000)
+    outcomes = {}
+
+    def upload(i):
+        try:
+            outcomes[i] = load_state_dict_safely(hostile if i % 3 == 0 else good, tiny()).model
+        except WeightsError as e:
+            outcomes[i] = str(e)
+
+    threads = [threading.Thread(target=upload, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, out in outcomes.items():
+        if i % 3 == 0:
+            assert "segmentation fault" in out, out
+        else:
+            torch.testing.assert_close(out.fc.weight, src.fc.weight)
+    assert len(outcomes) == 6 and scratch_files() <= before
 
 
 def test_the_deep_tuple_key_really_crashes_a_process_that_parses_it_in_place(tmp_path):

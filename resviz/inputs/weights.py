@@ -180,7 +180,7 @@ def _staged(data: bytes | Path):
     if not isinstance(data, (bytes, bytearray)):
         yield Path(data)
         return
-    fd, temp = tempfile.mkstemp(prefix="resviz-weights-", suffix=".pt", dir=SCRATCH)
+    fd, temp = tempfile.mkstemp(prefix=f"resviz-weights-{os.getpid()}-", suffix=".pt", dir=SCRATCH)
     try:
         with os.fdopen(fd, "wb") as f:
             view, pos = memoryview(data), 0
