@@ -56,6 +56,8 @@ left.plotly_chart(ui.figure((key, "act"), lambda: plots.plot_layer_stat(result, 
 right.plotly_chart(ui.figure((key, "grad"), lambda: plots.plot_layer_stat(result, "grad_rms")), key="sf_chart_grad")
 st.subheader("What the charts show")
 st.markdown("\n".join(f"- {line}" for line in sf.explain_signal_flow(result)))
+if verdict := sf.loss_verdict(result):
+    getattr(st, verdict[0].value)(verdict[1])
 st.caption("RMS: the root mean square of every number in the tensor (the batch × channels × positions), so that "
            "layers of different sizes compare like with like. The average pool and the classifier are left out. "
            "Layer outputs are conv outputs before BN; the loss is the cross-entropy averaged over the batch.")

@@ -17,9 +17,10 @@ def nav_titles(pg) -> list[str]:
 
 def test_home_shows_the_block_as_a_picture_and_the_hypothesis_as_a_hypothesis():
     at = checked_app()
-    pictures = at.get("image")
-    assert len(pictures) == 1 and "Fig. 2" in pictures[0].proto.imgs[0].caption
-    assert pictures[0].proto.imgs[0].url.startswith("data:image/svg+xml")  # inline: no request for it
+    block = [img for image in at.get("image") for img in image.proto.imgs if img.caption.startswith("A residual block")]
+    assert len(block) == 1 and block[0].url.startswith("data:image/svg+xml")  # inline: no request for it
+    caption = block[0].caption  # He et al. 2016: Fig. 5 (left) is the 3x3 basic block, §3.4 puts BN after each conv
+    assert "Fig. 5 (left)" in caption and "§3.4" in caption and "He et al. (2016)" in caption
     shown = texts(at)
     assert "H(x) = F(x) + x" in shown and "**hypothesis** (§1, §3.1)" in shown
     assert "degradation problem, §1 and Fig. 1" in shown

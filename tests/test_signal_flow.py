@@ -279,8 +279,42 @@ def test_the_text_never_contradicts_itself_or_the_paper(measured):
             assert r.settings.steps and 0.1 <= pl[3] / pl[2] <= 10, (name, seed)
         if r.settings.init is sf.Init.ZERO_LAST and not r.settings.cfg.norm:
             assert "zeroes the last conv of every block" in text
-        if "the ResNet fits it faster" in text:
-            assert r[RESNET].stats.loss < 0.9 * r[PLAIN].stats.loss
+        verdict = sf.loss_verdict(r)
+        assert (verdict is None) == (not r.settings.steps), (name, seed)
+        if verdict:
+            res_loss, pl_loss = r[RESNET].stats.loss, r[PLAIN].stats.loss
+            memorised = res_loss < sf.MEMORISED and pl_loss < sf.MEMORISED
+            assert ("the ResNet fit this batch faster" in verdict[1]) == (res_loss < 0.9 * pl_loss and not memorised)
+            assert "conjecture" not in verdict[1] and "random label" in verdict[1]
+
+
+def loss_result(steps, res_loss, plain_loss, batch=8, lr=0.1):
+    """A measurement with these losses after ``steps`` steps (nothing else is read by the loss verdict)."""
+    from types import SimpleNamespace
+
+    return sf.FlowResult(small(20, steps=steps, lr=lr), {
+        net: SimpleNamespace(stats=SimpleNamespace(loss=loss, batch=batch))
+        for net, loss in ((RESNET, res_loss), (PLAIN, plain_loss))})
+
+
+@pytest.mark.parametrize("res_loss,plain_loss,tone,words", [
+    (0.0103, 0.0523, "info", "both have memorised it"),  # resnet20, 50 steps at lr 0.1: both fit 8 random labels
+    (1.05, 1.65, "success", "the ResNet fit this batch faster"),
+    (1.65, 1.05, "warning", "the plain twin fit this batch faster"),
+    (1.00, 1.05, "info", "within 10% of each other, so no ordering"),  # inside the 10% margin: no verdict
+    (float("nan"), 1.0, "warning", "diverged"),
+])
+def test_the_loss_verdict_says_what_was_measured_and_no_more(monkeypatch, res_loss, plain_loss, tone, words):
+    result = loss_result(50, res_loss, plain_loss)
+    monkeypatch.setattr(sf, "flows", lambda r, at_init=False: {n: run.stats for n, run in r.runs.items()})
+    got, text = sf.loss_verdict(result)
+    assert got.value == tone and words in text
+    assert "After 50 SGD steps (lr 0.1) on one batch of 8 images with random labels (fitting it means memorising it)" \
+        in text and "conjecture" not in text
+    assert ("Fig. 4 on ImageNet, Fig. 6 on CIFAR-10" in text) == ("diverged" not in words)
+    assert sf.loss_verdict(loss_result(0, res_loss, plain_loss)) is None  # at initialisation: nothing trained
+    one = sf.loss_verdict(loss_result(50, res_loss, plain_loss, batch=1))[1]
+    assert "on one image with a random label" in one
 
 
 def test_at_initialisation_a_deep_plain_bn_net_explodes_and_the_text_cites_yang(measured):
@@ -336,7 +370,7 @@ def test_training_steps_lower_the_loss_and_divergence_is_reported():
     assert seen[-1] == 1.0 and len(seen) == 12 and seen == sorted(seen)
     assert r[RESNET].init_stats is not r[RESNET].stats
     assert r[RESNET].init_stats.loss == pytest.approx(r[RESNET].losses[0])
-    assert "After 5 SGD steps the loss" in sf.explain_signal_flow(r)[-1]
+    assert "After 5 SGD steps (lr 0.05) on one batch of 4 images" in sf.loss_verdict(r)[1]
     r = sf.compare_signal_flow(replace(TINY, norm=False), x, y, steps=6, lr=1e4)
     assert r[RESNET].diverged_at is not None and len(r[RESNET].losses) == r[RESNET].diverged_at
     assert f"diverged at step {r[RESNET].diverged_at}" in sf.warnings(r)[0]

@@ -29,6 +29,7 @@ from torch import nn
 from resviz import models
 from resviz.hooks import Hooks
 from resviz.inputs import limits
+from resviz.lessons.training import Tone
 
 DEPTHS = (8, 14, 20, 32, 44, 56, 110, 164, 218, 326)  # 6k+2 layers; the paper's CIFAR nets go to 110, beyond is custom
 VANISH, EXPLODE = 1e-2, 1e2  # a size that changes more than 100x across the net has vanished / exploded
@@ -568,8 +569,8 @@ def _bn_context(result: FlowResult, f: dict[Net, NetFlow], f0: dict[Net, NetFlow
     if not s.steps:
         if pl.trend in (Trend.GROWS, Trend.EXPLODES, Trend.OVERFLOWS):
             out.append(f"{YANG}.")
-        return out + [f"Set training steps above 0 to see what training changes: {HE} verify that {HE_FINDING}; "
-                      f"they conjecture that {HE_CONJECTURE}."]
+        return out + [f"Set training steps above 0 to see what a few SGD steps on this batch change. On ImageNet, "
+                      f"{HE} verify that {HE_FINDING}; they conjecture that {HE_CONJECTURE}."]
     out.append(f"At initialisation the plain net's gradient {f0[Net.PLAIN].backward.short()}.")
     if pl.trend is Trend.STEADY and f[Net.PLAIN].forward.end > 0:
         out.append(f"That matches {HE}, who verify that {HE_FINDING}: here the plain net's gradient stays within 10x "
@@ -591,17 +592,33 @@ def _plain_context(result: FlowResult, f: dict[Net, NetFlow]) -> list[str]:
     return out
 
 
-def _loss_context(result: FlowResult, f: dict[Net, NetFlow]) -> str:
-    """The loss after the training steps, and which net fits the batch faster (by more than 10%)."""
-    s, res, pl = result.settings, f[Net.RESNET].loss, f[Net.PLAIN].loss
-    text = (f"After {s.steps} SGD steps the loss on this batch is {res:.3g} for the ResNet and {pl:.3g} for the "
-            "plain twin")
+MEMORISED = 0.1  # mean cross-entropy below this: on geometric average the label gets over 90% (exp(-0.1) = 0.905)
+
+
+def loss_verdict(result: FlowResult) -> tuple[Tone, str] | None:
+    """What the training steps' losses show, and only that: which net fit this one small batch of random labels
+    faster (by more than 10%), or neither; None at initialisation. Never He et al.'s conjecture (§4.1): that is about
+    deep plain nets' long training on real data (ImageNet), which this measurement is not."""
+    s, f = result.settings, flows(result)
+    if not s.steps:
+        return None
+    res, pl = f[Net.RESNET].loss, f[Net.PLAIN].loss
+    n = result[Net.RESNET].stats.batch
+    batch = f"one batch of {n} images with random labels" if n > 1 else "one image with a random label"
+    said = (f"After {s.steps} SGD steps (lr {s.lr:g}) on {batch} (fitting it means memorising it), the loss on it is "
+            f"{res:.3g} for the ResNet and {pl:.3g} for the plain twin")
+    if not (math.isfinite(res) and math.isfinite(pl)):
+        return Tone.WARNING, f"{said}: a training run diverged, so there is no ordering to read."
+    real = (" How deep plain nets and ResNets train on real data is what He et al. (2016) measure over tens of thousands "
+            "of iterations (Fig. 4 on ImageNet, Fig. 6 on CIFAR-10); the Training race page runs such a race.")
+    if res < MEMORISED and pl < MEMORISED:
+        return Tone.INFO, (f"{said}: both have memorised it (below {MEMORISED:g}, the right label's probability over "
+                           f"90% on geometric average), so which got there first is not measured here.{real}")
     if res < 0.9 * pl:
-        steady = s.cfg.norm and f[Net.PLAIN].backward.trend is Trend.STEADY
-        why = (f", although the plain net's gradient is healthy: {HE} conjecture that {HE_CONJECTURE}." if steady
-               else ".")
-        return text + ": the ResNet fits it faster" + why
-    return text + (": the plain twin fits it faster." if pl < 0.9 * res else ": within 10% of each other.")
+        return Tone.SUCCESS, f"{said}: the ResNet fit this batch faster.{real}"
+    if pl < 0.9 * res:
+        return Tone.WARNING, f"{said}: the plain twin fit this batch faster.{real}"
+    return Tone.INFO, f"{said}: within 10% of each other, so no ordering.{real}"
 
 
 def explain_signal_flow(result: FlowResult) -> list[str]:
@@ -613,7 +630,7 @@ def explain_signal_flow(result: FlowResult) -> list[str]:
         context = _bn_context(result, f, flows(result, at_init=True)) + _zigzag_context(f)
     else:
         context = _plain_context(result, f) + _zigzag_context(f)
-    return explain_nets(result) + context + ([_loss_context(result, f)] if s.steps else [])
+    return explain_nets(result) + context
 
 
 def explain_responses(result: FlowResult) -> str:
@@ -740,9 +757,10 @@ def claims(seeds: tuple[int, ...], full: bool) -> list:
         out.append(Claim("signal_flow", "after some SGD steps the plain twin's gradient stays within 10x, as He "
                          f"et al. (2016, §4.1) report for trained plain nets with BN [{trained_name}]", seed,
                          min(math.log10(p * STEADY), math.log10(STEADY / p)), "decades", f"plain {p:.3g}x"))
-        out.append(Claim("signal_flow", f"... while the ResNet fits the batch faster [{trained_name}]", seed,
-                         math.log10(0.9 * f[Net.PLAIN].loss / f[Net.RESNET].loss), "decades",
-                         f"loss ResNet {f[Net.RESNET].loss:.3g}, plain {f[Net.PLAIN].loss:.3g}"))
+        faster, tone = math.log10(0.9 * f[Net.PLAIN].loss / f[Net.RESNET].loss), loss_verdict(trained)[0]
+        out.append(Claim("signal_flow", f"... while the ResNet fits the batch faster, and the page's loss box says so "
+                         f"[{trained_name}]", seed, faster if tone is Tone.SUCCESS else min(faster, -1e-3), "decades",
+                         f"loss ResNet {f[Net.RESNET].loss:.3g}, plain {f[Net.PLAIN].loss:.3g}; box: {tone.value}"))
         nobn = flows(results["resnet20, no BN, PyTorch defaults"])
         p, r = nobn[Net.PLAIN].backward, nobn[Net.RESNET].backward
         out.append(Claim("signal_flow", "without BN (PyTorch's default init) the plain twin's gradient vanishes and "
