@@ -1,7 +1,7 @@
 """Lesion study: delete one block at a time from a trained ResNet and its plain twin (Veit et al. 2016)."""
 import streamlit as st
 
-from resviz import ui
+from resviz import pair, ui
 from resviz.lessons import lesion
 from resviz.plots.lesion import plot_lesion
 
@@ -21,8 +21,9 @@ with st.expander("What deleting a block means"):
 p = ui.pair_picker_ui("le")
 if p is None:
     st.stop()
-n = st.select_slider("Test images", (100, 250, 500, 1000), value=250, key="le_n",
-                     help="Fresh built-in images the pair never saw in training.")
+n = st.select_slider("Test images", (100, 250, 500, 1000), value=pair.EVAL_IMAGES, key="le_n",
+                     help=f"Fresh built-in images the pair never saw in training ({pair.EVAL_IMAGES}: the images of "
+                          "the accuracies above). More images, narrower 95% intervals.")
 both = None
 with ui.friendly_errors("Running the lesion study"):
     both = ui.background_result(("lesion", p.key, n), lambda cb: lesion.study_pair(p, n, cb),
@@ -33,23 +34,17 @@ res, plain = both
 c = lesion.LesionComparison(res, plain, p.chance)
 k = int(c.comparable.sum())
 m1, m2, m3 = st.columns(3)
-share = lambda r: "—" if c.share_lost(r) != c.share_lost(r) else f"{c.share_lost(r):.0%}"  # NaN: learned nothing
-m1.metric("ResNet: share of learned accuracy lost", share(res),
-          help="By one deletion; what it learned is its accuracy above guessing. "
-               f"{c.mean_drop(res):.1%} accuracy points on average over the {k} blocks that keep the shape (both "
-               f"nets can lose those), from {res.intact:.1%} intact; guessing gets {c.chance:.0%}.")
-m2.metric("plain twin: share of learned accuracy lost", share(plain),
+m1.metric("ResNet: share of learned accuracy lost", c.share(res).words(),
+          help="By one deletion; what it learned is its accuracy above guessing; ± is a 95% interval on "
+               f"{n} images. {c.mean_drop(res):.1%} accuracy points on average over the {k} blocks that keep the "
+               f"shape (both nets can lose those), from {res.intact:.1%} intact; guessing gets {c.chance:.0%}.")
+m2.metric("plain twin: share of learned accuracy lost", c.share(plain).words(),
           help=f"{c.mean_drop(plain):.1%} accuracy points on average over the same {k} blocks, from "
                f"{plain.intact:.1%} intact: a net that learned little has little to lose, hence the share.")
 m3.metric("ResNet: accuracy lost at a downsampling block", f"{c.resnet_downsampling_drop:.1%}",
           help="The plain twin cannot lose these blocks: its shapes would no longer fit.")
-if c.resnet_much_more_robust:
-    st.success(f"As in the paper: one deletion costs the ResNet {share(res)} of what it learned, "
-               f"the plain twin {share(plain)}.")
-else:
-    st.info(f"Not the paper's picture here: one deletion costs the ResNet {share(res)} of what it "
-            f"learned, the plain twin {share(plain)}. A short-trained or shallow pair leans on "
-            "every block; the paper's ResNet has 54 blocks and was fully trained.")
+v = lesion.verdict(c, p.guessing)  # one box: green as in the paper, yellow against it, blue no verdict
+getattr(st, v.tone.value)(v.text)
 st.plotly_chart(ui.figure(("lesion", p.key, n), lambda: plot_lesion(c)), key="le_chart")
 st.dataframe({"block": res.names, "downsampling": res.downsampling,
               "ResNet accuracy": [f"{a:.1%}" for a in res.accuracy],

@@ -1,10 +1,14 @@
 """Lesion study page (AppTest + browser); the trained-pair picker it shares with Paths and Loss landscape."""
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
 
 from helpers import new_app, no_exceptions, texts, tiny_config, tiny_model, visit
 from resviz import builtin_pair, disk_cache, pair
 from resviz.inputs import data
+from resviz.lessons import lesion
 from resviz.models import build_model, plain_twin
 
 TINY = tiny_config()
@@ -49,10 +53,11 @@ def test_lesion_with_session_pair_averages_comparable_blocks():
     assert table["plain accuracy"][0].endswith("%")
     res, plain, down = (m.value for m in at.metric)
     # one comparable block (layer1.0): both means are that block's drop, the downsampling one is apart
-    intact_res = pair.accuracy(tiny_model(), *pair.eval_data(TINY, 250))
+    intact_res = pair.accuracy(tiny_model(), *pair.eval_data(TINY, pair.EVAL_IMAGES))  # the page's default
     lesioned = [float(a.rstrip("%")) / 100 for a in table["ResNet accuracy"]]
     learned = intact_res - 0.25  # above guessing (4 classes); a random pair may have learned nothing: no share
-    assert res == (f"{(intact_res - lesioned[0]) / learned:.0%}" if learned > 0 else "—")
+    share = min(1.0, max(0.0, (intact_res - lesioned[0]) / learned)) if learned > 0 else None
+    assert res == "—" if share is None else res.startswith(f"{share:.0%} ± ")
     assert down == f"{intact_res - lesioned[1]:.1%}"
     assert "64,000 steps" in texts(at) and "Section 4.2" in texts(at)  # where the schedule comes from
 
@@ -64,6 +69,46 @@ def test_pair_at_chance_warns_and_offers_the_builtin_pair():
     no_exceptions(at)
     assert at.toggle(key="le_pair_session").value is False
     assert at.button(key="le_pair_train") and not at.dataframe  # the built-in pair is not trained yet
+
+
+# The page's one verdict box, from hand-made studies of the tiny pair's two blocks (layer1.0 keeps the shape, layer2.0
+# downsamples: the twin cannot lose it), 4 classes (guessing 25%): (ResNet with each block deleted, intact; plain
+# twin the same), the box, how its text starts.
+VERDICTS = {
+    "at chance": ((0.26, 0.25), 0.27, (0.25, np.nan), 0.26, "info", "**No verdict:** the ResNet gets 27% (95% "),
+    "inside the noise": ((0.33, 0.3), 0.36, (0.3, np.nan), 0.35, "info", "**No verdict:** one deletion costs"),
+    "as in the paper": ((0.93, 0.6), 0.95, (0.4, np.nan), 0.9, "success", "**As in the paper:** one deletion"),
+    "a block matters": ((0.705, 0.6), 0.95, (0.25, np.nan), 0.9, "warning", "**Partly as in the paper.** On avera"),
+    "not the paper": ((0.5, 0.4), 0.95, (0.7, np.nan), 0.9, "warning", "**Not the paper's picture:** one deleti"),
+}
+
+
+@pytest.mark.parametrize("case", VERDICTS)
+def test_each_verdict_shows_in_its_own_box(case, monkeypatch):
+    res_acc, res_intact, plain_acc, plain_intact, box, start = VERDICTS[case]
+    real_load = pair.load_pair
+
+    def load_pair(trained, source, device="cpu"):  # the pair's own check reads the same accuracies as the study
+        return dataclasses.replace(real_load(trained, source, device), resnet_accuracy=res_intact,
+                                   plain_accuracy=plain_intact)
+
+    def study_pair(p, n, on_progress=None):
+        names, down = ("layer1.0", "layer2.0"), np.array([False, True])
+        return (lesion.LesionResult(names, np.array(res_acc), np.array([True, True]), down, res_intact, n),
+                lesion.LesionResult(names, np.array(plain_acc), np.array([True, False]), down, plain_intact, n))
+
+    monkeypatch.setattr(pair, "load_pair", load_pair)
+    monkeypatch.setattr(lesion, "study_pair", study_pair)
+    at = with_pair("lesion", tiny_trained(label=f"tiny pair, {case}"))  # its own key: its own cached study
+    no_exceptions(at)
+    verdicts = {kind: [e.value for e in getattr(at, kind) if e.value.startswith("**")]
+                for kind in ("success", "warning", "info")}
+    assert verdicts == {**{kind: [] for kind in verdicts}, box: verdicts[box]} and len(verdicts[box]) == 1, verdicts
+    assert verdicts[box][0].startswith(start), verdicts[box][0]
+    guessing = any("no better than guessing" in w.value for w in at.warning)  # the picker's own warning
+    assert guessing == (case == "at chance")
+    if case == "a block matters":
+        assert "deleting layer1.0 drops the ResNet from 95% to 70% (35% ± " in verdicts[box][0]
 
 
 def test_session_pair_from_other_data_is_a_message_not_a_traceback():

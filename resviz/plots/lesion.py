@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from resviz import pair
 from resviz.lessons.lesion import LesionComparison
 from resviz.plots.style import COLORS, readable
 
@@ -11,7 +12,8 @@ DOWN_SHADE = "rgba(120,120,120,0.18)"
 
 
 def plot_lesion(c: LesionComparison) -> go.Figure:
-    """Test accuracy with each block deleted, ResNet vs plain twin; downsampling blocks shaded, chance dotted."""
+    """Test accuracy with each block deleted, ResNet vs plain twin, each with its 95% interval (bars, and a band
+    around the intact line); downsampling blocks shaded, chance dotted."""
     names = list(c.resnet.names)
     fig = go.Figure()
     for i, down in enumerate(c.resnet.downsampling):
@@ -19,11 +21,17 @@ def plot_lesion(c: LesionComparison) -> go.Figure:
             fig.add_vrect(x0=i - 0.5, x1=i + 0.5, fillcolor=DOWN_SHADE, line_width=0,
                           annotation_text="downsampling", annotation_position="top left")
     for r, label, color in ((c.resnet, "ResNet", COLORS["resnet"]), (c.plain, "plain twin", COLORS["plain"])):
-        acc = np.where(r.possible, r.accuracy, np.nan) * 100
-        fig.add_scatter(x=names, y=acc, mode="lines+markers", name=f"{label}: one block deleted",
-                        line=dict(color=color, width=3), marker=dict(size=9), connectgaps=False)
+        acc = np.where(r.possible, r.accuracy, np.nan)
+        bounds = [pair.accuracy_interval(a, r.images) if a == a else (a, a) for a in acc]  # NaN: no bar
+        fig.add_scatter(x=names, y=acc * 100, mode="lines+markers", name=f"{label}: one block deleted",
+                        line=dict(color=color, width=3), marker=dict(size=9), connectgaps=False,
+                        error_y=dict(type="data", array=[100 * (hi - a) for (_, hi), a in zip(bounds, acc)],
+                                     arrayminus=[100 * (a - lo) for (lo, _), a in zip(bounds, acc)], color=color,
+                                     thickness=1.5))
+        lo, hi = pair.accuracy_interval(r.intact, r.images)
+        fig.add_hrect(y0=lo * 100, y1=hi * 100, fillcolor=color, opacity=0.08, line_width=0)
         fig.add_scatter(x=names, y=[r.intact * 100] * len(names), mode="lines", line=dict(color=color, dash="dash"),
-                        name=f"{label}, nothing deleted: {r.intact:.1%}")
+                        name=f"{label}, nothing deleted: {r.intact:.1%} (band: 95% interval, {r.images} images)")
     impossible = [n for n, ok in zip(c.plain.names, c.plain.possible) if not ok]
     if impossible:
         fig.add_scatter(x=impossible, y=[3] * len(impossible), mode="markers", name="plain: cannot delete (✕)",
