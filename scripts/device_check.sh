@@ -42,7 +42,7 @@ import re, sys
 from importlib import metadata
 for line in open(sys.argv[1]):
     name = re.match(r"\s*([A-Za-z0-9_.-]+)", line.split("#")[0])
-    if not name or name.group(1).lower() == "playwright":  # browser tests need Chromium: not on a GPU machine
+    if not name or line.lstrip().startswith("-") or name.group(1).lower() == "playwright":  # -e .; no Chromium there
         continue
     try:
         metadata.version(name.group(1))  # already there: keep the machine's own (torch with CUDA above all)
@@ -57,7 +57,7 @@ fetch_wheels() {
                   --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
                   --platform manylinux1_x86_64)
   tmp=$(mktemp -d)
-  grep -v -i -E '^\s*(playwright|torch|torchvision)\b' requirements.txt >"$tmp/req.txt"
+  grep -v -i -E '^\s*(playwright|torch|torchvision)\b|^\s*-' requirements.txt >"$tmp/req.txt"  # not -e .: the repo
   say "resolving requirements.txt for Python $py on x86_64 (metadata only)"
   "$PYTHON" -m pip install -q --dry-run --ignore-installed --report "$tmp/report.json" --target "$tmp/none" \
     "${platform[@]}" -r "$tmp/req.txt" || return 1

@@ -1,4 +1,5 @@
 """The project's promises: the README's two commands, CI runs the test one, requirements pinned."""
+import os
 import re
 import subprocess
 import sys
@@ -25,6 +26,34 @@ def test_requirements_pin_the_stack():
     reqs = (ROOT / "requirements.txt").read_text()
     for name in ("torch", "torchvision", "streamlit", "plotly", "captum", "networkx", "pillow", "pytest"):
         assert re.search(rf"^{name}==", reqs, re.M), name
+
+
+def requirement_names(text: str) -> list[str]:
+    """The package names of requirement lines (options such as ``-e .`` and comments left out)."""
+    return [re.match(r"[A-Za-z0-9_.-]+", line).group(0).lower() for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith(("#", "-"))]
+
+
+def test_the_package_is_installable_and_lists_what_requirements_pin():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["build-system"]["build-backend"] == "setuptools.build_meta"
+    assert project["project"]["name"] == "resviz"
+    reqs = (ROOT / "requirements.txt").read_text()
+    assert re.search(r"^-e \.$", reqs, re.M)  # the README's install command installs this package too
+    runtime = requirement_names(reqs.split("# Tests")[0])
+    assert requirement_names("\n".join(project["project"]["dependencies"])) == runtime  # one list, pins in one place
+    assert not any(re.search(r"[<>=]=", d) for d in project["project"]["dependencies"] if d.startswith("torch"))
+
+
+def test_import_resviz_works_from_another_folder(tmp_path):
+    """The README's notebook example from anywhere: the package is installed, not found through the current folder."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", "import resviz; print(resviz.__file__); print(resviz.build_model)"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.splitlines()[0]).resolve() == ROOT / "resviz" / "__init__.py"
 
 
 def test_every_page_is_in_the_navigation_and_visited_by_the_browser_test():
