@@ -73,6 +73,23 @@ def test_the_sidebars_plain_twin_switch_changes_the_open_page_and_its_figures_na
     assert not at.toggle(key="arch_plain").value and metric(at, "Parameters") == "25,557,032"
 
 
+@pytest.mark.parametrize("sidebar,expected", [
+    ({}, {"warning": ["**Where x cannot be added as it is:**"]}),  # ResNet-20: zero-padding shortcuts, no bottleneck
+    ({"sel_family": "ImageNet", "sel_imagenet": "resnet50"},
+     {"info": ["**Bottleneck:** in `layer1.1`"], "warning": ["**Where x cannot be added as it is:**"]}),
+    ({"sel_family": "ImageNet", "sel_imagenet": "resnet50", "sel_plain": True}, {"info": ["**Bottleneck:**"]}),
+    ({"sel_family": "Custom", "sel_layers": "1, 1, 1, 1, 1, 1", "sel_size": 8},
+     {"warning": ["With a 8 px input the feature map is already 1x1", "**Where x cannot be added as it is:**"]}),
+])
+def test_each_statement_is_in_its_own_box_and_no_other(sidebar, expected):
+    """Which box each of the page's statements takes: exact counts, so there is no noise to guard against."""
+    at = checked_app("architecture", sidebar=sidebar)
+    shown = {kind: [e.value for e in getattr(at, kind)] for kind in ("success", "info", "warning", "error")}
+    assert {k for k, v in shown.items() if v} == set(expected)
+    for kind, starts in expected.items():
+        assert len(shown[kind]) == len(starts) and all(v.startswith(s) for v, s in zip(shown[kind], starts)), shown
+
+
 def test_a_tiny_input_runs_as_in_pytorch_and_warns_that_strides_do_nothing():
     at = checked_app("architecture",
                      sidebar={"sel_family": "Custom", "sel_layers": "1, 1, 1, 1, 1, 1", "sel_size": 8})
