@@ -56,9 +56,9 @@ def train_one(preset: str, r: builtin_pair.BuiltinRecipe, folder: Path, eval_eve
     """Train, save and measure one pair; returns its manifest (also written to ``folder``)."""
     print(f"{preset}: {r.label}, {r.n_train} training images, {torch.get_num_threads()} thread(s)", file=out,
           flush=True)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     trained = builtin_pair.train(r, store=False, eval_every=eval_every, on_step=lambda rec: log_step(rec, out, 50))
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     folder.mkdir(parents=True, exist_ok=True)
     files = []
     for role, sd in (("resnet", trained.state_dict), ("plain", trained.plain_state_dict)):
@@ -83,7 +83,7 @@ def train_one(preset: str, r: builtin_pair.BuiltinRecipe, folder: Path, eval_eve
         accuracies={"images": EVAL_IMAGES, "eval_seed": pair.EVAL_SEED, "chance": 1 / loaded.cfg.num_classes,
                     "resnet": accuracy_with_noise(pair.accuracy(resnet, x, y), EVAL_IMAGES),
                     "plain": accuracy_with_noise(pair.accuracy(plain, x, y), EVAL_IMAGES)},
-        training={"seconds": round(seconds, 1), "torch_threads": torch.get_num_threads(),
+        training={"seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "torch_threads": torch.get_num_threads(),
                   "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   "torch": torch.__version__})
     builtin_pair.manifest_path(preset, folder).write_text(json.dumps(manifest, indent=1) + "\n")
@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("presets", nargs="+", choices=sorted(builtin_pair.SHIPPED))
     ap.add_argument("--steps", type=int, help="override the recipe's steps (a first look; the schedule scales)")
+    ap.add_argument("--lr", type=float, help="override the recipe's learning rate (a first look)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (fixed, so timings compare)")
     ap.add_argument("--eval-every", type=int, default=250, help="held-out accuracy in the log every this many steps")
@@ -108,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     out = args.log.open("a") if args.log else sys.stdout
     for preset in args.presets:
         r = replace(builtin_pair.SHIPPED[preset], seed=args.seed)
+        if args.lr:
+            r = replace(r, lr=args.lr)
         if args.steps:
             r = replace(r, steps=args.steps, warmup_steps=min(r.warmup_steps, args.steps // 10))
         train_one(preset, r, args.out, args.eval_every, out)
