@@ -372,8 +372,8 @@ def test_two_networks_at_guessing_level_are_no_ordering_and_the_page_says_why():
     assert text.startswith("**Neither ResNet-20 nor plain-20 learned the images in this run**, so there is no "
                            "ordering to compare with He et al. (2016): ResNet-20: smoothed loss 2.32, where guessing "
                            "pays ln 10 = 2.30; held-out accuracy 10% (95% interval 8-12% on 1000 images), guessing 10%;")
-    assert "Its batch loss jumped to 14 (ResNet-20, step 1), far above the 2.30 that guessing pays: at learning " \
-           "rate 1, 100 times the recipe's 0.01" in text
+    assert "ResNet-20's batch loss jumped to 14 at step 1, far above the 2.30 that guessing pays: at learning " \
+           "rate 1, 100 times the recipe's 0.01, each step moved the weights too far." in text
     assert "the learning rate is 1 where the recipe uses 0.01" in text and "opposite" not in text
     # Without a context the facts stay, the cause is not guessed at.
     bare = T.race_messages(h)[0][1]
@@ -398,6 +398,14 @@ def test_at_guessing_level_needs_the_loss_and_the_held_out_accuracy():
     assert [t for t, _ in msgs] == [T.Tone.INFO] and "Neither" not in msgs[0][1]
     assert "ResNet-20 and plain-20 end level" in msgs[0][1] and "so this run shows no ordering" in msgs[0][1]
     assert "plain-20 ended at guessing level (smoothed loss 2.25, where guessing pays ln 10 = 2.30" in msgs[0][1]
+
+
+def test_the_loss_chart_marks_the_guessing_level_the_verdicts_read():
+    from resviz.plots.training import plot_race_loss
+
+    lines = plot_race_loss(_history([2.3] * 5, [2.3] * 5, classes=10)).layout.shapes
+    assert [round(s.y0, 4) for s in lines] == [round(math.log(10), 4)]
+    assert not plot_race_loss(_history([2.3] * 5, [2.3] * 5)).layout.shapes  # classes unknown: no line
 
 
 def test_a_difference_inside_the_margin_is_no_ordering_either_way():
@@ -596,3 +604,17 @@ def test_a_live_race_is_drawn_in_frames_that_every_watcher_shares():
     assert len({seen[n] for n in range(11, 16)}) == 1  # students polling at steps 10-14 draw the same frame
     assert T.framed(records, live=False) == records  # finished or stopped: every step
     assert T.framed(records[:1], live=True) == records[:1]
+
+
+def test_the_claims_check_guards_the_verdicts_against_networks_at_guessing_level():
+    from types import SimpleNamespace
+
+    def guard(*curves):
+        race_ = SimpleNamespace(history=_history(*curves, classes=10), cfg=SimpleNamespace(input_size=8))
+        return next(c for c in T._race_claims(race_, "resnet56", 0, full=False) if "guessing level" in c.text)
+
+    one_stuck = guard([0.5] * 20, [2.32] * 20, [1.0] * 20)  # plain-56 at guessing level: the page still orders
+    assert one_stuck.holds and one_stuck.margin == pytest.approx(math.log(10) - 0.1 - 1.0)
+    two_stuck = guard([0.5] * 20, [2.32] * 20, [2.25] * 20)  # two of three: those two get no ordering
+    assert not two_stuck.holds and two_stuck.margin == pytest.approx(math.log(10) - 0.1 - 2.25)
+    assert not guard([2.3] * 20, [2.3] * 20).holds  # the issue's race at learning rate 1.0

@@ -589,10 +589,9 @@ def _neither_learned(guessing: list[RunHistory], history: RaceHistory, ctx: Race
     jumped = ""
     if top > k + 1:  # well above what guessing pays: the loss blew up before it settled
         large = ctx is not None and ctx.used.lr > ctx.recommended.lr
-        jumped = (f" Its batch loss jumped to {top:.3g} ({name}, step {step}), far above the {k:.2f} that guessing "
-                  "pays" + (f": at learning rate {ctx.used.lr:g}, {ctx.used.lr / ctx.recommended.lr:g} times the "
-                            f"recipe's {ctx.recommended.lr:g}, each step moves the weights so far that the networks "
-                            "were thrown off and ended predicting no better than guessing." if large else "."))
+        jumped = (f" {name}'s batch loss jumped to {top:.3g} at step {step}, far above the {k:.2f} that guessing pays"
+                  + (f": at learning rate {ctx.used.lr:g}, {ctx.used.lr / ctx.recommended.lr:g} times the recipe's "
+                     f"{ctx.recommended.lr:g}, each step moved the weights too far." if large else "."))
     return (f"**Neither {names} learned the images in this run**, so there is no ordering to compare with He et "
             f"al. (2016): {each}.{jumped}{why}")
 
@@ -826,6 +825,10 @@ CLAIM_TEXTS = {
 }
 
 
+CLAIM_LEARNED = ("at most one network ends at guessing level (every other smoothed training loss ends at least "
+                 "{margin:g} below ln {classes}), so the page reads the orderings")
+
+
 def default_race(preset: str, shallow: bool, seed: int, image_size: int = RACE_IMAGE_SIZE,
                  steps: float = 1.0, eval_every: int | None = None) -> Race:
     """The race the page runs with its defaults (recommended recipe, built-in images, ``seed``), optionally
@@ -879,6 +882,11 @@ def _race_claims(race_: Race, preset: str, seed: int, full: bool) -> list:
     from resviz.claims import Claim
 
     h, out = race_.history, []
+    guess = math.log(h.classes)  # the verdicts' guard: two networks at guessing level give no ordering
+    learned = sorted(((guess - GAP_MARGIN - r.smoothed_loss[-1], r.name) for r in h.runs.values()), reverse=True)
+    out.append(Claim("training", CLAIM_LEARNED.format(margin=GAP_MARGIN, classes=h.classes), seed, learned[-2][0],
+                     "loss", ", ".join(f"{name} {guess - GAP_MARGIN - g:.3f}" for g, name in learned)
+                     + f" against ln {h.classes} = {guess:.3f}"))
     for ordering, m in race_margins(h).items():
         lower, higher = (h.by_role(role).name for role in ordering.value)
         text = CLAIM_TEXTS[ordering].format(lower=lower, higher=higher, margin=ordering.required)

@@ -5,6 +5,8 @@ lesson's own ``smooth``, the same curve the verdicts read.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import plotly.graph_objects as go
 
@@ -36,7 +38,7 @@ def _step_axis(fig: go.Figure, history: RaceHistory) -> None:
 
 def plot_race_loss(history: RaceHistory) -> go.Figure:
     """Training loss per step for every network: faint raw batch losses, bold smoothed trend; a dotted line
-    where the ResNet's lead over its twin became clear (and stayed so)."""
+    where the ResNet's lead over its twin became clear (and stayed so), and one at guessing's ln(classes)."""
     fig = go.Figure()
     for name, run in history.runs.items():
         color, dash = COLORS[run.role], DASHES[run.role]
@@ -46,6 +48,10 @@ def plot_race_loss(history: RaceHistory) -> go.Figure:
         fig.add_trace(go.Scatter(x=run.step, y=run.smoothed_loss, name=name,
                                  line=dict(color=color, width=4, dash=dash),
                                  hovertemplate="step %{x}: smoothed loss %{y:.3f}<extra>" + name + "</extra>"))
+    if history.classes:  # what a network that guesses evenly pays: the verdicts' "guessing level"
+        fig.add_hline(y=math.log(history.classes), line=dict(color="#555555", dash="dot", width=2),
+                      annotation_text=f"guessing: ln {history.classes} = {math.log(history.classes):.2f}",
+                      annotation_position="top right")
     gap = race_margins(history).get(Ordering.SHORTCUTS_HELP)
     if gap is not None and gap.shows and not any(r.message for r in history.runs.values()):
         fig.add_vline(x=gap.since, line=dict(color=COLORS[Role.RESNET], dash="dot", width=2),
