@@ -60,11 +60,11 @@ with ui.friendly_errors("Feature maps"):  # a picture we cannot read, a model to
         st.plotly_chart(ui.figure(pic.key, lambda: plots.plot_preprocessing(pic.steps)), key="fm_pre_fig")
         st.caption(fm.preprocessing_note(pre))
     fm.check_budget(cfg)
-    look = fm.Look(w, pic, block, cam_block)
-    with views:  # while the maps are computed, their progress stands where they will be
-        rk = look.capture_key(w.model, target)
-        r = fm.finite(ui.background_result(rk, lambda _: look.capture(w.model, target), fm.CAPTURE_LABEL))
-    if r is None:  # fm.finite: weights that make NaN or inf are an error that says where, not charts of NaN
+    look, r = fm.Look(w, pic, block, cam_block), None  # r: the maps; None until ready, or when there are none
+    with views, ui.friendly_errors("Feature maps"):  # their progress, or why there are none (fm.finite: NaN or inf)
+        r = fm.finite(ui.background_result(rk := look.capture_key(w.model, target),
+                                           lambda _: look.capture(w.model, target), fm.CAPTURE_LABEL))
+    if r is None:
         st.stop()  # the first screen is drawn; the page reruns when the maps are ready
     views.subheader(fm.views_heading(r, k))
     figs = ui.figure((rk, k), lambda: plots.plot_block_views(r, k, 330))

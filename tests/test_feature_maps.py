@@ -446,6 +446,10 @@ def test_builtin_accuracy_is_the_lesion_pages_measure_and_none_for_other_images(
     w = fm.trained(tiny_pair())
     assert w.accuracy == pairs.accuracy(w.model, *pairs.eval_data(w.cfg))
     assert fm.trained(tiny_pair(class_names=("a", "b", "c", "d", "e"))).accuracy is None
+    good = tiny_pair()
+    sd = {k: v.clone() for k, v in good.state_dict.items()}
+    sd["layer1.0.bn1.running_var"][0] = -1.0  # NaN outputs: no accuracy (argmax of NaN is class 0)
+    assert fm.trained(TrainedPair(good.cfg, sd, good.plain_state_dict, "bad", good.class_names)).accuracy is None
 
 
 def test_weights_that_cannot_be_had_are_said_once_without_the_choice_that_failed():
@@ -510,7 +514,7 @@ def test_negative_running_variance_is_found_and_explained(x):
         model.layer2[0].bn1.running_var[3] = -2.0
     r = fm.capture(model, x, block=0)
     assert r.non_finite.where == "layer2.0.bn1"
-    assert "running variance is negative (-2 in channel 3, and 1 of 8 channels)" in r.non_finite.why
+    assert "running variance is negative (-2 in channel 3; 1 of 8 channels)" in r.non_finite.why
     assert r.cam is None  # no Grad-CAM of NaN
     with pytest.raises(fm.NonFiniteError, match="first at layer2.0.bn1, where its running variance is negative"):
         fm.finite(r)
@@ -525,8 +529,8 @@ def test_huge_weights_overflow_where_the_products_pass_float32(x):
     r = fm.capture(model, x)
     assert r.non_finite.where == "layer1.0.conv2"
     biggest = float(model.layer1[0].conv2.weight.abs().max())
-    assert f"and its weights {biggest:.3g}: their products and sums grow past the largest number a float32 holds " \
-           "(3.4e+38)" in r.non_finite.why
+    assert f"and its weights {biggest:.3g}: their sums of products pass the largest float32 (3.4e+38)" in \
+        r.non_finite.why
     assert not np.isfinite(r.probs).all()  # what the page would have drawn
 
 

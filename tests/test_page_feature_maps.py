@@ -111,8 +111,8 @@ def test_weights_upload_good_bad_and_malicious(tmp_path):
     assert "would run code" in at.error[0].value and not target.exists()
 
 
-def bad_bn_weights() -> dict:
-    sd = models.build_model("resnet20", seed=7).state_dict()
+def bad_bn_weights(sd: dict | None = None) -> dict:
+    sd = {k: v.clone() for k, v in (sd or models.build_model("resnet20", seed=7).state_dict()).items()}
     sd["layer2.0.bn1.running_var"][5] = -3.0  # a checkpoint no training makes: a negative variance
     return sd
 
@@ -128,8 +128,8 @@ def test_weights_that_make_nan_are_an_error_that_says_where_and_no_chart_is_draw
     no_exceptions(at)
     assert list(boxes(at)) == ["error"] and len(at.error) == 1
     said = boxes(at)["error"][0]
-    assert "These weights make non-finite values (NaN or inf) on this picture: first at layer2.0.bn1" in said
-    assert "running variance is negative (-3 in channel 5, and 1 of 32 channels)" in said
+    assert "These weights make NaN or inf on this picture: first at layer2.0.bn1" in said and "…" not in said
+    assert "running variance is negative (-3 in channel 5; 1 of 32 channels)" in said
     assert drawn(at) == {"fm_pre_fig"}  # the preprocessing only: no chart of NaN
     huge = models.build_model("resnet20", seed=7).state_dict()
     for name in ("layer1.0.conv1.weight", "layer1.0.conv2.weight"):
@@ -137,8 +137,16 @@ def test_weights_that_make_nan_are_an_error_that_says_where_and_no_chart_is_draw
     at.file_uploader(key="fm_weights_file").set_value(("huge.pt", saved(huge), "application/x")).run()
     no_exceptions(at)
     said = boxes(at)["error"][0]
-    assert "first at layer1.0.conv2" in said and "past the largest number a float32 holds (3.4e+38)" in said
+    assert "first at layer1.0.conv2" in said and "pass the largest float32 (3.4e+38)" in said and "…" not in said
     assert drawn(at) == {"fm_pre_fig"}
+    pair = trained_pair()  # made again with the bad variance: its key (a fingerprint of the weights) is its own
+    pair = TrainedPair(pair.cfg, bad_bn_weights(pair.state_dict), pair.plain_state_dict, pair.label, pair.class_names)
+    at = new_app("feature_maps", timeout=120)
+    at.session_state["trained"] = pair
+    at.run()
+    at.radio(key="fm_source").set_value("trained").run()
+    no_exceptions(at)
+    assert list(boxes(at)) == ["error"] and "first at layer2.0.bn1" in boxes(at)["error"][0]  # no guessing verdict
 
 
 def trained_pair(name="resnet20", **changes):

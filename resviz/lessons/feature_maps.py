@@ -196,12 +196,16 @@ def trained(pair: TrainedPair, device: str = "cpu", plain: bool = False) -> Load
 
 def builtin_accuracy(model: nn.Module, pair: TrainedPair) -> float | None:
     """Top-1 accuracy on ``pairs.EVAL_IMAGES`` fresh built-in images (the Lesion page's measure), or None when the
-    pair learnt other images (nothing here to test it on)."""
+    pair learnt other images (nothing here to test it on) or its outputs are NaN or inf."""
     try:
         pairs.check_testable(pair)
     except pairs.PairError:
         return None
-    return pairs.accuracy(model, *pairs.eval_data(pair.cfg))
+    x, y = pairs.eval_data(pair.cfg)
+    with torch.no_grad():
+        if not bool(torch.isfinite(model(x[:8].to(next(model.parameters()).device))).all()):
+            return None  # NaN outputs: an accuracy would count argmax(NaN) = 0 as a guess (the page says why: finite)
+    return pairs.accuracy(model, x, y)
 
 
 def uploaded(data: bytes, filename: str, cfg: models.ResNetConfig, device: str = "cpu") -> LoadedWeights:
@@ -427,9 +431,9 @@ def why_non_finite(module: nn.Module, inputs: tuple) -> str:
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_var is not None and (
             bad := (module.running_var + module.eps < 0).nonzero().flatten()).numel():
         c = int(bad[0])
-        return (f"its running variance is negative ({float(module.running_var[c]):.3g} in channel {c}, and "
-                f"{bad.numel()} of {module.running_var.numel()} channels): batch norm divides by the square root of "
-                "the variance, and the square root of a negative number is NaN")
+        return (f"its running variance is negative ({float(module.running_var[c]):.3g} in channel {c}; "
+                f"{bad.numel()} of {module.running_var.numel()} channels): batch norm divides by its square root, and "
+                "the square root of a negative number is NaN")
     tensors = [t for t in (*module.parameters(recurse=False), *module.buffers(recurse=False)) if t.is_floating_point()]
     if any(not bool(torch.isfinite(t).all()) for t in tensors):
         return "its own weights hold NaN or inf"
@@ -438,8 +442,8 @@ def why_non_finite(module: nn.Module, inputs: tuple) -> str:
         return "its input already held NaN or inf (made outside any layer)"
     big_in = max((float(t.detach().abs().max()) for t in given if t.numel()), default=0.0)
     big_w = max((float(t.detach().abs().max()) for t in tensors if t.numel()), default=0.0)
-    return (f"its inputs reach {big_in:.3g} and its weights {big_w:.3g}: their products and sums grow past the largest "
-            f"number a float32 holds ({FLOAT32_MAX:.3g}), which gives inf, and inf - inf gives NaN")
+    return (f"its inputs reach {big_in:.3g} and its weights {big_w:.3g}: their sums of products pass the largest "
+            f"float32 ({FLOAT32_MAX:.3g}), which gives inf, and inf - inf gives NaN")
 
 
 class NonFiniteError(ValueError):
@@ -447,10 +451,9 @@ class NonFiniteError(ValueError):
 
 
 def non_finite_note(n: NonFinite) -> str:
-    """The error shown instead of charts of NaN."""
-    return (f"These weights make non-finite values (NaN or inf) on this picture: first at {n.where}, where {n.why}. "
-            "Every number after it (the maps, the top-5, Grad-CAM, the sizes) is NaN or inf too, so none is drawn. "
-            "Check how these weights were made, or choose other weights.")
+    """The error shown instead of charts of NaN (plain text, under ``ui.MESSAGE_CHARS``)."""
+    return (f"These weights make NaN or inf on this picture: first at {n.where}, where {n.why}. Every number after it "
+            "is NaN or inf too, so no chart is drawn. Check how these weights were made, or choose others.")
 
 
 def finite(c: Capture | None) -> Capture | None:
