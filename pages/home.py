@@ -9,8 +9,8 @@ BLOCK_PICTURE = Path(__file__).resolve().parent.parent / "assets" / "residual_bl
 
 st.title("resviz: how residual networks work")
 st.image(str(BLOCK_PICTURE), width=900,
-         caption="A residual block: the basic block of He et al. (2016), Fig. 5 (left), two 3x3 convolutions; §3.4: "
-                 "batch norm right after each convolution, before the ReLU. Fig. 2 draws the same block without them.")
+         caption="A residual block: the basic block of He et al. (2016), Fig. 5 (left): two 3x3 convolutions, each "
+                 "followed by batch norm before its ReLU (§3.4).")
 st.markdown(
     r"""
 A plain network asks a stack of layers to learn a mapping $H(x)$ directly. A **residual block** asks the layers

@@ -12,7 +12,7 @@ def plot_path_gradients(g: PathGradients) -> go.Figure:
     """(a) paths per length, (b) gradient of one path per length, (c) total gradient per length."""
     one = "(b) one path: mean of all" if g.exact else f"(b) one path: mean of {g.samples} random"
     fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.09, subplot_titles=(
-        "(a) how many paths have length k", one, "(c) gradient of all length-k paths"))
+        "(a) how many paths have length k", one, "(c) all paths of length k"))
     fig.add_bar(x=g.k, y=g.count / g.count.sum() * 100, marker_color="#7f7f7f", row=1, col=1, name="share of paths")
     fig.add_scatter(x=g.k, y=g.per_path, mode="lines+markers", row=1, col=2, name="one path",
                     line=dict(color=COLORS["resnet"], width=3))
