@@ -1,12 +1,14 @@
 """Nothing a student names is rendered as markup, in a real browser: a real ``streamlit run`` of the app whose session
 holds a Training race pair with hostile class names and label (what a zip's folder names and file name bring), the
-Feature maps page opened in headless Chromium, and the DOM read: no link or image to the student's host, no KaTeX
-made from a name, and the student's characters visible as typed."""
+Feature maps page opened in headless Chromium, then a weights file with a hostile name and a hostile tensor name
+uploaded, and the DOM read each time: no link or image to the student's host, no KaTeX made from a name, and the
+student's characters visible as typed."""
 from __future__ import annotations
 
 import pytest
 
-from helpers import ROOT, open_page, page_exceptions, screenshot, wait_idle
+from helpers import ROOT, open_page, page_exceptions, saved, screenshot, wait_idle
+from resviz import models
 from resviz.inputs import text
 from resviz.plots.feature_maps import LABEL_CHARS
 from resviz.tools.server import start_server, stop_server
@@ -73,7 +75,39 @@ def test_hostile_class_names_and_labels_are_shown_as_typed_and_never_as_markup(h
     charts = page.evaluate(SVG_TEXT)
     for name in NAMES:  # the caption and the note say the pair's label: every character as the student typed it
         assert name in body, (name, body[:3000])
-    for i, name in enumerate(NAMES):  # the top-5 bars name every class (three here), as typed, with its index
+    for i, name in enumerate(NAMES):  # the top-5 bars name every class (four here), as typed, with its index
         assert f"{text.shorten(name, LABEL_CHARS)} ({i})" in charts, charts
     title = f"Grad-CAM at layer3.2: '{NAMES[0]}'".replace(" ", "")  # its lines are drawn apart: spaces aside
     assert any(title in t.replace(" ", "") for t in charts), [t for t in charts if "Grad" in t]  # the class as typed
+
+
+FILE = r"![x](http:evil.example) $\Huge Y$ <img src=http:evil.example>.pt"  # a file name holds no "/"
+KEY = '<a href="http://evil.example/">k</a> ![k](http://evil.example/k.png)'  # a tensor name holds anything
+
+
+def assert_inert(page) -> str:
+    """No element from the student's text; returns the page's text as read (word joiners are invisible)."""
+    assert page_exceptions(page) == []
+    assert [a for a in page.evaluate(LINKS) if EVIL in a] == []
+    assert page.evaluate(KATEX) == []
+    return page.inner_text("body").replace(text.WORD_JOINER, "")
+
+
+@pytest.mark.browser
+def test_a_hostile_file_name_and_tensor_name_are_shown_as_typed(hostile_server, page):
+    page.set_viewport_size({"width": 1280, "height": 720})
+    open_page(page, hostile_server, "feature_maps")
+    page.get_by_text("Upload a state dict").first.click()
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').nth(1).wait_for(state="attached", timeout=90_000)
+    sd = models.build_model("resnet20", seed=7).state_dict()
+    good = {"name": FILE, "mimeType": "application/octet-stream", "buffer": saved(sd)}
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').nth(1).set_input_files(good)
+    page.get_by_text("with uploaded").first.wait_for(timeout=90_000)
+    wait_idle(page)
+    assert FILE in assert_inert(page)  # the caption names the file as typed
+    bad = {**good, "name": "extra.pt", "buffer": saved({**sd, KEY: sd["fc.bias"]})}
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').nth(1).set_input_files(bad)
+    page.get_by_text("does not know").first.wait_for(timeout=90_000)
+    wait_idle(page)
+    screenshot(page, "feature_maps_hostile_key")
+    assert KEY in assert_inert(page)  # the refusal names the tensor as typed
