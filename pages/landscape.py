@@ -3,7 +3,8 @@ import streamlit as st
 
 from resviz import runs, ui
 from resviz.lessons import landscape as ls
-from resviz.plots.landscape import plot_landscape_1d, plot_landscape_contours, plot_landscape_surfaces
+from resviz.plots.landscape import (plot_landscape_1d, plot_landscape_contours, plot_landscape_surfaces,
+                                   plot_negative_curvature)
 
 st.title("Loss landscape: why a ResNet is easier to train")
 st.markdown(
@@ -69,26 +70,27 @@ if fine:
 else:
     st.subheader(f"2-D slice (coarse {ls.COARSE}×{ls.COARSE} grid on {ls.BATCH} images, computed live)")
     wait_for_the_finer_grid(finer.watch)  # the fragment holds the watch and looks at it every POLL_S
-rough_res, rough_plain = grids.resnet.roughness(), grids.plain.roughness()
-m1, m2 = st.columns(2)
-m1.metric("ResNet: roughness", f"{rough_res:.3f}")
-m2.metric("plain twin: roughness", f"{rough_plain:.3f}")
-depth = f"{p.cfg.depth} layers"
-if rough_plain > rough_res:
-    st.markdown(f"Here ({depth}) the plain twin's slice is **rougher** than the ResNet's.")
-elif ls.rougher_twin_expected(p.cfg):
-    st.markdown(f"Here ({depth}) the plain twin's slice is **not** rougher than the ResNet's: not what Li et al. "
-                "found for nets this deep.")
-else:
-    st.markdown(f"Here ({depth}) the plain twin's slice is not rougher than the ResNet's: at 20 layers Li et al. "
-                "also found the two alike. They saw the plain twin's turn chaotic at 56 layers: try the resnet56 "
-                "pair.")
+guessing = ls.guessing(p)
+study = None  # a pair that guesses gets no verdict, and no slices are computed for one
+if not guessing:
+    with ui.friendly_errors("Comparing the slices"):
+        study = ui.background_result(("landscape-study", p.key, span, seed), lambda cb: ls.study_directions(
+            p, span, seed, cb), f"Comparing the two nets on {ls.DIRECTIONS} random slices…")
+if guessing or study is not None:
+    tone, text = ls.verdict(study, p.cfg.depth, guessing)  # green as in the paper, yellow against it, blue none
+    getattr(st, tone.value)(text)
+if study is not None:
+    st.dataframe(study.table(), hide_index=True, key="ls_study", column_config={
+        c: st.column_config.NumberColumn(format="%.2f") for c in ("ResNet", "plain twin", "plain − ResNet")})
+    st.caption(ls.MEASURED)
 st.plotly_chart(ui.figure(("ls_contour", p.key, span, seed, fine), lambda: plot_landscape_contours(grids)),
                 key="ls_contour")
 st.plotly_chart(ui.figure(("ls_surface", p.key, span, seed, fine), lambda: plot_landscape_surfaces(grids)),
                 key="ls_surface")
-st.caption("Roughness: how far log10 loss strays from the best-fitting smooth bowl over the grid "
-           "(root-mean-square; 0 = a perfect bowl). Both surfaces share one height and colour scale. "
-           f"Loss at the trained weights: ResNet {grids.resnet.centre_loss:.3f}, plain twin "
-           f"{grids.plain.centre_loss:.3f} (cross-entropy, batch norm in eval mode). Li et al. studied "
-           "fully trained 20- to 110-layer nets: what you see is what this pair does.")
+st.plotly_chart(ui.figure(("ls_bends", p.key, span, seed, fine), lambda: plot_negative_curvature(grids)),
+                key="ls_bends")
+st.caption("Last chart: at each inner point of the slice above, the ratio the table averages over its own slices, "
+           "as Li et al. map it for the full Hessian (Fig. 7). Both surfaces share one height and colour scale. Loss at the "
+           f"trained weights: ResNet {grids.resnet.centre_loss:.3f}, plain twin {grids.plain.centre_loss:.3f} "
+           "(cross-entropy, batch norm in eval mode). Li et al. studied fully trained 20- to 110-layer nets: what you "
+           "see is what this pair does.")

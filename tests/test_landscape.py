@@ -1,4 +1,5 @@
-"""Loss landscapes (Li et al. 2018): filter-normalised directions, grids, roughness, the background finer grid."""
+"""Loss landscapes (Li et al. 2018): filter-normalised directions, grids, non-convexity of a slice, the verdict
+across several slices, the background finer grid."""
 import numpy as np
 import pytest
 import torch
@@ -38,19 +39,85 @@ def test_loss_grid_centre_is_the_model_loss():
     assert one.loss.shape == (3,) and one.centre_loss == pytest.approx(expected, rel=1e-5)
 
 
-def grid_of(z):
-    a = np.linspace(-1, 1, z.shape[0])
-    return landscape.Grid(a, a, 10 ** z, np.zeros_like(z), 2)
+def grid_of(z, span=1.0):
+    a = np.linspace(-span, span, z.shape[0])
+    return landscape.Grid(a, a, z, np.zeros_like(z), 2)
 
 
-def test_roughness_is_zero_for_a_bowl_and_grows_with_bumps():
-    a = np.linspace(-1, 1, 7)
-    aa, bb = np.meshgrid(a, a)
-    bowl = 0.2 + aa**2 + 0.5 * bb**2 + 0.3 * aa * bb  # log10 loss: any quadratic is a bowl
-    assert grid_of(bowl).roughness() == pytest.approx(0, abs=1e-9)
-    checker = 0.1 * (-1.0) ** (np.arange(7)[:, None] + np.arange(7)[None, :])
-    assert grid_of(bowl + checker).roughness() == pytest.approx(0.1, rel=0.05)  # a checkerboard barely fits a bowl
-    assert grid_of(bowl + 2 * checker).roughness() > grid_of(bowl + checker).roughness()
+def surface(f, n=7):
+    a = np.linspace(-1, 1, n)
+    aa, bb = np.meshgrid(a, a)  # aa varies along a row (alpha), bb down a column (beta): loss[j, i] at beta_j, alpha_i
+    return grid_of(f(aa, bb))
+
+
+def test_slice_curvature_is_the_hessian_of_a_quadratic():
+    g = surface(lambda a, b: 1 + 3 * a**2 + b**2 + a * b)  # Hessian [[6, 1], [1, 2]]: eigenvalues 4 -+ sqrt(5)
+    low, high = g.curvatures()
+    assert low.shape == (5, 5)
+    np.testing.assert_allclose(low, 4 - np.sqrt(5), rtol=1e-9)
+    np.testing.assert_allclose(high, 4 + np.sqrt(5), rtol=1e-9)
+    skew = surface(lambda a, b: a**2 + 4 * b**2)  # which axis is which must not matter to the eigenvalues
+    np.testing.assert_allclose(skew.curvatures()[1], 8, rtol=1e-9)
+
+
+def test_nonconvexity_bowl_plane_saddle_and_egg_crate():
+    assert surface(lambda a, b: 0.2 + a**2 + 0.5 * b**2 + 0.3 * a * b).nonconvexity() == 0  # a bowl is convex
+    assert surface(lambda a, b: 5 + 40 * a**2 + b**2).nonconvexity() == 0  # a steep narrow valley too
+    noise = np.random.default_rng(0).standard_normal((7, 7))
+    plateau = surface(lambda a, b: np.log(10) + 0.01 * a + 1e-3 * noise)  # a net at chance: flat, not rough
+    assert plateau.nonconvexity() == 0
+    assert surface(lambda a, b: 1 + a**2 - b**2).nonconvexity() == pytest.approx(1)  # a saddle: down as much as up
+    assert surface(lambda a, b: 1 + a**2 - 0.25 * b**2).nonconvexity() == pytest.approx(0.25)
+    assert surface(lambda a, b: 3 - a**2 - b**2).nonconvexity() == pytest.approx(1)  # a dome: no upward bend at all
+    egg = surface(lambda a, b: 2 + np.cos(4 * a) + np.cos(4 * b))  # an egg crate: saddles and domes between bowls
+    assert 0.4 < egg.nonconvexity() < 0.9
+    ratio = egg.negative_curvature()
+    assert ratio.min() == 0 and ratio.max() == pytest.approx(1)  # bowls at some points, domes at others
+
+
+def test_a_plateau_only_just_curved_enough_counts():
+    wave = lambda amp: surface(lambda a, b: 2 + amp * np.cos(3 * a) * np.cos(3 * b))  # noqa: E731
+    assert wave(0.001).nonconvexity() == 0  # curvature at most 0.009: below FLAT
+    assert wave(1.0).nonconvexity() > 0.3  # the same shape, tall enough to bend: rough
+
+
+def study(res, plain):
+    return landscape.DirectionStudy(tuple(range(0, 2 * len(res), 2)), tuple(res), tuple(plain))
+
+
+def test_findings_need_every_slice_to_agree_beyond_the_margin():
+    m, F = landscape.MARGIN, landscape.Finding
+    assert study([0.1] * 5, [0.1 + 2 * m] * 5).finding() is F.PLAIN_ROUGHER
+    assert study([0.5] * 5, [0.5 - 2 * m] * 5).finding() is F.RESNET_ROUGHER
+    assert study([0.3] * 5, [0.3 + 2 * m] * 4 + [0.3 + m / 2]).finding() is F.INSIDE_MARGIN  # one slice too close
+    assert study([0.3] * 5, [0.3 + 2 * m] * 4 + [0.3 - 2 * m]).finding() is F.DISAGREE  # one slice reverses it
+    smooth = landscape.SMOOTH
+    assert study([smooth / 2] * 5, [smooth] * 2 + [smooth / 4] * 3).finding() is F.BOTH_SMOOTH
+    assert study([smooth / 2] * 5, [smooth + 0.01] + [smooth / 4] * 4).finding() is F.DISAGREE
+
+
+def test_verdict_boxes_and_sentences():
+    from resviz.lessons.training import Tone
+
+    m = landscape.MARGIN
+    tone, text = landscape.verdict(None, 56, ("plain twin",))
+    assert tone is Tone.INFO and text.startswith("**No verdict:** the plain twin of this pair is no better than")
+    tone, text = landscape.verdict(study([0.1] * 5, [0.4] * 5), 56)
+    assert tone is Tone.SUCCESS and "As in Li et al." in text and "on all 5 random slices" in text
+    assert "ResNet 0.10 to 0.10, plain twin 0.40 to 0.40" in text
+    tone, text = landscape.verdict(study([0.1] * 5, [0.4] * 5), 20)
+    assert tone is Tone.WARNING and "Not what Li et al. found at this depth (20 layers)" in text
+    tone, text = landscape.verdict(study([0.4] * 5, [0.1] * 5), 56)
+    assert tone is Tone.WARNING and "the ResNet's slice is less convex" in text
+    tone, text = landscape.verdict(study([0.05] * 5, [0.1] * 5), 20)
+    assert tone is Tone.SUCCESS and "As in Li et al. at 20 layers" in text
+    tone, text = landscape.verdict(study([0.05] * 5, [0.1] * 5), 56)
+    assert tone is Tone.WARNING and "Not what Li et al. found for nets this deep (56 layers)" in text
+    tone, text = landscape.verdict(study([0.3] * 5, [0.3 + 2 * m] * 3 + [0.3 - 2 * m] * 2), 56)
+    assert tone is Tone.INFO and "**No clear difference:** the random slices disagree" in text
+    assert "less convex on 3 of 5, the ResNet's on 2" in text
+    tone, text = landscape.verdict(study([0.3] * 5, [0.3 + m / 2] * 5), 56)
+    assert tone is Tone.INFO and "less convex on all 5 random slices, but on 5 of them by no more than" in text
 
 
 def test_pair_grids_roundtrip_through_the_disk_cache():
@@ -96,16 +163,14 @@ def test_pair_grid_records_stop_when_closed_and_leave_the_model_as_it_was():
     assert model.training
 
 
-def test_rougher_twin_is_expected_only_for_deep_nets():
-    from resviz.models import get_config
-
-    assert not landscape.rougher_twin_expected(get_config("resnet20"))
-    assert landscape.rougher_twin_expected(get_config("resnet56"))
-    assert landscape.claims((0,), full=False) == []  # checked on a deep pair, at full size only
+def test_direction_seeds_give_each_slice_its_own_two_directions():
+    assert landscape.direction_seeds(3) == (3, 5, 7, 9, 11)[:landscape.DIRECTIONS]
+    assert landscape.DIRECTIONS >= 3
 
 
 def test_landscape_charts_readable_and_on_one_scale():
-    from resviz.plots.landscape import plot_landscape_1d, plot_landscape_contours, plot_landscape_surfaces
+    from resviz.plots.landscape import (plot_landscape_1d, plot_landscape_contours, plot_landscape_surfaces,
+                                       plot_negative_curvature)
     from test_lesion import assert_readable
 
     a = np.linspace(-1, 1, 3)
@@ -113,8 +178,20 @@ def test_landscape_charts_readable_and_on_one_scale():
     g = landscape.PairGrids(landscape.Grid(a, a, low, low, 2), landscape.Grid(a, a, high, high, 2))
     line = landscape.PairGrids(landscape.Grid(a, a[:1], low[0], low[0], 1), landscape.Grid(a, a[:1], high[0],
                                                                                            high[0], 1))
-    for fig in (plot_landscape_1d(line), plot_landscape_contours(g), plot_landscape_surfaces(g)):
+    for fig in (plot_landscape_1d(line), plot_landscape_contours(g), plot_landscape_surfaces(g),
+                plot_negative_curvature(g)):
         assert_readable(fig)
     surf = plot_landscape_surfaces(g)
     assert surf.layout.scene.zaxis.range == surf.layout.scene2.zaxis.range  # equal heights mean equal losses
     assert surf.layout.scene.zaxis.range[0] <= np.log10(0.5) and surf.layout.scene.zaxis.range[1] >= np.log10(8)
+
+
+def test_the_map_of_downward_bends_shows_each_inner_point_on_one_scale():
+    from resviz.plots.landscape import plot_negative_curvature
+
+    saddle, bowl = surface(lambda a, b: 1 + a**2 - b**2), surface(lambda a, b: 1 + a**2 + b**2)
+    fig = plot_negative_curvature(landscape.PairGrids(bowl, saddle))
+    res, plain = fig.data
+    assert np.shape(res.z) == (5, 5) and list(res.x) == list(bowl.alphas[1:-1])
+    assert np.max(res.z) == 0 and np.min(plain.z) == pytest.approx(1)  # the bowl curves up, the saddle down as much
+    assert (res.zmin, res.zmax) == (plain.zmin, plain.zmax) == (0, 1)

@@ -8,8 +8,15 @@ layer) is rescaled to the norm of the matching filter w[i]. Biases and batch-nor
 direction (the paper's ``ignore='biasbn'``). The model is evaluated in eval mode (batch norm uses its
 running statistics) through ``torch.func.functional_call``, so the caller's model is never changed.
 
-How rough a 2-D slice is, in one number (``Grid.roughness``): the root-mean-square distance of log10 loss
-from the best-fitting quadratic bowl. A smooth, nearly convex basin is close to a bowl; a chaotic one is not.
+How non-convex a 2-D slice is, in one number (``Grid.nonconvexity``), as Li et al. measure it (Section 6, "Are we
+really seeing convexity?", Fig. 7): at each grid point the ratio |lambda_min / lambda_max| of the Hessian's extreme
+eigenvalues, near 0 where the surface curves up (convex), large where it curves down as much as up (chaotic). They
+take the Hessian of the full loss; we take the slice's own 2-D Hessian (central finite differences of the loss on
+the grid, so it costs no evaluation beyond the grid itself). Its curvatures are weighted averages of the full
+Hessian's eigenvalues (Li et al., same section): a downward bend in the slice is a real non-convexity, a convex
+slice does not prove the full loss convex. A point where the slice barely curves at all (a flat plateau, such as a
+net at chance far from any minimum) counts as convex, not rough (``FLAT``). One random slice is one draw: the page's
+verdict compares the two nets on ``DIRECTIONS`` slices and gives one only when every slice agrees by ``MARGIN``.
 
 The finer grid is slow: it is a shared run (``resviz.runs``) that goes on while someone watches it and stops when
 nobody does; once done it stays in the disk cache for every later visit.
@@ -17,6 +24,7 @@ nobody does; once done it stays in the disk cache for every later visit.
 from __future__ import annotations
 
 import copy
+import enum
 from dataclasses import dataclass
 from typing import Callable, Generator
 
@@ -27,7 +35,10 @@ from torch.func import functional_call
 
 from resviz import builtin_pair, disk_cache, pair, runs
 from resviz.claims import Claim
+from resviz.lessons.training import Tone
 
+FLAT = 0.1  # curvature (loss per squared filter norm) below which a point counts as flat: over the whole span of
+#            +-1 it changes the loss by less than 0.05 (the plateau of a net at chance is flatter than that)
 COARSE, FINE = 7, 21  # grid points per side: the live grid, and the finer one computed in the background
 BATCH, FINE_BATCH = 32, 256  # images the live grid and the finer one are evaluated on
 Directions = dict[str, torch.Tensor]
@@ -76,13 +87,30 @@ class Grid:
         return float(self.loss[len(self.loss) // 2] if self.dims == 1 else
                      self.loss[len(self.betas) // 2, len(self.alphas) // 2])
 
-    def roughness(self) -> float:
-        """RMS distance of log10 loss from the best-fitting quadratic bowl over the 2-D grid (0 = a perfect bowl)."""
-        a, b = np.meshgrid(self.alphas, self.betas)
-        terms = np.stack([np.ones_like(a), a, b, a * a, b * b, a * b], axis=-1).reshape(-1, 6)
-        z = np.log10(np.maximum(self.loss, 1e-8)).ravel()
-        coef, *_ = np.linalg.lstsq(terms, z, rcond=None)
-        return float(np.sqrt(np.mean((terms @ coef - z) ** 2)))
+    def curvatures(self) -> tuple[np.ndarray, np.ndarray]:
+        """The two eigenvalues (lower, upper) of the slice's 2-D Hessian of the loss at each interior grid point
+        (central finite differences; an equally spaced square grid)."""
+        if self.dims != 2 or min(self.loss.shape) < 3:
+            raise ValueError("Curvature needs a 2-D grid of at least 3 x 3 points.")
+        z, h = self.loss, float(self.alphas[1] - self.alphas[0])
+        d_aa = (z[1:-1, 2:] - 2 * z[1:-1, 1:-1] + z[1:-1, :-2]) / h**2
+        d_bb = (z[2:, 1:-1] - 2 * z[1:-1, 1:-1] + z[:-2, 1:-1]) / h**2
+        d_ab = (z[2:, 2:] - z[2:, :-2] - z[:-2, 2:] + z[:-2, :-2]) / (4 * h**2)
+        mid, half = (d_aa + d_bb) / 2, np.hypot((d_aa - d_bb) / 2, d_ab)
+        return mid - half, mid + half
+
+    def negative_curvature(self) -> np.ndarray:
+        """Li et al.'s |lambda_min / lambda_max| at each interior point, of the slice's 2-D Hessian: how much the
+        slice curves down against how much it curves up, in [0, 1] (0: curves up both ways, or flat; 1: curves
+        down at least as much as up)."""
+        low, high = self.curvatures()
+        biggest = np.maximum(np.abs(low), np.abs(high))
+        ratio = np.maximum(0.0, -low) / np.maximum(biggest, 1e-12)
+        return np.where(biggest > FLAT, ratio, 0.0)
+
+    def nonconvexity(self) -> float:
+        """``negative_curvature`` averaged over the slice's interior points (0 = convex everywhere)."""
+        return float(np.mean(self.negative_curvature()))
 
 
 @dataclass(frozen=True)
@@ -190,6 +218,132 @@ def coarse_grids(p: pair.LoadedPair, span: float, seed: int, on_progress=None) -
     return pair_grids(p.resnet, p.plain, *_batch(p, BATCH), COARSE, span, 2, seed, on_progress)
 
 
+# --- the verdict: several random slices, one margin ----------------------------------------------------------
+SHALLOW, DEEP = 20, 56  # Li et al. (Fig. 5) find both landscapes smooth at 20 layers, the plain twin's chaotic at
+#                        56 and 110; they show no depth between
+DIRECTIONS = 5  # random slices the verdict compares the nets on; one slice is one draw, and others can reverse it
+MARGIN = 0.05  # a slice counts for a verdict when the two nets' non-convexity differs by more than this
+SMOOTH = 0.2  # "both nearly convex": on every slice, each net's non-convexity is at most this
+
+
+class Finding(enum.Enum):
+    """What the slices show, before it is put in words."""
+    GUESSING = "a network is no better than guessing"
+    PLAIN_ROUGHER = "the plain twin is less convex on every slice, beyond the margin"
+    RESNET_ROUGHER = "the ResNet is less convex on every slice, beyond the margin"
+    BOTH_SMOOTH = "both nearly convex on every slice"
+    DISAGREE = "the slices disagree on which net is less convex"
+    INSIDE_MARGIN = "the slices agree, but not all beyond the margin"
+
+
+MEASURED = (f"Non-convexity of a slice: at each inner grid point, how much the loss curves down against how much it "
+            "curves up, |λmin/λmax| of the slice's own 2-D Hessian (finite differences of the loss on the grid; Li et "
+            "al., Section 6, Fig. 7 map this ratio for the full Hessian), averaged over the slice: 0 = curves up "
+            f"everywhere, 1 = down at least as much as up everywhere. A point that barely curves (below {FLAT:g} "
+            f"loss per squared filter norm) counts as flat, not rough. Each of the {DIRECTIONS} slices takes its own "
+            f"two random directions, on a {COARSE}×{COARSE} grid on the same {BATCH} images for both nets; the "
+            f"page gives a verdict only when all {DIRECTIONS} agree, each by more than {MARGIN:g}.")
+
+
+def guessing(p: pair.LoadedPair) -> tuple[str, ...]:
+    """The nets of ``p`` no better than guessing, as the page names them."""
+    return tuple(name for name, flag in (("ResNet", p.resnet_at_chance), ("plain twin", p.plain_at_chance)) if flag)
+
+
+def direction_seeds(seed: int) -> tuple[int, ...]:
+    """The verdict's slices: each takes two direction seeds (``s`` and ``s + 1``), the first is the one shown."""
+    return tuple(seed + 2 * k for k in range(DIRECTIONS))
+
+
+@dataclass(frozen=True)
+class DirectionStudy:
+    """Both nets' non-convexity on several random slices (same images, same grid, same directions for both)."""
+    seeds: tuple[int, ...]  # the first direction seed of each slice
+    resnet: tuple[float, ...]
+    plain: tuple[float, ...]
+    steps: int = COARSE  # grid points per side
+    images: int = BATCH
+
+    @property
+    def differences(self) -> np.ndarray:
+        """Plain twin minus ResNet, per slice (> 0: the plain twin's slice is less convex)."""
+        return np.asarray(self.plain) - np.asarray(self.resnet)
+
+    def finding(self) -> Finding:
+        d = self.differences
+        if np.all(d > MARGIN):
+            return Finding.PLAIN_ROUGHER
+        if np.all(d < -MARGIN):
+            return Finding.RESNET_ROUGHER
+        if max(self.resnet + self.plain) <= SMOOTH:
+            return Finding.BOTH_SMOOTH
+        return Finding.INSIDE_MARGIN if np.all(d > 0) or np.all(d < 0) else Finding.DISAGREE
+
+    def table(self) -> dict[str, list]:
+        """One row per slice, as the page shows it."""
+        return {"direction seeds": [f"{s}, {s + 1}" for s in self.seeds], "ResNet": list(self.resnet),
+                "plain twin": list(self.plain), "plain − ResNet": list(self.differences)}
+
+
+def study_directions(p: pair.LoadedPair, span: float, seed: int, on_progress=None) -> DirectionStudy:
+    """Non-convexity of both nets on the ``DIRECTIONS`` coarse slices of ``direction_seeds(seed)``."""
+    x, y = _batch(p, BATCH)
+    seeds, res, plain = direction_seeds(seed), [], []
+    for k, s in enumerate(seeds):
+        tell = (lambda f, k=k: on_progress((k + f) / len(seeds))) if on_progress else None
+        g = pair_grids(p.resnet, p.plain, x, y, COARSE, span, 2, s, tell)
+        res.append(g.resnet.nonconvexity())
+        plain.append(g.plain.nonconvexity())
+    return DirectionStudy(seeds, tuple(res), tuple(plain), COARSE, len(x))
+
+
+PAPER = "Li et al. (Section 6, Fig. 5) find both landscapes smooth at 20 layers, the plain twin's chaotic at 56 and 110"
+
+
+def verdict(study: DirectionStudy | None, depth: int, guessing: tuple[str, ...] = ()) -> tuple[Tone, str]:
+    """The page's box: no verdict for a pair that guesses (``study`` may then be None) or when the slices disagree
+    or differ by less than ``MARGIN``; else which net is less convex on every slice, against the paper."""
+    if guessing:
+        who = " and the ".join(guessing)
+        return Tone.INFO, (f"**No verdict:** the {who} of this pair {'is' if len(guessing) == 1 else 'are'} no better "
+                           "than guessing on fresh images, so there is no trained minimum to look around. Li et al. "
+                           "compare the landscapes around minima that training found (Section 6); around weights "
+                           "that learned nothing the loss says nothing about that. Pick more training steps above.")
+    n, finding, d = len(study.seeds), study.finding(), study.differences
+    numbers = (f"Non-convexity on {n} random slices: ResNet {min(study.resnet):.2f} to {max(study.resnet):.2f}, "
+               f"plain twin {min(study.plain):.2f} to {max(study.plain):.2f}; plain twin minus ResNet "
+               f"{d.min():+.2f} to {d.max():+.2f}.")
+    paper = "plain" if depth >= DEEP else "alike" if depth <= SHALLOW else None  # what Li et al. find at this depth
+    if finding is Finding.PLAIN_ROUGHER:
+        said = (f"the plain twin's slice is less convex than the ResNet's on all {n} random slices, each by more "
+                f"than {MARGIN:g}. {numbers}")
+        if paper == "plain":
+            return Tone.SUCCESS, f"**As in Li et al. (Section 6, Fig. 5):** {said}"
+        if paper == "alike":
+            return Tone.WARNING, f"**Not what Li et al. found at this depth ({depth} layers):** {said} {PAPER}."
+        return Tone.INFO, f"**The plain twin's landscape is the less convex here ({depth} layers):** {said} {PAPER}."
+    if finding is Finding.RESNET_ROUGHER:
+        return Tone.WARNING, (f"**Not what Li et al. show:** the ResNet's slice is less convex than the plain twin's "
+                              f"on all {n} random slices, each by more than {MARGIN:g}. {numbers} {PAPER}.")
+    if finding is Finding.BOTH_SMOOTH:
+        said = f"both nets' slices are nearly convex (non-convexity at most {SMOOTH:g}) on all {n} random slices."
+        if paper == "alike":
+            return Tone.SUCCESS, f"**As in Li et al. at 20 layers (Section 6, Fig. 5):** {said} {numbers}"
+        if paper == "plain":
+            return Tone.WARNING, (f"**Not what Li et al. found for nets this deep ({depth} layers):** {said} {numbers} "
+                                  f"{PAPER}.")
+        return Tone.INFO, f"**Both nearly convex here ({depth} layers):** {said} {numbers} {PAPER}."
+    if finding is Finding.DISAGREE:
+        more = int(np.sum(d > 0))
+        return Tone.INFO, (f"**No clear difference:** the random slices disagree: the plain twin's is less convex on "
+                           f"{more} of {n}, the ResNet's on {n - more}. {numbers} One slice is one draw; a verdict "
+                           f"needs all {n} to agree, each by more than {MARGIN:g}.")
+    inside = int(np.sum(np.abs(d) <= MARGIN))
+    which = "plain twin's" if d[0] > 0 else "ResNet's"
+    return Tone.INFO, (f"**No clear difference:** the {which} slice is less convex on all {n} random slices, but on "
+                       f"{inside} of them by no more than the margin of {MARGIN:g}. {numbers}")
+
+
 # --- the finer grid: a shared run while someone watches, then the disk cache ------------------------------
 EVALUATION_COST = 1.0  # one evaluation on FINE_BATCH images ~ one race step of one model (the runs' cost unit)
 
@@ -233,35 +387,30 @@ def finer_grid(p: pair.LoadedPair, span: float, seed: int) -> FinerGrid:
     return FinerGrid(snap.result, None) if snap.status.state is runs.State.FINISHED else FinerGrid(None, watch)
 
 
-DEEP = 44  # from this depth on, Li et al. (Fig. 5) see the plain twin's landscape turn chaotic; at 20 both are smooth
+CLAIM = ("at 20 layers the page claims no difference between the two nets' landscapes (Li et al., Fig. 5: both "
+         "smooth): across the random slices, no net is less convex on every one by more than the margin")
 
 
-def rougher_twin_expected(cfg) -> bool:
-    """Whether Li et al.'s finding (the plain twin's neighbourhood is rougher) is made for nets this deep."""
-    return cfg.depth >= DEEP
-
-
-CLAIM = ("the plain twin's neighbourhood is rougher by the measure the page uses (RMS distance of log10 loss "
-         "from the best-fitting bowl, 2-D slice), for a deep pair (ResNet-56 and its twin)")
+def short_of_a_verdict(study: DirectionStudy) -> float:
+    """How far the more consistent net's weakest slice stays below ``MARGIN`` (> 0: no verdict of a difference)."""
+    d = study.differences
+    return MARGIN - max(float(d.min()), float(-d.max()))
 
 
 def claims(seeds: tuple[int, ...], full: bool) -> list[Claim]:
-    """Li et al.'s claim on the built-in ResNet-56 pair of each seed; only at full size.
-
-    Li et al. make it for deep nets: at 20 layers they find both landscapes smooth (Fig. 5), and on the CI's
-    20-layer pair it fails here on seeds 0 and 4 (roughness 0.177 vs 0.089 and 0.188 vs 0.130), so the page
-    claims it only from DEEP layers on, and a deep pair takes minutes per seed to train.
-    """
-    if not full:
-        return []
+    """The page's guard on 20-layer pairs (the CI's narrow ResNet-20, or the page's default built-in pair at full
+    size): no verdict of a difference, as Li et al. find at 20 layers. A pair at chance fails the claim (it
+    would get no verdict for another reason)."""
     out = []
+    if not full:  # CI size: being measured on seeds 0-4 before it is switched on
+        return out
     for seed in seeds:
-        p = pair.load_pair(builtin_pair.train(builtin_pair.recipe("resnet56", builtin_pair.BuiltinRecipe.steps, seed),
-                                              store=False), pair.PairSource.BUILTIN)
-        g = coarse_grids(p, 1.0, seed)
-        res, plain = g.resnet.roughness(), g.plain.roughness()
-        out.append(Claim("landscape", CLAIM, seed, plain - res, "log10 loss",
-                         f"roughness ResNet {res:.3f}, plain {plain:.3f}; accuracy ResNet {p.resnet_accuracy:.0%}, "
-                         f"plain {p.plain_accuracy:.0%}; loss at the trained weights ResNet {g.resnet.centre_loss:.3f}, "
-                         f"plain {g.plain.centre_loss:.3f}"))
+        p = builtin_pair.claims_pair(seed, full)
+        study = study_directions(p, 1.0, seed)
+        finding = study.finding()
+        margin = short_of_a_verdict(study) if not p.is_at_chance else -1.0
+        out.append(Claim("landscape", CLAIM, seed, margin, "non-convexity",
+                         f"{finding.value}; non-convexity ResNet {min(study.resnet):.2f}-{max(study.resnet):.2f}, "
+                         f"plain {min(study.plain):.2f}-{max(study.plain):.2f}; accuracy ResNet "
+                         f"{p.resnet_accuracy:.0%}, plain {p.plain_accuracy:.0%}"))
     return out

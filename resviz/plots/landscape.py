@@ -62,3 +62,17 @@ def plot_landscape_surfaces(g: PairGrids) -> go.Figure:
                  camera=dict(eye=dict(x=1.7, y=1.7, z=1.1)))  # far enough that the axes are not clipped
     fig.update_layout(scene=scene, scene2=scene, height=540, margin=dict(l=0, r=0, t=50, b=0))
     return readable(fig)
+
+
+def plot_negative_curvature(g: PairGrids) -> go.Figure:
+    """Where each slice curves down (Li et al., Section 6, Fig. 7, for the slice's own 2-D Hessian): the ratio
+    |lambda_min / lambda_max| at each inner grid point, 0 (curves up both ways, or flat) to 1, on one colour scale."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("ResNet", "plain twin"), horizontal_spacing=0.14)
+    for col, grid in enumerate((g.resnet, g.plain), start=1):
+        fig.add_heatmap(x=grid.alphas[1:-1], y=grid.betas[1:-1], z=grid.negative_curvature(), zmin=0, zmax=1,
+                        colorscale=SEQUENTIAL, showscale=col == 2, colorbar=dict(title="|λmin/λmax|"),
+                        hovertemplate="α %{x:.2f}, β %{y:.2f}: %{z:.2f}<extra></extra>", row=1, col=col)
+        fig.update_xaxes(title_text="α (direction 1)", row=1, col=col)
+        fig.update_yaxes(title_text="β (direction 2)", row=1, col=col, scaleanchor=f"x{'' if col == 1 else col}")
+    fig.update_layout(height=420, margin=dict(t=50))
+    return readable(fig)
