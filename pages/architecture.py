@@ -49,8 +49,8 @@ if reshaping := arch.reshaping_text(trace):
 elif not cfg.residual:
     st.caption("The plain twin has no shortcuts: nothing is added, so no shapes need to match.")
 if not trace.error:
-    placement, resnet = (ui.shared_result(("stride_placement", c), lambda _, c=c: arch.stride_placement(c), "Counting…")
-                         for c in (cfg, sel.cfg))
+    placement, resnet = (ui.shared_result(("stride_placement", c), lambda _, c=c: arch.stride_placement(c),
+                                          "Counting…") for c in (cfg, sel.cfg))
     notes = [arch.macs_text(cfg, trace.total_macs, placement, resnet),
              arch.receptive_field_text(arch.receptive_field(trace))]
     st.caption(" ".join(n for n in notes if n))

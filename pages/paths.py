@@ -18,7 +18,8 @@ with st.expander("How the gradient of one path is measured"):
     st.markdown(
         "In the backward pass, let the gradient flow through $k$ randomly chosen residual branches and through the "
         "shortcuts of all other blocks; the gradient reaching the first block's input then travelled one path of "
-        "length $k$ (b). Times the number of such paths it gives the total for length $k$ (c). Veit, Wilber & "
+        "length $k$ (b). Times the number of such paths it gives the total for length $k$ (c). Up to 512 paths "
+        "(ResNet-20's 9 blocks) every path is measured instead, so (b) is exact for these images. Veit, Wilber & "
         "Belongie (2016), *Residual Networks Behave Like Ensembles of Relatively Shallow Networks*, NeurIPS.")
 c1, c2 = st.columns([3, 2])
 source = c1.radio("Measure on", list(SOURCES), format_func=SOURCES.get, key="pa_source", horizontal=True)
@@ -35,7 +36,8 @@ n = len(model.blocks())
 exact = paths.can_be_exact(n) and c2.toggle(f"Every path (all 2^{n} = {2**n:,}: exact)", True, key="pa_exact",
                                             help="Off: a few random paths per length, as the paper does for 54 blocks.")
 samples = 0 if exact else c2.slider("Random paths per length", 1, 8, 2, key="pa_samples",
-                                    help="The paper averages over many random choices of the k branches; more is slower.")
+                                    help="The paper averages over many random choices of the k branches; more is "
+                                         "slower.")
 g, gkey = None, ("paths", *key, "exact" if exact else samples)
 with ui.friendly_errors("Measuring the gradient per path length"):
     x, y = pair.probe_batch(cfg, 8)
@@ -43,14 +45,15 @@ with ui.friendly_errors("Measuring the gradient per path length"):
     y = y.to(x.device) if y is not None else None
     g = ui.background_result(gkey, lambda cb: paths.gradient_by_path_length(model, x, y, samples, on_progress=cb,
                                                                             exact=exact),
-                             "Sending gradients down every path…" if exact else "Sending gradients down random paths…")
+                             f"Sending gradients down {'every path' if exact else 'random paths'}…")
 if g is None:
     st.stop()
 st.plotly_chart(ui.figure(gkey, lambda: plot_path_gradients(g)), key="pa_chart")
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("blocks n", g.n_blocks, help=f"{cfg.label}: 2^{g.n_blocks} = {2**g.n_blocks:,} paths")
 m2.metric("most common path length", " and ".join(str(int(m)) for m in g.typical_lengths),
-          help="The mode of Binomial(n, 1/2): n/2, or the two lengths beside it when n is odd (exact: it counts paths).")
+          help="The mode of Binomial(n, 1/2): n/2, or the two lengths beside it when n is odd (exact: it counts "
+               "paths).")
 m3.metric("mean path length of the gradient", f"{g.mean_length:.1f}" + ("" if g.exact else " (estimate)"),
           help="Path lengths weighted by their share of the gradient in chart (c).")
 m4.metric("90% of the gradient within length", f"{g.length_reaching(0.9)}" + ("" if g.exact else " (estimate)"),

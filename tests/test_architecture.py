@@ -90,7 +90,8 @@ def test_plain_twin_macs_say_which_network_each_figure_is_for():
     wide = models.plain_config(models.get_config("wide_resnet50_2"))
     text = arch.macs_text(wide, 0, arch.stride_placement(wide), arch.stride_placement(models.get_config(
         "wide_resnet50_2")))
-    assert "He et al." not in text and text.startswith("The ResNet wide_resnet50_2: ") and "Its plain twin, shown" in text
+    assert "He et al." not in text and text.startswith("The ResNet wide_resnet50_2: ")
+    assert "Its plain twin, shown" in text
     r18 = models.plain_config(models.get_config("resnet18"))
     assert arch.macs_text(r18, 1_800_000_000, None).endswith("measured here: 1.80 G for its plain twin, shown (no "
                                                              "projection shortcuts).")

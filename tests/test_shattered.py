@@ -73,7 +73,8 @@ def test_depth_verdict_worked_by_hand_for_each_box():
     assert "the plain net's lag-1 correlation falls from 0.90 at 2 layers to 0.00 at 100" in text
     assert "inside white noise's range (below 0.125 = 2/√256) from 24 layers on" in text
     assert "the ResNet's falls from 0.95 at 2 layers to 0.40 at 100 (its draws: 0.30 to 0.50)" in text
-    assert "every ResNet draw is above every plain draw (by 0.48 on average)" in text and "Balduzzi" in text  # (0.6 + 0.45 + 0.4) / 3
+    # gaps at 24, 50, 100: 0.6, 0.45, 0.4 -> 0.48 on average
+    assert "every ResNet draw is above every plain draw (by 0.48 on average)" in text and "Balduzzi" in text
     # separated, but by little: ResNet means 0.2, 0.2, 0.2 at 24, 50, 100 (gap 0.18 < 0.25)
     tone, text = shattered.depth_verdict(averaged(plain, [[0.9, 0.2, 0.2, 0.2], [1.0, 0.2, 0.2, 0.2]]))
     assert tone is Tone.INFO and "by only 0.18 on average" in text and "Balduzzi" not in text

@@ -198,15 +198,16 @@ def macs_text(cfg: ResNetConfig, total_macs: int, placement: StridePlacement | N
     if placement is None:
         if not paper:
             return None
+        twin_said = " for its plain twin, shown (no projection shortcuts)." if twin else "."
         return (f"He et al. (2016, Table 1) give {paper} G multiply-adds for {cfg.name}; measured here: "
-                f"{total_macs / 1e9:.2f} G" + (" for its plain twin, shown (no projection shortcuts)." if twin else "."))
+                f"{total_macs / 1e9:.2f} G{twin_said}")
     g1, g3 = placement.in_1x1 / 1e9, placement.in_3x3 / 1e9
     shown = f"Shown: the stride on {'the first 1x1' if placement.chosen_in_1x1 else 'the 3x3'}" + (
         " (the sidebar's \"Stride on the first 1x1 (paper)\" switches it)." if cfg.name in IMAGENET_PRESETS else ".")
     if twin and resnet is not None:
         r1, r3 = resnet.in_1x1 / 1e9, resnet.in_3x3 / 1e9
-        about = (f"He et al. (2016, Table 1) give **{paper} G** multiply-adds for the ResNet {cfg.name}, with the stride "
-                 f"of each downsampling bottleneck on its first 1x1 (measured here: {r1:.2f} G); torchvision's "
+        about = (f"He et al. (2016, Table 1) give **{paper} G** multiply-adds for the ResNet {cfg.name}, with the "
+                 f"stride of each downsampling bottleneck on its first 1x1 (measured here: {r1:.2f} G); torchvision's "
                  f"{cfg.name} (\"v1.5\", the stride on the 3x3) has **{r3:.2f} G**." if paper else
                  f"The ResNet {cfg.name}: {r1:.2f} G multiply-accumulates with the stride of the downsampling "
                  f"bottlenecks on the first 1x1, {r3:.2f} G on the 3x3 (torchvision's \"v1.5\").")

@@ -203,9 +203,9 @@ def depth_verdict(curve: DepthCurve) -> tuple[Tone, str]:
     layers = ", ".join(map(str, deep))
     if overlap := [d for d in deep if r_lo[curve.depths.index(d)] <= p_hi[curve.depths.index(d)]]:
         i = curve.depths.index(overlap[0])
-        return Tone.WARNING, (f"{said} At {overlap[0]} layers the draws overlap (ResNet {r_lo[i]:.2f} to {r_hi[i]:.2f}, "
-                              f"plain {p_lo[i]:.2f} to {p_hi[i]:.2f}): within these initialisations' spread the curve "
-                              "cannot tell the two nets apart there.")
+        return Tone.WARNING, (f"{said} At {overlap[0]} layers the draws overlap (ResNet {r_lo[i]:.2f} to "
+                              f"{r_hi[i]:.2f}, plain {p_lo[i]:.2f} to {p_hi[i]:.2f}): within these initialisations' "
+                              "spread the curve cannot tell the two nets apart there.")
     if curve.mean_gap(deep) < MUCH:
         return Tone.INFO, (f"{said} At {layers} layers every ResNet draw is above every plain draw, but by only "
                            f"{curve.mean_gap(deep):.2f} on average: a smaller gap than the paper's picture.")

@@ -609,8 +609,9 @@ def loss_verdict(result: FlowResult) -> tuple[Tone, str] | None:
             f"{res:.3g} for the ResNet and {pl:.3g} for the plain twin")
     if not (math.isfinite(res) and math.isfinite(pl)):
         return Tone.WARNING, f"{said}: a training run diverged, so there is no ordering to read."
-    real = (" How deep plain nets and ResNets train on real data is what He et al. (2016) measure over tens of thousands "
-            "of iterations (Fig. 4 on ImageNet, Fig. 6 on CIFAR-10); the Training race page runs such a race.")
+    real = (" How deep plain nets and ResNets train on real data is what He et al. (2016) measure over tens of "
+            "thousands of iterations (Fig. 4 on ImageNet, Fig. 6 on CIFAR-10); the Training race page runs such a "
+            "race.")
     if res < MEMORISED and pl < MEMORISED:
         return Tone.INFO, (f"{said}: both have memorised it (below {MEMORISED:g}, the right label's probability over "
                            f"90% on geometric average), so which got there first is not measured here.{real}")
