@@ -154,3 +154,26 @@ def test_signal_names_are_plain_words():
     assert "computing time" in sandbox._death(str(-signal.SIGXCPU), QUICK)
     assert "took longer" in sandbox._death("T", QUICK)
     assert "vanished" in sandbox._death("?", QUICK)
+
+
+def test_workers_end_with_their_zygote(tmp_path):
+    pid_file, outcome = tmp_path / "pid", []
+
+    def sleeper():
+        try:
+            run_isolated(sleep_after_writing_pid, str(pid_file), Limits(cpu_s=5, wall_s=300))
+        except SandboxError as e:
+            outcome.append(str(e))
+
+    caller = threading.Thread(target=sleeper)
+    caller.start()
+    deadline = time.monotonic() + 120
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling for the worker's pid file: the condition is the worker running
+    pid = int(pid_file.read_text())
+    sandbox._zygote.control.close()  # the server ends
+    caller.join(timeout=120)
+    assert outcome and "could not be read safely" in outcome[0]
+    with pytest.raises(ProcessLookupError):  # killed and reaped with its zygote, not left sleeping for 300 s
+        os.kill(pid, 0)
+    alive_after(sleeper)

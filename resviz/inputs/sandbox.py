@@ -10,9 +10,9 @@ crashes it.
 
 The children come from one zygote per server process: a fresh Python (never a fork of the threaded Streamlit
 server) started on first use, which imports torch and the callers' modules once. For each job it forks a
-monitor, which forks the worker, kills it at the wall-clock limit and reports how it ended; a job starts in
-tens of milliseconds. At most ``MAX_CHILDREN`` run at once; further jobs wait for a slot. The zygote exits
-when the server does (its socket closes); a worker outlives neither its limits nor its monitor's timer.
+worker (one fork: tens of milliseconds), kills it at the wall-clock limit and reports how it ended. At most
+``MAX_CHILDREN`` run at once; further jobs wait for a slot. The zygote exits when the server does (its socket
+closes) and kills its workers then; a worker never outlives its limits.
 """
 from __future__ import annotations
 
@@ -23,19 +23,22 @@ import logging
 import os
 import pickle
 import resource
+import selectors
 import signal
 import socket
 import struct
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 
 log = logging.getLogger("resviz")
 
 MAX_CHILDREN = max(2, os.cpu_count() or 1)  # children at once: one a core; a burst of uploads queues here
 PREFIX = "This file could not be read safely: "
-_FRAME = struct.Struct("<cQ")  # one message on a job's socket: kind (A answer, X exit status), length
+_FRAME = struct.Struct("<cQ")  # one message on a job's socket: kind (J job, A answer, X how it ended), length
+_WALL = struct.Struct("<d")  # what the server sends the zygote with each job socket: the wall-clock limit
 
 
 class SandboxError(ValueError):
@@ -72,11 +75,11 @@ class _Zygote:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def job(self) -> socket.socket:
-        """A socket to a new child's monitor (the zygote forks it); the monitor forks the worker."""
+    def job(self, wall_s: float) -> socket.socket:
+        """A socket to a new worker (the zygote forks it and kills it after ``wall_s``)."""
         mine, theirs = socket.socketpair()
         try:
-            socket.send_fds(self.control, [b"j"], [theirs.fileno()])
+            socket.send_fds(self.control, [_WALL.pack(wall_s)], [theirs.fileno()])
         finally:
             theirs.close()
         return mine
@@ -95,7 +98,7 @@ def start(*modules: str) -> None:
             _zygote = _Zygote(tuple(dict.fromkeys(("torch", __name__, *modules))))
 
 
-def _job_socket(modules: tuple[str, ...]) -> socket.socket:
+def _job_socket(modules: tuple[str, ...], wall_s: float) -> socket.socket:
     global _zygote
     with _start_lock:
         for attempt in range(2):  # a zygote that died (killed, out of memory) is replaced once
@@ -104,7 +107,7 @@ def _job_socket(modules: tuple[str, ...]) -> socket.socket:
                     if _zygote is not None:
                         _zygote.control.close()  # an old one still running sees its end and exits
                     _zygote = _Zygote(tuple(dict.fromkeys(("torch", __name__, *modules))))
-                return _zygote.job()
+                return _zygote.job(wall_s)
             except OSError as e:
                 log.warning("sandbox: the zygote did not take a job (%s); starting another", e)
         raise SandboxError(PREFIX + "the server could not start a reader for it; try again in a minute.")
@@ -118,7 +121,7 @@ def run_isolated(fn, arg, limits: Limits = Limits()):
     if not _slots.acquire(timeout=limits.wall_s):
         raise SandboxError("The server is reading too many files at once; try again in a minute.")
     try:
-        with _job_socket((fn.__module__,)) as job:
+        with _job_socket((fn.__module__,), limits.wall_s) as job:
             return _run(job, fn, arg, limits)
     finally:
         _slots.release()
@@ -126,13 +129,13 @@ def run_isolated(fn, arg, limits: Limits = Limits()):
 
 def _run(job: socket.socket, fn, arg, limits: Limits):
     _send(job, b"J", pickle.dumps((fn, arg, limits)))
-    job.settimeout(limits.wall_s + 10)  # the monitor kills the worker at wall_s and then reports its end
+    job.settimeout(limits.wall_s + 10)  # the zygote kills the worker at wall_s and then reports its end
     answer, ended = None, b""
     try:
-        while not ended:
+        while not (ended or answer):  # an answer is enough: the worker exits right after it (the zygote reaps it)
             kind, payload = _receive(job, limits.answer_mb * 2**20)
             answer, ended = (payload, ended) if kind == b"A" else (answer, payload)
-    except (OSError, ValueError, EOFError):  # a monitor that vanished, a garbled or oversized message
+    except (OSError, ValueError, EOFError):  # a zygote that vanished, a garbled or oversized message
         ended = ended or b"?"
     if answer is None:
         raise SandboxError(PREFIX + _death(ended.decode(errors="replace"), limits) + ".")
@@ -182,7 +185,7 @@ def _failure(kind: str, limits: Limits) -> str:
 
 
 def _death(ended: str, limits: Limits) -> str:
-    """Why a child gave no answer, from how its monitor saw it end (T: timed out, else its exit code)."""
+    """Why a child gave no answer, from how the zygote saw it end (T: timed out, else its exit code)."""
     if ended == "T":
         return f"reading it took longer than {limits.wall_s:g} s"
     if not ended.lstrip("-").isdigit():
@@ -201,53 +204,109 @@ def _death(ended: str, limits: Limits) -> str:
 
 
 def _zygote_main(fd: int, modules: list[str]) -> None:
-    """The zygote: import ``modules`` once, then fork a monitor for each job socket the server sends."""
+    """The zygote: import ``modules`` once; then fork a worker for each job socket the server sends, kill it at
+    its wall-clock limit, and report on its socket how it ended. Ends (killing its workers) with the server."""
     for name in modules:
         importlib.import_module(name)
     gc.freeze()  # children never scan what the zygote imported: their pages stay shared, forks stay cheap
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # monitors are reaped by the system
     control = socket.socket(fileno=fd)
-    while True:
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a worker's end wakes the select through wake_w
+    jobs: dict[int, list] = {}  # worker pid -> [its job socket, deadline, killed for time]
+    with selectors.DefaultSelector() as sel:
+        sel.register(control, selectors.EVENT_READ)
+        sel.register(wake_r, selectors.EVENT_READ)
+        while True:
+            deadlines = [job[1] for job in jobs.values() if not job[2]]
+            wait = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            for key, _ in sel.select(wait):
+                if key.fileobj is wake_r:
+                    while _drained(wake_r):
+                        pass
+                elif not _fork_worker(control, jobs, (wake_r, wake_w)):
+                    for pid in jobs:  # the server is gone: so are its workers (killed and reaped)
+                        _kill(pid)
+                        os.waitpid(pid, 0)
+                    return
+            _reap(jobs)
+            _expire(jobs)
+
+
+def _drained(fd: int) -> bool:
+    try:
+        return bool(os.read(fd, 512))
+    except BlockingIOError:
+        return False
+
+
+def _fork_worker(control: socket.socket, jobs: dict, wake: tuple[int, int]) -> bool:
+    """Fork a worker for the job socket the server sent; False once the server has closed its end."""
+    try:
+        msg, fds, _, _ = socket.recv_fds(control, _WALL.size, 1)
+    except OSError:
+        return False
+    if not msg:
+        return False
+    if len(msg) != _WALL.size or len(fds) != 1:  # garbled: nothing to run
+        for f in fds:
+            os.close(f)
+        return True
+    pid = os.fork()
+    if pid == 0:
+        control.close()
+        for job in jobs.values():  # a worker never holds another job's socket
+            job[0].close()
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for f in wake:
+            os.close(f)
+        _worker(socket.socket(fileno=fds[0]))
+    jobs[pid] = [socket.socket(fileno=fds[0]), time.monotonic() + _WALL.unpack(msg)[0], False]
+    return True
+
+
+def _reap(jobs: dict) -> None:
+    """Tell each finished worker's server how it ended (T: killed for time, else its exit code)."""
+    while jobs:
         try:
-            msg, fds, _, _ = socket.recv_fds(control, 1, 1)
-        except OSError:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
             return
-        if not msg:  # the server closed its end (it exited): so does the zygote
+        if pid == 0:
             return
-        if os.fork() == 0:
-            control.close()
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            _monitor(socket.socket(fileno=fds[0]))
-        os.close(fds[0])
+        job = jobs.pop(pid, None)
+        if job:
+            code = "T" if job[2] else str(os.waitstatus_to_exitcode(status))
+            try:
+                job[0].settimeout(5)
+                _send(job[0], b"X", code.encode())
+            except OSError:  # the server stopped waiting
+                pass
+            job[0].close()
 
 
-def _monitor(job: socket.socket) -> None:
-    """Fork the worker, kill it at the wall-clock limit, report how it ended; never returns."""
-    code = "1"
+def _expire(jobs: dict) -> None:
+    now = time.monotonic()
+    for pid, job in jobs.items():
+        if not job[2] and now >= job[1]:
+            job[2] = True
+            _kill(pid)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _worker(job: socket.socket) -> None:
+    """Runs in the worker: its job, limits, ``fn(arg)``, one JSON answer, then exit at once (nothing torn down)."""
     try:
         fn, arg, limits = pickle.loads(_receive(job, 2**31)[1])  # from the server itself, not from a student
-        pid = os.fork()
-        if pid == 0:
-            _worker(job, fn, arg, limits)
-        timed_out = []
-
-        def kill(*_):
-            timed_out.append(True)
-            os.kill(pid, signal.SIGKILL)
-
-        signal.signal(signal.SIGALRM, kill)
-        signal.setitimer(signal.ITIMER_REAL, limits.wall_s)
-        status = os.waitpid(pid, 0)[1]
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        code = "T" if timed_out else str(os.waitstatus_to_exitcode(status))
-        _send(job, b"X", code.encode())
-    finally:
-        os._exit(0)
-
-
-def _worker(job: socket.socket, fn, arg, limits: Limits) -> None:
-    """Runs in the worker: limits, ``fn(arg)``, one JSON answer, then exit at once (nothing is torn down)."""
-    try:
         _limit(limits)
         answer = {"result": fn(arg)}
     except BaseException as e:  # noqa: BLE001 - whatever happens in here is reported, never raised
