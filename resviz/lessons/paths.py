@@ -34,8 +34,8 @@ from resviz.claims import Claim
 from resviz.hooks import Hooks
 from resviz.lessons.training import Tone
 
-EXACT_PATHS = 512  # up to 2**9 paths (ResNet-20) every path can be measured: about 4 s of one CPU thread on 8 images
-CHUNK_IMAGES = 64  # images (paths x inputs) through one block at once: bounds memory; larger chunks ran slower on CPU
+EXACT_PATHS = 512  # up to 2**9 paths (ResNet-20) every path can be measured: about 5 s of one CPU thread, 8 images
+CHUNK_IMAGES = 32  # images (paths x inputs) through one block at once: ResNet-20, 8 images: +120 MB peak (64: +195)
 
 
 def path_counts(n_blocks: int) -> list[int]:
