@@ -4,7 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from resviz import ui
+from resviz import ui_classroom, ui
 from resviz.lessons import LESSONS
 
 ui.guard_server()  # once per server process: every browser message's widget values and uploads checked at the door
@@ -16,10 +16,15 @@ PAGES = [st.Page("pages/home.py", title="Home", icon=":material/home:", default=
     st.Page(lesson.page, title=lesson.title, icon=lesson.icon) for lesson in LESSONS]
 
 page = st.navigation(PAGES)
+ui_classroom.apply_pending()  # a follower's move to the teacher's settings, before any widget is drawn
 # Streamlit leaves about 6rem above every title; on a projector's first screen that room belongs to the lesson.
 st.html("<style>[data-testid='stMainBlockContainer'] {padding-top: 2rem;}</style>")
 ui.model_sidebar_ui()
-st.sidebar.toggle("Projector", key="projector",
+st.sidebar.toggle("Projector", key="projector", bind="query-params",
                   help="Larger chart text and thicker lines, readable from the back of a classroom.")
+ui_classroom.class_ui(page)  # share this view, Previous / Next, the teacher's panel, following, the class's vote
 ui.warm_up(p.url_path for p in PAGES)  # once per server, in the background: the class finds every page ready
-page.run()
+try:
+    page.run()
+finally:  # the bound widgets have written this run's settings into the URL: a leading teacher's are the class's
+    ui_classroom.present(page)

@@ -13,9 +13,9 @@ st.markdown(
     "**sublinearly** in a ResNet: its gradients decorrelate too, but slowly."
 )
 c1, c2 = st.columns(2)
-depth = c1.slider("Depth (hidden layers)", 2, 100, 24, step=2, key="sh_depth",
+depth = c1.slider("Depth (hidden layers)", 2, 100, 24, step=2, key="sh_depth", bind="query-params",
                   help="The ResNet has depth/2 blocks of two layers each: the same number of layers.")
-seed = int(c2.number_input("Initialisation seed", 0, 999, 0, key="sh_seed"))
+seed = int(c2.number_input("Initialisation seed", 0, 999, 0, key="sh_seed", bind="query-params"))
 
 sweeps = curve = None
 with ui.friendly_errors("Computing the gradients"):

@@ -17,6 +17,8 @@ from resviz import disk_cache
 
 KEY_ENV = "RESVIZ_TEACHER_KEY"  # the server's teacher key; unset: nobody can present, the app works as before
 HERE_S = 10.0  # a session not seen for this long has left (a follower's page checks in every second or two)
+PRESENTING_S = 60.0  # a teacher's page not heard from for this long stops leading (a long computation on the
+# teacher's page holds its check-ins back, so this is longer than HERE_S)
 MAX_ANSWERS = 6
 MAX_TEXT = 200  # characters of a question or an answer: the teacher's text, but shown on thirty screens
 
@@ -116,13 +118,13 @@ class Classroom:
 
     def view(self, now: float | None = None) -> View | None:
         """The view the class follows; None when nobody presents, or the teacher's page has not said it is still
-        open for ``HERE_S`` (``now=-1``: whatever is stored)."""
+        open for ``PRESENTING_S`` (``now=-1``: whatever is stored)."""
         got = self._get("view")
         if got is None:
             return None
         view = View(got["page"], tuple(tuple(p) for p in got["params"]), got["version"], got.get("at", 0.0))
         now = time.time() if now is None else now
-        return view if now < 0 or now - view.at < HERE_S else None
+        return view if now < 0 or now - view.at < PRESENTING_S else None
 
     def stop_presenting(self) -> None:
         self.store.delete(f"{self.name}:view")

@@ -116,7 +116,18 @@ def _leave_legacy_pages_mode() -> None:
 
         st.navigation([st.Page("pages/home.py", default=True), *(st.Page(item.page) for item in LESSONS)],
                       position="hidden")
-        st.switch_page(_running_page_file())  # reruns through app.py, which finds this page in its own navigation
+        # reruns through app.py, which finds this page in its own navigation, with the link's settings
+        st.switch_page(_running_page_file(), query_params=unbound_query(st.query_params.to_dict()))
+
+
+def unbound_query(query: dict[str, str]) -> dict[str, str]:
+    """``query`` without the keys bound to a widget this session has drawn: ``st.switch_page`` must not set those
+    (Streamlit raises), the widgets keep them in the URL themselves."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    params = ctx.session_state._state.query_params if ctx is not None else None  # Streamlit 1.67's bindings
+    return {k: v for k, v in query.items() if params is None or not params.is_bound(k)}
 
 
 def _running_page_file() -> str:
@@ -134,19 +145,20 @@ def _running_page_file() -> str:
 
 def _custom_config_ui() -> models.ResNetConfig:
     sb = st.sidebar
-    block = sb.selectbox("Block", models.BLOCKS, key="sel_block",
+    block = sb.selectbox("Block", models.BLOCKS, key="sel_block", bind="query-params",
                          help="basic: two 3x3 convs. bottleneck: 1x1 reduce, 3x3, 1x1 expand 4x.")
-    layers_txt = sb.text_input("Blocks per stage", key="sel_layers",
+    layers_txt = sb.text_input("Blocks per stage", key="sel_layers", bind="query-params",
                                help="Comma-separated, one number per stage.")
-    base = sb.number_input("Base width", 1, 512, key="sel_width",
+    base = sb.number_input("Base width", 1, 512, key="sel_width", bind="query-params",
                            help="Channels of the first stage; each later stage doubles them.")
-    stem = sb.selectbox("Stem", ("cifar", "imagenet"), key="sel_stem",
+    stem = sb.selectbox("Stem", ("cifar", "imagenet"), key="sel_stem", bind="query-params",
                         help="cifar: one 3x3 conv. imagenet: 7x7 stride-2 conv + max-pool (4x smaller maps).")
-    size = sb.number_input("Input size (pixels)", 1, 1024, key="sel_size")
-    in_ch = sb.number_input("Input channels", 1, 16, key="sel_in_ch")
-    classes = sb.number_input("Classes", 1, 10000, key="sel_classes")
-    norm = sb.checkbox("Batch norm", key="sel_norm")
-    shortcut = sb.radio("Shortcut option", models.SHORTCUTS, key="sel_shortcut", horizontal=True,
+    size = sb.number_input("Input size (pixels)", 1, 1024, key="sel_size", bind="query-params")
+    in_ch = sb.number_input("Input channels", 1, 16, key="sel_in_ch", bind="query-params")
+    classes = sb.number_input("Classes", 1, 10000, key="sel_classes", bind="query-params")
+    norm = sb.checkbox("Batch norm", key="sel_norm", bind="query-params")
+    shortcut = sb.radio("Shortcut option", models.SHORTCUTS, key="sel_shortcut", bind="query-params",
+                        horizontal=True,
                         help="A: zero-pad identity (no parameters). B: 1x1 projection only where the shape "
                              "changes. C: projection on every block.")
     layers = parse_layers(layers_txt)
@@ -175,9 +187,10 @@ def parse_layers(typed: str) -> tuple[int, ...]:
 
 def _config_ui(family: Family) -> models.ResNetConfig:
     if family is Family.CIFAR:
-        return models.get_config(st.sidebar.selectbox("Preset", models.CIFAR_PRESETS, key="sel_cifar"))
+        return models.get_config(st.sidebar.selectbox("Preset", models.CIFAR_PRESETS, key="sel_cifar",
+                                                      bind="query-params"))
     if family is Family.IMAGENET:
-        name = st.sidebar.selectbox("Preset", models.IMAGENET_PRESETS, key="sel_imagenet")
+        name = st.sidebar.selectbox("Preset", models.IMAGENET_PRESETS, key="sel_imagenet", bind="query-params")
         return models.get_config(name, stride_in_1x1=_stride_in_1x1_ui(name))
     return _custom_config_ui()
 
@@ -197,7 +210,7 @@ def _stride_in_1x1_ui(name: str) -> bool:
         st.sidebar.caption(STRIDE_ELSEWHERE[name])
         return False
     return st.sidebar.toggle(
-        "Stride on the first 1x1 (He et al. 2016)", key="sel_stride_in_1x1",
+        "Stride on the first 1x1 (He et al. 2016)", key="sel_stride_in_1x1", bind="query-params",
         help="He et al. 2016 put a downsampling bottleneck's stride on its first 1x1; torchvision (v1.5) on the 3x3.")
 
 
@@ -206,7 +219,7 @@ def model_sidebar_ui() -> Selection:
     init_state()
     sb = st.sidebar
     sb.header("Model")
-    family = Family(sb.radio("Family", [f.value for f in Family], key="sel_family"))
+    family = Family(sb.radio("Family", [f.value for f in Family], key="sel_family", bind="query-params"))
     try:
         cfg = models.with_shortcuts(_config_ui(family))
         models.check_config(cfg)
@@ -214,8 +227,8 @@ def model_sidebar_ui() -> Selection:
     except models.ConfigError as e:  # BudgetError too: the numbers, before anything is built
         sb.error(f"{e} Keeping the previous model.")
         cfg = st.session_state["selection"].cfg
-    plain = sb.toggle("Plain twin (shortcuts removed)", key="sel_plain")
-    device = sb.selectbox("Device", ["auto", *models.available_devices()], key="sel_device",
+    plain = sb.toggle("Plain twin (shortcuts removed)", key="sel_plain", bind="query-params")
+    device = sb.selectbox("Device", ["auto", *models.available_devices()], key="sel_device", bind="query-params",
                           help="auto picks cuda, then mps, then cpu.")
     sel = Selection(cfg, plain, str(models.pick_device(device)))
     sb.caption(f"**{sel.chosen.label}** · {cfg.depth} weighted layers · on `{sel.device}`")
@@ -687,15 +700,15 @@ def _pair_picker_ui(prefix: str):
     trained = st.session_state.get("trained")
     source = pair.PairSource.SESSION
     if not (isinstance(trained, pair.TrainedPair) and st.toggle(
-            "Use the pair from the training page", True, key=f"{prefix}_pair_session",
+            "Use the pair from the training page", True, key=f"{prefix}_pair_session", bind="query-params",
             help="Off: a ResNet and its plain twin trained here on the built-in images, kept for the whole class.")):
         source = pair.PairSource.BUILTIN
         c1, c2 = st.columns(2)
         recipe = builtin_pair.recipe(
-            c1.selectbox("Model to train", builtin_pair.PRESETS, key=f"{prefix}_pair_model",
+            c1.selectbox("Model to train", builtin_pair.PRESETS, key=f"{prefix}_pair_model", bind="query-params",
                          help="The ResNet and its plain twin train together: same initial weights, same batches."),
             c2.select_slider("Training steps", builtin_pair.STEPS, value=builtin_pair.BuiltinRecipe.steps,
-                             key=f"{prefix}_pair_steps", help=(
+                             key=f"{prefix}_pair_steps", bind="query-params", help=(
                                  f"SGD at learning rate {builtin_pair.BuiltinRecipe.lr:g}, batch "
                                  f"{builtin_pair.BuiltinRecipe.batch_size}, on the built-in images: longer than the "
                                  "race's recipe, which stops too early for a net worth studying.")))

@@ -10,7 +10,23 @@ from resviz.tools.server import start_server, stop_server
 torch.set_num_threads(1)  # tiny models: one thread is faster and leaves the other core to the test server
 
 
+def _run_as_a_browser_would(run):
+    """AppTest sends the query string it was last given with every rerun, where a browser's address bar follows
+    the widgets bound to it (``bind="query-params"``). So a link's settings are read on the first run, as in a
+    browser; on later runs the widgets' values (set by a test) are the settings, not a stale link."""
+    def wrapped(self, *args, **kwargs):
+        if getattr(self, "_ran_once", False):
+            self.query_params.clear()
+        self._ran_once = True
+        return run(self, *args, **kwargs)
+    return wrapped
+
+
 def pytest_configure(config):
+    from streamlit.testing.v1 import AppTest
+
+    AppTest.run = _run_as_a_browser_would(AppTest.run)
+
     # Students see redacted errors (.streamlit/config.toml); tests want the real message when a page breaks.
     from streamlit import config as st_config
 

@@ -32,12 +32,12 @@ def test_presenting_numbers_each_new_view_and_ignores_the_same_one(room):
     assert room.view() is None
 
 
-def test_a_closed_teacher_tab_stops_leading(room):
+def test_a_closed_teacher_tab_stops_leading_after_a_minute(room):
     room.present("paths", {}, now=1000.0)
-    assert room.view(now=1000.0 + classroom.HERE_S - 1).page == "paths"
-    assert room.view(now=1000.0 + classroom.HERE_S + 1) is None
-    room.still_presenting(now=1000.0 + classroom.HERE_S)
-    assert room.view(now=1000.0 + classroom.HERE_S + 1).version == 1
+    assert room.view(now=1000.0 + classroom.PRESENTING_S - 1).page == "paths"
+    assert room.view(now=1000.0 + classroom.PRESENTING_S + 1) is None
+    room.still_presenting(now=1000.0 + classroom.PRESENTING_S)
+    assert room.view(now=1000.0 + classroom.PRESENTING_S + 1).version == 1
 
 
 def test_a_second_process_sees_the_same_class(tmp_path):

@@ -21,17 +21,18 @@ class Lesson:
         return f"pages/{self.name}.py"
 
 
-LESSONS = (
+LESSONS = (  # the order a class meets them: the block and its shapes, the degradation race, the signals, the
+    # pictures, then beyond the paper (issue 21: Previous / Next follow it)
     Lesson("architecture", "Architecture", ":material/account_tree:", "the network as a graph, tensor shapes "
            "through every block and shortcut, parameters and multiply-accumulates per layer", "Layer table"),
     Lesson("shortcut_lab", "Shortcut lab", ":material/alt_route:", "why x + F(x) needs equal shapes, and how "
            "zero-padding or a 1x1 convolution fixes a mismatch (with the bottleneck's costs)", "Shortcut lab"),
+    Lesson("training", "Training race", ":material/sprint:", "press Start and watch a ResNet and its plain twin "
+           "learn side by side on the same batches: loss, accuracy and gradient norms, live", "Training race"),
     Lesson("signal_flow", "Signal flow", ":material/monitoring:", "per-element RMS of activations and gradients layer by layer, "
            "a ResNet against its plain twin, with and without batch norm", "Signal flow"),
     Lesson("feature_maps", "Feature maps", ":material/image:", "upload a picture and see F(x), the shortcut x and "
            "their sum inside each block; top-5 classes, Grad-CAM, Integrated Gradients and Occlusion", "Feature maps"),
-    Lesson("training", "Training race", ":material/sprint:", "press Start and watch a ResNet and its plain twin "
-           "learn side by side on the same batches: loss, accuracy and gradient norms, live", "Training race"),
     Lesson("lesion", "Lesion study", ":material/content_cut:", "delete one block of a trained ResNet and of its "
            "plain twin and measure what is left (Veit et al. 2016)", "Lesion study"),
     Lesson("paths", "Paths", ":material/route:", "a ResNet as 2^n paths of different lengths, and which lengths "
