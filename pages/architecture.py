@@ -13,7 +13,7 @@ st.title("Architecture")
 sel = ui.current_selection()
 if "arch_plain" not in st.session_state or st.session_state.get("arch_sidebar_plain") != sel.plain:
     st.session_state["arch_plain"] = st.session_state["arch_sidebar_plain"] = sel.plain  # follow the sidebar's twin
-plain = st.toggle("Show the plain twin (shortcut additions removed)", key="arch_plain")
+plain = st.toggle("Show the plain twin (shortcut additions removed)", key="arch_plain", bind="query-params")
 cfg = models.with_shortcuts(sel.cfg, residual=not plain)
 trace = ui.shared_result(("trace_shapes", cfg), lambda _: trace_shapes(cfg), "Tracing the shapes…")
 

@@ -13,6 +13,7 @@ from resviz.plots import feature_maps as plots
 def weights_ui(sel: ui.Selection) -> fm.LoadedWeights:
     """Weights picker (radio, download button, uploader); weights that cannot be had: random ones, saying why."""
     source = st.radio("Weights", fm.sources(sel.chosen, pair := st.session_state.get("trained")), key="fm_source",
+                      bind="query-params",
                       format_func=fm.SOURCE_LABELS.get, help="ImageNet weights: ImageNet presets only.")
     up = source is fm.WeightsSource.UPLOAD and st.file_uploader(
         "State dict saved with torch.save(model.state_dict(), …)", type=["pt", "pth"], key="fm_weights_file",
@@ -37,6 +38,7 @@ upload = up_col.file_uploader("…or upload a photo", type=images.UPLOAD_TYPES, 
                               max_upload_size=limits.IMAGE_MB)
 samples = images.sample_names()
 sample = pic_col.selectbox("Picture", samples, samples.index("cat") if "cat" in samples else 0, key="fm_sample",
+                           bind="query-params",
                            disabled=upload is not None, help="Photos: public domain or CC0, sources in "
                            "assets/samples/ATTRIBUTION.md. Patterns: drawn by resviz. Remove an upload to use them.")
 with w_col:
@@ -45,12 +47,15 @@ with w_col:
 for note in fm.notices(w, sel.chosen):  # one box each: an error, a warning, a verdict, a fact
     getattr(top_notice, note.box.value)(note.text, icon=note.icon)
 cfg, device, pre, names = w.cfg, sel.device, w.preprocess(), w.model.block_names()
-block = block_col.selectbox("Block to look inside", range(len(names)), format_func=names.__getitem__, key="fm_block")
-k = block_col.slider("Channels shown", 1, fm.MAX_CHANNELS, 9, key="fm_k", help="By mean activation, largest first.")
+block = block_col.selectbox("Block to look inside", range(len(names)), format_func=names.__getitem__, key="fm_block",
+                            bind="query-params")
+k = block_col.slider("Channels shown", 1, fm.MAX_CHANNELS, 9, key="fm_k",
+                     bind="query-params", help="By mean activation, largest first.")
 views, (top_col, cam_col, norm_col) = st.container(), st.columns(3)
 cam_block = cam_col.selectbox("Grad-CAM block", range(len(names)), index=len(names) - 1, format_func=names.__getitem__,
                               key="fm_cam_block")
-target = cam_col.selectbox("Explain which class", w.targets, format_func=w.target_label, key="fm_target")
+target = cam_col.selectbox("Explain which class", w.targets, format_func=w.target_label, key="fm_target",
+                           bind="query-params")
 
 with ui.friendly_errors("Feature maps"):  # a picture we cannot read, a model too big: a message, and no more
     data = upload.getvalue() if upload is not None else images.sample_bytes(sample)
@@ -76,7 +81,8 @@ with ui.friendly_errors("Feature maps"):  # a picture we cannot read, a model to
     norm_col.plotly_chart(ui.figure((rk, "norms"), lambda: plots.plot_block_norms(r.norms, r.block)), key="fm_norms")
     norm_col.caption(fm.NORMS_NOTE)
 
-    if cfg.residual and st.toggle("Compare with the plain twin (same layers, shortcuts removed)", key="fm_plain"):
+    if cfg.residual and st.toggle("Compare with the plain twin (same layers, shortcuts removed)", key="fm_plain",
+                                  bind="query-params"):
         plain = ui.held(w.owned, "fm_plain", (w.key, device), lambda: fm.plain_model(w, device))
         pk, twin = look.capture_key(plain, r.target), lambda _: look.capture(plain, r.target)
         with ui.friendly_errors("The plain twin"):  # its NaN is said, and the attributions below still run
@@ -89,7 +95,7 @@ with ui.friendly_errors("Feature maps"):  # a picture we cannot read, a model to
 
     st.subheader("Other attributions (captum)")
     cols = st.columns(2)
-    steps = cols[0].slider("Integrated Gradients steps", 8, 64, 16, 8, key="fm_ig_steps")
+    steps = cols[0].slider("Integrated Gradients steps", 8, 64, 16, 8, key="fm_ig_steps", bind="query-params")
     for col, kind in zip(cols, fm.Attribution):  # a map is shown only for the settings it was computed with
         key, what = look.attribution_key(kind, r.target, steps), kind.name.lower()
         with col:  # partial, not a lambda: the background thread must not see the loop's next kind

@@ -22,7 +22,8 @@ with st.expander("How the gradient of one path is measured"):
         "(ResNet-20's 9 blocks) every path is measured instead, so (b) is exact for these images. Veit, Wilber & "
         "Belongie (2016), *Residual Networks Behave Like Ensembles of Relatively Shallow Networks*, NeurIPS.")
 c1, c2 = st.columns([3, 2])
-source = c1.radio("Measure on", list(SOURCES), format_func=SOURCES.get, key="pa_source", horizontal=True)
+source = c1.radio("Measure on", list(SOURCES), format_func=SOURCES.get, key="pa_source",
+                  bind="query-params", horizontal=True)
 if source == "trained":
     p = ui.pair_picker_ui("pa")
     if p is None:
@@ -34,8 +35,9 @@ else:
     st.caption(f"**{cfg.label} with random weights** (seed 0), untrained: the paper measured a trained net.")
 n = len(model.blocks())
 exact = paths.can_be_exact(n) and c2.toggle(f"Every path (all 2^{n} = {2**n:,}: exact)", True, key="pa_exact",
+                                            bind="query-params",
                                             help="Off: a few random paths per length, as the paper does for 54 blocks.")
-samples = 0 if exact else c2.slider("Random paths per length", 1, 8, 2, key="pa_samples",
+samples = 0 if exact else c2.slider("Random paths per length", 1, 8, 2, key="pa_samples", bind="query-params",
                                     help="The paper averages over many random choices of the k branches; more is "
                                          "slower.")
 g, gkey = None, ("paths", *key, "exact" if exact else samples)

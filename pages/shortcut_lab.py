@@ -33,9 +33,10 @@ cfg, device = sel.chosen, sel.device
 with st.expander(f"Pick a real block from the current model ({cfg.label})", expanded=True), \
         ui.friendly_errors("Reading the model's blocks"):
     blocks = _shared(trace_shapes, cfg, label="Reading the blocks…").blocks
-    st.selectbox("Block", range(len(blocks)), format_func=lambda i: sc.block_label(blocks[i]), key="sl_block")
+    st.selectbox("Block", range(len(blocks)), format_func=lambda i: sc.block_label(blocks[i]), key="sl_block",
+                 bind="query-params")
     st.button("Use this block's shapes", key="sl_use", on_click=_use_block, args=(blocks,))
-c_in, c_out, stride, h, w = (col.number_input(label, lo, hi, key=k)
+c_in, c_out, stride, h, w = (col.number_input(label, lo, hi, key=k, bind="query-params")
                               for col, (k, (label, lo, hi, _)) in zip(st.columns(5), INPUTS.items()))
 st.caption("F(x) here is a 3x3 convolution (with this stride) + batch norm: like a block's first layer, it "
            "sets the output channels and size. Every number below is computed from real tensors and modules.")
@@ -63,8 +64,8 @@ with ui.friendly_errors("Running the shortcut lab"):
     for k, n in (("sl_row", oh), ("sl_col", ow)):  # keep the picked pixel inside a smaller output
         st.session_state[k] = min(st.session_state.get(k, 0), n - 1)
     pc = st.columns(2)
-    row = pc[0].slider("Output row", 0, max(oh - 1, 1), key="sl_row", disabled=oh < 2)
-    col = pc[1].slider("Output column", 0, max(ow - 1, 1), key="sl_col", disabled=ow < 2)
+    row = pc[0].slider("Output row", 0, max(oh - 1, 1), key="sl_row", bind="query-params", disabled=oh < 2)
+    col = pc[1].slider("Output column", 0, max(ow - 1, 1), key="sl_col", bind="query-params", disabled=ow < 2)
     args = (c_in, c_out, stride, h, w, row, col, 0, device)
     p = _shared(sc.pixel_product, *args)
     st.plotly_chart(ui.figure(("sl_product", *args), lambda: plots.plot_pixel_product(p)), key="sl_product")
@@ -76,9 +77,9 @@ with ui.friendly_errors("Running the shortcut lab"):
 
 st.header("4 · The bottleneck: 1x1 → 3x3 → 1x1")
 bc = st.columns(3)
-ch = bc[0].selectbox("Block channels", (64, 256, 512, 1024, 2048), index=1, key="sl_bn_ch")
-bstride = bc[1].radio("Stride", (1, 2), index=1, horizontal=True, key="sl_bn_stride")
-size = bc[2].selectbox("Input size", (7, 14, 28, 56), index=3, key="sl_bn_size")
+ch = bc[0].selectbox("Block channels", (64, 256, 512, 1024, 2048), index=1, key="sl_bn_ch", bind="query-params")
+bstride = bc[1].radio("Stride", (1, 2), index=1, horizontal=True, key="sl_bn_stride", bind="query-params")
+size = bc[2].selectbox("Input size", (7, 14, 28, 56), index=3, key="sl_bn_size", bind="query-params")
 with ui.friendly_errors("Measuring the bottleneck"):
     costs = _shared(sc.bottleneck_costs, ch, bstride, size)
     st.markdown(f"A bottleneck first **reduces** {ch} channels to {ch // 4} with a 1x1 conv, runs the 3x3 on "

@@ -18,17 +18,19 @@ sel = ui.current_selection()
 c1, c2, c3, c4, c5 = st.columns([2.8, 2, 2.2, 3, 2.4])  # the main controls, filled below
 with st.expander("Network, input and seed"):
     e1, e2, e3, e4 = st.columns(4)
-    sidebar = e1.toggle("Use the sidebar's model", key="sf_sidebar",
+    sidebar = e1.toggle("Use the sidebar's model", key="sf_sidebar", bind="query-params",
                         help="Off: the paper's CIFAR ResNet of the depth chosen beside.")
-    source = sf.Input(e2.radio("Input", [i.value for i in sf.Input], key="sf_input"))
-    seed = e4.number_input("Seed", 0, 10_000, 0, key="sf_seed", help="Draws the weights, the images and the labels.")
-depth = c1.select_slider("Depth (layers)", sf.DEPTHS, value=20, key="sf_depth", disabled=sidebar,
+    source = sf.Input(e2.radio("Input", [i.value for i in sf.Input], key="sf_input", bind="query-params"))
+    seed = e4.number_input("Seed", 0, 10_000, 0, key="sf_seed",
+                           bind="query-params", help="Draws the weights, the images and the labels.")
+depth = c1.select_slider("Depth (layers)", sf.DEPTHS, value=20, key="sf_depth", bind="query-params", disabled=sidebar,
                          help="CIFAR ResNets have 6k+2 weighted layers: 3 stages of k basic blocks.")
-bn = c2.toggle("Batch norm", value=True, key="sf_bn", help="Off: every BN layer becomes the identity.")
-init = c3.selectbox("Initialization", list(sf.Init), format_func=INIT_LABELS.get, key="sf_init")
-steps = c4.slider("Training steps before measuring", 0, 100, 0, key="sf_steps",
+bn = c2.toggle("Batch norm", value=True, key="sf_bn",
+               bind="query-params", help="Off: every BN layer becomes the identity.")
+init = c3.selectbox("Initialization", list(sf.Init), format_func=INIT_LABELS.get, key="sf_init", bind="query-params")
+steps = c4.slider("Training steps before measuring", 0, 100, 0, key="sf_steps", bind="query-params",
                   help="0 = at initialization. Each net gets this many plain SGD steps on the batch, on a copy.")
-lr = c5.select_slider("Learning rate", LRS, value=0.01, key="sf_lr", disabled=steps == 0)
+lr = c5.select_slider("Learning rate", LRS, value=0.01, key="sf_lr", bind="query-params", disabled=steps == 0)
 cfg, image = sf.chosen_config(depth, bn, sel.cfg if sidebar else None), None
 batch = 1
 if source is sf.Input.IMAGE:
@@ -38,7 +40,8 @@ if source is sf.Input.IMAGE:
     if image is None:
         e3.info("No image yet: using the built-in batch.")
 if image is None:
-    batch = e3.slider("Batch size", 2, sf.max_batch(cfg), 8, key="sf_batch", help="Random images and labels.")
+    batch = e3.slider("Batch size", 2, sf.max_batch(cfg), 8, key="sf_batch",
+                      bind="query-params", help="Random images and labels.")
 settings = sf.Settings(cfg, init, steps, lr, batch, int(seed))
 
 result, key = None, ("signal_flow", settings, sel.device, image and fingerprint(image))
