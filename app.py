@@ -20,8 +20,10 @@ ui_classroom.apply_pending()  # a follower's move to the teacher's settings, bef
 # Streamlit leaves about 6rem above every title; on a projector's first screen that room belongs to the lesson.
 st.html("<style>[data-testid='stMainBlockContainer'] {padding-top: 2rem;}</style>")
 ui.model_sidebar_ui()
-st.sidebar.toggle("Projector", key="projector", bind="query-params",
-                  help="Larger chart text and thicker lines, readable from the back of a classroom.")
+if st.sidebar.toggle("Projector", key="projector", bind="query-params",
+                     help="Larger text everywhere (body, captions, tables, labels) and in the charts, thicker lines: "
+                          "readable from the back of a classroom. It is in the link, so a reload keeps it."):
+    st.html(f"<style>html {{font-size: {ui.PROJECTOR_TEXT_PX}px;}}</style>")  # Streamlit sizes its text in rem
 ui_classroom.class_ui(page)  # share this view, Previous / Next, the teacher's panel, following, the class's vote
 ui.warm_up(p.url_path for p in PAGES)  # once per server, in the background: the class finds every page ready
 try:

@@ -409,6 +409,9 @@ def shared_model(key: Hashable, _make: Callable[[], Any]) -> Any:
     return _make()
 
 
+PROJECTOR_TEXT_PX = 20  # the page's text on a projector: Streamlit's 16 px x1.25 (charts get x1.4: plots.projector)
+
+
 def chart(fig):
     """``fig`` as this student's screen shows it: text and lines scaled up when the sidebar's Projector toggle is on."""
     from resviz.plots.projector import for_projector

@@ -35,3 +35,19 @@ def test_plotly_defaults_are_scaled_too():
 def test_per_label_sizes_are_scaled_each():
     fig = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], mode="text", text=["a", "b"], textfont_size=np.array([10, 20])))
     assert list(for_projector(fig, 1.5).data[0].textfont.size) == [15, 30]
+
+
+def test_projector_scales_the_page_text_and_is_in_the_link():
+    """On a projector every text a back row reads grows (Streamlit sizes body text, captions, tables and widget
+    labels in rem), not only the charts; the switch is bound to the URL, so a reload or a shared link keeps it."""
+    from helpers import new_app
+    from resviz import ui
+
+    def styles(at):
+        return [h.proto.body for h in at.get("html")]
+
+    off, on = new_app(), new_app(sidebar={"projector": True})
+    rule = f"html {{font-size: {ui.PROJECTOR_TEXT_PX}px;}}"
+    assert not any(rule in s for s in styles(off)) and any(rule in s for s in styles(on))
+    assert ui.PROJECTOR_TEXT_PX > 16  # larger than Streamlit's own 16 px
+    assert on.query_params.get("projector") in (["true"], "true")
