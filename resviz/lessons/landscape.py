@@ -404,11 +404,14 @@ def claims(seeds: tuple[int, ...], full: bool) -> list[Claim]:
 
     Measured: the default built-in pair, seed 0: both nearly convex (ResNet 0.03-0.16, plain 0.06-0.14), margin
     +0.15. The built-in ResNet-56 pair (600 steps, seed 0): its plain twin guesses (12%): no verdict, though its
-    slices are far less convex (0.62-0.68 against 0.16-0.30). At CI size the check is off until it has run on
-    seeds 0-4 (the study adds 4 s of CPU per seed to the shared claims pair; the pair's 1000 steps take 86 s).
+    slices are far less convex (0.62-0.68 against 0.16-0.30). At CI size (the narrow ResNet-20 claims pair) it held
+    on seeds 0, 2, 3, 4 (margins +0.15, +0.20, +0.02, +0.12) and failed on seed 1 (-0.02: the plain twin less
+    convex on all 5 slices, 0.13-0.37 against 0.01-0.17, so the page says "not what Li et al. found at this
+    depth"): a finding, not a seed to drop, so the CI-size check stays off until it is understood. Cost: the study
+    adds about 4 s of CPU per seed to the shared claims pair (whose 1000 steps take about 86 s).
     """
     out = []
-    if not full:  # CI size: switched on once measured on seeds 0-4 (see above)
+    if not full:  # CI size: fails on seed 1 (see above); off until that is understood
         return out
     for seed in seeds:
         p = builtin_pair.claims_pair(seed, full)
