@@ -89,8 +89,8 @@ st.plotly_chart(ui.figure(("ls_surface", p.key, span, seed, fine), lambda: plot_
                 key="ls_surface")
 st.plotly_chart(ui.figure(("ls_bends", p.key, span, seed, fine), lambda: plot_negative_curvature(grids)),
                 key="ls_bends")
-st.caption("Last chart: at each inner point of the slice above, the ratio the table averages over its own slices, "
-           "as Li et al. map it for the full Hessian (Fig. 7). Both surfaces share one height and colour scale. Loss at the "
+st.caption("Last chart: at each inner point of the slice above, how much it curves down against up (|λmin/λmax| of "
+           "its 2-D Hessian), as Li et al. map it for the full Hessian (Fig. 7). Both surfaces share one height and colour scale. Loss at the "
            f"trained weights: ResNet {grids.resnet.centre_loss:.3f}, plain twin {grids.plain.centre_loss:.3f} "
            "(cross-entropy, batch norm in eval mode). Li et al. studied fully trained 20- to 110-layer nets: what you "
            "see is what this pair does.")

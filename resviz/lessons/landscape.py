@@ -8,15 +8,15 @@ layer) is rescaled to the norm of the matching filter w[i]. Biases and batch-nor
 direction (the paper's ``ignore='biasbn'``). The model is evaluated in eval mode (batch norm uses its
 running statistics) through ``torch.func.functional_call``, so the caller's model is never changed.
 
-How non-convex a 2-D slice is, in one number (``Grid.nonconvexity``), as Li et al. measure it (Section 6, "Are we
-really seeing convexity?", Fig. 7): at each grid point the ratio |lambda_min / lambda_max| of the Hessian's extreme
-eigenvalues, near 0 where the surface curves up (convex), large where it curves down as much as up (chaotic). They
-take the Hessian of the full loss; we take the slice's own 2-D Hessian (central finite differences of the loss on
-the grid, so it costs no evaluation beyond the grid itself). Its curvatures are weighted averages of the full
-Hessian's eigenvalues (Li et al., same section): a downward bend in the slice is a real non-convexity, a convex
-slice does not prove the full loss convex. A point where the slice barely curves at all (a flat plateau, such as a
-net at chance far from any minimum) counts as convex, not rough (``FLAT``). One random slice is one draw: the page's
-verdict compares the two nets on ``DIRECTIONS`` slices and gives one only when every slice agrees by ``MARGIN``.
+How non-convex a 2-D slice is, in one number (``Grid.nonconvexity``), as Li et al. measure it (Section 6,
+Fig. 7): at each grid point the ratio |lambda_min / lambda_max| of the Hessian's extreme eigenvalues, near 0 where
+the surface curves up (convex), large where it curves down as much as up (chaotic). They take the Hessian of the
+full loss; we take the slice's own 2-D Hessian (central finite differences of the loss on the grid, so it costs no
+evaluation beyond the grid itself). Its curvatures are weighted averages of the full Hessian's eigenvalues (Li et
+al., same section): a downward bend in the slice is a real non-convexity, a convex slice does not prove the full
+loss convex. A point where the slice barely curves at all (a flat plateau) counts as convex, not rough (``FLAT``).
+One random slice is one draw: the page's verdict compares the two nets on ``DIRECTIONS`` slices and gives one only
+when every slice agrees by ``MARGIN``, and none for a pair that guesses.
 
 The finer grid is slow: it is a shared run (``resviz.runs``) that goes on while someone watches it and stops when
 nobody does; once done it stays in the disk cache for every later visit.
@@ -38,7 +38,7 @@ from resviz.claims import Claim
 from resviz.lessons.training import Tone
 
 FLAT = 0.1  # curvature (loss per squared filter norm) below which a point counts as flat: over the whole span of
-#            +-1 it changes the loss by less than 0.05 (the plateau of a net at chance is flatter than that)
+#            +-1 it changes the loss by less than 0.05 (a plateau where the loss barely changes is not rough)
 COARSE, FINE = 7, 21  # grid points per side: the live grid, and the finer one computed in the background
 BATCH, FINE_BATCH = 32, 256  # images the live grid and the finer one are evaluated on
 Directions = dict[str, torch.Tensor]
