@@ -22,9 +22,9 @@ p = ui.pair_picker_ui("ls")
 if p is None:
     st.stop()
 c1, c2 = st.columns(2)
-span = c1.select_slider("How far to step (span)", (0.25, 0.5, 1.0), value=1.0, key="ls_span",
+span = c1.select_slider("How far to step (span)", (0.25, 0.5, 1.0), value=1.0, key="ls_span", bind="query-params",
                         help="α and β run from −span to +span; 1 = one filter norm away from the trained weights.")
-seed = int(c2.number_input("Direction seed", 0, 99, 0, key="ls_seed"))
+seed = int(c2.number_input("Direction seed", 0, 99, 0, key="ls_seed", bind="query-params"))
 
 
 POLL_S = 2.0  # while the finer grid computes, the page looks again this often (and so keeps it wanted)

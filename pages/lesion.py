@@ -21,7 +21,7 @@ with st.expander("What deleting a block means"):
 p = ui.pair_picker_ui("le")
 if p is None:
     st.stop()
-n = st.select_slider("Test images", (100, 250, 500, 1000), value=pair.EVAL_IMAGES, key="le_n",
+n = st.select_slider("Test images", (100, 250, 500, 1000), value=pair.EVAL_IMAGES, key="le_n", bind="query-params",
                      help=f"Fresh built-in images the pair never saw in training ({pair.EVAL_IMAGES}: the images of "
                           "the accuracies above). More images, narrower 95% intervals.")
 both = None

@@ -706,6 +706,12 @@ def _pair_picker_ui(prefix: str):
             "Use the pair from the training page", True, key=f"{prefix}_pair_session", bind="query-params",
             help="Off: a ResNet and its plain twin trained here on the built-in images, kept for the whole class.")):
         source = pair.PairSource.BUILTIN
+        choice = st.selectbox("Pair", [*builtin_pair.shipped_presets(), TRAIN_HERE], format_func=_pair_choice_words,
+                              key=f"{prefix}_pair_choice", bind="query-params",
+                              help="Shipped: trained once with resviz, the same for every student, ready at once.")
+        if choice != TRAIN_HERE:
+            trained = _shipped_pair(choice)  # a changed or unreadable file: a WeightsError, said by friendly_errors
+            return _loaded_pair_ui(prefix, trained, source, device)
         c1, c2 = st.columns(2)
         recipe = builtin_pair.recipe(
             c1.selectbox("Model to train", builtin_pair.PRESETS, key=f"{prefix}_pair_model", bind="query-params",
@@ -718,10 +724,37 @@ def _pair_picker_ui(prefix: str):
         trained = builtin_pair.load(recipe) or _builtin_pair_ui(prefix, recipe, device)
         if trained is None:
             return None
+    return _loaded_pair_ui(prefix, trained, source, device)
+
+
+def _loaded_pair_ui(prefix: str, trained, source, device: str):
+    from resviz import pair
+
     loaded = held(source is pair.PairSource.SESSION, "pair", (trained.key, device),
                   lambda: pair.load_pair(trained, source, device))
     _pair_caption_ui(prefix, loaded)
     return loaded
+
+
+TRAIN_HERE = "train"  # the pair picker's last choice: a built-in pair of a chosen model and length, trained here
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the shipped pair…")
+def _shipped_pair(preset: str):
+    """A pair shipped in assets/pairs (hash-checked, read by the uploads' safe loader), shared read-only."""
+    from resviz import builtin_pair
+
+    return builtin_pair.shipped(preset)
+
+
+def _pair_choice_words(choice: str) -> str:
+    from resviz import builtin_pair
+
+    if choice == TRAIN_HERE:
+        return "Train a pair here (pick the model and steps)"
+    i = builtin_pair.shipped_info(choice)
+    return (f"Shipped {i.preset} pair, {i.steps} steps: ResNet {i.resnet_accuracy:.0%}, plain twin "
+            f"{i.plain_accuracy:.0%} of {i.images:,} fresh images")
 
 
 def _builtin_pair_ui(prefix: str, recipe, device: str):

@@ -29,6 +29,11 @@ TEXT_KINDS = ("title", "header", "subheader", "markdown", "caption", "info", "su
 
 
 # --- AppTest ---------------------------------------------------------------------------------------------
+# The pair pages start from the shipped pair; page tests pick "train a pair here" unless they say otherwise, so each
+# studies the tiny pair it hands the page (test_pair_shipped.py tests the shipped default)
+TRAIN_HERE = {f"{prefix}_pair_choice": "train" for prefix in ("le", "ls", "pa")}
+
+
 def new_app(page: str | None = None, timeout: float = 60, sidebar: dict | None = None):
     """An AppTest of the whole app, run once, then switched to the lesson ``page`` and run.
 
@@ -39,7 +44,7 @@ def new_app(page: str | None = None, timeout: float = 60, sidebar: dict | None =
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
-    for key, value in (sidebar or {}).items():
+    for key, value in {**TRAIN_HERE, **(sidebar or {})}.items():
         at.session_state[key] = value
     at.run()
     if page:

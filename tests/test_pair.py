@@ -125,7 +125,9 @@ def as_on_a_server(monkeypatch):
 
 
 def open_picker() -> AppTest:
-    return AppTest.from_string(PICKER, default_timeout=60).run()
+    at = AppTest.from_string(PICKER, default_timeout=60)
+    at.session_state["t_pair_choice"] = ui.TRAIN_HERE  # the built-in pair trained here, not the shipped one
+    return at.run()
 
 
 def progress_texts(at) -> str:

@@ -119,3 +119,27 @@ def test_the_script_writes_what_the_loader_reads(tmp_path, monkeypatch):
     x, y = pair.eval_data(trained.cfg, 50)
     assert m["accuracies"]["resnet"]["accuracy"] == pytest.approx(pair.accuracy(resnet, x, y))
     assert m["accuracies"]["plain"]["accuracy"] == pytest.approx(pair.accuracy(plain, x, y))
+
+
+def test_the_pair_pages_start_from_the_shipped_pair_for_everyone():
+    """Lesion (as Paths and Loss landscape) opens on the shipped pair: no wait, and every student the same pair and
+    the same numbers (the pair is in the page's link); training a pair here stays one choice away."""
+    from streamlit.testing.v1 import AppTest
+
+    from helpers import ROOT, lesson, no_exceptions, texts
+
+    def open_lesion():
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+        at.session_state["le_n"] = 100  # the fewest test images: the study's cost is not what is tested here
+        at.run()
+        return at.switch_page(lesson("lesion").page).run()
+
+    first, second = open_lesion(), open_lesion()
+    for at in (first, second):
+        no_exceptions(at)
+        assert at.selectbox(key="le_pair_choice").value == "resnet20"
+        assert "shipped with resviz" in texts(at, ("caption",))
+        assert not any(b.key == "le_pair_train" for b in at.button)  # nothing to wait for
+    verdict = [box.value for kind in ("success", "warning", "info") for box in getattr(first, kind)]
+    assert verdict == [box.value for kind in ("success", "warning", "info") for box in getattr(second, kind)]
+    assert "train" in first.selectbox(key="le_pair_choice").options[-1].lower()
