@@ -20,19 +20,23 @@ st.markdown("Both networks start from **the same weights** (the plain twin just 
 sel = ui.current_selection()
 pair_labels = {RacePair.SIDEBAR: f"{sel.cfg.label} (sidebar model)", RacePair.DEEP: "Deeper: resnet56 vs plain-56"}
 left, mid, right = st.columns([1.2, 1, 1])
-pair = left.radio("Networks", list(RacePair), format_func=pair_labels.get, key="tr_pair",
+pair = left.radio("Networks", list(RacePair), format_func=pair_labels.get, key="tr_pair", bind="query-params",
                   help="The deeper pair shows the paper's result most clearly, at about a third of the speed.")
 recipe = training.recipe_for(pair.config(sel.cfg))
 ss = st.session_state
 if ss.get("tr_recipe") != recipe:  # another pair or sidebar model: start from its recommended settings
     ss.update(tr_recipe=recipe, tr_lr=recipe.config.lr, tr_batch=recipe.config.batch_size,
               tr_steps=recipe.config.steps, tr_wd=recipe.config.weight_decay, tr_shallow=pair is RacePair.DEEP)
-shallow = left.checkbox("Add a shallower plain net", key="tr_shallow", help="A third of the blocks per stage.")
+shallow = left.checkbox("Add a shallower plain net", key="tr_shallow",
+                        bind="query-params", help="A third of the blocks per stage.")
 folders = data.teacher_folders()  # offered only when the teacher started the server with RESVIZ_IMAGE_FOLDERS
-source = mid.selectbox("Data", training.offered_sources(bool(folders)), format_func=DATA_LABELS.get, key="tr_data")
-folder = mid.selectbox("Folder", list(folders), key="tr_folder") if source is DataSource.TEACHER else ""
-steps = mid.number_input("Steps", 1, 5000, step=25, key="tr_steps")
-download = mid.checkbox("Download the dataset if missing", key="tr_dl") if source.torchvision else False
+source = mid.selectbox("Data", training.offered_sources(bool(folders)), format_func=DATA_LABELS.get, key="tr_data",
+                       bind="query-params")
+folder = mid.selectbox("Folder", list(folders), key="tr_folder",
+                       bind="query-params") if source is DataSource.TEACHER else ""
+steps = mid.number_input("Steps", 1, 5000, step=25, key="tr_steps", bind="query-params")
+download = mid.checkbox("Download the dataset if missing", key="tr_dl",
+                        bind="query-params") if source.torchvision else False
 started = right.button("Start", type="primary", key="tr_start", width="stretch")
 stopped = right.button("Stop", key="tr_stop", width="stretch")
 upload = st.file_uploader("ImageFolder zip: one folder per class", type="zip", key="tr_zip",
@@ -41,10 +45,12 @@ in_use = right.empty()
 with st.expander("Recipe, the same for every network: learning rate, batch size, weight decay, seed",
                  key="tr_recipe_open"):
     c1, c2 = st.columns(2)
-    lr = c1.select_slider("Learning rate", LEARNING_RATES, key="tr_lr", help="Very large rates make runs diverge.")
-    batch = c1.select_slider("Batch size", (8, 16, 32, 64, 128, 256), key="tr_batch")
-    wd = c2.select_slider("Weight decay", (0.0, 1e-5, 1e-4, 5e-4, 1e-3), key="tr_wd")
-    seed = c2.number_input("Seed", 0, 10_000, 0, key="tr_seed", help="Initial weights and batch order.")
+    lr = c1.select_slider("Learning rate", LEARNING_RATES, key="tr_lr",
+                          bind="query-params", help="Very large rates make runs diverge.")
+    batch = c1.select_slider("Batch size", (8, 16, 32, 64, 128, 256), key="tr_batch", bind="query-params")
+    wd = c2.select_slider("Weight decay", (0.0, 1e-5, 1e-4, 5e-4, 1e-3), key="tr_wd", bind="query-params")
+    seed = c2.number_input("Seed", 0, 10_000, 0, key="tr_seed",
+                           bind="query-params", help="Initial weights and batch order.")
     st.caption(f"**Recommended**: {recipe.describe()}. {training.WHY_THE_RATE}.")
 used = recipe.with_settings(lr, batch, steps, wd, seed, sel.device)
 in_use.caption(recipe.in_use(used))
@@ -53,6 +59,8 @@ if started:
         cfg = pair.config(sel.cfg)
         req, notes = DataRequest.for_race(cfg, source, download, folder, upload.getvalue() if upload else None), []
         loaded = ui.shared_tensors(req.key, req.load) if source.shared else req.load(notes)
+        if source.shared and getattr(loaded, "skipped", ()):  # a teacher's folder: its unusable files, named
+            notes.append(data.skipped_note(loaded.skipped))
         job = training.race_job(cfg, req, loaded, used, shallow, notes)
         ss.update(tr_watch=training.watch_race(job, ss.get("tr_watch")), tr_view=None, tr_stopped=None)
 if stopped and (w := ss.pop("tr_watch", None)) is not None:

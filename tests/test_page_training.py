@@ -348,6 +348,7 @@ def test_teacher_folders_are_offered_by_name_only(tmp_path, monkeypatch):
     for name, payload in _image_zip_members().items():
         (tmp_path / "shapes" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "shapes" / name).write_bytes(payload)
+    (tmp_path / "shapes" / name).with_name("broken.png").write_bytes(b"\x89PNG not really")  # skipped and named
     at = new_app("training", timeout=300)
     assert "The teacher's image folders" not in at.selectbox(key="tr_data").options  # not configured: not offered
     assert at.selectbox(key="tr_data").options[0] == "Built-in shapes (no download)"
@@ -361,6 +362,7 @@ def test_teacher_folders_are_offered_by_name_only(tmp_path, monkeypatch):
     no_exceptions(at)
     assert not at.error, [e.value for e in at.error]
     assert at.session_state["tr_view"].history.step == 2
+    assert "broken" in texts(at) and "not a usable image" in texts(at)
 
 
 def test_a_live_race_fills_its_own_shelf_and_leaves_the_pages_figures():
