@@ -119,6 +119,8 @@ def test_the_class_follows_the_teacher_and_a_student_can_step_away(class_server,
     _wait_url(away, r"sh_seed=6", FOLLOW_S + SLACK_S)
     for pg in tabs:
         assert page_exceptions(pg) == []
+    _sidebar(teacher).get_by_text("Lead the class").click()  # the lesson is over: the class stops following
+    _sidebar(away).get_by_text("Following the teacher's screen.").wait_for(state="detached", timeout=60_000)
 
 
 def test_predict_then_reveal(class_server, tabs):
