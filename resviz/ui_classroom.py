@@ -57,8 +57,9 @@ def class_ui(page) -> None:
     with st.sidebar:
         arc_ui(page.url_path)
         share_ui(page.url_path)
-        if classroom.teacher_key_set():
-            teacher_ui()
+        if not classroom.teacher_key_set():  # no teacher can lead this server: nothing to follow or vote on,
+            return  # and no page polls for it
+        teacher_ui()
         present(page)
         _follow_ui(page.url_path)
         vote_ui()

@@ -109,3 +109,20 @@ def test_thirty_votes_at_once_none_lost(tmp_path):
         for t in threads:
             t.join()
         assert Classroom(store=store).question().tally == [10, 10, 10]
+
+
+def test_without_a_teacher_key_no_page_polls_the_class(monkeypatch, tmp_path):
+    """The embedded default (no RESVIZ_TEACHER_KEY): the sidebar has its link and arc, but nothing reads or writes the
+    class state (no follower fragment, no vote fragment); with a key, every page checks in."""
+    from helpers import new_app
+    from resviz import ui_classroom
+
+    calls = []
+    store = diskcache.Cache(str(tmp_path))
+    monkeypatch.setattr(ui_classroom, "room", lambda: calls.append(1) or Classroom(store=store))
+    monkeypatch.delenv(classroom.KEY_ENV, raising=False)
+    new_app()
+    assert calls == []
+    monkeypatch.setenv(classroom.KEY_ENV, "k")
+    new_app()
+    assert calls and Classroom(store=store).roster().students == 1
