@@ -174,17 +174,21 @@ def test_the_class_asking_for_one_builtin_pair_trains_it_once_and_all_watch_it(a
 
 
 def test_a_failed_class_training_is_a_message_and_can_be_tried_again(as_on_a_server, monkeypatch):
-    failed, calls = threading.Event(), []
+    started, release, calls = threading.Event(), threading.Event(), []
 
     def broken_train(recipe, device="cpu", on_step=None, store=True):
         calls.append(recipe)
-        failed.set()
+        started.set()
+        assert release.wait(60)  # fails only after the press's run has drawn its progress (no race with it)
         raise RuntimeError("the disk is full")
 
     monkeypatch.setattr(builtin_pair, "train", broken_train)
     at = open_picker()
     at.button(key="t_pair_train").click().run()
-    assert failed.wait(60)
+    assert started.wait(60)
+    no_exceptions(at)
+    assert not at.error
+    release.set()
     jobs, lock = ui._job_store()
     assert all(job.done.wait(60) for job in list(jobs.values()))
     at.run()
