@@ -14,7 +14,9 @@ from torch.utils.data import TensorDataset
 
 from resviz import models as M
 from resviz import runs
+from resviz.inputs.data import DatasetError
 from resviz.lessons import training as T
+from resviz.lessons.training import default_races
 from resviz.pair import TrainedPair
 
 TINY = M.ResNetConfig(block="basic", layers=(2, 1), widths=(4, 8), stem="cifar", stem_width=4, input_size=8,
@@ -479,7 +481,7 @@ def test_data_request_keys_and_sources():
     assert [s for s in T.DataSource if s.torchvision] == [T.DataSource.CIFAR10, T.DataSource.MNIST,
                                                           T.DataSource.FASHION_MNIST]
     assert T.DataRequest(T.DataSource.ZIP, upload=b"other") == zip_req  # the bytes are not part of the key
-    with pytest.raises(T.data.DatasetError, match="Upload a zip"):
+    with pytest.raises(DatasetError, match="Upload a zip"):
         T.DataRequest(T.DataSource.ZIP).load()
     train, test, names = T.DataRequest(T.DataSource.BUILTIN, size=16, channels=1).load()
     assert train.tensors[0].shape[1:] == (1, 16, 16) and names[0] == "disc"
@@ -611,7 +613,7 @@ def test_the_claims_check_guards_the_verdicts_against_networks_at_guessing_level
 
     def guard(*curves):
         race_ = SimpleNamespace(history=_history(*curves, classes=10), cfg=SimpleNamespace(input_size=8))
-        return next(c for c in T._race_claims(race_, "resnet56", 0, full=False) if "guessing level" in c.text)
+        return next(c for c in default_races._race_claims(race_, "resnet56", 0, full=False) if "guessing level" in c.text)
 
     one_stuck = guard([0.5] * 20, [2.32] * 20, [1.0] * 20)  # plain-56 at guessing level: the page still orders
     assert one_stuck.holds and one_stuck.margin == pytest.approx(math.log(10) - 0.1 - 1.0)
