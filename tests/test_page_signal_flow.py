@@ -28,7 +28,7 @@ def test_smoke_resnet20_with_bn_at_init_says_random_weights_and_cites_what_it_me
     forward, backward = specs[:2]
     assert backward["layout"]["yaxis"]["type"] == "log"
     assert "RMS of ∂loss/∂output" in backward["layout"]["yaxis"]["title"]["text"]
-    assert "over batch × channels × positions" in forward["layout"]["yaxis"]["title"]["text"]
+    assert "over batch × channels × positions" in forward["data"][0]["hovertemplate"]
     assert [d["line"]["color"] for d in forward["data"]] == ["#1f77b4", "#d62728"]
 
 

@@ -138,6 +138,7 @@ def test_path_chart_readable():
     share = np.array([0.1, 0.5, 0.3, 0.1])
     fig = plot_path_gradients(paths.PathGradients(np.arange(4), share + 0.1, np.array([1.0, 3, 3, 1]), share, share, 3))
     assert_readable(fig)
-    assert "(b) one path: mean of all" in [a.text for a in fig.layout.annotations]
+    assert "(b) one path: mean of all" in [a.text.replace("<br>", " ") for a in fig.layout.annotations]
     sampled = paths.from_per_path(share, 3, np.stack([share, share], axis=1))
-    assert "(b) one path: mean of 2 random" in [a.text for a in plot_path_gradients(sampled).layout.annotations]
+    assert "(b) one path: mean of 2 random" in [a.text.replace("<br>", " ")
+                                                for a in plot_path_gradients(sampled).layout.annotations]

@@ -411,7 +411,7 @@ def test_charts_have_both_nets_log_scale_stage_marks_and_readable_text():
     assert [t.line.color for t in fig.data] == ["#1f77b4", "#d62728"]  # the app's ResNet blue, plain-twin red
     assert len(fig.data[0].y) == 7 and len(fig.layout.shapes) == 3  # 7 convs (no fc): stem | stage 1 | 2 | 3
     assert [a.text for a in fig.layout.annotations] == ["stem", "stage 1", "stage 2", "stage 3"]
-    assert "RMS" in fig.layout.yaxis.title.text and "batch" in fig.layout.yaxis.title.text
+    assert "RMS" in fig.layout.yaxis.title.text and "batch" in fig.data[0].hovertemplate  # which RMS: on hover
     assert fig.layout.font.size >= 14 and all(a.font.size >= 14 for a in fig.layout.annotations)
     np.testing.assert_allclose(fig.data[1].y, r[PLAIN].stats.grad_rms[:7])
     fig = plots.plot_responses(r)

@@ -11,9 +11,10 @@ from resviz.plots.style import COLORS, readable
 
 def plot_shattered(plain: Sweep, res: Sweep, depth: int) -> go.Figure:
     """Gradient of the output w.r.t. a 1-D input along the sweep, and its autocorrelation, plain vs ResNet."""
-    fig = make_subplots(rows=2, cols=2, vertical_spacing=0.24, horizontal_spacing=0.1, subplot_titles=(
-        f"plain net, {depth} layers: d output / d x", f"ResNet, {depth} layers: d output / d x",
-        f"plain: autocorrelation (lag 1 = {plain.lag1:.2f})", f"ResNet: autocorrelation (lag 1 = {res.lag1:.2f})"))
+    # Titles on two lines: two panels share the column, and on one line they ran into each other at x1.4
+    fig = make_subplots(rows=2, cols=2, vertical_spacing=0.27, horizontal_spacing=0.12, subplot_titles=(
+        f"plain net, {depth} layers:<br>d output / d x", f"ResNet, {depth} layers:<br>d output / d x",
+        f"plain: autocorrelation<br>(lag 1 = {plain.lag1:.2f})", f"ResNet: autocorrelation<br>(lag 1 = {res.lag1:.2f})"))
     for col, r, color in ((1, plain, COLORS["plain"]), (2, res, COLORS["resnet"])):
         fig.add_scatter(x=r.x, y=r.grad, mode="lines", line=dict(color=color, width=1.5), row=1, col=col)
         fig.add_bar(x=np.arange(len(r.autocorr)), y=r.autocorr, marker_color=color, row=2, col=col)
@@ -22,7 +23,10 @@ def plot_shattered(plain: Sweep, res: Sweep, depth: int) -> go.Figure:
         fig.update_yaxes(range=[-1, 1], row=2, col=col)
     fig.update_yaxes(title_text="gradient", row=1, col=1)
     fig.update_yaxes(title_text="correlation", row=2, col=1)
-    fig.update_layout(showlegend=False, height=620, margin=dict(t=50))
+    fig.update_annotations(yshift=6)  # the titles clear of the top tick labels
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
+    fig.update_layout(showlegend=False, height=680, margin=dict(t=80))
     return readable(fig)
 
 
@@ -39,10 +43,14 @@ def plot_depth_curve(curve: DepthCurve, depth: int | None = None) -> go.Figure:
         mean = f"{label}, mean of {len(curve.seeds)}" if several else label
         fig.add_scatter(x=x, y=curve.resnet if resnet else curve.plain, mode="lines+markers", name=mean,
                         line=dict(color=color, width=3), marker=dict(size=9))
-    if depth is not None:
-        fig.add_vline(x=depth, line=dict(color="#555555", dash="dot"), annotation_text=f"{depth} layers",
-                      annotation_position="top right")
+    if depth is not None:  # its label inside the plot, under the legend
+        fig.add_vline(x=depth, line=dict(color="#555555", dash="dot"))
+        fig.add_annotation(x=depth, y=1, yref="paper", yanchor="top", xanchor="left", text=f"{depth} layers",
+                           showarrow=False)
+    # The legend above the plot, where plotly makes room for it however large the text
     fig.update_layout(xaxis_title="depth (hidden layers)", yaxis_title="lag-1 correlation",
-                      yaxis_range=[-0.3, 1.05], height=380, margin=dict(t=30),
-                      legend=dict(orientation="h", y=1.12, x=0))
+                      yaxis_range=[-0.3, 1.05], height=460, margin=dict(t=10),
+                      legend=dict(orientation="h", x=0, xanchor="left", y=1.02, yanchor="bottom"))
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
     return readable(fig)

@@ -16,14 +16,16 @@ from resviz.lessons.signal_flow import FlowResult, Layers, Net
 from resviz.plots.style import COLORS, FONT_SIZE, TEXT_COLOR, readable
 
 DASH = {Net.RESNET: "solid", Net.PLAIN: "dash"}  # dashed: still visible where the curves coincide
-LEGEND = dict(orientation="h", y=-0.28, x=0.5, xanchor="center", yanchor="top")  # below: clear of the stage names
+# The legend at the bottom of the figure, under the axis title: plotly makes room for it however large the text
+# (placed in plot units it ran into the axis title at the projector's x1.4)
+LEGEND = dict(orientation="h", x=0.5, xanchor="center", yref="container", y=0, yanchor="bottom")
 OVER = "over batch × channels × positions"
-QUANTITIES = {  # LayerStats attribute -> (title, y-axis label)
-    "act_rms": ("Forward: size of each conv's output", f"RMS of the output<br>({OVER})"),
-    "grad_rms": ("Backward: size of the gradient at each conv", f"RMS of ∂loss/∂output<br>({OVER})"),
-    "weight_grad_rms": ("Backward: size of each conv's weight gradient",
-                        "RMS of ∂loss/∂weight<br>(over its weights)"),
+QUANTITIES = {  # LayerStats attribute -> (title, y-axis label); a title's line break keeps it inside half a page
+    "act_rms": ("Forward:<br>size of each conv's output", "RMS of the output"),
+    "grad_rms": ("Backward:<br>the gradient at each conv", "RMS of ∂loss/∂output"),
+    "weight_grad_rms": ("Backward:<br>each conv's weight gradient", "RMS of ∂loss/∂weight"),
 }
+ROW_SHIFT = 24  # px: every other stage name one row higher, so that narrow stages' names never meet
 
 
 def _stage_label(stage: int) -> str:
@@ -34,11 +36,12 @@ def _mark_stages(fig: go.Figure, stages: list[int], row: int | None = None) -> N
     """A dotted line where a new stage starts, and each stage's name centred over it (x is 1-based)."""
     starts = [i for i, s in enumerate(stages) if i == 0 or s != stages[i - 1]] + [len(stages)]
     axis = "" if not row or row == 1 else str(row)
-    for a, b in itertools.pairwise(starts):
+    for i, (a, b) in enumerate(itertools.pairwise(starts)):
         if a > 0:
             fig.add_vline(x=a + 0.5, line_dash="dot", line_color="#555", row=row, col=1 if row else None)
         fig.add_annotation(x=(a + b + 1) / 2, y=1.0, xref=f"x{axis}", yref=f"y{axis} domain", yanchor="bottom",
-                           text=_stage_label(stages[a]), showarrow=False, font=dict(size=FONT_SIZE, color=TEXT_COLOR))
+                           yshift=ROW_SHIFT * ((i + 1) % 2), text=_stage_label(stages[a]), showarrow=False,
+                           font=dict(size=FONT_SIZE, color=TEXT_COLOR))
 
 
 def _power(t: float) -> str:
@@ -71,7 +74,7 @@ def _hover(layers: Layers, idx: list[int]) -> list[str]:
     return [f"{layers.names[i]} ({layers.kind(i)})" for i in idx]
 
 
-def plot_layer_stat(result: FlowResult, quantity: str, height: int = 400) -> go.Figure:
+def plot_layer_stat(result: FlowResult, quantity: str, height: int = 460) -> go.Figure:
     """One per-conv statistic for both nets, log scale, depth order, stage boundaries dotted; after training steps
     the curves at initialisation are drawn faintly behind."""
     title, ylabel = QUANTITIES[quantity]
@@ -90,12 +93,16 @@ def plot_layer_stat(result: FlowResult, quantity: str, height: int = 400) -> go.
                                      mode="lines+markers",
                                      line=dict(color=COLORS[net.value], dash=DASH[net], width=2.5),
                                      marker=dict(size=6), text=_hover(layers, idx),
-                                     hovertemplate="conv %{x}: %{text}<br>%{y:.3g}<extra>" + label + "</extra>"))
+                                     hovertemplate="conv %{x}: %{text}<br>%{y:.3g} (RMS " + OVER + ")<extra>"
+                                                   + label + "</extra>"))
     _mark_stages(fig, [layers.stages[i] for i in idx])
     shown = np.concatenate([np.asarray(d.y, dtype=float) for d in fig.data]) if fig.data else np.zeros(0)
-    fig.update_yaxes(type="log", title=ylabel, **_log_ticks(shown))
-    fig.update_xaxes(title="conv layer (depth order: input → output)")
-    fig.update_layout(title=dict(text=title), height=height, margin=dict(t=70, b=110, l=100, r=20), legend=LEGEND)
+    fig.update_yaxes(type="log", title=ylabel, automargin=True, **_log_ticks(shown))
+    fig.update_xaxes(title="conv layer (input → output)", automargin=True)
+    # the title makes its own room above the stage names (two rows of them)
+    fig.update_layout(title=dict(text=title, yref="paper", y=1, yanchor="bottom", pad=dict(b=2 * ROW_SHIFT + 8),
+                                 automargin=True),
+                      height=height, margin=dict(t=10, b=10, l=10, r=10), legend=LEGEND)
     return readable(fig)
 
 
@@ -122,9 +129,12 @@ def plot_responses(result: FlowResult) -> go.Figure:
                      **(_log_ticks(finite) if wide else {}))
     fig.update_xaxes(title="3x3 layer (original order)", row=1, col=1)
     fig.update_xaxes(title="3x3 layer (sorted by magnitude)", row=2, col=1)
-    fig.update_layout(title=dict(text="Std of 3x3 layer responses (after BN, before the addition): the paper's "
-                                      "Fig. 7", y=0.98),
-                      height=600, margin=dict(t=90, b=100), legend={**LEGEND, "y": -0.14})  # y: of both rows
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
+    fig.update_layout(title=dict(text="Std of 3x3 layer responses (after BN, before the addition):<br>the paper's "
+                                      "Fig. 7", yref="paper", y=1, yanchor="bottom", pad=dict(b=2 * ROW_SHIFT + 8),
+                                 automargin=True),
+                      height=640, margin=dict(t=10, b=10), legend=LEGEND)
     return readable(fig)
 
 
