@@ -16,7 +16,7 @@ PAGES = [st.Page("pages/home.py", title="Home", icon=":material/home:", default=
     st.Page(lesson.page, title=lesson.title, icon=lesson.icon) for lesson in LESSONS]
 
 page = st.navigation(PAGES)
-ui_classroom.apply_pending()  # a follower's move to the teacher's settings, before any widget is drawn
+ui_classroom.lead_or_follow(page)  # the teacher publishes, a follower shows the class's view: before any widget
 # Streamlit leaves about 6rem above every title; on a projector's first screen that room belongs to the lesson.
 st.html("<style>[data-testid='stMainBlockContainer'] {padding-top: 2rem;}</style>")
 ui.model_sidebar_ui()
@@ -26,7 +26,6 @@ if st.sidebar.toggle("Projector", key="projector", bind="query-params",
     st.html(f"<style>html {{font-size: {ui.PROJECTOR_TEXT_PX}px;}}</style>")  # Streamlit sizes its text in rem
 ui_classroom.class_ui(page)  # share this view, Previous / Next, the teacher's panel, following, the class's vote
 ui.warm_up(p.url_path for p in PAGES)  # once per server, in the background: the class finds every page ready
-try:
-    page.run()
-finally:  # the bound widgets have written this run's settings into the URL: a leading teacher's are the class's
-    ui_classroom.present(page)
+page.run()
+ui_classroom.present(page)  # a run that ended: its widgets corrected or dropped settings in the URL (a stopped one
+# would publish the settings it started with over the newer run's)

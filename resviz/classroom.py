@@ -105,9 +105,16 @@ class Classroom:
             old = self.view(now=-1.0)
             params = tuple(sorted((str(k), str(v)) for k, v in params.items()))
             same = old is not None and (old.page, old.params) == (page, params)
-            view = View(page, params, old.version if same else (old.version + 1 if old else 1), now)
+            view = View(page, params, old.version if same else self.view_version() + 1, now)
             self._set("view", asdict(view))
+            self._set("view_version", view.version)
         return view
+
+    def view_version(self) -> int:
+        """The number of the class's latest view (a new view or the end of presenting counts one): what a follower
+        reads every check, one small value, before it reads the view itself. Never goes back, so a follower that
+        saw lesson 1's views does not take the next lesson's first view for one it has shown."""
+        return self._get("view_version") or 0
 
     def still_presenting(self, now: float | None = None) -> None:
         """The teacher's page says it is still open (every few seconds while leading)."""
@@ -127,7 +134,10 @@ class Classroom:
         return view if now < 0 or now - view.at < PRESENTING_S else None
 
     def stop_presenting(self) -> None:
-        self.store.delete(f"{self.name}:view")
+        with self.store.transact():
+            if self._get("view") is not None:
+                self.store.delete(f"{self.name}:view")
+                self._set("view_version", self.view_version() + 1)  # followers hear that the lead is over
 
     # --- who is here ---
     def check_in(self, session_id: str, following: bool, teacher: bool = False, now: float | None = None) -> None:

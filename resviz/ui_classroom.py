@@ -4,7 +4,8 @@
   a QR code made offline (segno).
 - The teacher leads: the teacher unlocks presenter controls with the server's key (``RESVIZ_TEACHER_KEY``); while
   they lead, every following student is moved to the teacher's page and settings within a second or two, and can
-  step away and rejoin.
+  step away and rejoin. The teacher's run publishes its view before any widget is drawn; each server process's
+  ``Bell`` reads the class's version and starts a rerun of each following session that has not shown it.
 - Predict, then reveal: the teacher asks a question, students vote in the sidebar, votes lock when the teacher starts
   the run, the tally shows when the teacher reveals it.
 - The lesson arc: Previous / Next through the lessons in the order of ``resviz.lessons.LESSONS``.
@@ -15,6 +16,7 @@ import functools
 import io
 import logging
 import socket
+import threading
 import time
 from urllib.parse import urlencode, urlsplit
 
@@ -25,8 +27,9 @@ from resviz.inputs import text
 from resviz.lessons import LESSONS
 
 log = logging.getLogger("resviz")
-FOLLOW_EVERY_S = 1.0  # how often a following page looks for the teacher's view (within 2 s of a change)
-CHECK_IN_EVERY_S = 3.0  # how often a page says it is here (the roster forgets it after classroom.HERE_S)
+BELL_EVERY_S = 0.25  # how often a server process reads the class's version while one of its sessions follows
+CHECK_IN_EVERY_S = 3.0  # how often a page says it is here (the roster forgets it after classroom.HERE_S); also
+# the fallback look for a new view, should the server's rerun of a follower not have come
 MAX_KEY_TRIES = 5  # wrong teacher keys one session may try before the field is refused
 ARC = ("", *(lesson.name for lesson in LESSONS))  # home, then the lessons in their teaching order (URL paths)
 
@@ -46,10 +49,35 @@ def is_teacher() -> bool:
     return bool(st.session_state.get("class_teacher")) and classroom.teacher_key_set()
 
 
-def apply_pending() -> None:
-    """The teacher's settings a follower's page fetched, set before any widget of this run is drawn (app.py)."""
-    for key, value in st.session_state.pop("_class_pending", {}).items():
+def lead_or_follow(page) -> None:
+    """At the top of every run, before any widget is drawn (app.py). A leading teacher's page and settings become the
+    class's view now: the URL the browser sent with this run already holds a changed setting, so the class need not
+    wait for the teacher's page to finish. A following student's session shows the class's latest view."""
+    if not classroom.teacher_key_set():
+        return  # no teacher can lead this server: nothing to read, nothing to poll
+    if is_teacher():
+        bell().forget(session_id())  # unlocked in a tab that followed: the teacher's own runs are never rung
+        present(page)
+        return
+    for key, value in st.session_state.pop("_class_pending", {}).items():  # a move to another page's settings
         st.session_state[key] = value
+    _follow(page.url_path)
+
+
+def _follow(current: str) -> None:
+    ss, sid = st.session_state, session_id()
+    if not ss.setdefault("class_following", True):
+        bell().forget(sid)
+        return
+    version = room().view_version()  # one small value; the view itself only when it changed
+    if version != ss.get("_class_applied"):
+        view = room().view()
+        version = ss["_class_applied"] = view.version if view is not None else version
+        bell().watch(sid, version)
+        if view is not None:
+            go_to(view, current)
+        return
+    bell().watch(sid, version)
 
 
 def class_ui(page) -> None:
@@ -60,15 +88,14 @@ def class_ui(page) -> None:
         if not classroom.teacher_key_set():  # no teacher can lead this server: nothing to follow or vote on,
             return  # and no page polls for it
         teacher_ui()
-        present(page)
-        _follow_ui(page.url_path)
+        _follow_ui()
         vote_ui()
 
 
 def present(page) -> None:
     """A leading teacher's page and settings become the class's view: at the start of each of the teacher's runs
-    (a new page is known at once) and at its end (Streamlit writes a changed setting into the URL when the widget
-    is drawn)."""
+    (the browser sends a changed setting in the URL of the run it asks for) and at its end (a value Streamlit
+    corrected, a default the widget dropped from the URL)."""
     if is_teacher() and st.session_state.get("class_lead"):
         room().present(page.url_path, st.query_params.to_dict())
 
@@ -167,18 +194,34 @@ def _check_key() -> None:
 
 @st.fragment(run_every=2.0)
 def _roster_ui() -> None:
+    """The teacher's class panel: students here and following, the server's runs, the cluster if it is unwell."""
+    st.caption(panel_text(room().roster()))
+    if sentence := cluster_health():
+        st.warning(text.md(sentence))
+
+
+def panel_text(r: classroom.Roster) -> str:
     from resviz import runs
 
-    r = room().roster()
     states = [status.state.value for _, status in runs.registry().overview()]
-    st.caption(f"**{r.students}** students here, **{r.following}** following you · races: "
-               f"{states.count('running')} running, {states.count('queued')} queued")
+    return (f"**{r.students}** students here, **{r.following}** following you · runs: "
+            f"{states.count('running')} running, {states.count('queued')} queued")
+
+
+def cluster_health() -> str | None:
+    """``resviz.cluster.health()``'s sentence (the scheduler cannot be reached), when that module is there."""
+    try:
+        from resviz import cluster
+    except ImportError:
+        return None
+    health = getattr(cluster, "health", None)
+    return health() if callable(health) else None
 
 
 # --- following -------------------------------------------------------------------------------------------------
-@st.fragment(run_every=FOLLOW_EVERY_S)
-def _follow_ui(current: str) -> None:
-    """Say this session is here; while the teacher leads and this student follows, go where the teacher is."""
+@st.fragment(run_every=CHECK_IN_EVERY_S)
+def _follow_ui() -> None:
+    """Say this session is here; while the teacher leads, this student can step away and rejoin."""
     ss = st.session_state
     following = ss.setdefault("class_following", True)
     teacher = is_teacher()
@@ -196,22 +239,107 @@ def _follow_ui(current: str) -> None:
         return
     st.caption("Following the teacher's screen.")
     st.button("Step away to explore", key="class_step_away", on_click=lambda: ss.update(class_following=False))
-    if ss.get("_class_applied") != view.version:
-        ss["_class_applied"] = view.version
-        go_to(view, current)
+    if ss.get("_class_applied") != view.version:  # the bell did not ring this session's rerun: the page's run does
+        st.rerun(scope="app")
 
 
 def go_to(view: classroom.View, current: str) -> None:
-    """Show ``view`` in this session: its settings into the bound widgets, then its page (or a rerun of this one)."""
+    """Show ``view`` in this session, from the top of a run: its settings into the bound widgets (before they are
+    drawn, so each widget shows its value and writes it into the URL), and its page if it is another one."""
     if view.page not in ARC:
         return  # an unknown page: nothing to follow
-    # set on the next run, before the widgets are drawn: Streamlit writes a value set in that same run into the URL
-    st.session_state["_class_pending"] = widget_values(view.query, set(st.query_params.keys()) | set(view.query))
+    values = widget_values(view.query, set(st.query_params.keys()) | set(view.query))
     if view.page == current:
-        st.rerun(scope="app")
+        st.session_state.update(values)
+        return
     from resviz import ui
 
+    st.session_state["_class_pending"] = values  # the widgets this page shares with the next (model, projector)
     st.switch_page(_page_file(view.page), query_params=ui.unbound_query(view.query))
+
+
+class Bell:
+    """One per server process: while any of its sessions follows the teacher, it reads the class's version every
+    ``BELL_EVERY_S`` and starts a rerun of each following session that has not shown it. Without it a follower
+    waited for its own page's run to end (Streamlit runs a fragment's timed rerun after the page's run, not during
+    it): 4-15 s on a loaded machine. A rerun started by the server stops the session's running page at its next
+    element, as a student's own click does; the new run's first lines (``lead_or_follow``) show the view."""
+
+    def __init__(self):
+        self._applied: dict[str, int] = {}  # session id -> the class version its page shows (or was rung for)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, sid: str, version: int) -> None:
+        with self._lock:
+            self._applied[sid] = version
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="resviz-class-bell", daemon=True)
+                self._thread.start()
+
+    def forget(self, sid: str) -> None:
+        with self._lock:
+            self._applied.pop(sid, None)
+
+    def watching(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._applied)
+
+    def ring(self) -> list[str]:
+        """One look: the sessions rung for a new view (a session gone from the server is forgotten)."""
+        waiting = self.watching()
+        if not waiting:
+            return []
+        version = room().view_version()
+        rung = []
+        for sid, applied in waiting.items():
+            if applied == version:
+                continue
+            with self._lock:
+                if self._applied.get(sid) == applied:  # rung once: its new run says what it shows
+                    self._applied[sid] = version
+            if rerun_session(sid):
+                rung.append(sid)
+            else:
+                self.forget(sid)
+        return rung
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(BELL_EVERY_S)  # a server's background loop, not a test's wait
+            try:
+                self.ring()
+            except Exception:  # noqa: BLE001 - a failed look is retried; the fragment's check is the fallback
+                log.warning("class bell: look failed", exc_info=True)
+
+
+_bell: Bell | None = None
+_bell_lock = threading.Lock()
+
+
+def bell() -> Bell:
+    """This server process's bell (started by the first session that follows)."""
+    global _bell
+    with _bell_lock:
+        if _bell is None:
+            _bell = Bell()
+        return _bell
+
+
+def rerun_session(sid: str) -> bool:
+    """Start a rerun of session ``sid`` of this server process, as Streamlit does for a changed source file
+    (``AppSession.request_rerun`` with its last client state, on the session's event loop); False when the
+    session is gone or no server runs here (AppTest)."""
+    from streamlit.runtime import Runtime
+
+    if not Runtime.exists():
+        return False
+    info = Runtime.instance()._session_mgr.get_active_session_info(sid)  # Streamlit 1.67's internals: pinned
+    if info is None:
+        return False
+    session = info.session
+    session._event_loop.call_soon_threadsafe(lambda: session.request_rerun(session._client_state))
+    return True
 
 
 def widget_values(query: dict[str, str], keys: set[str]) -> dict:
@@ -260,9 +388,29 @@ def question_form_ui() -> None:
 
 
 def lock_votes() -> None:
-    """The teacher started the experiment: no more votes (pages call this where the run starts)."""
+    """The teacher started the experiment: no more votes, on the server, for every session and every reload (pages
+    call this where the teacher's run starts: the race's Start; any page where a question fits). A student's Start
+    locks nothing."""
     if is_teacher():
         room().lock()
+
+
+def prediction_beside(measured: str) -> None:
+    """After the experiment: what was measured, and beside it what the class predicted. Draws nothing while no
+    question is open or no teacher can lead. The tally shows once revealed; the teacher reveals it here with one
+    click, a student is told it comes when the teacher reveals it."""
+    q = room().question() if classroom.teacher_key_set() else None
+    if q is None:
+        return
+    st.markdown(f"**Measured:** {text.md(measured)}")
+    st.markdown(f"**The class predicted** ({text.md(q.text, classroom.MAX_TEXT)}):")
+    if q.revealed:
+        tally_ui(q, room().my_vote(session_id()))
+    elif is_teacher():
+        st.button(f"Show the class's prediction ({len(q.votes)} votes)", key="class_reveal_beside",
+                  on_click=lambda: room().reveal())
+    else:
+        st.caption("The tally shows when the teacher reveals it.")
 
 
 @st.fragment(run_every=2.0)

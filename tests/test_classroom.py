@@ -6,6 +6,7 @@ import pytest
 
 from resviz import classroom
 from resviz.classroom import ClassError, Classroom
+from resviz.inputs.text import md
 
 
 @pytest.fixture
@@ -126,3 +127,104 @@ def test_without_a_teacher_key_no_page_polls_the_class(monkeypatch, tmp_path):
     monkeypatch.setenv(classroom.KEY_ENV, "k")
     new_app()
     assert calls and Classroom(store=store).roster().students == 1
+
+
+def test_the_view_version_never_goes_back(room):
+    """A follower compares one number: a new lesson's first view must not repeat a number it has shown."""
+    assert room.view_version() == 0
+    assert room.present("paths", {}).version == 1 and room.view_version() == 1
+    room.present("paths", {})  # the same view: still presenting, nothing new to show
+    assert room.view_version() == 1
+    room.stop_presenting()
+    assert room.view_version() == 2  # followers hear that the lead is over
+    room.stop_presenting()  # not leading: nothing changes
+    assert room.view_version() == 2
+    assert room.present("paths", {}).version == 3
+
+
+def test_a_reload_cannot_change_a_locked_vote(room):
+    """A reload is a new browser session: after the lock it can neither vote again nor change the tally."""
+    q = room.ask("Which ends lower?", ["plain-20", "plain-56"])
+    room.vote("tab-before-reload", q.id, 0)
+    room.lock()
+    for voter, choice in (("tab-after-reload", 1), ("tab-before-reload", 1)):
+        with pytest.raises(ClassError, match="locked"):
+            room.vote(voter, q.id, choice)
+    assert room.question().tally == [1, 0] and room.my_vote("tab-after-reload") is None
+
+
+@pytest.fixture
+def shared_room(monkeypatch, tmp_path):
+    """ui_classroom's class state on a temporary store, and a teacher key set."""
+    from resviz import ui_classroom
+
+    store = diskcache.Cache(str(tmp_path))
+    monkeypatch.setattr(ui_classroom, "room", lambda: Classroom(store=store))
+    monkeypatch.setenv(classroom.KEY_ENV, "k")
+    yield Classroom(store=store)
+    store.close()
+
+
+def test_the_bell_reruns_each_follower_once_for_a_new_view(shared_room, monkeypatch):
+    from resviz import ui_classroom
+
+    rung, gone = [], {"left-the-class"}
+    monkeypatch.setattr(ui_classroom, "rerun_session", lambda sid: sid not in gone and not rung.append(sid))
+    bell = ui_classroom.Bell()
+    bell._thread = "not started"  # the test rings by hand
+    assert bell.ring() == []  # nobody follows: the class state is not even read
+    v = shared_room.present("shattered", {"sh_seed": "5"}).version
+    bell.watch("shows-it", v)
+    bell.watch("behind", v - 1)
+    bell.watch("left-the-class", v - 1)
+    assert bell.ring() == ["behind"] and rung == ["behind"]
+    assert bell.watching() == {"shows-it": v, "behind": v}  # rung once: its own run says what it shows
+    assert bell.ring() == []
+    shared_room.present("shattered", {"sh_seed": "6"})
+    assert sorted(bell.ring()) == ["behind", "shows-it"]
+    bell.forget("behind")
+    assert list(bell.watching()) == ["shows-it"]
+
+
+MEASURED = "plain-56 ended *higher*: 2.10 against 1.95"
+
+
+def _beside_app():
+    from streamlit.testing.v1 import AppTest
+
+    def script(measured):
+        from resviz import ui_classroom
+
+        ui_classroom.prediction_beside(measured)
+
+    return AppTest.from_function(script, args=(MEASURED,), default_timeout=30)
+
+
+def test_the_class_prediction_beside_what_was_measured(shared_room):
+    at = _beside_app().run()
+    assert not at.markdown and not at.button  # no question: nothing drawn
+    q = shared_room.ask("Which ends lower after 300 steps?", ["plain-20", "plain-56"])
+    shared_room.vote("someone", q.id, 0)
+    at.run()
+    shown = " ".join(m.value for m in at.markdown)
+    assert f"**Measured:** {md(MEASURED)}" in shown and "*higher*" not in shown  # escaped
+    assert "The tally shows when the teacher reveals it." in [c.value for c in at.caption] and not at.button
+    teacher = _beside_app()
+    teacher.session_state["class_teacher"] = True
+    teacher.run()
+    assert not any("1 of 1" in str(p.proto.text) for p in teacher.get("progress"))  # hidden until revealed
+    teacher.button(key="class_reveal_beside").click().run()
+    assert shared_room.question().revealed
+    assert [p.proto.text for p in teacher.get("progress")] == [f"{md('plain-20')}: 1 of 1", f"{md('plain-56')}: 0 of 1"]
+    assert len(at.run().get("progress")) == 2  # the students see it too
+
+
+def test_the_teachers_panel_counts_runs_and_says_when_the_cluster_is_unwell(monkeypatch):
+    from resviz import cluster, ui_classroom
+
+    text = ui_classroom.panel_text(classroom.Roster(students=3, following=2, teacher=True))
+    assert text.startswith("**3** students here, **2** following you · runs: ")
+    monkeypatch.setattr(cluster, "health", lambda: "The cluster's scheduler has not answered since 10:02.")
+    assert ui_classroom.cluster_health().startswith("The cluster's scheduler")
+    monkeypatch.delattr(cluster, "health")
+    assert ui_classroom.cluster_health() is None
