@@ -1,21 +1,31 @@
-"""Runs shared by the whole class: compute once, watch many; a fair queue for different runs.
+"""The one compute engine: every heavy result is a run, computed once and watched by many; one fair queue.
 
-    watch = runs.attach(key, make)   # key: every setting that decides the run; make() -> a generator of records
-    snap = watch.snapshot()          # every record so far (from the first), the state, the result; never changes
-    watch.detach()                   # this watcher leaves (Stop); the run stops once nobody watches it
+    watch = runs.attach(key, make)             # key: every setting that decides the run; make() -> a generator of records
+    watch = runs.attach_compute(key, compute)  # or compute(progress) -> the result; progress(fraction 0..1)
+    snap = watch.snapshot()                    # every record so far (from the first), the state, the result; never changes
+    watch.detach()                             # this watcher leaves (Stop); the run stops once nobody watches it
+    value = runs.registry().call(key, compute) # the page waits: computed here (outside the queue) or the run's result
 
-A run is any generator of records (a training race, signal flow after N steps, a landscape); its result is the
-generator's return value, else its last record. ``make()`` is called in the run's own worker thread, so the
-expensive set-up (building models) is off the page's script thread and inside the run's thread budget.
+A run is a generator of records (a training race, a finer landscape grid) or a ``compute(progress)`` callable (signal
+flow after N steps, lesion, paths, shattered gradients, a landscape slice, the built-in pair); its result is the
+generator's return value (else its last record), or what ``compute`` returns. ``make()`` and ``compute`` are called
+in the run's own worker thread, so the expensive set-up (building models) is off the page's script thread and
+inside the run's thread budget.
 
 - The first ``attach`` of a key launches the run, or queues it behind the ``max_running`` runs that execute
-  (FIFO); later attaches with the same key share it and see its whole history, then the live records.
+  (FIFO, one queue for every kind of run); later attaches with the same key share it and see its whole history,
+  then the live records. A waiting watcher sees its place and an estimate (``Status.position``, ``wait_s``), from
+  the pace of the latest run of the same kind (a key's first element: "race", "lesion", ...).
 - A watcher counts while it is held (watches are weakly referenced), not detached, and touched within
   ``lease_s`` (``snapshot()`` touches it: a page that polls every second keeps it alive; a closed tab, a reload
-  or a page switch stops touching it). A run that nobody watches any more is stopped between two records and
-  dropped (its generator closed, its memory freed once its last watch is gone); a queued one leaves the queue.
+  or a page switch stops touching it). A run that nobody watches any more is stopped between two records, or at
+  its next ``progress`` call (which raises a private exception that the worker catches), and dropped (its memory
+  freed once its last watch is gone); a queued one leaves the queue. ``attach(..., teacher=True)`` marks the
+  teacher's watch: ``Status.watchers`` counts everyone, ``Status.students`` the others.
 - Finished runs stay in a bounded LRU (by count and by approximate memory): a late Start gets them at once.
   A failed run tells every watcher its error and is not kept: the next attach tries again.
+- A poll is cheap: a snapshot holds a view of the records (no copy); ``records[i:]`` is only what is new since
+  ``i``, ``records[:n]`` is another view.
 - Each worker thread runs with ``threads_per_run`` torch threads (``budget_torch_threads``). Measured with torch
   2.14 on 2 cores (process CPU time over the calling thread's CPU time, conv forward+backward; a ratio, so other
   load does not distort it): ``torch.set_num_threads`` holds for the thread that calls it (ratio 1.00 at 1, 1.8-2.0
@@ -25,11 +35,12 @@ expensive set-up (building models) is off the page's script thread and inside th
 
 Settings from the environment (the teacher's): ``RESVIZ_MAX_RUNS`` (default cores // threads per run, at least
 1; on a GPU each run still needs one core to drive it), ``RESVIZ_RUN_THREADS`` (default 1),
-``RESVIZ_RUN_LEASE_S`` (default 30), ``RESVIZ_FINISHED_RUNS`` (default 16) and ``RESVIZ_FINISHED_MB``
+``RESVIZ_RUN_LEASE_S`` (default 30), ``RESVIZ_FINISHED_RUNS`` (default 64) and ``RESVIZ_FINISHED_MB``
 (default 512).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 import heapq
@@ -68,14 +79,17 @@ class Status:
     position: int | None = None  # place in the queue while queued: 1 = the next to start
     wait_s: float | None = None  # estimated seconds until it starts (queued); None while nothing is known
     remaining_s: float | None = None  # estimated seconds until it finishes (queued or running)
-    progress: float | None = None  # fraction done, read from the last record
-    watchers: int = 0  # live watchers, this one included
+    progress: float | None = None  # fraction done, read from the last record or the last progress call
+    watchers: int = 0  # live watchers, this one included, the teacher's too
     error: str | None = None  # why it failed (the exception's first line)
+    students: int = 0  # live watchers attached with teacher=False
 
 
 class Records(Sequence):
     """The first ``n`` records of a run: a view that never changes (a run only appends). The records themselves
-    are shared by every watcher: read them, never change them (fold them into a session's own history)."""
+    are shared by every watcher: read them, never change them (fold them into a session's own history).
+
+    Cheap to poll: ``records[i:]`` copies only the records after ``i``, ``records[:n]`` is a view."""
     __slots__ = ("_items", "_n")
 
     def __init__(self, items: list, n: int):
@@ -86,8 +100,16 @@ class Records(Sequence):
 
     def __getitem__(self, i):
         if isinstance(i, slice):
-            return [self._items[j] for j in range(self._n)[i]]
+            start, stop, stride = i.indices(self._n)
+            if start == 0 and stride == 1:
+                return Records(self._items, max(0, stop))  # a prefix: another view, nothing copied
+            return self._items[start:stop:stride] if stride > 0 else [self._items[j] for j in range(self._n)[i]]
         return self._items[range(self._n)[i]]
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and not isinstance(other, str) and list(self) == list(other)
+
+    __hash__ = None
 
 
 @dataclass(frozen=True)
@@ -95,7 +117,7 @@ class Snapshot:
     """What a watcher sees at one moment; later records never change it."""
     status: Status
     records: Records
-    result: Any = None  # the generator's return value (else its last record), once finished
+    result: Any = None  # the generator's return value (else its last record) or compute's, once finished
     exception: BaseException | None = None  # why it failed: read it, do not raise it again (every watcher shares it)
 
     @property
@@ -111,13 +133,26 @@ def step_progress(record: Any) -> float | None:
         return None
 
 
+class _Cancelled(BaseException):
+    """Raised by a cancelled compute run's ``progress`` call; the worker catches it. A BaseException, so that a
+    computation's own ``except Exception`` does not swallow it."""
+
+
+def kind_of(key: Hashable) -> Hashable:
+    """What kind of run a key names, for the queue's estimates: the first element of a tuple key when it is a
+    string ("race", "lesion"), else None (one kind for every other key)."""
+    return key[0] if isinstance(key, tuple) and key and isinstance(key[0], str) else None
+
+
 @dataclass(eq=False)
 class _Run:
     """One shared run; every field is guarded by its registry's lock."""
     key: Hashable
-    make: Callable[[], Iterable]
+    make: Callable[[], Iterable] | None  # a generator run
     cost: float  # in any unit the caller keeps consistent (steps x models): the estimates scale with it
     progress_of: Callable[[Any], float | None]
+    compute: Callable[[Callable[[float], None]], Any] | None = None  # a compute run
+    inline: bool = False  # computed by the thread that asked (Registry.call), outside the queue's slots
     state: State = State.QUEUED
     records: list = field(default_factory=list)
     result: Any = None
@@ -131,9 +166,9 @@ class _Run:
 class Watch:
     """One student's view of a shared run. Hold it (in the session) while watching; ``detach`` to leave."""
 
-    def __init__(self, registry: Registry, run: _Run):
+    def __init__(self, registry: Registry, run: _Run, teacher: bool = False):
         self._registry, self._run = registry, run
-        self.key = run.key
+        self.key, self.teacher = run.key, teacher
         self.detached = False
         self.waiting = 0  # threads blocked in wait(): they count as watching
         self.seen = registry.clock()
@@ -143,7 +178,7 @@ class Watch:
         self.seen = self._registry.clock()
 
     def snapshot(self) -> Snapshot:
-        """The run now: every record so far, its status and result. Cheap; touches the watch."""
+        """The run now: every record so far (a view), its status and result. Cheap; touches the watch."""
         return self._registry._snapshot(self)
 
     @property
@@ -163,7 +198,7 @@ class Registry:
     """Shared runs keyed by their settings, at most ``max_running`` executing at once, the rest in a FIFO queue."""
 
     def __init__(self, max_running: int = 1, threads_per_run: int | None = 1, lease_s: float = 30.0,
-                 max_finished: int = 16, max_finished_mb: float = 512, clock: Callable[[], float] = time.monotonic):
+                 max_finished: int = 64, max_finished_mb: float = 512, clock: Callable[[], float] = time.monotonic):
         if max_running < 1:
             raise ValueError("max_running must be at least 1")
         self.max_running, self.threads_per_run, self.lease_s = max_running, threads_per_run, lease_s
@@ -174,7 +209,7 @@ class Registry:
         self._queue: list[_Run] = []  # FIFO
         self._running: dict[_Run, threading.Thread] = {}  # worker threads alive, a cancelled one until it ends
         self._finished: OrderedDict[Hashable, _Run] = OrderedDict()  # LRU, oldest first
-        self._rate: float | None = None  # seconds per unit of cost, from the latest run that made progress
+        self._rates: dict[Hashable, float] = {}  # seconds per unit of cost, by kind, from the latest run of the kind
         self._names = itertools.count(1)
 
     @classmethod
@@ -183,36 +218,84 @@ class Registry:
         threads = env_int(env, "RESVIZ_RUN_THREADS", 1)
         return cls(max_running=env_int(env, "RESVIZ_MAX_RUNS", max(1, cpu_cores() // threads)),
                    threads_per_run=threads, lease_s=_env_float(env, "RESVIZ_RUN_LEASE_S", 30.0),
-                   max_finished=env_int(env, "RESVIZ_FINISHED_RUNS", 16),
+                   max_finished=env_int(env, "RESVIZ_FINISHED_RUNS", 64),
                    max_finished_mb=_env_float(env, "RESVIZ_FINISHED_MB", 512.0))
 
     def attach(self, key: Hashable, make: Callable[[], Iterable], cost: float = 1.0,
-               progress: Callable[[Any], float | None] = step_progress) -> Watch:
+               progress: Callable[[Any], float | None] = step_progress, teacher: bool = False) -> Watch:
         """Watch the run of ``key``: the running or finished one if there is one, else ``make``'s, launched or queued.
 
         ``key`` must hold every setting that decides the records (two runs with one key must be identical).
-        ``cost`` (steps x models, say) scales the wait estimates; ``progress(record)`` reads the fraction done.
+        ``cost`` (steps x models, say) scales the wait estimates; ``progress(record)`` reads the fraction done;
+        ``teacher``: the teacher's watch (not counted in ``Status.students``).
         """
+        return self._attach(key, lambda: _Run(key, make, max(cost, 1e-9), progress), teacher)
+
+    def attach_compute(self, key: Hashable, compute: Callable[[Callable[[float], None]], Any], cost: float = 1.0,
+                       teacher: bool = False) -> Watch:
+        """``attach`` for a run that is one call, ``compute(progress)`` -> the result, with no records:
+        ``progress(fraction)`` (0..1) is what watchers see, and where a run nobody watches any more stops."""
+        return self._attach(key, lambda: _Run(key, None, max(cost, 1e-9), step_progress, compute), teacher)
+
+    def call(self, key: Hashable, compute: Callable[[Callable[[float], None]], Any],
+             on_progress: Callable[[float], None] | None = None) -> Any:
+        """``compute(progress)``'s result for a caller that waits (a page that draws it at once): the kept result
+        of ``key``, else the queued or running run of ``key`` waited for, else computed here, in the calling thread
+        and outside the queue's slots, and kept like any run's. ``on_progress(fraction)`` is called in this thread
+        (0 first, when there is anything to wait for). A failure is raised (a copy: the original is shared)."""
+        report = on_progress or (lambda _: None)
         with self._lock:
-            run = self._active.get(key)
-            if run is None and key in self._finished:
-                run = self._finished[key]
+            run = self._finished.get(key)
+            if run is not None:
                 self._finished.move_to_end(key)
-            if run is None:
-                run = self._active[key] = _Run(key, make, max(cost, 1e-9), progress)
-                self._queue.append(run)
+                return run.result
+            run = self._active.get(key)
+            fresh = run is None
+            if fresh:
+                run = self._active[key] = _Run(key, None, 1.0, step_progress, compute, inline=True,
+                                               state=State.RUNNING, started=self.clock())
             watch = Watch(self, run)
             run.watchers.add(watch)
-            self._dispatch()
-            return watch
+            watch.waiting += 1  # counts as watching while this thread computes or waits
+        try:
+            report(0.0)
+            if fresh:
+                return self._compute_inline(run, report)
+            while True:
+                snap = watch.wait(0.25)
+                if snap.status.state.done:
+                    break
+                report(snap.status.progress or 0.0)
+        finally:
+            with self._lock:
+                watch.waiting -= 1
+        if snap.status.state is State.FINISHED:
+            return snap.result
+        raise raisable(snap.exception) if snap.exception else RuntimeError(f"the run of {key!r} was stopped")
+
+    def peek(self, key: Hashable) -> Status | None:
+        """The status of ``key``'s queued, running or kept run, else None; attaches nothing, starts nothing."""
+        with self._lock:
+            run = self._active.get(key) or self._finished.get(key)
+            return None if run is None else self._status(run, self.clock())
 
     def overview(self) -> list[tuple[Hashable, Status]]:
         """Every queued, running and kept finished run with its status (for the teacher), queue order first."""
         with self._lock:
             now = self.clock()
             self._reap_queue(now)
-            runs = [*self._running, *self._queue, *self._finished.values()]
+            runs = [*self._running, *self._queue, *self._active.values(), *self._finished.values()]
             return [(r.key, self._status(r, now)) for r in dict.fromkeys(runs)]
+
+    def idle(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until no run is queued or running; whether that happened (tests)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._active and not self._running, timeout)
+
+    def forget(self) -> None:
+        """Drop every kept finished run: the next attach of any key computes afresh (tests)."""
+        with self._lock:
+            self._finished.clear()
 
     def shutdown(self, timeout: float = 30) -> None:
         """Cancel every queued and running run and wait for the workers to end (tests, server exit)."""
@@ -223,16 +306,37 @@ class Registry:
         for t in threads:
             t.join(timeout)
 
+    def _attach(self, key: Hashable, new: Callable[[], _Run], teacher: bool) -> Watch:
+        with self._lock:
+            run = self._active.get(key)
+            if run is None and key in self._finished:
+                run = self._finished[key]
+                self._finished.move_to_end(key)
+            if run is None:
+                run = self._active[key] = new()
+                self._queue.append(run)
+            watch = Watch(self, run, teacher)
+            run.watchers.add(watch)
+            self._dispatch()
+            return watch
+
     # --- watchers ---------------------------------------------------------------------------------------------
 
+    def _counts(self, run: _Run, now: float) -> tuple[int, int]:
+        """Live watchers of ``run``: all, and students only. Lock held."""
+        live = [w for w in list(run.watchers)
+                if not w.detached and (w.waiting or now - w.seen <= self.lease_s)]
+        return len(live), sum(not w.teacher for w in live)
+
     def _live(self, run: _Run, now: float) -> int:
-        return sum(not w.detached and (w.waiting or now - w.seen <= self.lease_s) for w in list(run.watchers))
+        return self._counts(run, now)[0]
 
     def _snapshot(self, watch: Watch) -> Snapshot:
         watch.touch()
         with self._lock:
             now = self.clock()
-            self._reap_queue(now)
+            if self._queue:
+                self._reap_queue(now)
             run = watch._run
             return Snapshot(self._status(run, now), Records(run.records, len(run.records)), run.result,
                             run.exception)
@@ -259,7 +363,7 @@ class Registry:
     # --- the queue --------------------------------------------------------------------------------------------
 
     def _cancel(self, run: _Run) -> None:
-        """Stop ``run``: out of the queue now; a running one ends before its next record. Lock held."""
+        """Stop ``run``: out of the queue now; a running one ends before its next record or progress. Lock held."""
         run.state = State.CANCELLED
         if self._active.get(run.key) is run:
             del self._active[run.key]
@@ -285,22 +389,25 @@ class Registry:
         self._changed.notify_all()
 
     def _status(self, run: _Run, now: float) -> Status:
-        live = self._live(run, now)
+        live, students = self._counts(run, now)
         if run.state is State.QUEUED:
             wait = self._wait_s(run, now)
             own = self._left_s(run, now)
             return Status(State.QUEUED, self._queue.index(run) + 1, wait,
-                          wait + own if wait is not None and own is not None else None, 0.0, live)
+                          wait + own if wait is not None and own is not None else None, 0.0, live, None, students)
         error = None if run.exception is None else (str(run.exception).splitlines() or [""])[0] or type(
             run.exception).__name__
         left = self._left_s(run, now) if run.state is State.RUNNING else None
-        return Status(run.state, None, None, left, run.progress, live, error)
+        return Status(run.state, None, None, left, run.progress, live, error, students)
 
     def _left_s(self, run: _Run, now: float) -> float | None:
-        """Seconds ``run`` still needs: from its own pace once it has progressed, else cost x the latest rate."""
+        """Seconds ``run`` still needs: from its own pace once it has progressed, else cost x its kind's rate."""
         if run.state is State.RUNNING and run.progress:
             return (now - run.started) * (1 - run.progress) / run.progress
-        return run.cost * self._rate if self._rate is not None else None
+        rate = self._rates.get(kind_of(run.key))
+        if rate is None:
+            return None
+        return max(0.0, run.cost * rate - (now - run.started if run.state is State.RUNNING else 0.0))
 
     def _wait_s(self, run: _Run, now: float) -> float | None:
         """When a queued run should start: the queue ahead of it played out on ``max_running`` slots."""
@@ -318,6 +425,10 @@ class Registry:
             heapq.heapreplace(slots, slots[0] + need)
         return None
 
+    def _learn_pace(self, run: _Run, fraction: float) -> None:
+        """The pace of ``run``'s kind, from ``run`` having done ``fraction`` of its cost. Lock held."""
+        self._rates[kind_of(run.key)] = (self.clock() - run.started) / (fraction * run.cost)
+
     # --- the worker -------------------------------------------------------------------------------------------
 
     def _work(self, run: _Run) -> None:
@@ -326,6 +437,9 @@ class Registry:
             budget_torch_threads(self.threads_per_run)
         records = None
         try:
+            if run.compute is not None:
+                self._finish(run, run.compute(lambda fraction: self._progress(run, fraction)))
+                return
             records = iter(run.make())
             while self._keep_going(run):
                 try:
@@ -334,6 +448,8 @@ class Registry:
                     self._finish(run, stop.value)
                     break
                 self._add(run, record)
+        except _Cancelled:
+            pass  # nobody watches it any more: it stopped at its progress call
         except Exception as e:  # noqa: BLE001 - every watcher is told; the server goes on
             self._fail(run, e)
         finally:
@@ -342,15 +458,52 @@ class Registry:
                     records.close()  # a stopped generator's finally blocks run here, in its own thread
                 except Exception:  # noqa: BLE001
                     log.exception("closing run %r", run.key)
+            self._drop_unfinished(run)
             with self._lock:
                 del self._running[run]
                 self._dispatch()
+
+    def _compute_inline(self, run: _Run, report: Callable[[float], None]) -> Any:
+        """``call``'s own computation, in the calling thread: kept once it returns, said to the others if it fails."""
+        def progress(fraction: float) -> None:
+            with self._lock:
+                if run.state is State.RUNNING and fraction > 0:
+                    run.progress = min(1.0, fraction)
+                    self._learn_pace(run, run.progress)
+            report(fraction)
+
+        try:
+            value = run.compute(progress)
+        except Exception as e:
+            self._fail(run, e)
+            raise
+        except BaseException:
+            self._drop_unfinished(run)
+            raise
+        self._finish(run, value)
+        return value
+
+    def _drop_unfinished(self, run: _Run) -> None:
+        """Cancel ``run`` if it is still running though its thread is done with it (interrupted by a
+        BaseException: a page's rerun, the server's exit), so that nobody waits for it."""
+        with self._lock:
+            if run.state is State.RUNNING:
+                self._cancel(run)
 
     def _keep_going(self, run: _Run) -> bool:
         with self._lock:
             if run.state is State.RUNNING and not self._live(run, self.clock()):
                 self._cancel(run)
             return run.state is State.RUNNING
+
+    def _progress(self, run: _Run, fraction: float) -> None:
+        """A compute run's progress call: noted for its watchers, or _Cancelled when nobody watches any more."""
+        if not self._keep_going(run):
+            raise _Cancelled
+        with self._lock:
+            if fraction > 0:
+                run.progress = min(1.0, fraction)
+                self._learn_pace(run, run.progress)
 
     def _add(self, run: _Run, record: Any) -> None:
         progress = run.progress_of(record)
@@ -360,7 +513,7 @@ class Registry:
             run.records.append(record)
             if progress:
                 run.progress = progress
-                self._rate = (self.clock() - run.started) / (progress * run.cost)
+                self._learn_pace(run, progress)
             self._changed.notify_all()
 
     def _finish(self, run: _Run, value: Any) -> None:
@@ -368,8 +521,8 @@ class Registry:
             if run.state is not State.RUNNING:
                 return
             run.state, run.progress = State.FINISHED, 1.0
-            run.result = value if value is not None else (run.records[-1] if run.records else None)
-            self._rate = (self.clock() - run.started) / run.cost
+            run.result = value if value is not None or run.compute else (run.records[-1] if run.records else None)
+            self._learn_pace(run, 1.0)
             run.nbytes = len(run.records) * approx_bytes(run.records[-1] if run.records else None) + approx_bytes(
                 run.result)
             self._active.pop(run.key, None)
@@ -390,6 +543,16 @@ class Registry:
         while len(self._finished) > 1 and (len(self._finished) > self.max_finished or sum(
                 r.nbytes for r in self._finished.values()) > self.max_finished_bytes):
             self._finished.popitem(last=False)
+
+
+def raisable(e: BaseException) -> BaseException:
+    """A copy of a run's exception to raise in one session's thread (the run's own is shared by every watcher, and
+    raising it there would grow its traceback under the others); the original when it cannot be copied."""
+    try:
+        fresh = copy.copy(e)
+    except Exception:  # noqa: BLE001 - an exception whose constructor wants other arguments
+        return e
+    return fresh.with_traceback(None) if type(fresh) is type(e) else e
 
 
 def approx_bytes(obj: Any, _depth: int = 0) -> int:
@@ -468,12 +631,21 @@ def registry() -> Registry:
     """The process-wide registry, made from the environment on first use (every session of a server shares it)."""
     global _REGISTRY
     with _REGISTRY_LOCK:
+        if _REGISTRY is None and os.environ.get("RESVIZ_SCHEDULER"):  # the teacher's Dask cluster (resviz.cluster)
+            from resviz import cluster  # imported only then: the embedded default needs no Dask
+            _REGISTRY = cluster.registry_from_env(os.environ, Registry.from_env)
         if _REGISTRY is None:
             _REGISTRY = Registry.from_env()
         return _REGISTRY
 
 
 def attach(key: Hashable, make: Callable[[], Iterable], cost: float = 1.0,
-           progress: Callable[[Any], float | None] = step_progress) -> Watch:
+           progress: Callable[[Any], float | None] = step_progress, teacher: bool = False) -> Watch:
     """``registry().attach(...)``: watch the shared run of ``key`` (see ``Registry.attach``)."""
-    return registry().attach(key, make, cost, progress)
+    return registry().attach(key, make, cost, progress, teacher)
+
+
+def attach_compute(key: Hashable, compute: Callable[[Callable[[float], None]], Any], cost: float = 1.0,
+                   teacher: bool = False) -> Watch:
+    """``registry().attach_compute(...)``: watch the shared compute run of ``key``."""
+    return registry().attach_compute(key, compute, cost, teacher)

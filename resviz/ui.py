@@ -23,7 +23,7 @@ import streamlit as st
 import torch
 
 from resviz.inputs import budget, limits, text
-from resviz import models
+from resviz import models, runs
 
 log = logging.getLogger("resviz")
 
@@ -236,43 +236,49 @@ def model_sidebar_ui() -> Selection:
     return sel
 
 
+# --- results computed for the class: runs of the one engine (resviz.runs), shown here -----------------------
 def shared_result(key: tuple, compute: Callable, label: str) -> Any:
-    """A result computed once for the whole class and kept in a bounded LRU (numpy/dicts, never live tensors).
+    """A result computed once for the whole class, the page waiting for it: a run of ``resviz.runs`` (kept in its
+    LRU by count and memory; numpy/dicts, never live tensors), computed in this script's thread unless the class
+    already has it queued or running.
 
     ``compute(progress)`` gets a callback taking a fraction in [0, 1]; the page shows it as a progress bar.
     """
-    if (found := _stored(key)) is not _MISSING:
-        return found
-    bar = st.progress(0.0, text=label)
+    bar = None
+
+    def show(fraction: float) -> None:
+        nonlocal bar
+        bar = bar or st.progress(0.0, text=label)
+        bar.progress(min(1.0, max(0.0, fraction)), text=f"{label} {fraction:.0%}")
+
     try:
-        return _compute_once(key, compute, lambda f: bar.progress(min(1.0, max(0.0, f)), text=f"{label} {f:.0%}"))
+        return runs.registry().call(key, compute, show)
     finally:
-        bar.empty()
+        if bar is not None:
+            bar.empty()
 
 
 def background_result(key: tuple, compute: Callable, label: str) -> Any:
     """``shared_result`` that never keeps the page waiting: None until the result is ready.
 
-    The first student to ask starts ``compute`` in a background thread (once for the class: later askers join
-    it); meanwhile this spot shows its progress and the page draws its first screen and stops (``if result is
-    None: st.stop()``), so nothing computed for earlier settings stays on screen. The progress reruns itself and
-    reruns the page when the result is ready; an error is raised on that rerun. Under AppTest it simply waits.
+    The first student to ask starts the run of ``key`` (``runs.attach_compute``: once for the class, in the one
+    queue, with the runs' thread budget; later askers join it); meanwhile this spot shows its place in the queue,
+    then its progress, and the page draws its first screen and stops (``if result is None: st.stop()``), so nothing
+    computed for earlier settings stays on screen. Showing it keeps the run wanted; a page that stops asking (other
+    settings, a closed tab) lets it go after the lease, and it stops at its next progress call. The progress reruns
+    the page when the result is ready; an error is raised on that rerun, once. Under AppTest it simply waits.
     """
     if waits_for_results():
         return shared_result(key, compute, label)
-    if (found := _stored(key)) is not _MISSING:
-        return found
-    jobs, lock = _job_store()
-    with lock:
-        job = jobs.get(key)
-        if job is not None and job.done.is_set():  # failed: the error is ours to show, then it may be tried again
-            del jobs[key]
-            raise job.error
-        if job is None:
-            if (found := _stored(key)) is not _MISSING:  # finished since we looked
-                return found
-            job = jobs[key] = _Job()
-            threading.Thread(target=job.run, args=(key, compute), name="resviz-result", daemon=True).start()
+    snap = _watch(key, compute).snapshot()
+    if snap.status.state is not runs.State.FINISHED and snap.status.state.done:  # failed, or let go: ask afresh
+        _watches().pop(key, None)
+        if snap.status.state is runs.State.FAILED:  # the error is ours to show, once; the next ask tries again
+            raise runs.raisable(snap.exception)
+        snap = _watch(key, compute).snapshot()
+    if snap.status.state is runs.State.FINISHED:
+        _watches().pop(key, None)  # the result lives in the engine's LRU, not in this session
+        return snap.result
     _progress_ui(key, label)
     return None
 
@@ -285,84 +291,46 @@ def waits_for_results() -> bool:
     return bool(config.get_option("global.appTest"))
 
 
-class _Job:
-    """One background computation of a shared result: its progress, then done (with an error if it failed)."""
+def _watches() -> dict:
+    """This session's watches on background results, by key: holding them is what keeps their runs wanted."""
+    return st.session_state.setdefault("_result_watches", {})
 
-    def __init__(self):
-        self.fraction, self.error, self.done, self.started = 0.0, None, threading.Event(), False
 
-    def run(self, key: tuple, compute: Callable) -> None:
-        from resviz import runs
+def _watch(key: tuple, compute: Callable):
+    """This session's watch on the run of ``key`` (started, or joined); watches left untouched past the lease
+    (settings the student has left) are dropped."""
+    reg, watches = runs.registry(), _watches()
+    for old, w in list(watches.items()):
+        if reg.clock() - w.seen > reg.lease_s:
+            del watches[old]
+    if key not in watches:
+        watches[key] = reg.attach_compute(key, compute)
+    return watches[key]
 
-        try:
-            if threads := runs.registry().threads_per_run:  # the runs' torch thread budget: no oversubscribed cores
-                runs.budget_torch_threads(threads)
-            with _job_slots():  # thirty students on thirty settings: a few computations at once, the rest wait
-                self.started = True
-                _compute_once(key, compute, lambda f: setattr(self, "fraction", min(1.0, max(0.0, f))))
-        except Exception as e:  # noqa: BLE001 - kept for the page to show on its next rerun
-            self.error = e
-        jobs, lock = _job_store()
-        with lock:
-            self.done.set()
-            if self.error is None:
-                jobs.pop(key, None)  # the result is stored: nothing left to say
+
+def progress_words(label: str, status) -> str:
+    """The progress line of a run: its place in the one queue and when it should start, then how far it is."""
+    if status.state is runs.State.QUEUED:
+        start = f", starts in about {status.wait_s:.0f} s" if status.wait_s is not None else ""
+        return f"{label} waiting: {ordinal(status.position)} in line{start}"
+    left = f", about {status.remaining_s:.0f} s left" if status.remaining_s is not None else ""
+    return f"{label} {status.progress or 0.0:.0%}{left}"
+
+
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, ..., 21st."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 @st.fragment(run_every=0.5)
 def _progress_ui(key: tuple, label: str) -> None:
-    """The progress of a background result; reruns the whole page once it is done."""
-    jobs, lock = _job_store()
-    with lock:
-        job = jobs.get(key)
-    if job is None or job.done.is_set():
+    """The progress of a background result (polling it keeps its run wanted); reruns the page once it is done."""
+    watch = _watches().get(key)
+    status = None if watch is None else watch.snapshot().status
+    if status is None or status.state.done:
         st.rerun()
-    st.progress(job.fraction, text=f"{label} {job.fraction:.0%}" if job.started else
-                f"{label} waiting: the server computes {max_results()} results at once")
-
-
-@st.cache_resource
-def _job_store() -> tuple[dict, threading.Lock]:
-    return {}, threading.Lock()
-
-
-def max_results() -> int:
-    """Background results computed at once (``RESVIZ_MAX_RESULTS``, default twice the cores): bounds the CPU and
-    memory thirty different settings can take, while a short result rarely waits behind a long one."""
-    from resviz import runs
-
-    return runs.env_int(os.environ, "RESVIZ_MAX_RESULTS", 2 * runs.cpu_cores())
-
-
-@st.cache_resource
-def _job_slots() -> threading.BoundedSemaphore:
-    return threading.BoundedSemaphore(max_results())
-
-
-_MISSING = object()
-
-
-def _stored(key: tuple) -> Any:
-    """The stored result for ``key``, or ``_MISSING``."""
-    store, lock, _ = _result_store()
-    with lock:
-        return store.get(key, _MISSING)
-
-
-def _compute_once(key: tuple, compute: Callable, progress: Callable[[float], None]) -> Any:
-    """``compute(progress)``, stored under ``key``; a second asker for the same key waits for the first."""
-    store, lock, inflight = _result_store()
-    with lock:
-        key_lock = inflight.setdefault(key, threading.Lock())
-    with key_lock:
-        with lock:
-            if key in store:
-                return store[key]
-        result = compute(progress)
-        with lock:
-            store[key] = result
-            inflight.pop(key, None)
-    return result
+    st.progress(status.progress or 0.0, text=progress_words(label, status))
 
 
 def asked_result(button: str, widget_key: str, key: tuple, compute: Callable, label: str,
@@ -380,11 +348,6 @@ def asked_result(button: str, widget_key: str, key: tuple, compute: Callable, la
     except Exception:
         asked.discard(key)  # the error shows once; the button starts it again
         raise
-
-
-@st.cache_resource
-def _result_store() -> tuple[cachetools.LRUCache, threading.Lock, dict]:
-    return cachetools.LRUCache(maxsize=48), threading.Lock(), {}
 
 
 def shared_tensors(key: Hashable, make: Callable[[], Any]) -> Any:
@@ -792,11 +755,9 @@ def _class_pair_watch_ui(key: tuple, recipe) -> None:
 
 
 def _in_flight(key: tuple) -> bool:
-    """Whether ``background_result`` is computing ``key`` for somebody right now."""
-    jobs, lock = _job_store()
-    with lock:
-        job = jobs.get(key)
-    return job is not None and not job.done.is_set()
+    """Whether the class's run of ``key`` is queued or running for somebody right now."""
+    status = runs.registry().peek(key)
+    return status is not None and not status.state.done
 
 
 def _pair_caption_ui(prefix: str, p) -> None:

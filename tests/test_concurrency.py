@@ -170,40 +170,26 @@ def test_a_run_ending_in_another_session_leaves_this_ones_runtime_alone(one_runt
         other.join()
 
 
-def test_background_results_are_computed_a_few_at_once_the_others_wait(monkeypatch):
-    """Thirty students on thirty settings do not start thirty computations: at most RESVIZ_MAX_RESULTS run."""
-    monkeypatch.setenv("RESVIZ_MAX_RESULTS", "2")
-    ui._job_slots.clear()
-    assert ui.max_results() == 2 and ui._job_slots()._value == 2
-    ui._job_slots.clear()  # later tests get the machine's own number of slots
+def test_background_results_are_computed_a_few_at_once_the_others_wait():
+    """Thirty students on thirty settings do not start thirty computations: background results are runs of the one
+    engine, at most RESVIZ_MAX_RUNS of them at once (races and results alike); the others wait in its queue."""
+    reg = resviz_runs.Registry.from_env({"RESVIZ_MAX_RUNS": "2"})
+    release, started = threading.Event(), threading.Semaphore(0)
 
-    class Slots:  # the real semaphore, counting who asked for a slot
-        def __init__(self):
-            self.real, self.asked = threading.BoundedSemaphore(2), threading.Semaphore(0)
+    def compute(progress):
+        started.release()
+        assert release.wait(60)
+        progress(1.0)
+        return "done"
 
-        def __enter__(self):
-            self.asked.release()
-            self.real.acquire()
-
-        def __exit__(self, *exc):
-            self.real.release()
-
-    slots, release = Slots(), threading.Event()
-    monkeypatch.setattr(ui, "_job_slots", lambda: slots)
-    jobs = [ui._Job() for _ in range(3)]
-    threads = [threading.Thread(target=job.run, args=(("slots test", i, id(slots)), lambda _: release.wait(60)))
-               for i, job in enumerate(jobs)]
-    for t in threads:
-        t.start()
     try:
-        for _ in range(3):
-            assert slots.asked.acquire(timeout=60)  # all three have asked for a slot
-        deadline = time.monotonic() + 60
-        while sum(job.started for job in jobs) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)  # the two that got a slot mark themselves started just after
-        assert sum(job.started for job in jobs) == 2  # two compute; the third waits for a slot
+        watches = [reg.attach_compute(("slots test", i), compute) for i in range(3)]
+        race = reg.attach(("race", "slots test"), lambda: iter([{"step": 1, "steps": 1}]))
+        assert started.acquire(timeout=60) and started.acquire(timeout=60)  # two compute
+        assert [w.status.state for w in watches] == [resviz_runs.State.RUNNING] * 2 + [resviz_runs.State.QUEUED]
+        assert (watches[2].status.position, race.status.position) == (1, 2)  # one queue for results and races
+        release.set()
+        assert all(w.wait(60).result == "done" for w in watches) and race.wait(60).status.state.done
     finally:
         release.set()
-        for t in threads:
-            t.join(60)
-    assert all(job.done.is_set() and job.started and job.error is None for job in jobs)
+        reg.shutdown(60)

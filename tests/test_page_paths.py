@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from helpers import new_app, no_exceptions, texts, visit
-from resviz import ui
+from resviz import runs, ui
 from resviz.lessons import paths
 from test_page_lesion import private_cache, with_pair  # noqa: F401 - the fixture is used by name
 
@@ -22,7 +22,7 @@ def shown_kinds(at) -> list[str]:
 def fresh_results():
     """No result or figure measured before stands in for the one a test puts in place (nor stays after it)."""
     def clear():
-        ui._result_store.clear()
+        runs.registry().forget()
         for shelf in ui.FIGURE_SHELVES:
             ui._figure_store(shelf)[0].clear()
 

@@ -7,7 +7,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from helpers import no_exceptions, texts, tiny_config, tiny_model
-from resviz import builtin_pair, disk_cache, pair, ui
+from resviz import builtin_pair, disk_cache, pair, runs, ui
 from resviz.inputs import data
 from resviz.models import build_model, plain_twin
 
@@ -109,19 +109,13 @@ if p is not None:
 
 @pytest.fixture
 def as_on_a_server(monkeypatch):
-    """Empty shared results, and pages that draw first and compute in the background, as on a real server
-    (under AppTest they wait for their results)."""
-    def clear():
-        jobs, lock = ui._job_store()
-        for job in list(jobs.values()):
-            assert job.done.wait(60)  # a job a failed test left running ends before the next test
-        ui._result_store.clear()
-        ui._job_store.clear()
-
-    clear()
+    """A fresh engine of its own (no result kept from another test), and pages that draw first and compute in the
+    background, as on a real server (under AppTest they wait for their results)."""
+    reg = runs.Registry(max_running=2, threads_per_run=None)
+    monkeypatch.setattr(runs, "_REGISTRY", reg)
     monkeypatch.setattr(ui, "waits_for_results", lambda: False)
-    yield
-    clear()
+    yield reg
+    reg.shutdown(60)  # a run a failed test left going ends before the next test
 
 
 def open_picker() -> AppTest:
@@ -189,8 +183,7 @@ def test_a_failed_class_training_is_a_message_and_can_be_tried_again(as_on_a_ser
     no_exceptions(at)
     assert not at.error
     release.set()
-    jobs, lock = ui._job_store()
-    assert all(job.done.wait(60) for job in list(jobs.values()))
+    assert as_on_a_server.idle(60)  # the training has failed
     at.run()
     no_exceptions(at)
     assert at.error and "the disk is full" in at.error[0].value

@@ -348,7 +348,8 @@ def thread_count_in_a_new_thread(torch) -> int:
 
 
 @pytest.mark.parametrize("budget", [1, 2])
-def test_each_worker_runs_with_its_thread_budget_and_leaves_the_default_alone(budget):
+@pytest.mark.parametrize("kind", ["records", "compute"])
+def test_each_worker_runs_with_its_thread_budget_and_leaves_the_default_alone(budget, kind):
     torch = pytest.importorskip("torch")
     default = thread_count_in_a_new_thread(torch)
     reg = Registry(max_running=1, threads_per_run=budget)
@@ -356,7 +357,8 @@ def test_each_worker_runs_with_its_thread_budget_and_leaves_the_default_alone(bu
         def probe():
             yield {"threads": torch.get_num_threads()}
 
-        snap = reg.attach("probe", probe).wait(BOUND)
+        snap = reg.attach("probe", probe).wait(BOUND) if kind == "records" else reg.attach_compute(
+            "probe", lambda progress: {"threads": torch.get_num_threads()}).wait(BOUND)
         assert snap.result == {"threads": budget}
     finally:
         reg.shutdown(BOUND)
@@ -449,3 +451,183 @@ def test_the_page_loop_shares_and_queues_runs_over_the_websocket(tmp_path, monke
     queued = [rec["queue_texts"] for rec in different if rec["queue_texts"]]
     assert len(queued) == 2 and {"Place in the queue: 1", "Place in the queue: 2"} <= {t for q in queued for t in q}
     assert all(rec["fragment_reruns"] > 0 for rec in different if rec["queue_texts"])  # they finished live
+
+
+# --- compute runs: one call, compute(progress) -> the result ---------------------------------------------------
+
+class GatedCompute:
+    """A compute run that makes progress call i only after the test's ``step()``; notes how far it got."""
+
+    def __init__(self, steps: int = 4, fail_at: int | None = None):
+        Gated.made_here.append(self)
+        self.steps, self.fail_at = steps, fail_at
+        self.permits = threading.Semaphore(0)
+        self.calls, self.passed = 0, 0  # computations begun; progress calls that returned in the latest
+        self.started, self.ended = threading.Event(), threading.Event()
+        self.thread = None
+
+    def __call__(self, progress):
+        self.calls, self.passed = self.calls + 1, 0
+        self.thread = threading.current_thread()
+        self.started.set()
+        try:
+            for i in range(1, self.steps + 1):
+                assert self.permits.acquire(timeout=BOUND), f"the test never let progress call {i} through"
+                if i == self.fail_at:
+                    raise ValueError(f"failed at {i}")
+                progress(i / self.steps)
+                self.passed += 1
+            return f"result after {self.passed}"
+        finally:
+            self.ended.set()
+
+    def step(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.permits.release()
+
+
+def test_a_compute_run_shows_its_progress_then_its_result(make_registry):
+    reg, compute = make_registry(), GatedCompute(steps=4)
+    w = reg.attach_compute(("lesion", 1), compute)
+    compute.step()
+    until(lambda: w.status.progress == 0.25, "the first progress call")
+    assert w.status.state is State.RUNNING and compute.thread is not threading.current_thread()
+    compute.step(3)
+    snap = w.wait(BOUND)
+    assert (snap.status.state, snap.result, snap.status.progress, len(snap.records)) == (
+        State.FINISHED, "result after 4", 1.0, 0)
+    assert reg.attach_compute(("lesion", 1), compute).snapshot().result == "result after 4" and compute.calls == 1
+
+
+def test_an_abandoned_compute_run_stops_at_its_next_progress_call(make_registry, clock):
+    reg, compute = make_registry(lease_s=10), GatedCompute(steps=100)
+    w = reg.attach_compute(("paths", 1), compute)
+    compute.step()
+    until(lambda: compute.passed == 1, "the first progress call")
+    clock.t = 11  # nobody has looked for longer than the lease: a closed tab, other settings
+    compute.step()
+    assert compute.ended.wait(BOUND)
+    assert compute.passed == 1  # it stopped in the progress call: nothing after it ran
+    until(lambda: not reg.overview(), "the registry to drop the run")
+    assert w.snapshot().status.state is State.CANCELLED
+    fresh = reg.attach_compute(("paths", 1), compute)  # asked again: a new run
+    assert compute.started.wait(BOUND) and fresh.status.state is State.RUNNING
+
+
+def test_a_failing_compute_run_is_said_to_every_watcher_and_tried_again(make_registry):
+    reg, compute = make_registry(), GatedCompute(steps=3, fail_at=2)
+    watches = [reg.attach_compute("k", compute) for _ in range(2)]
+    compute.step(2)
+    for snap in (w.wait(BOUND) for w in watches):
+        assert snap.status.state is State.FAILED and snap.status.error == "failed at 2"
+    raised = runs.raisable(watches[0].snapshot().exception)
+    assert type(raised) is ValueError and raised is not watches[0].snapshot().exception
+    compute.fail_at = None
+    again = reg.attach_compute("k", compute)
+    compute.step(3)
+    assert again.wait(BOUND).result == "result after 3" and compute.calls == 2
+
+
+def test_results_and_races_share_one_queue(make_registry):
+    reg = make_registry(max_running=1)
+    race, compute = Gated(steps=1), GatedCompute(steps=1)
+    wr = reg.attach(("race", 0), race.make)
+    wc = reg.attach_compute(("lesion", 0), compute)
+    assert race.started.wait(BOUND)
+    assert (wc.status.state, wc.status.position) == (State.QUEUED, 1) and not compute.started.is_set()
+    race.step()
+    compute.step()
+    assert wc.wait(BOUND).status.state is State.FINISHED and wr.snapshot().status.state is State.FINISHED
+
+
+def test_estimates_come_from_runs_of_the_same_kind(make_registry, clock):
+    reg = make_registry(max_running=1)
+    first = GatedCompute(steps=2)
+    w = reg.attach_compute(("lesion", 0), first)
+    clock.t = 8.0
+    first.step(2)
+    w.wait(BOUND)  # a lesion study took 8 s
+    blocker, waiting = Gated(steps=4), GatedCompute(steps=1)
+    wr = reg.attach(("race", 0), blocker.make, cost=4)
+    wl = reg.attach_compute(("lesion", 1), waiting)
+    assert wl.status.wait_s is None and wl.status.position == 1  # no race has run: its time is unknown
+    clock.t = 12.0
+    blocker.step()
+    wr.wait(BOUND, records=1)  # a quarter of the race in 4 s: 12 s to go
+    assert wl.status.wait_s == pytest.approx(12) and wl.status.remaining_s == pytest.approx(20)
+
+
+def test_call_computes_here_once_and_waits_for_a_run_under_way(make_registry):
+    reg = make_registry()
+    calls, seen = [], []
+
+    def here(progress):
+        calls.append(threading.current_thread())
+        progress(0.5)
+        return "here"
+
+    assert reg.call(("trace", 1), here, seen.append) == "here" and calls == [threading.current_thread()]
+    assert seen == [0.0, 0.5]
+    assert reg.call(("trace", 1), here) == "here" and len(calls) == 1  # kept: computed once
+    assert reg.attach(("trace", 1), lambda: iter(())).snapshot().result == "here"  # one key space for both kinds
+    compute = GatedCompute(steps=2)
+    w = reg.attach_compute(("trace", 2), compute)
+    answer = []
+    waiter = threading.Thread(target=lambda: answer.append(reg.call(("trace", 2), here)))
+    waiter.start()
+    compute.step(2)
+    waiter.join(BOUND)
+    assert answer == ["result after 2"] and compute.calls == 1 and len(calls) == 1
+    assert w.snapshot().status.state is State.FINISHED
+
+    def broken(progress):
+        raise ValueError("no such layer")
+
+    for _ in range(2):  # a failure is raised, not kept: asked again, it is computed again
+        with pytest.raises(ValueError, match="no such layer"):
+            reg.call(("trace", 3), broken)
+    assert reg.peek(("trace", 3)) is None
+
+    class Rerun(BaseException):  # as Streamlit interrupts a script for a rerun
+        pass
+
+    def interrupted(progress):
+        raise Rerun
+
+    with pytest.raises(Rerun):
+        reg.call(("trace", 4), interrupted)
+    assert reg.peek(("trace", 4)) is None and reg.call(("trace", 4), here) == "here"  # nobody waits for it
+
+
+def test_students_count_the_live_watchers_but_the_teacher(make_registry, clock):
+    reg, run = make_registry(lease_s=10), Gated(steps=2)
+    teacher = reg.attach("k", run.make, teacher=True)
+    students = [reg.attach("k", run.make) for _ in range(3)]
+    assert (teacher.status.watchers, teacher.status.students) == (4, 3)
+    students[0].detach()
+    clock.t = 11  # only those who look now count
+    assert (students[1].status.watchers, students[1].status.students) == (1, 1)
+    assert (teacher.status.watchers, teacher.status.students) == (2, 1)
+
+
+def test_a_poll_reads_only_what_is_new(make_registry):
+    reg, run = make_registry(), Gated(steps=4)
+    w = reg.attach("k", run.make)
+    run.step(3)
+    snap = w.wait(BOUND, records=3)
+    prefix = snap.records[:2]
+    assert isinstance(prefix, runs.Records) and prefix._items is snap.records._items  # a view: nothing copied
+    assert [r["step"] for r in prefix] == [1, 2] and prefix == snap.records[0:2] and len(prefix[:10]) == 2
+    assert [r["step"] for r in snap.records[2:]] == [3]  # since index 2: only the new record
+    assert [r["step"] for r in snap.records[::-2]] == [3, 1] and snap.records[-1]["step"] == 3
+    run.step()
+    w.wait(BOUND)
+    assert len(snap.records) == 3 and len(prefix) == 2  # neither changes under its reader
+
+
+def test_the_engine_benchmark_runs_watched_and_alone():
+    from resviz.bench import engine
+
+    for watchers in (0, 3):
+        wall, poll_cpu = engine.watched_run(watchers, n=3)
+        assert wall > 0 and poll_cpu >= 0 and (poll_cpu > 0) == (watchers > 0)
