@@ -1,10 +1,10 @@
 """The one compute engine: every heavy result is a run, computed once and watched by many; one fair queue.
 
-    watch = runs.attach(key, make)             # key: every setting that decides the run; make() -> a generator of records
+    watch = runs.attach(key, make)             # key: every setting that decides the run; make() -> records
     watch = runs.attach_compute(key, compute)  # or compute(progress) -> the result; progress(fraction 0..1)
-    snap = watch.snapshot()                    # every record so far (from the first), the state, the result; never changes
+    snap = watch.snapshot()                    # every record so far (a view), the state, the result; never changes
     watch.detach()                             # this watcher leaves (Stop); the run stops once nobody watches it
-    value = runs.registry().call(key, compute) # the page waits: computed here (outside the queue) or the run's result
+    value = runs.registry().call(key, compute) # a page that waits: the kept result, the run under way, or here
 
 A run is a generator of records (a training race, a finer landscape grid) or a ``compute(progress)`` callable (signal
 flow after N steps, lesion, paths, shattered gradients, a landscape slice, the built-in pair); its result is the
@@ -238,7 +238,7 @@ class Registry:
         return self._attach(key, lambda: _Run(key, None, max(cost, 1e-9), step_progress, compute), teacher)
 
     def call(self, key: Hashable, compute: Callable[[Callable[[float], None]], Any],
-             on_progress: Callable[[float], None] | None = None) -> Any:
+             on_progress: Callable[[float], None] | None = None, cost: float = 1.0) -> Any:
         """``compute(progress)``'s result for a caller that waits (a page that draws it at once): the kept result
         of ``key``, else the queued or running run of ``key`` waited for, else computed here, in the calling thread
         and outside the queue's slots, and kept like any run's. ``on_progress(fraction)`` is called in this thread
@@ -252,7 +252,7 @@ class Registry:
             run = self._active.get(key)
             fresh = run is None
             if fresh:
-                run = self._active[key] = _Run(key, None, 1.0, step_progress, compute, inline=True,
+                run = self._active[key] = _Run(key, None, max(cost, 1e-9), step_progress, compute, inline=True,
                                                state=State.RUNNING, started=self.clock())
             watch = Watch(self, run)
             run.watchers.add(watch)

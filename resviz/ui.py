@@ -237,12 +237,13 @@ def model_sidebar_ui() -> Selection:
 
 
 # --- results computed for the class: runs of the one engine (resviz.runs), shown here -----------------------
-def shared_result(key: tuple, compute: Callable, label: str) -> Any:
+def shared_result(key: tuple, compute: Callable, label: str, cost: float = 1.0) -> Any:
     """A result computed once for the whole class, the page waiting for it: a run of ``resviz.runs`` (kept in its
     LRU by count and memory; numpy/dicts, never live tensors), computed in this script's thread unless the class
     already has it queued or running.
 
     ``compute(progress)`` gets a callback taking a fraction in [0, 1]; the page shows it as a progress bar.
+    ``cost`` scales the queue's estimates against other runs of the same kind (the key's first element).
     """
     bar = None
 
@@ -252,13 +253,13 @@ def shared_result(key: tuple, compute: Callable, label: str) -> Any:
         bar.progress(min(1.0, max(0.0, fraction)), text=f"{label} {fraction:.0%}")
 
     try:
-        return runs.registry().call(key, compute, show)
+        return runs.registry().call(key, compute, show, cost)
     finally:
         if bar is not None:
             bar.empty()
 
 
-def background_result(key: tuple, compute: Callable, label: str) -> Any:
+def background_result(key: tuple, compute: Callable, label: str, cost: float = 1.0) -> Any:
     """``shared_result`` that never keeps the page waiting: None until the result is ready.
 
     The first student to ask starts the run of ``key`` (``runs.attach_compute``: once for the class, in the one
@@ -269,13 +270,13 @@ def background_result(key: tuple, compute: Callable, label: str) -> Any:
     the page when the result is ready; an error is raised on that rerun, once. Under AppTest it simply waits.
     """
     if waits_for_results():
-        return shared_result(key, compute, label)
-    snap = _watch(key, compute).snapshot()
+        return shared_result(key, compute, label, cost)
+    snap = _watch(key, compute, cost).snapshot()
     if snap.status.state is not runs.State.FINISHED and snap.status.state.done:  # failed, or let go: ask afresh
         _watches().pop(key, None)
         if snap.status.state is runs.State.FAILED:  # the error is ours to show, once; the next ask tries again
             raise runs.raisable(snap.exception)
-        snap = _watch(key, compute).snapshot()
+        snap = _watch(key, compute, cost).snapshot()
     if snap.status.state is runs.State.FINISHED:
         _watches().pop(key, None)  # the result lives in the engine's LRU, not in this session
         return snap.result
@@ -296,7 +297,7 @@ def _watches() -> dict:
     return st.session_state.setdefault("_result_watches", {})
 
 
-def _watch(key: tuple, compute: Callable):
+def _watch(key: tuple, compute: Callable, cost: float):
     """This session's watch on the run of ``key`` (started, or joined); watches left untouched past the lease
     (settings the student has left) are dropped."""
     reg, watches = runs.registry(), _watches()
@@ -304,7 +305,7 @@ def _watch(key: tuple, compute: Callable):
         if reg.clock() - w.seen > reg.lease_s:
             del watches[old]
     if key not in watches:
-        watches[key] = reg.attach_compute(key, compute)
+        watches[key] = reg.attach_compute(key, compute, cost)
     return watches[key]
 
 
@@ -334,7 +335,7 @@ def _progress_ui(key: tuple, label: str) -> None:
 
 
 def asked_result(button: str, widget_key: str, key: tuple, compute: Callable, label: str,
-                 primary: bool = False) -> Any:
+                 primary: bool = False, cost: float = 1.0) -> Any:
     """``background_result(key, compute, label)`` once the student has pressed ``button`` for this very ``key``,
     else None: a result computed for other settings (another picture, class or step count) is never shown for
     these. A failed computation is asked again only by another press."""
@@ -344,7 +345,7 @@ def asked_result(button: str, widget_key: str, key: tuple, compute: Callable, la
     if key not in asked:
         return None
     try:
-        return background_result(key, compute, label)
+        return background_result(key, compute, label, cost)
     except Exception:
         asked.discard(key)  # the error shows once; the button starts it again
         raise
@@ -737,9 +738,10 @@ def _builtin_pair_ui(prefix: str, recipe, device: str):
     def train(progress):
         return builtin_pair.train(recipe, device, on_step=lambda r: progress(r["step"] / r["steps"]))
 
+    cost = recipe.steps * recipe.cfg.depth  # the queue's estimates scale with steps x layers
     if _in_flight(key):  # someone in the class started it: watch it too, and see the pair when it is ready
-        return background_result(key, train, label)
-    trained = asked_result("Train this pair now", f"{prefix}_pair_train", key, train, label, primary=True)
+        return background_result(key, train, label, cost)
+    trained = asked_result("Train this pair now", f"{prefix}_pair_train", key, train, label, primary=True, cost=cost)
     if trained is None and not _in_flight(key):
         _class_pair_watch_ui(key, recipe)
     return trained

@@ -86,7 +86,7 @@ def test_a_result_waiting_behind_others_shows_its_place_and_when_it_starts(engin
     assert before.started.wait(BOUND)
     clock.t = 20.0
     before.step()
-    until(lambda: ahead.status.progress == 0.5, "half of the run ahead")  # half done in 20 s: 20 s to go, and 40 s a result of this kind
+    until(lambda: ahead.status.progress == 0.5, "half of the run ahead")  # half in 20 s: 20 s to go, 40 s a run
     a, b = student("a", first), student("b", second)
     for at in (a, b):
         no_exceptions(at)

@@ -1,9 +1,10 @@
 """The engine (resviz.runs): what thirty students watching one run cost the run (issue 22 §4, first bullet).
 
-One process, as on one replica: a run of small training steps alone, then the same run with 30 watcher threads that
-each poll it every second as a page does (a snapshot, then the records since the last poll folded into the
-watcher's own history, as training.framed and fold do). Alone and watched alternate, so load on the machine falls on both alike; the figure is the
-ratio of the medians of the run's wall time. The pollers' own CPU time per second of run is reported beside it.
+One process, as on one replica: a run of small training steps alone, then the same run with 30 watcher threads
+that each poll it every second as a page does (a snapshot, then the records since the last poll folded into the
+watcher's own history, as training.framed and fold do). Alone and watched alternate, so load on the machine falls
+on both alike; the figure is the ratio of the medians of the run's wall time. The pollers' own CPU time per second
+of run is reported beside it: unlike wall time, other load on the machine does not change it.
 """
 from __future__ import annotations
 
