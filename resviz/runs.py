@@ -152,7 +152,6 @@ class _Run:
     cost: float  # in any unit the caller keeps consistent (steps x models): the estimates scale with it
     progress_of: Callable[[Any], float | None]
     compute: Callable[[Callable[[float], None]], Any] | None = None  # a compute run
-    inline: bool = False  # computed by the thread that asked (Registry.call), outside the queue's slots
     state: State = State.QUEUED
     records: list = field(default_factory=list)
     result: Any = None
@@ -242,7 +241,7 @@ class Registry:
         """``compute(progress)``'s result for a caller that waits (a page that draws it at once): the kept result
         of ``key``, else the queued or running run of ``key`` waited for, else computed here, in the calling thread
         and outside the queue's slots, and kept like any run's. ``on_progress(fraction)`` is called in this thread
-        (0 first, when there is anything to wait for). A failure is raised (a copy: the original is shared)."""
+        (0 first, when there is anything to wait for). A failure is raised (a copy if it was a shared run's)."""
         report = on_progress or (lambda _: None)
         with self._lock:
             run = self._finished.get(key)
@@ -252,7 +251,7 @@ class Registry:
             run = self._active.get(key)
             fresh = run is None
             if fresh:
-                run = self._active[key] = _Run(key, None, max(cost, 1e-9), step_progress, compute, inline=True,
+                run = self._active[key] = _Run(key, None, max(cost, 1e-9), step_progress, compute,
                                                state=State.RUNNING, started=self.clock())
             watch = Watch(self, run)
             run.watchers.add(watch)
