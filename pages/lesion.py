@@ -5,25 +5,28 @@ from resviz import pair, ui
 from resviz.lessons import lesion
 from resviz.plots.lesion import plot_lesion
 
-st.title("Lesion study: delete one block, does the net survive?")
-st.markdown(
-    "Delete one block of a trained ResNet and of its trained plain twin, **at test time**, and measure what is "
-    "left. Veit, Wilber & Belongie (2016), Section 4.1 and Fig. 3: a trained 110-layer ResNet barely notices "
-    "(except at downsampling blocks), while a plain VGG net left without any one layer is reduced to guessing."
-)
-with st.expander("What deleting a block means"):
+st.title("Lesion study: delete one block")
+# The first screen is the verdict and the chart; the pair, the images and the paper's setup are one click away
+# (open by itself while a pair is still to be trained here: its button is in there)
+training_here = ui.TRAIN_HERE in (st.session_state.get("le_pair_choice"), st.query_params.get("le_pair_choice"))
+with st.expander("The pair, the test images, and what the paper did", expanded=training_here, key="le_settings"):
+    p = ui.pair_picker_ui("le")
+    n = st.select_slider("Test images", (100, 250, 500, 1000), value=pair.EVAL_IMAGES, key="le_n",
+                         bind="query-params",
+                         help=f"Fresh built-in images the pair never saw in training ({pair.EVAL_IMAGES}: the images "
+                              "of the accuracies above). More images, narrower 95% intervals.")
+    st.markdown(
+        "Delete one block of a trained ResNet and of its trained plain twin, **at test time**, and measure what is "
+        "left. Veit, Wilber & Belongie (2016), Section 4.1 and Fig. 3: a trained 110-layer ResNet barely notices "
+        "(except at downsampling blocks), while a plain VGG net left without any one layer is reduced to guessing.")
     st.markdown(
         "In a ResNet, deleting a block removes its residual branch $F$, so the block outputs only its shortcut: "
         "`relu(shortcut(x))`; at a downsampling block the shortcut is the zero-padded subsample (option A) or the "
         "1×1 projection (B/C). In the plain net a block whose input and output shapes match becomes the identity; "
         "a block that changes the shape cannot be deleted (marked ✕). Veit, Wilber & Belongie (2016), *Residual "
         "Networks Behave Like Ensembles of Relatively Shallow Networks*, NeurIPS.")
-p = ui.pair_picker_ui("le")
 if p is None:
     st.stop()
-n = st.select_slider("Test images", (100, 250, 500, 1000), value=pair.EVAL_IMAGES, key="le_n", bind="query-params",
-                     help=f"Fresh built-in images the pair never saw in training ({pair.EVAL_IMAGES}: the images of "
-                          "the accuracies above). More images, narrower 95% intervals.")
 both = None
 with ui.friendly_errors("Running the lesion study"):
     both = ui.background_result(("lesion", p.key, n), lambda cb: lesion.study_pair(p, n, cb),
@@ -33,6 +36,9 @@ if both is None:
 res, plain = both
 c = lesion.LesionComparison(res, plain, p.chance)
 k = int(c.comparable.sum())
+v = lesion.verdict(c, p.guessing)  # one box: green as in the paper, yellow against it, blue no verdict
+getattr(st, v.tone.value)(v.text)
+st.plotly_chart(ui.figure(("lesion", p.key, n), lambda: plot_lesion(c)), key="le_chart")
 m1, m2, m3 = st.columns(3)
 m1.metric("ResNet: share of learned accuracy lost", c.share(res).words(),
           help="By one deletion; what it learned is its accuracy above guessing; ± is a 95% interval on "
@@ -43,15 +49,12 @@ m2.metric("plain twin: share of learned accuracy lost", c.share(plain).words(),
                f"{plain.intact:.1%} intact: a net that learned little has little to lose, hence the share.")
 m3.metric("ResNet: accuracy lost at a downsampling block", f"{c.resnet_downsampling_drop:.1%}",
           help="The plain twin cannot lose these blocks: its shapes would no longer fit.")
-v = lesion.verdict(c, p.guessing)  # one box: green as in the paper, yellow against it, blue no verdict
-getattr(st, v.tone.value)(v.text)
-st.plotly_chart(ui.figure(("lesion", p.key, n), lambda: plot_lesion(c)), key="le_chart")
 st.dataframe({"block": res.names, "downsampling": res.downsampling,
               "ResNet accuracy": [f"{a:.1%}" for a in res.accuracy],
               "plain accuracy": [f"{a:.1%}" if ok else "cannot delete" for a, ok in zip(plain.accuracy,
                                                                                         plain.possible)]},
              key="le_table", hide_index=True)
-st.caption("'cannot delete': that plain block changes the shape, so nothing could replace it. "
-           f"This pair trained for {p.trained.steps or 'a few hundred'} steps; He et al. "
+st.caption(f"Bars and bands: 95% intervals on {n} images. 'cannot delete': that plain block changes the shape, so "
+           f"nothing could replace it. This pair trained for {p.trained.steps or 'a few hundred'} steps; He et al. "
            "(2016, Section 4.2) trained their CIFAR-10 ResNets for 64,000 steps of 128 images, and Veit et al. "
            "lesion such fully trained nets: what you see is what this pair does.")

@@ -7,20 +7,7 @@ from resviz.plots.paths import plot_path_gradients
 
 SOURCES = {"init": "the sidebar's ResNet, random weights", "trained": "a trained ResNet"}
 
-st.title("Paths: many networks in one ResNet")
-st.markdown(
-    "Unroll $n$ residual blocks $y = x + F(x)$: each block is either passed through its branch $F$ or skipped, "
-    "so there are $2^n$ paths and $\\binom{n}{k}$ of them have length $k$ (a). Veit, Wilber & Belongie (2016), "
-    "Section 5.2 and Fig. 6: in a trained 110-layer ResNet (54 blocks) almost all the gradient came from paths "
-    "only **5 to 17 blocks** long, although most paths are 27 blocks long."
-)
-with st.expander("How the gradient of one path is measured"):
-    st.markdown(
-        "In the backward pass, let the gradient flow through $k$ randomly chosen residual branches and through the "
-        "shortcuts of all other blocks; the gradient reaching the first block's input then travelled one path of "
-        "length $k$ (b). Times the number of such paths it gives the total for length $k$ (c). Up to 512 paths "
-        "(ResNet-20's 9 blocks) every path is measured instead, so (b) is exact for these images. Veit, Wilber & "
-        "Belongie (2016), *Residual Networks Behave Like Ensembles of Relatively Shallow Networks*, NeurIPS.")
+st.title("Paths through a ResNet")
 c1, c2 = st.columns([3, 2])
 source = c1.radio("Measure on", list(SOURCES), format_func=SOURCES.get, key="pa_source",
                   bind="query-params", horizontal=True)
@@ -50,6 +37,8 @@ with ui.friendly_errors("Measuring the gradient per path length"):
                              f"Sending gradients down {'every path' if exact else 'random paths'}…")
 if g is None:
     st.stop()
+tone, text = paths.verdict(g)
+getattr(st, tone.value)(text)
 st.plotly_chart(ui.figure(gkey, lambda: plot_path_gradients(g)), key="pa_chart")
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("blocks n", g.n_blocks, help=f"{cfg.label}: 2^{g.n_blocks} = {2**g.n_blocks:,} paths")
@@ -60,8 +49,20 @@ m3.metric("mean path length of the gradient", f"{g.mean_length:.1f}" + ("" if g.
           help="Path lengths weighted by their share of the gradient in chart (c).")
 m4.metric("90% of the gradient within length", f"{g.length_reaching(0.9)}" + ("" if g.exact else " (estimate)"),
           help="Read off chart (c): the running sum of the shares reaches 90% at this length.")
-tone, text = paths.verdict(g)
-getattr(st, tone.value)(text)
 if y is None:
     st.caption("This model does not fit the built-in images, so it is probed with random images and "
                "the loss is taken against its own predictions.")
+# What the paper did, under the first screen's verdict and chart
+st.markdown(
+    "Unroll $n$ residual blocks $y = x + F(x)$: each block is either passed through its branch $F$ or skipped, "
+    "so there are $2^n$ paths and $\\binom{n}{k}$ of them have length $k$ (a). Veit, Wilber & Belongie (2016), "
+    "Section 5.2 and Fig. 6: in a trained 110-layer ResNet (54 blocks) almost all the gradient came from paths "
+    "only **5 to 17 blocks** long, although most paths are 27 blocks long."
+)
+with st.expander("How the gradient of one path is measured", key="pa_how"):
+    st.markdown(
+        "In the backward pass, let the gradient flow through $k$ randomly chosen residual branches and through the "
+        "shortcuts of all other blocks; the gradient reaching the first block's input then travelled one path of "
+        "length $k$ (b). Times the number of such paths it gives the total for length $k$ (c). Up to 512 paths "
+        "(ResNet-20's 9 blocks) every path is measured instead, so (b) is exact for these images. Veit, Wilber & "
+        "Belongie (2016), *Residual Networks Behave Like Ensembles of Relatively Shallow Networks*, NeurIPS.")

@@ -8,6 +8,8 @@ from plotly.subplots import make_subplots
 from resviz.lessons.landscape import Grid, PairGrids
 from resviz.plots.style import COLORS, FONT_SIZE, SEQUENTIAL, TEXT_COLOR, readable
 
+SPACING = 0.2  # between the two maps: room for the right one's tick labels and axis title at the projector's x1.4
+
 
 def plot_landscape_1d(g: PairGrids) -> go.Figure:
     """Loss along one filter-normalised direction, ResNet vs plain twin."""
@@ -33,7 +35,7 @@ def _shared_range(g: PairGrids) -> tuple[float, float]:
 def plot_landscape_contours(g: PairGrids) -> go.Figure:
     """Contour maps of log10 loss on the 2-D slice, side by side on one colour scale."""
     lo, hi = _shared_range(g)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("ResNet", "plain twin"), horizontal_spacing=0.14)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("ResNet", "plain twin"), horizontal_spacing=SPACING)
     for col, grid in enumerate((g.resnet, g.plain), start=1):
         fig.add_contour(x=grid.alphas, y=grid.betas, z=_log_loss(grid), zmin=lo, zmax=hi, colorscale=SEQUENTIAL,
                         contours=dict(showlabels=True, labelfont=dict(size=FONT_SIZE, color="white")),
@@ -67,7 +69,7 @@ def plot_landscape_surfaces(g: PairGrids) -> go.Figure:
 def plot_negative_curvature(g: PairGrids) -> go.Figure:
     """Where each slice curves down (Li et al., Section 6, Fig. 7, for the slice's own 2-D Hessian): the ratio
     |lambda_min / lambda_max| at each inner grid point, 0 (curves up both ways, or flat) to 1, on one colour scale."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("ResNet", "plain twin"), horizontal_spacing=0.14)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("ResNet", "plain twin"), horizontal_spacing=SPACING)
     for col, grid in enumerate((g.resnet, g.plain), start=1):
         fig.add_heatmap(x=grid.alphas[1:-1], y=grid.betas[1:-1], z=grid.negative_curvature(), zmin=0, zmax=1,
                         colorscale=SEQUENTIAL, showscale=col == 2, colorbar=dict(title="|λmin/λmax|"),

@@ -24,7 +24,7 @@ def plot_path_gradients(g: PathGradients) -> go.Figure:
     fig.update_yaxes(title_text="% of the gradient", row=1, col=3)
     for c in (1, 2, 3):
         fig.update_xaxes(title_text="path length k", row=1, col=c)
-    fig.update_yaxes(automargin=True, title_standoff=4)
+    fig.update_yaxes(automargin=True)
     fig.update_xaxes(automargin=True)
     fig.update_annotations(yshift=10)  # the titles clear of the top tick labels
     fig.update_layout(showlegend=False, height=430, margin=dict(t=90))
