@@ -1,0 +1,241 @@
+"""resviz.cluster: shared runs on a real Dask scheduler and real worker processes, on loopback.
+
+Compute once across two processes, every record seen by each from the first; a worker killed mid-run (the run is
+retried elsewhere, each record seen once); nobody watching stops the run on its worker; the scheduler unreachable
+at start and lost later (new runs on the embedded engine, ``health()`` says so, the replica reconnects); a GPU run
+goes to the GPU worker; records that cannot leave the worker run here. Every wait is bounded; tiny runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("distributed", reason="Dask distributed is not installed (pip install -r requirements.txt)")
+import cloudpickle  # noqa: E402 - after the skip
+
+from deploy import start  # noqa: E402
+from resviz import cluster, runs  # noqa: E402
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+WAIT = 120  # s: the most any condition below may take (a cold worker imports torch; a loaded 2-core machine)
+
+
+def counting(folder: str, n: int, pause: float = 0.05, gate: str | None = None):
+    """A run: notes its start (worker pid) in ``folder``, ``n`` records {"step", "steps"}; waits for ``gate`` (a
+    file) after its first record; notes how it ended."""
+    Path(folder, f"start-{os.getpid()}-{time.time_ns()}").touch()
+    try:
+        for i in range(n):
+            yield {"step": i + 1, "steps": n}
+            if gate and i == 0:
+                deadline = time.monotonic() + WAIT
+                while not Path(gate).exists() and time.monotonic() < deadline:
+                    time.sleep(0.05)  # a worker-side poll for the test's signal
+            time.sleep(pause)
+        Path(folder, "finished").touch()
+        return sum(range(n))
+    finally:
+        Path(folder, f"ended-{os.getpid()}").touch()
+
+
+def starts(folder: Path) -> list[str]:
+    """The runs' starts in ``folder``, oldest first: start-<worker pid>-<ns>."""
+    return sorted((p.name for p in folder.glob("start-*")), key=lambda name: int(name.rsplit("-", 1)[1]))
+
+
+def until(condition, timeout: float = WAIT, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.05)  # polling interval, not a wait for a condition
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    """A scheduler and two one-thread workers, on a free loopback port."""
+    with start.start_engine(2, tmp_path_factory.mktemp("engine"), port=0) as e:
+        yield e
+
+
+@pytest.fixture
+def registry(engine):
+    reg = cluster.ClusterRegistry(engine.address, lambda: runs.Registry(max_running=1), lease_s=WAIT)
+    yield reg
+    reg.shutdown(10)
+
+
+def test_a_run_streams_its_records_and_result(registry, tmp_path):
+    watch = registry.attach(("count", str(tmp_path)), lambda: counting(str(tmp_path), 5))
+    snap = watch.wait(WAIT)
+    assert snap.status.state is runs.State.FINISHED, snap.status
+    assert [r["step"] for r in snap.records] == [1, 2, 3, 4, 5] and snap.result == 10
+    assert isinstance(watch, runs.Watch) and len(starts(tmp_path)) == 1
+    late = registry.attach(("count", str(tmp_path)), lambda: counting(str(tmp_path), 5))
+    assert late.snapshot().result == 10 and len(starts(tmp_path)) == 1  # finished: kept, not run again
+
+
+TWO_CLIENTS = """
+import json, sys, time
+from pathlib import Path
+from resviz import cluster, runs
+address, folder, gate = sys.argv[1:4]
+
+def run():
+    Path(folder, "start-" + str(time.time_ns())).touch()
+    for i in range(8):
+        yield {"step": i + 1, "steps": 8}
+        if i == 0:
+            deadline = time.monotonic() + 60
+            while not Path(gate).exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+    return "done"
+
+reg = cluster.ClusterRegistry(address, runs.Registry)
+watch = reg.attach(("two clients", folder), run, cost=8)
+print("attached", flush=True)
+snap = watch.wait(120)
+print(json.dumps({"state": snap.status.state.value, "steps": [r["step"] for r in snap.records],
+                  "result": snap.result}), flush=True)
+reg.shutdown(10)
+"""
+
+
+def test_two_processes_share_one_computation(engine, tmp_path):
+    """Two replicas (two processes) attach the same key: one run on the cluster, each sees every record."""
+    gate = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", TWO_CLIENTS, engine.address, str(tmp_path), str(gate)],
+                              cwd=start.ROOT, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        assert p.stdout.readline().strip() == "attached"
+    until(lambda: starts(tmp_path), what="the run to start")
+    gate.touch()  # both attached while it ran: now let it finish
+    for p in procs:
+        out, _ = p.communicate(timeout=WAIT)
+        assert json.loads(out) == {"state": "finished", "steps": list(range(1, 9)), "result": "done"}
+    assert len(starts(tmp_path)) == 1
+
+
+def test_a_worker_killed_mid_run_is_retried_elsewhere(engine, registry, tmp_path):
+    gate = tmp_path / "go"
+    watch = registry.attach(("killed", str(tmp_path)), lambda: counting(str(tmp_path), 6, gate=str(gate)))
+    (first,) = until(lambda: starts(tmp_path), what="the run to start")
+    pid = int(first.split("-")[1])
+    os.kill(pid, signal.SIGKILL)  # the worker dies after the run's first record
+    engine.add_worker("replacement")  # the module's other tests keep two workers
+    until(lambda: len(starts(tmp_path)) == 2, what="the retry")
+    gate.touch()
+    snap = watch.wait(WAIT)
+    assert snap.status.state is runs.State.FINISHED, snap.status
+    assert [r["step"] for r in snap.records] == [1, 2, 3, 4, 5, 6]  # the repeat's first record is not seen twice
+    assert int(starts(tmp_path)[1].split("-")[1]) != pid
+
+
+def test_a_run_nobody_watches_stops_on_its_worker(registry, tmp_path):
+    watch = registry.attach(("left", str(tmp_path)), lambda: counting(str(tmp_path), 400, pause=0.05))
+    watch.wait(WAIT, records=2)
+    watch.detach()
+    until(lambda: list(tmp_path.glob("ended-*")), what="the worker to stop the run")
+    assert not (tmp_path / "finished").exists()
+    assert watch.snapshot().status.state is runs.State.CANCELLED
+
+
+def test_records_that_cannot_leave_the_worker_run_here(registry):
+    """A record holding a lock (the race's header holds a function over one) cannot be pickled: the run goes on
+    the embedded engine, and the watcher sees it finish there."""
+    def locked():
+        import threading
+        yield {"step": 1, "steps": 2, "lock": threading.Lock()}
+        yield {"step": 2, "steps": 2}
+
+    watch = registry.attach(("not plain", time.time_ns()), locked)
+    snap = until(lambda: (s := watch.wait(1)).status.state.done and s, what="the run here")
+    assert snap.status.state is runs.State.FINISHED and [r["step"] for r in snap.records] == [1, 2]
+    assert registry.fallback.overview()  # it ran on the embedded engine
+
+
+def test_compute_runs_report_progress_and_their_result(registry):
+    def compute(progress):
+        for i in range(4):
+            progress((i + 1) / 4)
+        return {"answer": 42}
+
+    assert registry.call(("compute", time.time_ns()), compute) == {"answer": 42}
+
+
+def test_a_gpu_run_goes_to_a_worker_with_a_gpu(engine, tmp_path):
+    gpu_worker = engine.add_worker("gpu", resources="GPU=1")
+    reg = cluster.ClusterRegistry(engine.address, runs.Registry, gpu=0.5)
+    try:
+        watch = reg.attach(("gpu", str(tmp_path)), lambda: counting(str(tmp_path), 2))
+        assert watch.wait(WAIT).status.state is runs.State.FINISHED
+        assert [int(s.split("-")[1]) for s in starts(tmp_path)] == [gpu_worker.pid]
+    finally:
+        reg.shutdown(10)
+
+
+def test_an_unreachable_scheduler_leaves_the_embedded_engine(tmp_path):
+    reg = cluster.ClusterRegistry(f"tcp://127.0.0.1:{start.free_port()}", lambda: runs.Registry(max_running=1),
+                                  connect_timeout=1)
+    try:
+        assert not reg.connected and "has not answered" in reg.health()
+        watch = reg.attach(("here", str(tmp_path)), lambda: counting(str(tmp_path), 3))
+        assert watch.wait(WAIT).result == 3 and watch._registry is reg.fallback
+    finally:
+        reg.shutdown(10)
+
+
+def test_the_scheduler_lost_mid_run_then_back(tmp_path):
+    """The scheduler dies: watchers of its run are told (no one hangs), new runs go to the embedded engine,
+    health() says so; a scheduler on the same address again: the replica reconnects and health() is None."""
+    with start.start_engine(1, tmp_path / "engine", port=0) as engine:
+        reg = cluster.ClusterRegistry(engine.address, lambda: runs.Registry(max_running=1), connect_timeout=2)
+        reg_reconnect, cluster.RECONNECT_S = cluster.RECONNECT_S, 1.0
+        try:
+            watch = reg.attach(("lost", str(tmp_path)), lambda: counting(str(tmp_path), 400))
+            watch.wait(WAIT, records=1)
+            engine.scheduler.kill()
+            engine.scheduler.wait()
+            snap = until(lambda: (s := watch.wait(1)).status.state.done and s, what="the watcher to be told")
+            assert snap.status.state is runs.State.FAILED and "press Start again" in snap.status.error
+            until(lambda: reg.health(), what="health() to say so")
+            (tmp_path / "here").mkdir()
+            here = reg.attach(("here", str(tmp_path)), lambda: counting(str(tmp_path / "here"), 2, pause=0))
+            assert here.wait(WAIT).status.state is runs.State.FINISHED and here._registry is reg.fallback
+            port = engine.address.rsplit(":", 1)[1]
+            engine.scheduler = subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", port,
+                 "--no-dashboard"], cwd=start.ROOT, env=engine.env, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL)
+            until(lambda: reg.health() is None, what="the replica to reconnect")
+        finally:
+            cluster.RECONNECT_S = reg_reconnect
+            reg.shutdown(10)
+
+
+def test_the_default_imports_no_dask_and_the_setting_selects_the_cluster():
+    """One process: without RESVIZ_SCHEDULER the registry is the embedded one and Dask is not imported; with it
+    (unreachable here), the cluster's registry, which says so."""
+    code = ("import os, sys; from resviz import runs, cluster; a = type(runs.registry()).__name__; "
+            "b = 'distributed' in sys.modules; runs._REGISTRY = None; "
+            "os.environ.update(RESVIZ_SCHEDULER=sys.argv[1], RESVIZ_SCHEDULER_TIMEOUT='1'); "
+            "print(a, b, type(runs.registry()).__name__, 'distributed' in sys.modules, cluster.health() is not None)")
+    env = {k: v for k, v in os.environ.items() if k != "RESVIZ_SCHEDULER"}
+    out = subprocess.run([sys.executable, "-c", code, f"tcp://127.0.0.1:{start.free_port()}"], env=env,
+                         cwd=start.ROOT, check=True, capture_output=True, text=True).stdout.split()
+    assert out == ["Registry", "False", "ClusterRegistry", "True", "True"]
+
+
+def test_task_keys_are_the_same_in_every_process():
+    """From the settings' repr, not Python's salted hash(): the same key in every replica, run after run."""
+    key = ("race", "abc", 3, 0.5)
+    assert cluster.task_key(key) == "resviz-run-3884d68aa92f9eb5fde7f85c118967796b6de4a8"
+    assert cluster.task_key(key) != cluster.task_key(("race", "abc", 3, 0.25))
