@@ -12,9 +12,11 @@ from resviz.plots import feature_maps as plots
 
 def weights_ui(sel: ui.Selection) -> fm.LoadedWeights:
     """Weights picker (radio, download button, uploader); weights that cannot be had: random ones, saying why."""
-    source = st.radio("Weights", fm.sources(sel.chosen, pair := st.session_state.get("trained")), key="fm_source",
-                      bind="query-params",
-                      format_func=fm.SOURCE_LABELS.get, help="ImageNet weights: ImageNet presets only.")
+    source = fm.WeightsSource(st.radio(
+        "Weights", fm.sources(sel.chosen, pair := st.session_state.get("trained")), key="fm_source",
+        bind="query-params", format_func=fm.SOURCE_LABELS.get, horizontal=True,
+        help="ImageNet weights: ImageNet presets only. The shipped ResNet-20 learnt the built-in images (16x16 "
+             "shapes and patterns)."))
     up = source is fm.WeightsSource.UPLOAD and st.file_uploader(
         "State dict saved with torch.save(model.state_dict(), …)", type=["pt", "pth"], key="fm_weights_file",
         max_upload_size=limits.WEIGHTS_MB)
@@ -31,11 +33,12 @@ def weights_ui(sel: ui.Selection) -> fm.LoadedWeights:
 
 
 sel = ui.current_selection()
-st.title("Feature maps: a picture inside the network")
-top_notice = st.container()
-pic_col, up_col, w_col, block_col = st.columns(4)
-upload = up_col.file_uploader("…or upload a photo", type=images.UPLOAD_TYPES, key="fm_upload",
-                              max_upload_size=limits.IMAGE_MB)
+st.title("Feature maps: inside a block")
+pic_col, block_col, k_col, photo_col = st.columns(4)  # the first screen: the controls, the verdict, the views
+w_col, top_notice, views = st.container(), st.container(), st.container()
+photo_box = photo_col.expander("Your photo", key="fm_photo_box", on_change="rerun")  # stays open once opened
+upload = photo_box.file_uploader("Upload a photo", type=images.UPLOAD_TYPES, key="fm_upload",
+                                 max_upload_size=limits.IMAGE_MB)
 samples = images.sample_names()
 sample = pic_col.selectbox("Picture", samples, samples.index("cat") if "cat" in samples else 0, key="fm_sample",
                            bind="query-params",
@@ -43,15 +46,16 @@ sample = pic_col.selectbox("Picture", samples, samples.index("cat") if "cat" in 
                            "assets/samples/ATTRIBUTION.md. Patterns: drawn by resviz. Remove an upload to use them.")
 with w_col:
     w = weights_ui(sel)
-    st.caption(w.caption)
-for note in fm.notices(w, sel.chosen):  # one box each: an error, a warning, a verdict, a fact
-    getattr(top_notice, note.box.value)(note.text, icon=note.icon)
+verdict, *facts = fm.notices(w, sel.chosen) or [None]  # an error, a warning or a verdict; then a fact
+if verdict:  # above the views, where the eye is: random weights are said there
+    getattr(top_notice, verdict.box.value)(verdict.text, icon=verdict.icon)
 cfg, device, pre, names = w.cfg, sel.device, w.preprocess(), w.model.block_names()
 block = block_col.selectbox("Block to look inside", range(len(names)), format_func=names.__getitem__, key="fm_block",
                             bind="query-params")
-k = block_col.slider("Channels shown", 1, fm.MAX_CHANNELS, 9, key="fm_k",
-                     bind="query-params", help="By mean activation, largest first.")
-views, (top_col, cam_col, norm_col) = st.container(), st.columns(3)
+k = k_col.slider("Channels shown", 1, fm.MAX_CHANNELS, 9, key="fm_k",
+                 bind="query-params", help="By mean activation, largest first.")
+top_col, cam_col, norm_col = st.columns(3)
+cam_chart = cam_col.container()  # its chart first, its two choosers under it: the row's three charts start together
 cam_block = cam_col.selectbox("Grad-CAM block", range(len(names)), index=len(names) - 1, format_func=names.__getitem__,
                               key="fm_cam_block")
 target = cam_col.selectbox("Explain which class", w.targets, format_func=w.target_label, key="fm_target",
@@ -71,13 +75,15 @@ with ui.friendly_errors("Feature maps"):  # a picture we cannot read, a model to
                                            lambda _: look.capture(w.model, target), fm.CAPTURE_LABEL))
     if r is None:
         st.stop()  # the first screen is drawn; the page reruns when the maps are ready
-    views.subheader(fm.views_heading(r, k))
+    views.markdown(f"**{fm.views_heading(r, k)}**")  # one line, over the three views
     figs = ui.figure((rk, k), lambda: plots.plot_block_views(r, k, 330))
     for i, (col, fig) in enumerate(zip(views.columns(3), figs)):
         col.plotly_chart(fig, key=f"fm_view_{i}")
-    views.caption(fm.VIEWS_NOTE)
+    views.caption(f"{fm.VIEWS_NOTE} {w.caption}")
+    for note in facts:
+        getattr(views, note.box.value)(note.text, icon=note.icon)
     top_col.plotly_chart(ui.figure((rk, "top"), lambda: plots.plot_prediction(r, w)), key="fm_top")
-    cam_col.plotly_chart(ui.figure((rk, "cam"), lambda: plots.plot_grad_cam(pic.cropped, r, w)), key="fm_cam")
+    cam_chart.plotly_chart(ui.figure((rk, "cam"), lambda: plots.plot_grad_cam(pic.cropped, r, w)), key="fm_cam")
     norm_col.plotly_chart(ui.figure((rk, "norms"), lambda: plots.plot_block_norms(r.norms, r.block)), key="fm_norms")
     norm_col.caption(fm.NORMS_NOTE)
 

@@ -192,10 +192,37 @@ def tiny_pair(class_names=("disc", "square", "triangle", "cross", "ring")):
                        class_names=class_names, data_name="Built-in shapes", steps=4)
 
 
-def test_sources_offer_imagenet_only_for_imagenet_presets_and_trained_only_after_a_race():
+def test_sources_offer_imagenet_only_for_imagenet_presets_and_trained_only_after_a_race(monkeypatch):
+    from resviz import builtin_pair
+
     S = fm.WeightsSource
+    assert fm.sources(models.get_config("resnet20"), None) == [S.SHIPPED, S.RANDOM, S.UPLOAD]  # trained first
+    assert fm.sources(models.get_config("resnet18"), tiny_pair()) == [S.PRETRAINED, S.TRAINED, S.SHIPPED, S.RANDOM,
+                                                                      S.UPLOAD]
+    monkeypatch.setattr(builtin_pair, "shipped_info", lambda preset: None)  # assets/pairs without it
     assert fm.sources(models.get_config("resnet20"), None) == [S.RANDOM, S.UPLOAD]
-    assert fm.sources(models.get_config("resnet18"), tiny_pair()) == [S.PRETRAINED, S.TRAINED, S.RANDOM, S.UPLOAD]
+    assert "shipped" not in fm.untrained_note(models.get_config("resnet20"))  # no way that is not there
+
+
+def test_shipped_weights_are_the_shipped_pair_trained_well_above_guessing_and_said_so():
+    from resviz import builtin_pair, pair as pairs
+
+    shipped = builtin_pair.shipped(fm.SHIPPED_PRESET)
+    w = fm.shipped()
+    assert w.source is fm.WeightsSource.SHIPPED and not w.untrained and not w.owned
+    torch.testing.assert_close(w.model.state_dict(), shipped.state_dict)
+    torch.testing.assert_close(fm.plain_model(w).state_dict(), shipped.plain_state_dict)  # its own twin
+    assert w.class_names == shipped.class_names and w.preprocess().crop == shipped.cfg.input_size
+    info = builtin_pair.shipped_info(fm.SHIPPED_PRESET)  # the manifest's accuracy, measured again here
+    assert w.accuracy == pytest.approx(info.resnet_accuracy, abs=0.03)
+    assert not pairs.is_guessing(w.accuracy, pairs.EVAL_IMAGES, 1 / w.cfg.num_classes)
+    verdict, other = fm.notices(w, models.get_config("resnet20"))
+    assert verdict.box is fm.Box.SUCCESS and verdict.text.startswith("**These weights learned something")
+    assert "knows only the built-in images' 10 classes (disc, square, triangle, …)" in verdict.text
+    assert other.box is fm.Box.INFO and "input 16x16 pixels instead of 32x32 pixels" in other.text
+    assert "Training race" not in other.text and "shipped with resviz (1200 SGD steps" in other.text
+    assert fm.WeightsRequest(fm.WeightsSource.SHIPPED, models.get_config("resnet20")).ready
+    assert "shipped with it" in fm.PLAIN_TWIN_NOTES[fm.WeightsSource.SHIPPED]
 
 
 def test_trained_weights_keep_their_classes_and_the_race_preprocessing():

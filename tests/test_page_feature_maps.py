@@ -3,6 +3,7 @@ each kind of weights; one browser test."""
 import os
 import re
 from dataclasses import replace
+from urllib.parse import urlencode
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from helpers import (checked_app, figure, new_app, no_exceptions, open_page, pag
                      screenshot, texts, wait_idle)
 from resviz import models
 from resviz.inputs.data import SHAPES
+from resviz.lessons import feature_maps as fm
 from resviz.pair import TrainedPair
 
 
@@ -31,6 +33,7 @@ def read(markdown: str) -> str:
 
 
 BOXES = ("success", "info", "warning", "error")
+RANDOM = {"fm_source": fm.WeightsSource.RANDOM}  # the page starts from the shipped pair; these tests pick random
 
 
 def boxes(at) -> dict[str, list[str]]:
@@ -40,7 +43,22 @@ def boxes(at) -> dict[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def app():
-    return checked_app("feature_maps", timeout=120)
+    return checked_app("feature_maps", timeout=120, sidebar=RANDOM)
+
+
+def test_the_page_starts_from_the_shipped_resnet20_trained_and_says_what_it_knows():
+    at = checked_app("feature_maps", timeout=120)
+    assert at.radio(key="fm_source").value is fm.WeightsSource.SHIPPED  # trained weights first, not random ones
+    assert list(boxes(at)) == ["success", "info"] and not at.warning
+    verdict = boxes(at)["success"][0]
+    assert verdict.startswith("**These weights learned something: more than guessing.** On fresh built-in images "
+                              "this ResNet gets 97% (95% interval") and "any photo is called one of them" in verdict
+    assert "with the weights shipped with resviz (1200 SGD steps on the built-in images)" in read(texts(at))
+    assert "input 16x16 pixels instead of 32x32 pixels" in boxes(at)["info"][0]
+    assert len(set(SHAPES) & {label.split(" (")[0] for label in top5_labels(at)}) == 5  # it names shapes
+    at.toggle(key="fm_plain").set_value(True).run()
+    no_exceptions(at)
+    assert "the plain twin shipped with it, trained with it on the same batches" in texts(at)
 
 
 def test_smoke_shows_a_photo_in_the_first_block_and_says_the_weights_are_random(app):
@@ -50,6 +68,7 @@ def test_smoke_shows_a_photo_in_the_first_block_and_says_the_weights_are_random(
     assert list(boxes(app)) == ["warning"] and len(app.warning) == 1  # random weights: one warning, nothing else
     assert app.warning[0].value.startswith("**These weights are random: the network is untrained.**")
     assert "Training race" in app.warning[0].value and "pick an ImageNet preset in the sidebar" in app.warning[0].value
+    assert "Choose **ResNet-20 trained by resviz** above" in app.warning[0].value
     assert title(figure(app, "fm_top")) == "Top-5 classes of an untrained network"
     assert len(app.get("plotly_chart")) >= 6  # three views, top-5, Grad-CAM, sizes, preprocessing
 
@@ -305,7 +324,8 @@ def test_browser_first_screen_shows_the_lesson_and_a_real_upload_runs(app_server
     photo = tmp_path / "photo.jpg"
     Image.fromarray(rng.integers(0, 255, (120, 160, 3), np.uint8)).save(photo, format="JPEG")
     page.set_viewport_size({"width": 1400, "height": 900})  # a classroom projector's first screen
-    open_page(page, app_server, "feature_maps")
+    random_link = urlencode({"fm_source": fm.SOURCE_LABELS[fm.WeightsSource.RANDOM]})  # a link says the label
+    open_page(page, app_server, f"feature_maps?{random_link}")
     page.get_by_text("Inside block layer1.0").first.wait_for(timeout=90_000)
     wait_idle(page)
     warning = page.get_by_text("These weights are random").first.bounding_box()
@@ -314,6 +334,7 @@ def test_browser_first_screen_shows_the_lesson_and_a_real_upload_runs(app_server
     for i in range(3):  # F(x), the shortcut x and relu(F(x) + x): whole, above the fold
         box = charts.nth(i).bounding_box()
         assert box and box["y"] >= 0 and box["y"] + box["height"] <= 900, (i, box)
+    page.get_by_text("Your photo", exact=True).first.click()  # open the expander
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(photo))
     page.get_by_text("photo.jpg").first.wait_for(timeout=30_000)
     page.get_by_text("Preprocessing: what the network really sees").first.click()  # open the expander

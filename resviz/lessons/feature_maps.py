@@ -1,9 +1,10 @@
 """The Feature maps lesson: which weights are shown, what one block does to a picture, and why the net decided.
 
-Weights: ``WeightsSource`` says where they come from; ``imagenet``, ``trained``, ``uploaded`` and ``random`` each
-return a ``LoadedWeights`` (a read-only model in eval mode, its config, class names, how to preprocess). ``notices``
-says first, each in its ``Box``, why asked-for weights are missing (``Unavailable``: random ones stand in), that random
-weights are untrained, or whether trained ones do better than guessing; and what differs from the sidebar's model.
+Weights: ``WeightsSource`` says where they come from; ``imagenet``, ``trained``, ``shipped``, ``uploaded`` and
+``random`` each return a ``LoadedWeights`` (a read-only model in eval mode, its config, class names, how to
+preprocess). ``notices`` says first, each in its ``Box``, why asked-for weights are missing (``Unavailable``: random
+ones stand in), that random weights are untrained, or whether trained ones do better than guessing; and what differs
+from the sidebar's model.
 
 Feature maps, from ONE forward pass: hooks on each block's ``add`` module see F(x) and the shortcut as its two
 inputs; a hook on ``relu_out`` sees the block's output. The same forward keeps the Grad-CAM block's output in the
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -35,6 +36,7 @@ MAX_CHANNELS = 32  # channels kept per view, most active first; the page shows u
 RANDOM_SEED = 0  # the seed of the random weights (ui.load_model's default)
 IG_CHUNK = 4  # path points per Integrated Gradients pass: the largest batch the page runs
 PREDICTED = -1  # the class to explain: the predicted one (a number, not None: a select box reads None as empty)
+SHIPPED_PRESET = "resnet20"  # the shipped pair the page offers (the one the pair picker offers first)
 
 
 # --- which weights ------------------------------------------------------------------------------------------
@@ -44,6 +46,7 @@ class WeightsSource(str, enum.Enum):
     """Where the weights come from; the value is the page's widget value."""
     PRETRAINED = "pretrained"  # torchvision's ImageNet weights (ImageNet presets only)
     TRAINED = "trained"  # the pair trained on the Training race page in this session
+    SHIPPED = "shipped"  # the ResNet-20 pair shipped in assets/pairs (builtin_pair.shipped): trained, ready at once
     RANDOM = "random"  # torchvision's initialisation from a fixed seed: an untrained network
     UPLOAD = "upload"  # a state dict the student uploaded
 
@@ -69,15 +72,15 @@ class LoadedWeights:
     """A model ready to look inside: read-only, eval mode, gradients off."""
     source: WeightsSource
     model: nn.Module
-    cfg: models.ResNetConfig  # the config the model was built from (may differ from the sidebar's: TRAINED)
+    cfg: models.ResNetConfig  # the config the model was built from (may differ from the sidebar's: a pair's)
     key: str  # a content key: results are cached for the class, equal weights share them
     label: str  # what the page says the weights are (markdown: a student's file or data name in it is escaped)
     class_names: tuple[str, ...] = ()  # empty: the classes have numbers only
     imagenet_normalised: bool = True  # ImageNet mean/std; False: the Training race's (x - 0.5) / 0.5
     resize: int | None = None  # shorter side before the centre crop (None: images.preprocess_for's rule)
-    plain_state_dict: dict | None = None  # the plain twin's own trained weights (TRAINED), else None
+    plain_state_dict: dict | None = None  # the plain twin's own trained weights (a pair's), else None
     unavailable: Unavailable | None = None  # RANDOM standing in for weights that could not be had: why
-    accuracy: float | None = None  # TRAINED on the built-in images: top-1 on pair.EVAL_IMAGES fresh ones
+    accuracy: float | None = None  # a pair trained on the built-in images: top-1 on pair.EVAL_IMAGES fresh ones
 
     @property
     def untrained(self) -> bool:
@@ -116,14 +119,17 @@ class LoadedWeights:
 
 OWNED = (WeightsSource.TRAINED, WeightsSource.UPLOAD)
 SOURCE_LABELS = {WeightsSource.PRETRAINED: "ImageNet weights (torchvision)",
-                 WeightsSource.TRAINED: "Trained on the Training race", WeightsSource.RANDOM: "Random (untrained)",
-                 WeightsSource.UPLOAD: "Upload a state dict (.pt/.pth)"}
+                 WeightsSource.TRAINED: "Trained on the Training race",
+                 WeightsSource.SHIPPED: "ResNet-20 trained by resviz",
+                 WeightsSource.RANDOM: "Random (untrained)", WeightsSource.UPLOAD: "Upload a state dict (.pt/.pth)"}
 
 PLAIN_TWIN_NOTES = {  # what the plain twin's weights are, for each source (tests check each against plain_model)
     WeightsSource.PRETRAINED: "It keeps these ImageNet weights but has no shortcuts (projection shortcuts dropped); "
                               "the weights were trained with the shortcuts, so without them the layers no longer "
                               "fit together.",
     WeightsSource.TRAINED: "It is the plain twin trained in the same race, on the same batches, with its own weights.",
+    WeightsSource.SHIPPED: "It is the plain twin shipped with it, trained with it on the same batches, with its own "
+                           "weights.",
     WeightsSource.RANDOM: "It has the same random weights but no shortcuts (projection shortcuts dropped). Neither "
                           "network was trained: the two differ only by the shortcuts, and neither prediction means "
                           "anything yet.",
@@ -133,9 +139,13 @@ PLAIN_TWIN_NOTES = {  # what the plain twin's weights are, for each source (test
 
 
 def sources(cfg: models.ResNetConfig, pair: TrainedPair | None) -> list[WeightsSource]:
-    """The sources that exist for ``cfg``: ImageNet weights only for ImageNet presets, TRAINED only after a race."""
+    """The sources that exist for ``cfg``, the page's default first: ImageNet weights only for ImageNet presets,
+    TRAINED only after a race, SHIPPED while the shipped pair is in assets/pairs."""
+    from resviz import builtin_pair
+
     have = {WeightsSource.PRETRAINED: weights.pretrained_weights(cfg) is not None,
-            WeightsSource.TRAINED: pair is not None}
+            WeightsSource.TRAINED: pair is not None,
+            WeightsSource.SHIPPED: builtin_pair.shipped_info(SHIPPED_PRESET) is not None}
     return [s for s in WeightsSource if have.get(s, True)]
 
 
@@ -181,17 +191,31 @@ def imagenet(cfg: models.ResNetConfig, device: str = "cpu") -> LoadedWeights:
                          resize=member.transforms().resize_size[0])
 
 
-def trained(pair: TrainedPair, device: str = "cpu", plain: bool = False) -> LoadedWeights:
+def trained(pair: TrainedPair, device: str = "cpu", plain: bool = False,
+            source: WeightsSource = WeightsSource.TRAINED) -> LoadedWeights:
     """The Training race's ResNet (or, with ``plain``, its plain twin) with the classes it learnt, and how well it
-    does on fresh built-in images when it learnt those (``builtin_accuracy``)."""
+    does on fresh built-in images when it learnt those (``builtin_accuracy``); ``source``: where the pair is from."""
     cfg = models.with_shortcuts(pair.cfg, residual=not plain)
     sd = pair.plain_state_dict if plain else pair.state_dict
     model = _frozen(weights.load_into_copy(sd, models.build_model(cfg)).model, device)
-    return LoadedWeights(WeightsSource.TRAINED, model, cfg, key=f"trained|{plain}|{pair.key}",
+    return LoadedWeights(source, model, cfg, key=f"trained|{plain}|{pair.key}",
                          label=f"{'the plain twin of ' if plain else ''}{text.md(pair.label, 200)}",
                          class_names=tuple(pair.class_names), imagenet_normalised=False,
                          plain_state_dict=None if plain else pair.plain_state_dict,
                          accuracy=builtin_accuracy(model, pair))
+
+
+def shipped(device: str = "cpu", plain: bool = False) -> LoadedWeights:
+    """The shipped ResNet-20 pair's ResNet (or its plain twin), as ``trained`` gives a race's (WeightsError when
+    its files are missing or changed)."""
+    from resviz import builtin_pair
+
+    pair = builtin_pair.shipped(SHIPPED_PRESET)
+    if pair is None:
+        raise weights.WeightsError("The shipped ResNet-20 pair is not in assets/pairs on this server.")
+    w = trained(pair, device, plain, WeightsSource.SHIPPED)
+    whose = "the plain twin's weights" if plain else "the weights"
+    return replace(w, label=f"{whose} shipped with resviz ({pair.steps} SGD steps on the built-in images)")
 
 
 def builtin_accuracy(model: nn.Module, pair: TrainedPair) -> float | None:
@@ -227,10 +251,10 @@ def random(cfg: models.ResNetConfig, model: nn.Module, unavailable: Unavailable 
 class WeightsRequest:
     """The weights a student asked for, from the page's widgets: ``load`` turns it into ``LoadedWeights``."""
     source: WeightsSource
-    cfg: models.ResNetConfig  # the sidebar's chosen model (TRAINED brings its own)
+    cfg: models.ResNetConfig  # the sidebar's chosen model (TRAINED and SHIPPED bring their own)
     device: str = "cpu"
     pair: TrainedPair | None = None  # TRAINED: the Training race's pair
-    plain: bool = False  # TRAINED: its plain twin instead of its ResNet
+    plain: bool = False  # TRAINED, SHIPPED: the pair's plain twin instead of its ResNet
     upload: tuple[str, bytes] | None = None  # UPLOAD: (file name, content); None until a file is chosen
 
     @property
@@ -254,6 +278,8 @@ class WeightsRequest:
         """Which weights, by content: equal keys load equal weights."""
         if self.source is WeightsSource.TRAINED:
             return self.source, self.pair.key, self.plain, self.device
+        if self.source is WeightsSource.SHIPPED:
+            return self.source, SHIPPED_PRESET, self.plain, self.device
         if self.source is WeightsSource.UPLOAD:
             return self.source, fingerprint(self.upload[1]), self.upload[0], self.cfg, self.device
         return self.source, self.cfg, self.device
@@ -265,6 +291,8 @@ def load(req: WeightsRequest) -> LoadedWeights:
         return imagenet(req.cfg, req.device)
     if req.source is WeightsSource.TRAINED:
         return trained(req.pair, req.device, req.plain)
+    if req.source is WeightsSource.SHIPPED:
+        return shipped(req.device, req.plain)
     if req.source is WeightsSource.UPLOAD:
         return uploaded(req.upload[1], req.upload[0], req.cfg, req.device)
     raise ValueError(f"{req.source} weights are the app's shared model: use random(cfg, model)")
@@ -308,10 +336,13 @@ def notices(w: LoadedWeights, chosen: models.ResNetConfig) -> list[Notice]:
 
 def _ways(cfg: models.ResNetConfig, failed: WeightsSource | None = None) -> str:
     """Where weights that learnt something come from, leaving out the choice that just failed."""
+    offered = sources(cfg, None)
     imagenet_way = ("" if failed is WeightsSource.PRETRAINED else
-                    ", or choose **ImageNet weights** above" if WeightsSource.PRETRAINED in sources(cfg, None) else
+                    ", or choose **ImageNet weights** above" if WeightsSource.PRETRAINED in offered else
                     ", or pick an ImageNet preset in the sidebar and its ImageNet weights")
-    return f"Train one on the **Training race** page{imagenet_way}."
+    shipped_way = (f"Choose **{SOURCE_LABELS[WeightsSource.SHIPPED]}** above, t"
+                   if WeightsSource.SHIPPED in offered and failed is not WeightsSource.SHIPPED else "T")
+    return f"{shipped_way}rain one on the **Training race** page{imagenet_way}."
 
 
 def untrained_note(cfg: models.ResNetConfig) -> str:
@@ -342,8 +373,15 @@ def accuracy_note(w: LoadedWeights) -> Notice | None:
                       "Integrated Gradients and Occlusion below explain a network that has not learned the images. "
                       "Train longer on the **Training race** page.", Box.WARNING)
     return Notice(f"**These weights learned something: more than guessing.** {measured} Its 95% interval stays above "
-                  "guessing, so the top-5 classes and the maps below show what this network learned to use.",
-                  Box.SUCCESS)
+                  "guessing, so the top-5 classes and the maps below show what this network learned to use. "
+                  f"{known_classes(w)}", Box.SUCCESS)
+
+
+def known_classes(w: LoadedWeights) -> str:
+    """A network trained on the built-in images names every picture by one of their classes: say so."""
+    names = ", ".join(text.md(n, 40) for n in w.class_names[:3])
+    return (f"It knows only the built-in images' {w.cfg.num_classes} classes ({names}, …): any photo is called one "
+            "of them.")
 
 
 CONFIG_WORDS = {  # how the fields that can differ between a race's model and the sidebar's are said
@@ -369,7 +407,8 @@ def other_model_note(w: LoadedWeights, chosen: models.ResNetConfig) -> str | Non
     diffs = "; ".join(config_differences(w.cfg, chosen))
     which = (f"the sidebar's model, but with {diffs}" if w.cfg.label == chosen.label
              else f"not the sidebar's **{chosen.label}**: {diffs}")
-    return (f"This page shows **{w.cfg.label}** trained on the Training race ({w.label}), {which}. "
+    origin = f"trained on the Training race ({w.label})" if w.source is WeightsSource.TRAINED else f"with {w.label}"
+    return (f"This page shows **{w.cfg.label}** {origin}, {which}. "
             "Choose other weights to see the sidebar's model.")
 
 
