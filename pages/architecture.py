@@ -13,41 +13,41 @@ st.title("Architecture")
 sel = ui.current_selection()
 if "arch_plain" not in st.session_state or st.session_state.get("arch_sidebar_plain") != sel.plain:
     st.session_state["arch_plain"] = st.session_state["arch_sidebar_plain"] = sel.plain  # follow the sidebar's twin
-plain = st.toggle("Show the plain twin (shortcut additions removed)", key="arch_plain", bind="query-params")
+toggle_col, expand_col = st.columns([2, 3], vertical_alignment="bottom")  # the controls: one row
+plain = toggle_col.toggle("Plain twin (shortcuts removed)", key="arch_plain", bind="query-params")
 cfg = models.with_shortcuts(sel.cfg, residual=not plain)
 trace = ui.shared_result(("trace_shapes", cfg), lambda _: trace_shapes(cfg), "Tracing the shapes…")
+stages = list(dict.fromkeys(b.stage for b in trace.blocks))
+expand = expand_col.segmented_control("Show layers of", ["blocks only", *stages, "all"], default="blocks only",
+                                      key="arch_expand") or "blocks only"
 
+# the verdict (where x cannot be added as it is, or why it cannot run), then the graph: the first screen
 if trace.error:
     st.error(f"This configuration cannot run. {trace.error}")
     if trace.failed_layer:
         st.caption(f"Traced {len(trace.rows)} layers before `{trace.failed_layer}` (marked on the graph); "
                    "they are listed below.")
-else:
-    c = st.columns(5)
-    c[0].metric("Parameters", f"{trace.total_params:,}")
-    c[1].metric("Multiply-accumulates", f"{trace.total_macs / 1e9:.3f} G")
-    c[2].metric("Weighted layers", cfg.depth)
-    c[3].metric("Output", fmt_shape(trace.output_shape))
-    c[4].metric("Receptive field (theoretical)", f"{arch.receptive_field(trace).px} px")
 if idle := arch.idle_stride_text(trace):
     st.warning(idle)
-
-stages = list(dict.fromkeys(b.stage for b in trace.blocks))
-expand = st.segmented_control("Show layers of", ["blocks only", *stages, "all"], default="blocks only",
-                              key="arch_expand") or "blocks only"
+if reshaping := arch.reshaping_text(trace):
+    st.warning(reshaping)
+elif not cfg.residual:
+    st.caption("The plain twin has no shortcuts: nothing is added, so no shapes need to match.")
 fig = ui.figure(("arch_graph", cfg, expand),
                 lambda: plot_architecture(layout_graph(trace, "all" if expand == "all" else {expand}), cfg.label))
 st.plotly_chart(fig, width="stretch", key="arch_graph")
 st.caption("Each shortcut runs below the main path F(x) to the addition ⊕: green the identity (x as it is), orange "
            "a 1x1 projection, dashed magenta zero-padding. Long stages fold their identical blocks. Hover a node for "
            "its shapes, parameters and MACs, the small dot on an edge for the tensor it carries.")
-
+if not trace.error:
+    with st.container(horizontal=True, gap="large"):  # each number whole, wrapping to a second row if need be
+        st.metric("Parameters", f"{trace.total_params:,}", width="content")
+        st.metric("Multiply-accumulates", f"{trace.total_macs / 1e9:.3f} G", width="content")
+        st.metric("Weighted layers", cfg.depth, width="content")
+        st.metric("Output", fmt_shape(trace.output_shape), width="content")
+        st.metric("Receptive field (theoretical)", f"{arch.receptive_field(trace).px} px", width="content")
 if bottlenecks := arch.bottlenecks(trace):
     st.info(arch.bottleneck_text(bottlenecks))
-if reshaping := arch.reshaping_text(trace):
-    st.warning(reshaping)
-elif not cfg.residual:
-    st.caption("The plain twin has no shortcuts: nothing is added, so no shapes need to match.")
 if not trace.error:
     placement, resnet = (ui.shared_result(("stride_placement", c), lambda _, c=c: arch.stride_placement(c),
                                           "Counting…") for c in (cfg, sel.cfg))

@@ -7,8 +7,8 @@ from resviz.lessons import HOME_HEADING, LESSONS
 
 BLOCK_PICTURE = Path(__file__).resolve().parent.parent / "assets" / "residual_block.svg"
 
-st.title("resviz: how residual networks work")
-st.image(str(BLOCK_PICTURE), width=900,
+st.title("How residual networks work")  # one line on a projector
+st.image(str(BLOCK_PICTURE), width="stretch",  # the column's width: whole on a projector too
          caption="A residual block: the basic block of He et al. (2016), Fig. 5 (left): two 3x3 convolutions, each "
                  "followed by batch norm before its ReLU (§3.4).")
 st.markdown(

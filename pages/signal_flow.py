@@ -11,13 +11,11 @@ INIT_LABELS = {sf.Init.KAIMING: "Kaiming (default)", sf.Init.DEFAULT: "PyTorch d
                sf.Init.ZERO_LAST: "Zero last BN"}
 LRS = (0.001, 0.003, 0.01, 0.03, 0.1)
 
-st.title("Signal flow: ResNet against its plain twin")
-st.markdown("The same batch goes forward through a ResNet and its **plain twin** (the same layers and starting "
-            "weights, without the shortcut additions), then the loss gradient flows back: one point per conv layer.")
+st.title("Signal flow: ResNet vs plain")  # one line on a projector
 sel = ui.current_selection()
-c1, c2, c3, c4, c5 = st.columns([2.8, 2, 2.2, 3, 2.4])  # the main controls, filled below
-with st.expander("Network, input and seed"):
-    e1, e2, e3, e4 = st.columns(4)
+c1, c2, c3, c4 = st.columns([2.2, 2.6, 3.4, 2.8])  # the main controls (one row), filled below; the rest folded
+with st.expander("Learning rate, network, input and seed", key="sf_more"):
+    e1, e2, e3, e4, c5 = st.columns(5)
     sidebar = e1.toggle("Use the sidebar's model", key="sf_sidebar", bind="query-params",
                         help="Off: the paper's CIFAR ResNet of the depth chosen beside.")
     source = sf.Input(e2.radio("Input", [i.value for i in sf.Input], key="sf_input", bind="query-params"))
@@ -28,8 +26,8 @@ depth = c1.select_slider("Depth (layers)", sf.DEPTHS, value=20, key="sf_depth", 
 bn = c2.toggle("Batch norm", value=True, key="sf_bn",
                bind="query-params", help="Off: every BN layer becomes the identity.")
 init = c3.selectbox("Initialization", list(sf.Init), format_func=INIT_LABELS.get, key="sf_init", bind="query-params")
-steps = c4.slider("Training steps before measuring", 0, 100, 0, key="sf_steps", bind="query-params",
-                  help="0 = at initialization. Each net gets this many plain SGD steps on the batch, on a copy.")
+steps = c4.slider("Training steps", 0, 100, 0, key="sf_steps", bind="query-params",
+                  help="Before measuring; 0 = at initialization. Each net gets this many plain SGD steps on the batch, on a copy.")
 lr = c5.select_slider("Learning rate", LRS, value=0.01, key="sf_lr", bind="query-params", disabled=steps == 0)
 cfg, image = sf.chosen_config(depth, bn, sel.cfg if sidebar else None), None
 batch = 1
@@ -51,16 +49,22 @@ with ui.friendly_errors("Measuring the signal flow"):
                                   "Measuring both networks…")
 if result is None:
     st.stop()
-st.caption(sf.describe(result, uploaded=image is not None))
 for text in sf.warnings(result):
     st.warning(text)
+lines = sf.explain_signal_flow(result)
+headline = lines.pop(len(sf.explain_nets(result))) if len(lines) > len(sf.explain_nets(result)) else None
+if headline:  # what the charts show, in one sentence, above them: the first screen holds it and the charts
+    st.info(headline)
 left, right = st.columns(2)
 left.plotly_chart(ui.figure((key, "act"), lambda: plots.plot_layer_stat(result, "act_rms")), key="sf_chart_act")
 right.plotly_chart(ui.figure((key, "grad"), lambda: plots.plot_layer_stat(result, "grad_rms")), key="sf_chart_grad")
-st.subheader("What the charts show")
-st.markdown("\n".join(f"- {line}" for line in sf.explain_signal_flow(result)))
 if verdict := sf.loss_verdict(result):
     getattr(st, verdict[0].value)(verdict[1])
+st.caption("The same batch goes forward through a ResNet and its **plain twin** (the same layers and starting weights, "
+           "without the shortcut additions), then the loss gradient flows back: one point per conv layer. "
+           + sf.describe(result, uploaded=image is not None))
+st.subheader("What the charts show")
+st.markdown("\n".join(f"- {line}" for line in lines))
 st.caption("RMS: the root mean square of every number in the tensor (the batch × channels × positions), so that "
            "layers of different sizes compare like with like. The average pool and the classifier are left out. "
            "Layer outputs are conv outputs before BN; the loss is the cross-entropy averaged over the batch.")

@@ -16,7 +16,7 @@ def lab():
 
 def test_page_runs_and_shows_pytorchs_error(lab):
     assert not lab.error, [e.value for e in lab.error]
-    assert [h.value[:1] for h in lab.main.header] == ["1", "2", "3", "4"]
+    assert [h.value[:1] for h in lab.main.subheader] == ["1", "2", "3", "4"]
     # default 4x6x6 -> F(x) 8x3x3: PyTorch's real message, naming the width
     assert "must match the size of tensor b (6) at non-singleton dimension 3" in lab.code[0].value
     assert "**channels** (F(x) has 8, x has 4)" in _text(lab)
@@ -100,8 +100,9 @@ def test_bottleneck_costs_shown(lab):
 def test_browser_shortcut_lab(app_server, page):
     open_page(page, app_server)  # a fresh server runs a pages/ file without app.py on a first direct visit
     open_page(page, app_server, "shortcut_lab")
-    for text in ("must match the size of tensor", "What a 1x1 convolution is"):  # the page's last parts, not idleness
-        page.get_by_text(text).first.wait_for(timeout=90_000)
+    page.get_by_text("What a 1x1 convolution is").first.wait_for(timeout=90_000)  # the page's last part
+    page.get_by_text("what PyTorch says").first.click()  # PyTorch's own message is folded under the verdict
+    page.get_by_text("must match the size of tensor").first.wait_for(timeout=90_000)
     assert page_exceptions(page) == []
     body = page.inner_text("body")
     assert "Shortcut lab" in body and "must match the size of tensor" in body
