@@ -160,13 +160,6 @@ class _Remote:
     watchers: weakref.WeakSet = field(default_factory=weakref.WeakSet)
 
 
-def _status(**fields) -> Status:
-    """A ``runs.Status``; ``students`` only where this version of runs has it."""
-    if "students" not in Status.__dataclass_fields__:
-        fields.pop("students", None)
-    return Status(**fields)
-
-
 class ClusterRegistry:
     """``runs.Registry``'s interface over a Dask scheduler, with an embedded registry while it cannot be reached."""
 
@@ -244,7 +237,7 @@ class ClusterRegistry:
             watch.detach()
         if snap.status.state is State.FINISHED:
             return snap.result
-        raise RuntimeError(snap.status.error or f"the run of {key!r} was stopped")
+        raise runs.raisable(snap.exception) if snap.exception else RuntimeError(f"the run of {key!r} was stopped")
 
     def peek(self, key: Hashable) -> Status | None:
         """The status of this replica's run of ``key`` (or the embedded engine's), else None; starts nothing."""
@@ -252,7 +245,7 @@ class ClusterRegistry:
             run = self._runs.get(key) or self._finished.get(key)
             if run is not None:
                 return self._status(run, self.clock())
-        return self._fallback.peek(key) if self._fallback is not None and hasattr(self._fallback, "peek") else None
+        return self._fallback.peek(key) if self._fallback is not None else None
 
     def overview(self) -> list[tuple[Hashable, Status]]:
         """This replica's runs on the cluster (running, queued, kept finished), then the embedded engine's."""
@@ -343,8 +336,7 @@ class ClusterRegistry:
             new = run is None
             if new:
                 run = self._runs[key] = _Remote(key, task_key(key), max(cost, 1e-9), progress, make, compute)
-            watch = Watch(self, run)
-            watch.teacher = teacher
+            watch = Watch(self, run, teacher)
             run.watchers.add(watch)
         if new:
             try:
@@ -361,10 +353,9 @@ class ClusterRegistry:
     def _attach_here(self, key: Hashable, make: Callable, cost: float, progress: Callable, teacher: bool = False,
                      compute: bool = False) -> Watch:
         """A watch on the embedded engine of this process."""
-        teacher_arg = {"teacher": True} if teacher else {}
         if compute:
-            return self.fallback.attach_compute(key, make, cost, **teacher_arg)
-        return self.fallback.attach(key, make, cost, progress, **teacher_arg)
+            return self.fallback.attach_compute(key, make, cost, teacher)
+        return self.fallback.attach(key, make, cost, progress, teacher)
 
     def _run_here(self, run: _Remote) -> None:
         """Run ``run`` on the embedded engine instead; its watchers read that run from now on."""
@@ -503,18 +494,18 @@ class ClusterRegistry:
 
     def _status(self, run: _Remote, now: float) -> Status:
         live = [w for w in list(run.watchers) if not w.detached and (w.waiting or now - w.seen <= self.lease_s)]
-        counts = {"watchers": len(live), "students": sum(not getattr(w, "teacher", False) for w in live)}
+        counts = {"watchers": len(live), "students": sum(not w.teacher for w in live)}
         if run.state is State.QUEUED:
             position, wait = self._place(run)
             own = run.cost * self._rate if self._rate is not None else None
-            return _status(state=State.QUEUED, position=position, wait_s=wait,
+            return Status(State.QUEUED, position=position, wait_s=wait,
                            remaining_s=wait + own if None not in (wait, own) else None, progress=0.0, **counts)
         error = None if run.exception is None else (str(run.exception).splitlines() or [""])[0] or type(
             run.exception).__name__
         left = None
         if run.state is State.RUNNING and run.progress:
             left = (now - run.started) * (1 - run.progress) / run.progress
-        return _status(state=run.state, remaining_s=left, progress=run.progress, error=error, **counts)
+        return Status(run.state, remaining_s=left, progress=run.progress, error=error, **counts)
 
     def _place(self, run: _Remote) -> tuple[int, float | None]:
         """Its place among the cluster's waiting runs (from the keeper's last look) and when it should start."""

@@ -170,6 +170,12 @@ def test_compute_runs_report_progress_and_their_result(registry):
 
     assert registry.call(("compute", time.time_ns()), compute) == {"answer": 42}
 
+    def broken(progress):
+        raise ValueError("no such layer")
+
+    with pytest.raises(ValueError, match="no such layer"):
+        registry.call(("broken", time.time_ns()), broken)
+
 
 def test_a_gpu_run_goes_to_a_worker_with_a_gpu(engine, tmp_path):
     gpu_worker = engine.add_worker("gpu", resources="GPU=1")
@@ -239,3 +245,26 @@ def test_task_keys_are_the_same_in_every_process():
     key = ("race", "abc", 3, 0.5)
     assert cluster.task_key(key) == "resviz-run-3884d68aa92f9eb5fde7f85c118967796b6de4a8"
     assert cluster.task_key(key) != cluster.task_key(("race", "abc", 3, 0.25))
+
+
+def test_the_training_race_runs_with_a_cluster(registry):
+    """The race's first record holds a live function (RaceHeader.weights_now): it runs on this replica's own engine,
+    and the student still gets every step and the trained pair."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from resviz import models as M
+    from resviz.lessons import training as T
+    from resviz.pair import TrainedPair
+
+    tiny = M.ResNetConfig(block="basic", layers=(1, 1), widths=(4, 8), stem="cifar", stem_width=4, input_size=8,
+                          num_classes=2, shortcut="A", name="tiny")
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(16) % 2
+    data = TensorDataset((y.float() * 2 - 1).view(-1, 1, 1, 1) * 0.5 + 0.3 * torch.randn(16, 3, 8, 8, generator=g), y)
+    job = T.race_job(tiny, T.DataRequest(T.DataSource.BUILTIN, 8, 3), (data, data, ["dark", "bright"]),
+                     T.RaceConfig(batch_size=8, steps=3, eval_every=0))
+    watch = registry.attach(job.key, job.make, job.cost)
+    snap = until(lambda: (s := watch.wait(1)).status.state.done and s, what="the race")
+    assert snap.status.state is runs.State.FINISHED, snap.status
+    assert len(snap.records) == 1 + 3 and isinstance(snap.result, TrainedPair)

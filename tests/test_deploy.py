@@ -226,3 +226,18 @@ def test_replicas_share_out_the_cores_as_torch_threads(monkeypatch):
     assert start.replica_env(4, "/c")["OMP_NUM_THREADS"] == "4"
     assert start.replica_env(32, "/c")["OMP_NUM_THREADS"] == "1"
     assert start.replica_env(4, "/c")["RESVIZ_CACHE"] == "/c"
+
+
+def test_replicas_get_the_schedulers_address_only_with_workers(monkeypatch):
+    monkeypatch.delenv("RESVIZ_SCHEDULER", raising=False)
+    assert "RESVIZ_SCHEDULER" not in start.replica_env(2, "/c")
+    assert start.replica_env(2, "/c", "tcp://127.0.0.1:8786")["RESVIZ_SCHEDULER"] == "tcp://127.0.0.1:8786"
+
+
+def test_the_engine_keeps_its_queue_on_the_scheduler(monkeypatch):
+    """worker-saturation 1.0: a worker gets only the runs it can start, the rest wait in the scheduler's order."""
+    monkeypatch.delenv("DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION", raising=False)
+    assert start.engine_env()["DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION"] == "1.0"
+    assert start.parse_args(["--workers", "3"]).workers == 3
+    with pytest.raises(SystemExit):
+        start.parse_args(["--workers", "-1"])
