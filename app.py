@@ -27,5 +27,4 @@ if st.sidebar.toggle("Projector", key="projector", bind="query-params",
 ui_classroom.class_ui(page)  # share this view, Previous / Next, the teacher's panel, following, the class's vote
 ui.warm_up(p.url_path for p in PAGES)  # once per server, in the background: the class finds every page ready
 page.run()
-ui_classroom.present(page)  # a run that ended: its widgets corrected or dropped settings in the URL (a stopped one
-# would publish the settings it started with over the newer run's)
+ui_classroom.run_ended(page)  # a follower has shown the teacher's view; a leading teacher's settings are the class's

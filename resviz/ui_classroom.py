@@ -65,6 +65,9 @@ def lead_or_follow(page) -> None:
 
 
 def _follow(current: str) -> None:
+    """Show the class's latest view unless this session's last finished run showed it. A run stopped before its
+    widgets were drawn (a newer rerun came) showed nothing: the next run sets the settings again, so each widget
+    is told its new value (Streamlit tells a widget only in the run that sets it)."""
     ss, sid = st.session_state, session_id()
     if not ss.setdefault("class_following", True):
         bell().forget(sid)
@@ -72,12 +75,21 @@ def _follow(current: str) -> None:
     version = room().view_version()  # one small value; the view itself only when it changed
     if version != ss.get("_class_applied"):
         view = room().view()
-        version = ss["_class_applied"] = view.version if view is not None else version
+        version = ss["_class_showing"] = view.version if view is not None else version
         bell().watch(sid, version)
         if view is not None:
             go_to(view, current)
         return
     bell().watch(sid, version)
+
+
+def run_ended(page) -> None:
+    """After the page's run ended (app.py): a follower's run has drawn the view it set; a leading teacher's
+    widgets have corrected or dropped settings in the URL, and those are the class's view (a stopped run would
+    publish the settings it started with over a newer run's, so this is not called from a ``finally``)."""
+    if "_class_showing" in st.session_state:
+        st.session_state["_class_applied"] = st.session_state.pop("_class_showing")
+    present(page)
 
 
 def class_ui(page) -> None:
@@ -190,6 +202,8 @@ def _check_key() -> None:
     ok = classroom.is_teacher_key(candidate)
     ss["class_teacher"], ss["class_key_refused"] = ok, not ok
     ss["class_key_tries"] = 0 if ok else ss.get("class_key_tries", 0) + 1
+    if ok:  # check in as the teacher on this run: the roster stops counting this tab as a student now
+        ss["_class_checked_in"] = 0.0
 
 
 @st.fragment(run_every=2.0)
@@ -239,8 +253,8 @@ def _follow_ui() -> None:
         return
     st.caption("Following the teacher's screen.")
     st.button("Step away to explore", key="class_step_away", on_click=lambda: ss.update(class_following=False))
-    if ss.get("_class_applied") != view.version:  # the bell did not ring this session's rerun: the page's run does
-        st.rerun(scope="app")
+    if view.version not in (ss.get("_class_applied"), ss.get("_class_showing")):  # the bell did not ring this
+        st.rerun(scope="app")  # session's rerun: the page's run does
 
 
 def go_to(view: classroom.View, current: str) -> None:
@@ -271,8 +285,9 @@ class Bell:
         self._thread: threading.Thread | None = None
 
     def watch(self, sid: str, version: int) -> None:
+        """Session ``sid`` shows (or is showing) ``version``; an older run of it saying an older one changes nothing."""
         with self._lock:
-            self._applied[sid] = version
+            self._applied[sid] = max(version, self._applied.get(sid, version))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="resviz-class-bell", daemon=True)
                 self._thread.start()
@@ -417,6 +432,7 @@ def prediction_beside(measured: str) -> None:
 def vote_ui() -> None:
     """The open question: this student's vote until the lock; the tally once the teacher reveals it."""
     q = room().question()
+    refused = st.session_state.pop("_class_vote_refused", None)  # a press the class state refused (after the lock)
     if q is None:
         return
     st.markdown(f"**Predict:** {text.md(q.text, classroom.MAX_TEXT)}")
@@ -434,14 +450,21 @@ def vote_ui() -> None:
         return
     choice = st.radio("Your prediction", range(len(q.answers)), index=mine, key=f"class_vote_{q.id}",
                       format_func=lambda i: q.answers[i], label_visibility="collapsed")
-    if st.button("Vote", key=f"class_vote_go_{q.id}", disabled=choice is None):
-        try:
-            room().vote(session_id(), q.id, choice)
-            st.rerun(scope="fragment")
-        except classroom.ClassError as e:
-            st.error(str(e))
+    # a callback, not `if st.button(...)`: the press may come in a whole page's run (a fragment's rerun folded into
+    # the server's rerun of a follower), where a rerun of the fragment alone cannot be asked for
+    st.button("Vote", key=f"class_vote_go_{q.id}", disabled=choice is None, on_click=_vote, args=(q.id,))
+    if refused:
+        st.error(refused)
     if mine is not None:
         st.caption(f"Your vote: {text.md(q.answers[mine])} (you can change it until the teacher starts).")
+
+
+def _vote(question_id: int) -> None:
+    """The Vote button's callback: this session's choice into the class state, before the run that shows it."""
+    try:
+        room().vote(session_id(), question_id, st.session_state.get(f"class_vote_{question_id}"))
+    except (classroom.ClassError, TypeError) as e:  # locked, another question; TypeError: no answer chosen
+        st.session_state["_class_vote_refused"] = str(e) if isinstance(e, classroom.ClassError) else "Choose one."
 
 
 def tally_ui(q: classroom.Question, mine: int | None = None) -> None:

@@ -8,22 +8,30 @@ from __future__ import annotations
 import re
 import time
 
+import diskcache
 import pytest
 
 from helpers import page_exceptions, screenshot
+from resviz.classroom import Classroom
 from resviz.tools import browser as chromium
+from resviz.tools import load_class
 from resviz.tools.server import start_server, stop_server
 
 pytestmark = pytest.mark.browser
 KEY = "correct-horse-battery"
 FOLLOW_S = 2.0  # the issue's bound: a follower shows the teacher's change within 2 s
-SLACK_S = 60.0  # what a loaded 2-core CI machine may add (followers run the page too): the quiet figure
-# is in the README
+SLACK_S = 18.0  # what a loaded 2-core CI machine may add (four browsers and the server on two cores): measured
+# 1.1-1.4 s at load average 28 on this machine; the test prints what it measured (pytest -s)
 
 
 @pytest.fixture(scope="module")
-def class_server(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("class-cache")
+def class_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("class-cache")
+
+
+@pytest.fixture(scope="module")
+def class_server(tmp_path_factory, class_cache):
+    cache = class_cache
     proc, url = start_server(log_path=tmp_path_factory.mktemp("server") / "streamlit.log",
                              env={"RESVIZ_TEACHER_KEY": KEY, "RESVIZ_CACHE": str(cache), "RESVIZ_WARM_UP": "0"})
     try:
@@ -106,7 +114,7 @@ def test_the_class_follows_the_teacher_and_a_student_can_step_away(class_server,
         s.wait_for_function("() => [...document.querySelectorAll('input')].some(i => i.value === '5')",
                             timeout=(FOLLOW_S + SLACK_S) * 1000)
         seen.append(time.monotonic() - changed)
-    print("follow seconds", seen)
+    print(f"followers showed the teacher's change after {', '.join(f'{t:.2f}' for t in seen)} s")
     assert max(seen) < FOLLOW_S + SLACK_S, seen
     screenshot(students[0], "class_follower")
 
@@ -154,3 +162,19 @@ def test_predict_then_reveal(class_server, tabs):
         _sidebar(s).get_by_text("plain-20: 2 of 3").wait_for(timeout=30_000)
         _sidebar(s).get_by_text("plain-56: 1 of 3").wait_for(timeout=30_000)
     screenshot(students[0], "class_revealed")
+
+
+def test_the_load_script_drives_a_class(class_server, class_cache):
+    """resviz.tools.load_class's whole run with two students (the figure itself is measured with thirty): every
+    change shown, every vote counted, none changed after the lock. Run last: it leads and votes on its own."""
+    args = load_class.parse_args(["--url", class_server, "--cache", str(class_cache), "--key", KEY,
+                                  "--sessions", "2", "--changes", "1", "--pause", "0", "--timeout", "90"])
+    with diskcache.Cache(str(class_cache)) as store:
+        room = Classroom(store=store)
+        got = load_class.run_class(class_server, KEY, room, args)
+        assert room.view() is None and room.question() is None  # the lesson is over
+    assert got["page_arrival_s"] is not None and got["following"] >= 2  # tabs closed < 10 s ago may still count
+    assert (got["follow"]["shown"], got["follow"]["missed"]) == (2, 0)
+    v = got["vote"]
+    assert (v["counted"], v["lost"], v["changed_after_lock"], v["problems"]) == (2, 0, 0, [])
+    assert v["tally"] == v["expected_tally"] == [1, 1, 0]

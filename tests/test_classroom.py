@@ -179,6 +179,7 @@ def test_the_bell_reruns_each_follower_once_for_a_new_view(shared_room, monkeypa
     bell.watch("left-the-class", v - 1)
     assert bell.ring() == ["behind"] and rung == ["behind"]
     assert bell.watching() == {"shows-it": v, "behind": v}  # rung once: its own run says what it shows
+    bell.watch("behind", v - 1)  # its older run, still going, cannot make it be rung again
     assert bell.ring() == []
     shared_room.present("shattered", {"sh_seed": "6"})
     assert sorted(bell.ring()) == ["behind", "shows-it"]
