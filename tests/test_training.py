@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import io
 import math
 
@@ -527,6 +528,9 @@ def test_a_race_job_per_settings_watched_restarted_and_stopped(registry):
     other = T.watch_race(T.race_job(TINY, req, loaded, used))  # another student, the same settings: the same run
     again = T.watch_race(job, first)  # Start pressed twice: still that run, the old watch let go
     assert first.detached and not again.detached and again.status.watchers == 2
+    teacher = T.watch_race(job, teacher=True)  # the teacher watches too: not one of the students
+    assert (again.status.watchers, again.status.students) == (3, 2)
+    teacher.detach()
     snap = again.wait(60, records=3)  # the header, then two steps
     assert T.waiting_message(snap, 1) is None and snap.records[0].key == job.key
     earlier = object()  # the pair the student held before
@@ -592,8 +596,8 @@ def test_charts_are_readable_from_the_back_of_the_room():
     for fig in (plot_race_loss(h), plot_race_accuracy(h)):
         colours = {t.name.split(" ")[0]: t.line.color for t in fig.data}
         assert colours == {"ResNet-56": "#1f77b4", "plain-56": "#d62728", "plain-20": "#ff7f0e"}
-    line = [s for s in plot_race_loss(h).layout.shapes]
-    assert len(line) == 1 and line[0].x0 == 1  # the ResNet has been 1.5 below since step 1: marked there
+    lines = plot_race_loss(h).layout.shapes  # every ordering has held since step 1: each is marked there
+    assert [line.x0 for line in lines] == [1, 1, 1]
 
 
 def test_a_live_race_is_drawn_in_frames_that_every_watcher_shares():
@@ -620,3 +624,131 @@ def test_the_claims_check_guards_the_verdicts_against_networks_at_guessing_level
     two_stuck = guard([0.5] * 20, [2.32] * 20, [2.25] * 20)  # two of three: those two get no ordering
     assert not two_stuck.holds and two_stuck.margin == pytest.approx(math.log(10) - 0.1 - 2.25)
     assert not guard([2.3] * 20, [2.3] * 20).holds  # the issue's race at learning rate 1.0
+
+
+def _live(*curves, planned=100):
+    """A live race's history: the hand-made curves so far, of ``planned`` steps."""
+    h = T.new_history({name: nn.Linear(1, 1) for name in ("ResNet-56", "plain-56", "plain-20")[:len(curves)]}, planned)
+    for rec in _records(*curves):
+        h.add(rec)
+    return h
+
+
+def test_each_ordering_is_marked_on_the_loss_chart_as_it_appears():
+    from resviz.plots.training import plot_race_loss
+
+    # plain-56's loss jumps from 1 to 3 at step 21: smoothed 1.2 there (0.2 above ResNet-56's 1.0: a clear gap at
+    # once), 1.38 at step 22 (0.18 above plain-20's 1.2: degradation clear, by the margin's 0.1, from step 22)
+    resnet, plain, shallow = [1.0] * 40, [1.0] * 20 + [3.0] * 20, [1.2] * 40
+
+    def marks(n):
+        return [(m.ordering, m.step) for m in T.ordering_marks(_live(resnet[:n], plain[:n], shallow[:n]))]
+
+    assert marks(20) == [(T.Ordering.NO_DEGRADATION, 1)]  # 20 steps of 100: only ResNet-56 below plain-20 so far
+    assert marks(21) == [(T.Ordering.NO_DEGRADATION, 1), (T.Ordering.SHORTCUTS_HELP, 21)]
+    assert marks(40) == [(T.Ordering.NO_DEGRADATION, 1), (T.Ordering.SHORTCUTS_HELP, 21), (T.Ordering.DEGRADATION, 22)]
+    fig = plot_race_loss(_live(resnet, plain, shallow))
+    assert [line.x0 for line in fig.layout.shapes] == [1, 21, 22]
+    notes = {a.text: a for a in fig.layout.annotations if a.x in (1, 21, 22)}
+    assert set(notes) == {"ResNet-56 at or below plain-20", "ResNet-56 below plain-56",
+                          "degradation: plain-56 above plain-20"}
+    degradation = notes["degradation: plain-56 above plain-20"]
+    assert degradation.x == 22 and "by at least 0.1 in smoothed training loss from step 22 to step 40" in \
+        degradation.hovertext
+    assert fig.layout.xaxis.range == (0, 102)  # the whole planned race: marks stay where they are as it goes on
+    # A lead that is lost again loses its mark; a diverged network gets none (its curve stopped)
+    assert T.ordering_marks(_live([1.0] * 10 + [5.0] * 30, [2.0] * 40)) == []
+    h = _live([1.0] * 40, [3.0] * 40)
+    h.runs["plain-56"].message = "plain-56 diverged at step 40"
+    assert T.ordering_marks(h) == [] and not plot_race_loss(h).layout.shapes
+
+
+def test_what_to_watch_for_and_the_measured_answer():
+    trio, pair = _live([1.0] * 5, [2.0] * 5, [1.5] * 5), _live([1.0] * 5, [2.0] * 5)
+    assert T.watch_for(trio).startswith("Watch: does plain-56's loss stay above plain-20's (the degradation "
+                                        "problem, He et al. 2016, Fig. 1), and ResNet-56's fall below plain-56's")
+    assert T.watch_for(pair).startswith("Watch: does ResNet-56's loss fall below plain-56's and stay there (He et "
+                                        "al. 2016, Fig. 4 and 6)?")
+    assert T.measured_sentence(trio) == "5 steps, smoothed loss: ResNet-56 1.00 < plain-20 1.50 < plain-56 2.00."
+    trio.runs["plain-56"].message = "diverged"
+    assert T.measured_sentence(trio).endswith("ResNet-56 1.00 < plain-20 1.50 (plain-56 diverged).")
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A disk cache of this test's own (the replays of default races)."""
+    monkeypatch.setenv("RESVIZ_CACHE", str(tmp_path / "cache"))
+    T.replay._read.cache_clear()
+    yield
+    T.replay._read.cache_clear()
+
+
+def test_only_a_pages_default_race_is_kept_for_replay():
+    r20, r56 = M.get_config("resnet20"), M.get_config("resnet56")
+    builtin = lambda cfg: T.DataRequest.for_race(cfg, T.DataSource.BUILTIN)  # noqa: E731
+    rec20, rec56 = T.recipe_for(r20).config, T.recipe_for(r56).config
+    assert T.is_default(r20, builtin(r20), rec20) and T.is_default(r56, builtin(r56), rec56)
+    assert T.is_default(r20, builtin(r20), replace(rec20, device="cuda"))  # kept per device: the key says which
+    assert not T.is_default(r20, builtin(r20), replace(rec20, seed=1))
+    assert not T.is_default(r20, builtin(r20), replace(rec20, lr=0.02))
+    assert not T.is_default(r20, builtin(r20), replace(rec20, steps=299))
+    assert not T.is_default(r56, builtin(r56), rec20) or rec20 == rec56  # another recipe's settings
+    assert not T.is_default(replace(r20, widths=(8, 16, 32)), builtin(r20), rec20)  # a custom net
+    assert not T.is_default(r20, T.DataRequest.for_race(r20, T.DataSource.CIFAR10), rec20)
+    assert T.replay_for(r20, T.DataSource.ZIP, rec20, False) is None  # a student's own images: never
+    assert T.race_key(r20, builtin(r20), rec20, False) != T.race_key(r20, builtin(r20), rec20, True)
+
+
+def _finish(gen):
+    records = []
+    with pytest.raises(StopIteration):
+        while True:
+            records.append(next(gen))
+    return records
+
+
+def test_a_finished_default_race_is_kept_and_read_back_whole(cache):
+    cfg = M.ResNetConfig(layers=(1, 1), widths=(4, 8), stem="cifar", stem_width=4, input_size=16, num_classes=10)
+    train, test, names = T.DataRequest(T.DataSource.BUILTIN, 16, 3).load()
+    used = T.RaceConfig(steps=3, batch_size=8, eval_every=2)
+    records = _finish(T.race_run(cfg, train, test, names, used, key=("race", "kept"), keep=True,
+                                 source=T.DataSource.BUILTIN, data_name="Built-in shapes"))
+    kept, live = T.replay.load(("race", "kept")), T.fold(None, records)
+    assert kept.history.step == 3 and kept.trained_on == datetime.datetime.now(datetime.timezone.utc).strftime(
+        "%Y-%m-%d") and kept.caption == f"**Replayed**: trained on {kept.trained_on}, 3 steps. **Start** trains it live."
+    for name, run in live.history.runs.items():
+        back = kept.history.runs[name]
+        assert (back.role, back.layers, back.step, back.loss, back.acc, back.test_step, back.test_acc) == (
+            run.role, run.layers, run.step, run.loss, run.acc, run.test_step, run.test_acc)
+        torch.testing.assert_close(torch.tensor(back.grad_norms), torch.tensor(run.grad_norms), rtol=1e-6,
+                                   atol=0)  # float32 on disk
+    assert (kept.notes, kept.accuracy_note, kept.chance, kept.context) == (
+        live.header.notes, live.header.accuracy_note, live.header.chance, live.header.context)
+    view = T.replay_view(kept)
+    assert view.messages() == T.race_messages(kept.history, live.header.context)  # the same verdicts as live
+    assert view.figure_key != live.figure_key  # its charts are its own in the class's figure cache
+    gen = T.race_run(cfg, train, test, names, used, key=("race", "stopped"), keep=True)
+    next(gen), next(gen)
+    gen.close()  # a student stopped it: nothing kept
+    assert T.replay.load(("race", "stopped")) is None
+    _finish(T.race_run(cfg, train, test, names, used, key=("race", "not kept")))
+    assert T.replay.load(("race", "not kept")) is None
+
+
+def test_a_corrupt_replay_is_ignored(cache):
+    from resviz import disk_cache
+
+    key = ("race", "corrupt")
+    disk_cache.cache().set(T.replay.disk_key(key), b"not a torch file")
+    assert T.replay.load(key) is None
+    T.replay._read.cache_clear()
+    disk_cache.save(T.replay.disk_key(key), {"version": T.replay.VERSION, "runs": {"a": {"role": "ResNet"}}})
+    assert T.replay.load(key) is None
+    h = _live([1.0] * 5, [2.0] * 5, planned=5)
+    T.replay.save(key, h, (), "", 0.1, None, "x.pt")
+    assert T.replay.load(key).history.step == 5
+    blob = disk_cache.load(T.replay.disk_key(key))
+    blob["runs"]["plain-56"]["loss"] = blob["runs"]["plain-56"]["loss"][:-1]  # curves of different lengths
+    disk_cache.save(T.replay.disk_key(key), blob)
+    T.replay._read.cache_clear()
+    assert T.replay.load(key) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from resviz import runs
+from resviz.lessons.training import replay
 from resviz.lessons.training.history import RaceHistory, new_history_like
 from resviz.lessons.training.jobs import RaceHeader
 from resviz.lessons.training.verdicts import Tone, race_messages
@@ -72,3 +73,10 @@ def queue_text(position: int, wait_s: float | None, max_running: int) -> str:
     wait = f"; it should start in about {wait_s:.0f} s (from the pace of the races before it)" if wait_s else ""
     return (f"Number {position} in the queue: this server trains {max_running} race(s) at once{wait}. Students who "
             "press Start with the same settings share one race.")
+
+
+def replay_view(kept: replay.Replay) -> RaceView:
+    """A finished race read back from the disk cache, as a view the page draws like any other."""
+    header = RaceHeader(new_history_like(kept.history), kept.notes, kept.accuracy_note, kept.chance, kept.context,
+                        kept.file_name, weights_now=None, key=("replayed race", kept.key, kept.trained_on))
+    return RaceView(header, kept.history)

@@ -69,3 +69,33 @@ def race_margins(history: RaceHistory, margin: float | None = None) -> dict[Orde
         curves[run.role] = per_step
     return curve_margins(curves, margin)
 
+
+
+MARK_TEXTS = {  # an ordering as the loss chart marks it, at the step it became clear (``ordering_marks``): short,
+    Ordering.SHORTCUTS_HELP: "{lower} below {higher}",  # the chart is half a projector wide
+    Ordering.DEGRADATION: "degradation: {higher} above {lower}",
+    Ordering.NO_DEGRADATION: "{lower} at or below {higher}",
+}
+
+
+@dataclass(frozen=True)
+class Mark:
+    """One ordering on the loss chart: the step from which it has held by its margin, and its words."""
+    ordering: Ordering
+    step: int
+    text: str  # on the chart
+    detail: str  # on hover: with the margin
+
+
+def ordering_marks(history: RaceHistory) -> list[Mark]:
+    """Every ordering that shows so far (live or finished: ``race_margins`` of the curves up to now), where it
+    became clear, in the order the orderings appeared; none for a network that diverged (its curve stopped)."""
+    marks = []
+    for ordering, m in race_margins(history).items():
+        lower, higher = (history.by_role(role) for role in ordering.value)
+        if m.shows and not lower.message and not higher.message:
+            text = MARK_TEXTS[ordering].format(lower=lower.name, higher=higher.name)
+            by = f" by at least {ordering.required:g}" if ordering.required else ""
+            marks.append(Mark(ordering, m.since, text, f"{text}{by} in smoothed training loss from step {m.since} "
+                                                       f"to step {m.last_step}"))
+    return sorted(marks, key=lambda mark: mark.step)

@@ -51,12 +51,15 @@ class Recipe:
         return replace(self.config, lr=lr, batch_size=int(batch_size), steps=int(steps), weight_decay=weight_decay,
                        seed=int(seed), device=device)
 
+    def changed(self, used: RaceConfig) -> bool:
+        """Whether ``used`` trains with another rate, batch or weight decay than this recipe."""
+        c = self.config
+        return (used.lr, used.batch_size, used.weight_decay) != (c.lr, c.batch_size, c.weight_decay)
+
     def in_use(self, used: RaceConfig) -> str:
         """The settings a race runs with, for the page, and whether they differ from this recipe's."""
-        c = self.config
-        changed = (used.lr, used.batch_size, used.weight_decay) != (c.lr, c.batch_size, c.weight_decay)
         return (f"Recipe: learning rate {used.lr:g} at batch {used.batch_size}, weight decay {used.weight_decay:g}, "
-                f"seed {used.seed}" + (" (**changed** from the recommended)" if changed else ""))
+                f"seed {used.seed}" + (" (**changed** from the recommended)" if self.changed(used) else ""))
 
 
 def recipe_for(cfg: M.ResNetConfig) -> Recipe:

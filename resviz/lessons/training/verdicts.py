@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 from resviz import pair
-from resviz.lessons.training.history import RaceHistory, RunHistory
+from resviz.lessons.training.history import RaceHistory, Role, RunHistory
 from resviz.lessons.training.loop import RaceConfig
 from resviz.lessons.training.orderings import GAP_MARGIN, Margin, Ordering, race_margins
 from resviz.lessons.training.recipes import CHECKED_SEEDS
@@ -171,3 +171,23 @@ def status_line(history: RaceHistory, running: bool) -> str:
     """Steps per second and each live network's latest batch loss, for the line above the charts."""
     losses = [f"{r.name}: loss {r.loss[-1]:.3f}" for r in history.runs.values() if r.loss and not r.message]
     return " · ".join([f"**{history.steps_per_s:.1f} steps/s**", *losses] + (["*running…*"] if running else []))
+
+
+def watch_for(history: RaceHistory) -> str:
+    """What to watch for while the race runs, as the paper puts it: the sentence above the live charts."""
+    resnet, plain, shallow = (history.by_role(role) for role in (Role.RESNET, Role.PLAIN, Role.SHALLOW))
+    if shallow is not None:
+        return (f"Watch: does {plain.name}'s loss stay above {shallow.name}'s (the degradation problem, He et al. "
+                f"2016, Fig. 1), and {resnet.name}'s fall below {plain.name}'s (Fig. 6)? Each ordering is marked on "
+                "the loss chart when it becomes clear.")
+    return (f"Watch: does {resnet.name}'s loss fall below {plain.name}'s and stay there (He et al. 2016, Fig. 4 and "
+            "6)? The loss chart marks the step where the gap becomes clear.")
+
+
+def measured_sentence(history: RaceHistory) -> str:
+    """The race's outcome in one measured sentence, short (the class's panel shows 80 characters of it beside the
+    prediction): every network's smoothed training loss at its last step, lowest first."""
+    ends = sorted((r.smoothed_loss[-1], r.name) for r in history.runs.values() if r.loss and not r.message)
+    stopped = [r.name for r in history.runs.values() if r.message]
+    return (f"{history.step} steps, smoothed loss: " + " < ".join(f"{name} {v:.2f}" for v, name in ends)
+            + (f" ({', '.join(stopped)} diverged)" if stopped else "") + ".")
