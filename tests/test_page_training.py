@@ -1,14 +1,16 @@
 """Training race page: AppTest runs of tiny races, and a real browser starting and stopping one."""
 from __future__ import annotations
 
+import datetime
 import re
 
 import pytest
 
-from resviz import runs, ui
+from resviz import classroom, disk_cache, runs, ui
 from resviz.inputs import data
+from resviz.lessons import training
 from resviz.lessons.training import RECIPES, DataSource, RacePair
-from resviz.models import ResNet
+from resviz.models import ResNet, get_config
 from resviz.pair import TrainedPair
 from helpers import figure, new_app, no_exceptions, open_page, page_exceptions, screenshot, texts, wait_idle
 
@@ -40,6 +42,36 @@ def finish(at):
     return at.run()
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path_factory, monkeypatch):
+    """Each test its own disk cache (beside its tmp_path, which some tests fill with image folders): a replayed
+    default race is there only where a test keeps one."""
+    monkeypatch.setenv("RESVIZ_CACHE", str(tmp_path_factory.mktemp("cache")))
+    training.replay._read.cache_clear()
+    yield
+    training.replay._read.cache_clear()
+
+
+def keep_default_race(resnet=(0.6,) * 300, plain=(1.0,) * 300) -> tuple:
+    """Keep a finished race with the page's default settings (ResNet-20 and its twin, the recommended recipe, seed
+    0, built-in images) as a finished default run is kept: these hand-made loss curves, no training."""
+    from torch import nn
+
+    cfg = get_config("resnet20")
+    used, req = training.recipe_for(cfg).config, training.DataRequest.for_race(cfg, DataSource.BUILTIN)
+    steps = len(resnet)
+    h = training.new_history({"ResNet-20": nn.Linear(1, 1), "plain-20": nn.Linear(1, 1)}, steps, classes=10,
+                             held_out=1000)
+    for step, losses in enumerate(zip(resnet, plain), start=1):
+        h.add({"step": step, "steps": steps, "elapsed_s": step / 10, "steps_per_s": 10.0, "runs": {
+            name: {"loss": v, "acc": 0.5, "test_acc": None, "grad_norms": [1.0], "diverged": False, "message": None}
+            for name, v in zip(("ResNet-20", "plain-20"), losses)}})
+    key = training.race_key(cfg, req, used, False)
+    training.replay.save(key, h, (), "Held-out accuracy is not measured in this race.", 0.1,
+                         training.RaceContext(used, used), "resnet20_trained.pt")
+    return key
+
+
 def chart_titles(at) -> list[str]:
     import json
 
@@ -52,7 +84,7 @@ def test_page_smoke_shows_controls_and_hint():
     no_exceptions(at)
     assert "Training race" in at.title[0].value
     assert any("press **Start**" in i.value for i in at.info)
-    assert at.radio(key="tr_pair").options == ["resnet20 (sidebar model)", "Deeper: resnet56 vs plain-56"]
+    assert at.radio(key="tr_pair").options == ["resnet20 (sidebar)", "Deeper: resnet56"]
     assert at.radio(key="tr_pair").value is RacePair.SIDEBAR
     assert "trained" not in at.session_state  # nothing trained yet: the other pages offer no trained pair
     rec = RECIPES["resnet20"]
@@ -238,6 +270,9 @@ def test_same_settings_share_one_run_and_a_stop_only_detaches_that_student():
         assert c.session_state["tr_watch"]._run is not wa._run
         c.button(key="tr_stop").click().run()
         seen = len(wb.wait(120, records=3).records)
+        shown = texts(b.run())  # live: what to watch for, above the charts, and who else watches
+        assert "Watch: does ResNet-6's loss fall below plain-6's and stay there (He et al. 2016, Fig. 4 and 6)?" in \
+            shown and "watched by 2 students" in shown
         a.button(key="tr_stop").click().run()  # a leaves; b's run goes on
         no_exceptions(a)
         assert wa.detached and any("Stopped by you at step" in e.value for e in a.caption)
@@ -278,7 +313,7 @@ def test_a_race_too_big_for_the_server_is_refused_with_numbers(monkeypatch):
 @pytest.mark.browser
 def test_browser_start_then_stop(app_server, page):
     open_page(page, app_server, "training")
-    page.get_by_text("Training race: ResNet against its plain twin").wait_for()
+    page.get_by_role("heading", name="Training race").wait_for()
     main = page.get_by_test_id("stMain")  # the header has a "Stop" button of its own while a script runs
     main.get_by_role("button", name="Start").click()
     page.get_by_text("steps/s").first.wait_for(timeout=120_000)  # live status while it trains
@@ -374,3 +409,70 @@ def test_a_live_race_fills_its_own_shelf_and_leaves_the_pages_figures():
     assert made.count("page") == 1
     live, _ = ui._figure_store("live")
     assert len(live) == ui.FIGURE_SHELVES["live"]
+
+
+def test_the_default_race_replays_at_once_and_nothing_is_computed(monkeypatch):
+    keep_default_race()
+    reg = runs.Registry()
+    monkeypatch.setattr(runs, "_REGISTRY", reg)
+    monkeypatch.setattr(training.jobs, "new_race", lambda *a, **k: pytest.fail("a replay trains nothing"))
+    try:
+        at = new_app("training")  # a fresh session with the page's defaults
+        no_exceptions(at)
+        replayed = [i.value for i in at.info if i.value.startswith("**Replayed**")]
+        assert replayed and f"trained on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d}, 300 steps" in \
+            replayed[0] and "**Start** trains it live" in replayed[0]
+        assert chart_titles(at)[:2] == ["Training loss: same start, same batches, same recipe",
+                                        "Accuracy: held-out images (bold), training batches (thin)"]
+        assert [s.value for s in at.success][0].startswith("**ResNet-20 trains faster than plain-20**")
+        assert "tr_watch" not in at.session_state and reg.overview() == []  # no run, nothing queued
+        assert "trained" not in at.session_state and not at.get("download_button")  # a history, not weights
+        at.number_input(key="tr_seed").set_value(1).run()  # not the default: nothing to replay
+        no_exceptions(at)
+        assert not at.get("plotly_chart") and any("press **Start**" in i.value for i in at.info)
+        at.number_input(key="tr_seed").set_value(0).run()
+        at.checkbox(key="tr_shallow").set_value(True).run()  # the trio is another default race, not kept here
+        assert not at.get("plotly_chart")
+    finally:
+        reg.shutdown()
+
+
+def test_a_corrupt_replay_is_ignored_and_start_stays_offered():
+    key = keep_default_race()
+    disk_cache.cache().set(training.replay.disk_key(key), b"\x80not a torch file")
+    at = new_app("training")
+    no_exceptions(at)
+    assert not at.get("plotly_chart") and any("press **Start**" in i.value for i in at.info)
+    assert not at.error and not at.warning
+
+
+def test_the_teachers_start_locks_the_vote_and_the_teacher_is_not_counted_as_a_student(monkeypatch):
+    monkeypatch.setenv(classroom.KEY_ENV, "the teacher's key")
+    room = classroom.Classroom()
+    room.ask("Which ends with the lower training loss?", ["ResNet-6", "plain-6"])
+    long = dict(steps=5000, batch=256)  # stopped, never finished
+    student = start(tiny_app(), **long)
+    assert not room.question().locked  # a student's Start does not lock the vote
+    teacher = tiny_app()
+    teacher.session_state["class_teacher"] = True  # unlocked with the key (test_browser_class tests the unlocking)
+    teacher = start(teacher, **long)
+    ws, wt = student.session_state["tr_watch"], teacher.session_state["tr_watch"]
+    try:
+        assert room.question().locked  # the teacher started the experiment: votes are locked
+        assert wt._run is ws._run and (ws.status.watchers, ws.status.students) == (2, 1)
+        ws.wait(120, records=2)
+        assert "watched by 1 student" in texts(student.run()) and "1 students" not in texts(student)
+    finally:
+        ws.detach()
+        wt.detach()
+
+
+def test_a_finished_race_shows_the_class_prediction_beside_what_was_measured(monkeypatch):
+    monkeypatch.setenv(classroom.KEY_ENV, "the teacher's key")
+    classroom.Classroom().ask("Which ends with the lower training loss?", ["ResNet-6", "plain-6"])
+    at = finish(start(tiny_app(), steps=4))
+    no_exceptions(at)
+    shown = texts(at).replace("\\", "")  # the class's panel escapes the sentence as markdown
+    assert re.search(r"\*\*Measured:\*\* 4 steps, smoothed loss: (ResNet|plain)-6 \d\.\d\d < (ResNet|plain)-6 "
+                     r"\d\.\d\d\.", shown), shown
+    assert "The tally shows when the teacher reveals it." in shown
