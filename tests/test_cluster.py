@@ -109,19 +109,26 @@ reg.shutdown(10)
 """
 
 
-def test_two_processes_share_one_computation(engine, tmp_path):
-    """Two replicas (two processes) attach the same key: one run on the cluster, each sees every record."""
+def test_two_processes_share_one_computation_and_a_replica_can_die(engine, registry, tmp_path):
+    """Three replicas attach the same key: one run on the cluster. Replica 1 (a process) is killed mid-run; its
+    students reconnect to replica 3 (this process), which re-attaches: the history from the first record, then
+    live; replica 2 (a process) goes on seeing every record. Nothing is computed twice."""
     gate = tmp_path / "go"
     procs = [subprocess.Popen([sys.executable, "-c", TWO_CLIENTS, engine.address, str(tmp_path), str(gate)],
                               cwd=start.ROOT, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     for p in procs:
         assert p.stdout.readline().strip() == "attached"
     until(lambda: starts(tmp_path), what="the run to start")
-    gate.touch()  # both attached while it ran: now let it finish
-    for p in procs:
-        out, _ = p.communicate(timeout=WAIT)
-        assert json.loads(out) == {"state": "finished", "steps": list(range(1, 9)), "result": "done"}
-    assert len(starts(tmp_path)) == 1
+    procs[0].kill()  # a replica dies, its students' sessions with it
+    procs[0].wait()
+    rejoined = registry.attach(("two clients", str(tmp_path)), lambda: iter(()))  # joins: never runs this make
+    assert [r["step"] for r in rejoined.wait(WAIT, records=1).records] == [1]  # the history, from the first
+    gate.touch()  # now let it finish
+    out, _ = procs[1].communicate(timeout=WAIT)
+    assert json.loads(out) == {"state": "finished", "steps": list(range(1, 9)), "result": "done"}
+    snap = rejoined.wait(WAIT)
+    assert snap.status.state is runs.State.FINISHED and [r["step"] for r in snap.records] == list(range(1, 9))
+    assert snap.result == "done" and len(starts(tmp_path)) == 1
 
 
 def test_a_worker_killed_mid_run_is_retried_elsewhere(engine, registry, tmp_path):
