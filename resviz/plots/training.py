@@ -61,7 +61,7 @@ def plot_race_loss(history: RaceHistory) -> go.Figure:
         fig.add_annotation(x=mark.step, y=0.02 + 0.1 * i, xref="x", yref="paper", text=mark.text,
                            hovertext=mark.detail, showarrow=False, yanchor="bottom", font=dict(color=color),
                            xanchor="left" if mark.step < history.steps / 2 else "right",  # on the side with room
-                           bgcolor="rgba(255,255,255,0.85)")
+                           bgcolor="rgba(255,255,255,0.55)")  # the curves show through
     _step_axis(fig, history)
     fig.update_yaxes(title="smoothed loss", rangemode="tozero")  # short: the plot is ~230 px tall at x1.4
     fig.update_layout(title=_title("Training loss", "same start, same batches, same recipe"), height=HEIGHT,
