@@ -13,12 +13,14 @@ st.title("Architecture")
 sel = ui.current_selection()
 if "arch_plain" not in st.session_state or st.session_state.get("arch_sidebar_plain") != sel.plain:
     st.session_state["arch_plain"] = st.session_state["arch_sidebar_plain"] = sel.plain  # follow the sidebar's twin
-toggle_col, expand_col = st.columns([2, 3], vertical_alignment="bottom")  # the controls: one row
-plain = toggle_col.toggle("Plain twin (shortcuts removed)", key="arch_plain", bind="query-params")
+toggle_col, expand_col = st.columns([1.3, 3.7], vertical_alignment="bottom")  # the controls: one row
+plain = toggle_col.toggle("Plain twin", key="arch_plain", bind="query-params",
+                          help="The same network with the shortcut additions removed.")
 cfg = models.with_shortcuts(sel.cfg, residual=not plain)
 trace = ui.shared_result(("trace_shapes", cfg), lambda _: trace_shapes(cfg), "Tracing the shapes…")
 stages = list(dict.fromkeys(b.stage for b in trace.blocks))
 expand = expand_col.segmented_control("Show layers of", ["blocks only", *stages, "all"], default="blocks only",
+                                      format_func=lambda o: "blocks" if o == "blocks only" else o,  # ResNet-50's fit
                                       key="arch_expand") or "blocks only"
 
 # the verdict (where x cannot be added as it is, or why it cannot run), then the graph: the first screen

@@ -18,9 +18,14 @@ def test_home_the_block_picture_and_the_why(app_server, page):
     assert box["x"] + box["width"] <= PROJECTOR_SCREEN["width"], box
 
 
-def test_architecture_where_x_cannot_be_added_and_the_graph(app_server, page):
-    assert_on_first_screen(first_screen(page, app_server, "architecture", "text=Where x cannot be added as it is",
-                                        CHART))
+@pytest.mark.parametrize("link", ["", "?sel_family=ImageNet&sel_imagenet=resnet50"], ids=["resnet20", "resnet50"])
+def test_architecture_where_x_cannot_be_added_and_the_graph(app_server, page, link):
+    """ResNet-50 says the most (four projections) and has the most stages to choose from."""
+    tops = first_screen(page, app_server, f"architecture{link}", "text=Where x cannot be added as it is", CHART,
+                        name=f"architecture_{link and 'resnet50' or 'resnet20'}")
+    assert_on_first_screen(tops)
+    last = page.get_by_role("radio", name="all").or_(page.get_by_text("all", exact=True)).first.bounding_box()
+    assert last and last["x"] + last["width"] <= PROJECTOR_SCREEN["width"] - 100, last  # every stage's button shown
 
 
 def test_shortcut_lab_the_naive_addition_and_the_fixes(app_server, page):

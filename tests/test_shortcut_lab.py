@@ -170,7 +170,7 @@ def test_plots():
     assert fig.data[0].text[0][0] == f"{round(p.weight[0, 0], 4):g}"  # small matrices show their numbers
     assert fig.data[0].zmax == np.abs(p.weight).max() and fig.data[1].zmax == fig.data[2].zmax
     kept = plots.plot_kept_pixels(p.kept, p.in_pixel, 2)
-    assert "9 of 25" in kept.layout.title.text and list(kept.data[2].x) == [4]
+    assert "9 of 25" in kept.layout.title.text and (kept.layout.shapes[0].x0, kept.layout.shapes[0].y1) == (3.5, 2.5)
     big = sc.pixel_product(64, 32, 1, 2, 2)
     assert big.y0_text.endswith(f"(60 more) = {big.y_by_hand[0]:.4f}")  # all 64 inputs, not the shown 48
     big_fig = plots.plot_pixel_product(big)
@@ -178,7 +178,7 @@ def test_plots():
     assert f"(32 out × 64 in), first 32×{sc.MAX_SHOWN} shown" in big_fig.layout.annotations[0].text
     costs = sc.bottleneck_costs(256, 1, 56)
     bars = plots.plot_bottleneck_costs(costs)
-    assert list(bars.data[0].y) == [c.params for c in costs] and list(bars.data[1].y) == [c.macs for c in costs]
+    assert list(bars.data[0].x) == [c.params for c in costs] and list(bars.data[1].x) == [c.macs for c in costs]
     assert plots._cells(np.array([[-1e-5, 0.25]]), 4).tolist() == [["0", "0.25"]]  # no "-0"
 
 
@@ -229,18 +229,19 @@ def test_pixel_product_titles_leave_room_for_each_other_on_a_projector(c_in, c_o
 
 
 def test_bottleneck_bar_labels_keep_apart_on_a_projector():
+    """Each design named once, left of its bars, in at most two lines that fit a third of the 780 px column a
+    1280x720 projector leaves the page, each in a band of its own height."""
     from resviz.plots.projector import for_projector
 
     fig = for_projector(plots.plot_bottleneck_costs(sc.bottleneck_costs()))
-    paper_px = 940 - fig.layout.margin.l - fig.layout.margin.r  # the chart on a 1400 px screen, less its margins
-    assert fig.layout.margin.l >= 4 * 0.5 * fig.layout.yaxis.tickfont.size + 20  # "1.4M" and its tick beside the plot
-    size = fig.layout.xaxis.tickfont.size
-    for axis in (fig.layout.xaxis, fig.layout.xaxis2):
-        bar_px = (axis.domain[1] - axis.domain[0]) * paper_px / 4  # four designs side by side
-        assert all(_width(label, size) <= bar_px for label in fig.data[0].x), (bar_px, fig.data[0].x)
-    lines = max(label.count("<br>") + 1 for label in fig.data[0].x)
-    assert lines <= 4 and fig.layout.margin.b >= 1.2 * lines * size  # the labels fit under the bars
-    assert fig.data[0].x[0] == "bottleneck<br>stride on<br>1x1<br>(paper)"
+    size = fig.layout.yaxis.tickfont.size
+    names = fig.data[0].y
+    assert fig.data[0].orientation == "h" and list(fig.data[1].y) == list(names)
+    assert not fig.layout.yaxis2.showticklabels  # named once, on the left
+    assert all(label.count("<br>") <= 1 and _width(label, size) <= 780 / 3 for label in names), names
+    band = (fig.layout.height - fig.layout.margin.t - fig.layout.margin.b) / len(names)
+    assert band >= 1.2 * 2 * size  # two lines of a name fit beside its bar
+    assert names[0] == "bottleneck<br>stride on 1x1 (paper)"
 
 
 def test_fix_table_puts_the_numbers_before_the_long_text(lab):

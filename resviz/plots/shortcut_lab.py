@@ -1,8 +1,6 @@
 """Figures for the shortcut lab: the 1x1 convolution as a matrix, the pixels a stride keeps, bottleneck costs."""
 from __future__ import annotations
 
-import textwrap
-
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -16,7 +14,8 @@ MAX_PIXEL_TEXT = 144  # label the kept pixels with their output position on grid
 FONT = dict(size=14, color="#1a1a1a")  # at least 14 px and dark: readable from the back of a classroom
 TITLE_PX, SUBTITLE_PX = 17, 16  # the figure's title; subplot titles (``_readable``)
 LINE_EM = 1.3  # a line of text is about 1.3 times its font size tall; room is made for the Projector's x SCALE
-BAR_LABEL_CHARS = 10  # a bar's label lines: four bars side by side keep apart at projector scale
+PICKED = "#e53e3e"  # the input pixel of the product, framed on the grid of kept pixels
+BAR_COLORS = ["#2b6cb0", "#3182ce", "#c05621", "#718096"]  # the two bottlenecks blue, the 3x3 pairs orange and grey
 
 
 def _readable(fig: go.Figure) -> go.Figure:
@@ -75,9 +74,11 @@ def plot_kept_pixels(kept: np.ndarray, in_pixel: tuple[int, int], stride: int) -
         rr, cc = np.nonzero(kept)
         fig.add_trace(go.Scatter(x=cc, y=rr, mode="text", text=[f"{r // stride},{c // stride}" for r, c in zip(rr, cc)],
                                  textfont={"color": "white", "size": 14}, hoverinfo="skip", showlegend=False))
-    fig.add_trace(go.Scatter(x=[in_pixel[1]], y=[in_pixel[0]], mode="markers",
-                             name="the input pixel in the product above",
-                             marker={"symbol": "square-open", "size": 18, "color": "#e53e3e", "line": {"width": 3}}))
+    # the picked pixel framed along its cell's edges (a marker over its centre hid its label on a projector)
+    r, c = in_pixel
+    fig.add_shape(type="rect", x0=c - 0.5, x1=c + 0.5, y0=r - 0.5, y1=r + 0.5, line={"color": PICKED, "width": 3})
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="the input pixel in the product above",
+                             marker={"symbol": "square-open", "size": 18, "color": PICKED, "line": {"width": 3}}))
     fig.update_yaxes(autorange="reversed", title_text="input row", scaleanchor="x", constrain="domain")
     fig.update_xaxes(title_text="input column", constrain="domain")
     labelled = ", labelled with their output position" if h * w <= MAX_PIXEL_TEXT else ""
@@ -88,20 +89,21 @@ def plot_kept_pixels(kept: np.ndarray, in_pixel: tuple[int, int], stride: int) -
 
 
 def plot_bottleneck_costs(costs: tuple[BlockCost, ...]) -> go.Figure:
-    """Parameters and MACs of each block design, side by side."""
-    names = ["<br>".join(part for line in c.short.split("<br>") for part in textwrap.wrap(line, BAR_LABEL_CHARS))
+    """Parameters and MACs of each block design, side by side: one bar a design, named once on the left (names under
+    four narrow upright bars ran into each other at the Projector's x1.4 on a 1280 px screen)."""
+    names = [(lambda first, *rest: "<br>".join([first, " ".join(rest)] if rest else [first]))(*c.short.split("<br>"))
              for c in costs]
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08,  # just room for the right plot's tick labels
-                        subplot_titles=("parameters (main path)", "multiply-accumulates (main path)"))
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06,
+                        subplot_titles=("parameters<br>(main path)", "multiply-accumulates<br>(main path)"))
     for col, key in ((1, "params"), (2, "macs")):
         vals = [getattr(c, key) for c in costs]
-        fig.add_trace(go.Bar(x=names, y=vals, text=[f"{v:,}" for v in vals], textposition="outside",
-                             textfont=FONT, cliponaxis=False, showlegend=False,
-                             marker_color=["#2b6cb0", "#3182ce", "#c05621", "#718096"]), 1, col)
-        fig.update_yaxes(range=[0, max(vals) * 1.2], row=1, col=col)
+        fig.add_trace(go.Bar(y=names, x=vals, orientation="h", text=[f"{v:,}" for v in vals], textposition="auto",
+                             textfont=FONT, insidetextfont={**FONT, "color": "white"}, cliponaxis=False,
+                             showlegend=False, marker_color=BAR_COLORS), 1, col)
+        fig.update_xaxes(range=[0, max(vals) * 1.05], nticks=4, row=1, col=col)  # long bars hold their number
+    fig.update_yaxes(autorange="reversed", automargin=True)  # the paper's design first, at the top
     lines = max(n.count("<br>") + 1 for n in names)
-    fig.update_layout(height=500, margin={"t": 40, "l": 70, "r": 10,  # the width goes to the bars and their labels
-                                          "b": round(12 + lines * LINE_EM * FONT["size"] * SCALE)})
-    fig = _readable(fig)
-    fig.update_xaxes(tickangle=0)
-    return fig
+    fig.update_layout(height=round(70 + len(names) * (lines + 1) * LINE_EM * FONT["size"] * SCALE),
+                      margin={"t": round(8 + 2 * LINE_EM * SUBTITLE_PX * SCALE), "l": 10, "r": 10, "b": 40},
+                      bargap=0.25)  # t: two lines of subplot title, at projector scale too
+    return _readable(fig)
