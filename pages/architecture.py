@@ -42,7 +42,7 @@ st.caption("Each shortcut runs below the main path F(x) to the addition ⊕: gre
            "a 1x1 projection, dashed magenta zero-padding. Long stages fold their identical blocks. Hover a node for "
            "its shapes, parameters and MACs, the small dot on an edge for the tensor it carries.")
 if not trace.error:
-    with st.container(horizontal=True, gap="large"):  # each number whole, wrapping to a second row if need be
+    with st.container(horizontal=True, gap="small"):  # each number whole (one row at 1280 px), wrapping if need be
         st.metric("Parameters", f"{trace.total_params:,}", width="content")
         st.metric("Multiply-accumulates", f"{trace.total_macs / 1e9:.3f} G", width="content")
         st.metric("Weighted layers", cfg.depth, width="content")
