@@ -22,8 +22,6 @@ from resviz.inputs import data
 EVAL_SEED = 1000  # evaluation images come from another seed than any training set: never seen in training
 EVAL_IMAGES = 500  # images the pair's accuracy is measured on: at most +-4.4 accuracy points (95%)
 Z95 = 1.96  # a 95% interval is the measurement +- 1.96 standard errors (normal approximation)
-AT_CHANCE = 0.05  # older fixed rule (5 points above guessing), still read by Feature maps; ``is_guessing`` is the
-#                   rule the pair's warning and the Lesion verdict share
 
 
 def accuracy_interval(acc: float, n: int) -> tuple[float, float]:
