@@ -224,11 +224,12 @@ class ClusterRegistry:
         return self._attach(key, compute, cost, step_progress, teacher, compute=True)
 
     def call(self, key: Hashable, compute: Callable[[Callable[[float], None]], Any],
-             on_progress: Callable[[float], None] | None = None) -> Any:
-        """``compute(progress)``'s result for a caller that waits: the run of ``key`` on the cluster, waited for."""
+             on_progress: Callable[[float], None] | None = None, cost: float = 1.0) -> Any:
+        """``compute(progress)``'s result for a caller that waits: the run of ``key`` on the cluster, waited for
+        (on this process's engine, as ``runs.Registry.call`` does it, while the scheduler cannot be reached)."""
         if not self.connected:
-            return self.fallback.call(key, compute, on_progress)
-        watch = self.attach_compute(key, compute)
+            return self.fallback.call(key, compute, on_progress, cost)
+        watch = self.attach_compute(key, compute, cost)
         try:
             while not (snap := watch.wait(0.25)).status.state.done:
                 if on_progress is not None:

@@ -175,7 +175,7 @@ def test_compute_runs_report_progress_and_their_result(registry):
             progress((i + 1) / 4)
         return {"answer": 42}
 
-    assert registry.call(("compute", time.time_ns()), compute) == {"answer": 42}
+    assert registry.call(("compute", time.time_ns()), compute, None, 4) == {"answer": 42}  # as ui.shared_result calls it
 
     def broken(progress):
         raise ValueError("no such layer")
