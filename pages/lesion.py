@@ -40,15 +40,19 @@ v = lesion.verdict(c, p.guessing)  # one box: green as in the paper, yellow agai
 getattr(st, v.tone.value)(v.text)
 st.plotly_chart(ui.figure(("lesion", p.key, n), lambda: plot_lesion(c)), key="le_chart")
 m1, m2, m3 = st.columns(3)
-m1.metric("ResNet: share of learned accuracy lost", c.share(res).words(),
-          help="By one deletion; what it learned is its accuracy above guessing; ± is a 95% interval on "
-               f"{n} images. {c.mean_drop(res):.1%} accuracy points on average over the {k} blocks that keep the "
-               f"shape (both nets can lose those), from {res.intact:.1%} intact; guessing gets {c.chance:.0%}.")
-m2.metric("plain twin: share of learned accuracy lost", c.share(plain).words(),
-          help=f"{c.mean_drop(plain):.1%} accuracy points on average over the same {k} blocks, from "
-               f"{plain.intact:.1%} intact: a net that learned little has little to lose, hence the share.")
-m3.metric("ResNet: accuracy lost at a downsampling block", f"{c.resnet_downsampling_drop:.1%}",
-          help="The plain twin cannot lose these blocks: its shapes would no longer fit.")
+# Labels short enough to stay whole in a third of the page on a projector; the help says the rest
+m1.metric("ResNet: share lost", c.share(res).words(),
+          help="Share of its learned accuracy lost by one deletion; what it learned is its accuracy above "
+               f"guessing; ± is a 95% interval on {n} images. {c.mean_drop(res):.1%} accuracy points on average "
+               f"over the {k} blocks that keep the shape (both nets can lose those), from {res.intact:.1%} intact; "
+               f"guessing gets {c.chance:.0%}.")
+m2.metric("plain twin: share lost", c.share(plain).words(),
+          help=f"Share of its learned accuracy lost by one deletion. {c.mean_drop(plain):.1%} accuracy points on "
+               f"average over the same {k} blocks, from {plain.intact:.1%} intact: a net that learned little has "
+               "little to lose, hence the share.")
+m3.metric("ResNet: downsampling", f"{c.resnet_downsampling_drop:.1%}",
+          help="Accuracy the ResNet loses at a downsampling block. The plain twin cannot lose these blocks: its "
+               "shapes would no longer fit.")
 st.dataframe({"block": res.names, "downsampling": res.downsampling,
               "ResNet accuracy": [f"{a:.1%}" for a in res.accuracy],
               "plain accuracy": [f"{a:.1%}" if ok else "cannot delete" for a, ok in zip(plain.accuracy,

@@ -8,7 +8,7 @@ from resviz.plots.paths import plot_path_gradients
 SOURCES = {"init": "the sidebar's ResNet, random weights", "trained": "a trained ResNet"}
 
 st.title("Paths through a ResNet")
-c1, c2 = st.columns([3, 2])
+c1, c2 = st.columns(2)  # the exact toggle's label whole on a projector
 source = c1.radio("Measure on", list(SOURCES), format_func=SOURCES.get, key="pa_source",
                   bind="query-params", horizontal=True)
 if source == "trained":
@@ -40,7 +40,8 @@ if g is None:
 tone, text = paths.verdict(g)
 getattr(st, tone.value)(text)
 st.plotly_chart(ui.figure(gkey, lambda: plot_path_gradients(g)), key="pa_chart")
-m1, m2, m3, m4 = st.columns(4)
+m1, m2 = st.columns(2)  # two a row: each label whole on a projector
+m3, m4 = st.columns(2)
 m1.metric("blocks n", g.n_blocks, help=f"{cfg.label}: 2^{g.n_blocks} = {2**g.n_blocks:,} paths")
 m2.metric("most common path length", " and ".join(str(int(m)) for m in g.typical_lengths),
           help="The mode of Binomial(n, 1/2): n/2, or the two lengths beside it when n is odd (exact: it counts "

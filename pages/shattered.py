@@ -23,10 +23,12 @@ if sweeps is None:
     st.stop()
 plain, res = sweeps
 with sweep_part:
-    st.subheader(f"One initialisation (seed {seed}): the gradient along the input")
-    m1, m2 = st.columns(2)
-    m1.metric("plain: correlation of neighbouring gradients (lag 1)", f"{plain.lag1:.2f}")
-    m2.metric("ResNet: correlation of neighbouring gradients (lag 1)", f"{res.lag1:.2f}")
+    st.subheader(f"Seed {seed} alone: the gradient along the input")
+    m1, m2 = st.columns(2)  # labels short enough to stay whole on a projector; the help says the rest
+    lag1 = ("Correlation of the gradients at neighbouring points of the sweep (lag 1): 1 = perfectly smooth, "
+            "0 = white noise.")
+    m1.metric("plain net: lag-1 correlation", f"{plain.lag1:.2f}", help=lag1)
+    m2.metric("ResNet: lag-1 correlation", f"{res.lag1:.2f}", help=lag1)
     st.plotly_chart(ui.figure(("shattered", depth, seed), lambda: plot_shattered(plain, res, depth)), key="sh_chart")
     st.markdown(
         "The gradient $\\partial\\,\\text{output} / \\partial x$ of a freshly initialised network, along a 1-D input "
@@ -45,7 +47,8 @@ with curve_part:
     st.subheader(f"Correlation against depth, over {len(seeds)} initialisations")
     with ui.friendly_errors("Computing the gradients"):
         curve = ui.background_result(("shattered-depth", seeds), lambda cb: shattered.depth_curve(
-            shattered.SweepConfig(), on_progress=cb, seeds=seeds), f"Sweeping nets of every depth, {len(seeds)} times…")
+            shattered.SweepConfig(), on_progress=cb, seeds=seeds),
+            f"Sweeping nets of every depth, {len(seeds)} times…")
 if curve is None:
     st.stop()
 with curve_part:

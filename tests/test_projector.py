@@ -68,7 +68,8 @@ CHART_TEXTS_JS = """(root) => {
     if (b.w > 0.5 && b.h > 0.5 && (text || '').trim()) items.push({kind, text: text.trim().slice(0, 50), ...b});
   };
   root.querySelectorAll('.g-gtitle text').forEach(e => add('title', e, e.textContent));
-  root.querySelectorAll('g[class^="g-x"][class$="title"] text, g[class^="g-y"][class$="title"] text').forEach(e => add('axis title', e, e.textContent));
+  root.querySelectorAll('g[class^="g-x"][class$="title"] text, g[class^="g-y"][class$="title"] text')
+    .forEach(e => add('axis title', e, e.textContent));
   root.querySelectorAll('.infolayer .legend').forEach(e => add('legend', e.querySelector('.bg') || e, e.textContent));
   root.querySelectorAll('.infolayer .legend .traces').forEach(e => add('legend entry', e, e.textContent));
   root.querySelectorAll('.annotation').forEach(e => add('annotation', e.querySelector('.annotation-text-g') || e,
@@ -146,7 +147,8 @@ def _lesson_figures():
 @pytest.mark.browser
 def test_lesson_charts_at_x1_4_have_no_text_over_text(page):
     """Drawn by plotly.js in Chromium at the width the page gives them, Projector on: no title over a legend, no
-    tick label cut, no legend or axis title over a plot, for each chart of Lesion, Paths, Shattered, Loss landscape, Signal flow."""
+    tick label cut, no legend or axis title over a plot, for each chart of Lesion, Paths, Shattered, Loss
+    landscape and Signal flow."""
     from pathlib import Path
 
     import plotly

@@ -1,6 +1,8 @@
 """Figures of the loss-landscape lesson: 1-D and 2-D slices, ResNet and plain twin on one scale."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -49,6 +51,12 @@ def plot_landscape_contours(g: PairGrids) -> go.Figure:
     return readable(fig)
 
 
+def _inner_ticks(lo: float, hi: float) -> dict:
+    """Whole decades of the height axis, none at its bottom corner, where the α and β labels are."""
+    ticks = [t for t in range(math.floor(lo), math.ceil(hi) + 1) if lo + 0.15 * (hi - lo) < t <= hi]
+    return dict(tickvals=ticks) if ticks else {}
+
+
 def plot_landscape_surfaces(g: PairGrids) -> go.Figure:
     """3-D surfaces of log10 loss on the 2-D slice, ResNet and plain twin on one height and colour scale."""
     lo, hi = _shared_range(g)
@@ -58,11 +66,11 @@ def plot_landscape_surfaces(g: PairGrids) -> go.Figure:
         fig.add_surface(x=grid.alphas, y=grid.betas, z=_log_loss(grid), colorscale=SEQUENTIAL, cmin=lo, cmax=hi,
                         showscale=False, row=1, col=col)
     font = dict(size=FONT_SIZE, color=TEXT_COLOR)
-    axis = dict(tickfont=font, title_font=font)
+    axis = dict(tickfont=font, title_font=font, nticks=4)  # few ticks: at x1.4 plotly's many ran into each other
     scene = dict(xaxis=dict(title="α", **axis), yaxis=dict(title="β", **axis),
-                 zaxis=dict(title="log10 loss", range=[lo, hi + 1e-6], **axis),
-                 camera=dict(eye=dict(x=1.7, y=1.7, z=1.1)))  # far enough that the axes are not clipped
-    fig.update_layout(scene=scene, scene2=scene, height=540, margin=dict(l=0, r=0, t=50, b=0))
+                 zaxis=dict(title="log10 loss", range=[lo, hi + 1e-6], **axis, **_inner_ticks(lo, hi)),
+                 camera=dict(eye=dict(x=2.1, y=2.1, z=1.3)))  # far enough that the axes are not clipped
+    fig.update_layout(scene=scene, scene2=scene, height=540, margin=dict(l=30, r=0, t=50, b=0))
     return readable(fig)
 
 

@@ -12,9 +12,10 @@ from resviz.plots.style import COLORS, readable
 def plot_shattered(plain: Sweep, res: Sweep, depth: int) -> go.Figure:
     """Gradient of the output w.r.t. a 1-D input along the sweep, and its autocorrelation, plain vs ResNet."""
     # Titles on two lines: two panels share the column, and on one line they ran into each other at x1.4
-    fig = make_subplots(rows=2, cols=2, vertical_spacing=0.27, horizontal_spacing=0.12, subplot_titles=(
+    fig = make_subplots(rows=2, cols=2, vertical_spacing=0.3, horizontal_spacing=0.12, subplot_titles=(
         f"plain net, {depth} layers:<br>d output / d x", f"ResNet, {depth} layers:<br>d output / d x",
-        f"plain: autocorrelation<br>(lag 1 = {plain.lag1:.2f})", f"ResNet: autocorrelation<br>(lag 1 = {res.lag1:.2f})"))
+        f"plain: autocorrelation<br>(lag 1 = {plain.lag1:.2f})",
+        f"ResNet: autocorrelation<br>(lag 1 = {res.lag1:.2f})"))
     for col, r, color in ((1, plain, COLORS["plain"]), (2, res, COLORS["resnet"])):
         fig.add_scatter(x=r.x, y=r.grad, mode="lines", line=dict(color=color, width=1.5), row=1, col=col)
         fig.add_bar(x=np.arange(len(r.autocorr)), y=r.autocorr, marker_color=color, row=2, col=col)

@@ -25,7 +25,7 @@ QUANTITIES = {  # LayerStats attribute -> (title, y-axis label); a title's line 
     "grad_rms": ("Backward:<br>the gradient at each conv", "RMS of ∂loss/∂output"),
     "weight_grad_rms": ("Backward:<br>each conv's weight gradient", "RMS of ∂loss/∂weight"),
 }
-ROW_SHIFT = 24  # px: every other stage name one row higher, so that narrow stages' names never meet
+ROW_SHIFT = 30  # px: every other stage name one row higher (a row: 14 px x1.4 and its padding), so names never meet
 
 
 def _stage_label(stage: int) -> str:
