@@ -199,6 +199,9 @@ def test_sources_offer_imagenet_only_for_imagenet_presets_and_trained_only_after
     assert fm.sources(models.get_config("resnet20"), None) == [S.SHIPPED, S.RANDOM, S.UPLOAD]  # trained first
     assert fm.sources(models.get_config("resnet18"), tiny_pair()) == [S.PRETRAINED, S.TRAINED, S.SHIPPED, S.RANDOM,
                                                                       S.UPLOAD]
+    assert fm.untrained_note(models.get_config("resnet20")).endswith(  # every way out, in one sentence
+        "Choose **ResNet-20 trained by resviz** above, train one on the **Training race** page, or pick an ImageNet "
+        "preset in the sidebar and its ImageNet weights.")
     monkeypatch.setattr(builtin_pair, "shipped_info", lambda preset: None)  # assets/pairs without it
     assert fm.sources(models.get_config("resnet20"), None) == [S.RANDOM, S.UPLOAD]
     assert "shipped" not in fm.untrained_note(models.get_config("resnet20"))  # no way that is not there

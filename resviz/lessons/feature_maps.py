@@ -337,12 +337,14 @@ def notices(w: LoadedWeights, chosen: models.ResNetConfig) -> list[Notice]:
 def _ways(cfg: models.ResNetConfig, failed: WeightsSource | None = None) -> str:
     """Where weights that learnt something come from, leaving out the choice that just failed."""
     offered = sources(cfg, None)
-    imagenet_way = ("" if failed is WeightsSource.PRETRAINED else
-                    ", or choose **ImageNet weights** above" if WeightsSource.PRETRAINED in offered else
-                    ", or pick an ImageNet preset in the sidebar and its ImageNet weights")
-    shipped_way = (f"Choose **{SOURCE_LABELS[WeightsSource.SHIPPED]}** above, t"
-                   if WeightsSource.SHIPPED in offered and failed is not WeightsSource.SHIPPED else "T")
-    return f"{shipped_way}rain one on the **Training race** page{imagenet_way}."
+    ways = [f"choose **{SOURCE_LABELS[WeightsSource.SHIPPED]}** above"] if (
+        WeightsSource.SHIPPED in offered and failed is not WeightsSource.SHIPPED) else []
+    ways.append("train one on the **Training race** page")
+    if failed is not WeightsSource.PRETRAINED:
+        ways.append("choose **ImageNet weights** above" if WeightsSource.PRETRAINED in offered else
+                    "pick an ImageNet preset in the sidebar and its ImageNet weights")
+    said = " or ".join(ways) if len(ways) < 3 else f"{', '.join(ways[:-1])}, or {ways[-1]}"
+    return f"{said[0].upper()}{said[1:]}."
 
 
 def untrained_note(cfg: models.ResNetConfig) -> str:
