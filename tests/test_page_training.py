@@ -47,9 +47,9 @@ def own_cache(tmp_path_factory, monkeypatch):
     """Each test its own disk cache (beside its tmp_path, which some tests fill with image folders): a replayed
     default race is there only where a test keeps one."""
     monkeypatch.setenv("RESVIZ_CACHE", str(tmp_path_factory.mktemp("cache")))
-    training.replay._read.cache_clear()
+    training.replay.forget_reads()
     yield
-    training.replay._read.cache_clear()
+    training.replay.forget_reads()
 
 
 def keep_default_race(resnet=(0.6,) * 300, plain=(1.0,) * 300) -> tuple:

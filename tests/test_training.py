@@ -678,9 +678,9 @@ def test_what_to_watch_for_and_the_measured_answer():
 def cache(tmp_path, monkeypatch):
     """A disk cache of this test's own (the replays of default races)."""
     monkeypatch.setenv("RESVIZ_CACHE", str(tmp_path / "cache"))
-    T.replay._read.cache_clear()
+    T.replay.forget_reads()
     yield
-    T.replay._read.cache_clear()
+    T.replay.forget_reads()
 
 
 def test_only_a_pages_default_race_is_kept_for_replay():
@@ -741,7 +741,7 @@ def test_a_corrupt_replay_is_ignored(cache):
     key = ("race", "corrupt")
     disk_cache.cache().set(T.replay.disk_key(key), b"not a torch file")
     assert T.replay.load(key) is None
-    T.replay._read.cache_clear()
+    T.replay.forget_reads()
     disk_cache.save(T.replay.disk_key(key), {"version": T.replay.VERSION, "runs": {"a": {"role": "ResNet"}}})
     assert T.replay.load(key) is None
     h = _live([1.0] * 5, [2.0] * 5, planned=5)
@@ -750,5 +750,5 @@ def test_a_corrupt_replay_is_ignored(cache):
     blob = disk_cache.load(T.replay.disk_key(key))
     blob["runs"]["plain-56"]["loss"] = blob["runs"]["plain-56"]["loss"][:-1]  # curves of different lengths
     disk_cache.save(T.replay.disk_key(key), blob)
-    T.replay._read.cache_clear()
+    T.replay.forget_reads()
     assert T.replay.load(key) is None

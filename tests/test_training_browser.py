@@ -25,7 +25,7 @@ def replaying_server(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RESVIZ_CACHE", str(cache))
         keep_default_race(curve(2.3, 0.55, 60), curve(2.3, 0.95, 110))
-        training.replay._read.cache_clear()
+        training.replay.forget_reads()
     proc, url = start_server(log_path=tmp_path_factory.mktemp("server") / "streamlit.log",
                              env={"RESVIZ_CACHE": str(cache), "RESVIZ_WARM_UP": "0"})
     try:

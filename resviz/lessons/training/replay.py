@@ -78,12 +78,17 @@ def save(key: tuple, history: RaceHistory, notes: tuple[str, ...], accuracy_note
                               "test_acc": list(r.test_acc), "message": r.message or ""}
         blob[f"grad_norms_{i}"] = np.asarray(r.grad_norms, dtype=np.float32).reshape(len(r.step), len(r.layers))
     disk_cache.save(disk_key(key), blob)
-    _read.cache_clear()
+    forget_reads()
 
 
 def load(key: tuple) -> Replay | None:
     """The kept race of ``key``, or None when there is none or it cannot be read back whole."""
     return _read(disk_cache.cache().directory, disk_key(key))
+
+
+def forget_reads() -> None:
+    """Read the disk again on the next ``load`` (a test or a benchmark that changes the cache's folder)."""
+    _read.cache_clear()
 
 
 @cachetools.cached(cachetools.TTLCache(maxsize=16, ttl=READ_TTL_S), lock=threading.Lock())
