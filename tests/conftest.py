@@ -1,8 +1,17 @@
 """Fixtures: a real server (``app_server``) and headless Chromium (``browser``, ``page``). Helpers are in helpers.py."""
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 import pytest
 import torch
+
+# One disk cache per test run, never the user's (~/.cache/resviz): what one run stores (a replayed race, a trained
+# pair, the class's state) cannot change what the next run sees, and two runs at once do not meet. Servers the
+# tests start inherit it.
+TEST_CACHE = os.environ["RESVIZ_CACHE"] = tempfile.mkdtemp(prefix="resviz-tests-")
 
 from resviz.tools import browser as chromium
 from resviz.tools.server import start_server, stop_server
@@ -31,6 +40,10 @@ def pytest_configure(config):
     from streamlit import config as st_config
 
     st_config.set_option("client.showErrorDetails", "full")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(TEST_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
