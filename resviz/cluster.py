@@ -180,6 +180,7 @@ class ClusterRegistry:
         self.down_since: float | None = None  # wall clock, while the scheduler cannot be reached
         self._closed = threading.Event()
         self._queue_of = _queue_reader()
+        self._kinds_here: set = set()  # kinds of run whose records could not leave a worker: run here at once
         self._connect()
         self._keeper = threading.Thread(target=self._keep, daemon=True, name="resviz-cluster")
         self._keeper.start()
@@ -327,7 +328,7 @@ class ClusterRegistry:
 
     def _attach(self, key: Hashable, make: Callable, cost: float, progress: Callable, teacher: bool,
                 compute: bool) -> Watch:
-        if not self.connected:
+        if not self.connected or runs.kind_of(key) in self._kinds_here:
             return self._attach_here(key, make, cost, progress, teacher, compute)
         with self._lock:
             run = self._runs.get(key)
@@ -433,8 +434,10 @@ class ClusterRegistry:
                 missing = len(run.records) < run.expected
             for event in self._events(run.topic) if missing else ():  # events still on their way: read them all
                 self._on_event(run, event)
-        if isinstance(error, NotPlainData) and run.make is not None and self.fallback is not None:
-            log.warning("resviz: %s; the run %r runs on this server", error, run.key)
+        if isinstance(error, NotPlainData) and run.make is not None:
+            log.warning("resviz: %s; runs of the kind %r run on this server from now on", error,
+                        runs.kind_of(run.key))
+            self._kinds_here.add(runs.kind_of(run.key))
             self._release(run)
             return self._run_here(run)
         with self._lock:

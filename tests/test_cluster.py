@@ -167,6 +167,8 @@ def test_records_that_cannot_leave_the_worker_run_here(registry):
     snap = until(lambda: (s := watch.wait(1)).status.state.done and s, what="the run here")
     assert snap.status.state is runs.State.FINISHED and [r["step"] for r in snap.records] == [1, 2]
     assert registry.fallback.overview()  # it ran on the embedded engine
+    again = registry.attach(("not plain", time.time_ns()), locked)  # the same kind: here at once, not tried again
+    assert again._registry is registry.fallback and again.wait(WAIT).status.state is runs.State.FINISHED
 
 
 def test_compute_runs_report_progress_and_their_result(registry):
