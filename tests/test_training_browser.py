@@ -39,3 +39,46 @@ def test_the_replayed_race_and_its_verdict_start_on_the_projectors_first_screen(
     verdict = "[data-testid='stAlert']:has-text('trains faster than')"
     tops = first_screen(page, replaying_server, "training", CHART, verdict, "text=Replayed")
     assert_on_first_screen(tops)
+
+
+def _race_figures() -> dict:
+    """The race's charts for the ResNet-56 trio at 300 steps with every ordering marked (hand-made curves, the
+    trio's real layers), and the width in px the page gives each at 1280x720 with Projector on."""
+    from resviz.models import get_config
+    from resviz.plots.training import plot_race_charts
+
+    models = training.make_race_models(get_config("resnet56"), include_shallow_plain=True)
+    h = training.new_history(models, 300, classes=10, held_out=1000)
+    curves = [curve(2.3, 0.6, 50), curve(2.3, 1.3, 120), curve(2.3, 0.9, 70)]
+    for step, losses in enumerate(zip(*curves), start=1):
+        h.add({"step": step, "steps": 300, "elapsed_s": step / 3, "steps_per_s": 3.0, "runs": {
+            name: {"loss": v, "acc": 1 - v / 2.6, "test_acc": 1 - v / 2.6 if step % 25 == 0 else None,
+                   "grad_norms": [0.1 + 0.01 * i for i in range(len(r.layers))], "diverged": False, "message": None}
+            for (name, r), v in zip(h.runs.items(), losses)}})
+    assert len(training.ordering_marks(h)) == 3  # every ordering marked: the busiest loss chart
+    loss, acc, *heatmaps = plot_race_charts(h, 0.1)
+    main = 780 * 3 / 5  # the loss and accuracy charts: 3 of 5 parts of the main column, the verdicts beside them
+    return {"loss": (loss, main), "accuracy": (acc, main), **{f"heatmap {i}": (fig, 780 / 3)
+                                                            for i, fig in enumerate(heatmaps)}}
+
+
+@pytest.mark.browser
+def test_race_charts_at_x1_4_have_no_text_over_text(page):
+    """Drawn by plotly.js in Chromium at the width the page gives them, Projector on: no title over a legend, no
+    tick label cut, no legend or axis title over a plot, the ordering marks included."""
+    import json
+    from pathlib import Path
+
+    import plotly
+
+    from resviz.plots.projector import for_projector
+    from test_projector import CHART_TEXTS_JS, text_collisions
+
+    page.set_content("<div id='chart'></div>")
+    page.add_script_tag(path=str(Path(plotly.__file__).parent / "package_data" / "plotly.min.js"))
+    found = {}
+    for name, (fig, width) in _race_figures().items():
+        spec = json.loads(for_projector(fig).update_layout(width=width).to_json())
+        page.evaluate("(spec) => Plotly.newPlot('chart', spec.data, spec.layout)", spec)
+        found[name] = text_collisions(page.locator("#chart").evaluate(CHART_TEXTS_JS))
+    assert not any(found.values()), {k: v for k, v in found.items() if v}

@@ -16,11 +16,14 @@ from resviz.plots.style import COLORS as STYLE_COLORS, FONT_SIZE, SEQUENTIAL, TE
 COLORS = {Role.RESNET: STYLE_COLORS["resnet"], Role.PLAIN: STYLE_COLORS["plain"],
           Role.SHALLOW: STYLE_COLORS["shallow_plain"]}
 # a mark has the colour of the network it is about: the one that gets ahead, or the one that degrades
-MARK_ROLES = {Ordering.SHORTCUTS_HELP: Role.RESNET, Ordering.DEGRADATION: Role.PLAIN, Ordering.NO_DEGRADATION: Role.RESNET}
+MARK_ROLES = {Ordering.SHORTCUTS_HELP: Role.RESNET, Ordering.DEGRADATION: Role.PLAIN,
+              Ordering.NO_DEGRADATION: Role.RESNET}
 DASHES = {Role.RESNET: "solid", Role.PLAIN: "dash", Role.SHALLOW: "dot"}
-LEGEND = dict(orientation="h", x=0.5, xanchor="center", y=-0.3, yanchor="top")  # under the axis: never on the title,
+LEGEND = dict(orientation="h", x=0.5, xanchor="center", y=-0.42, yanchor="top")  # under the axis: never on the title,
 #               and under the axis title at x1.4 on a projector too
-HEIGHT = 430
+HEIGHT = 450  # a 225 px plot, the legend under the axis title even at x1.4
+MARGIN = dict(t=95, b=130, l=70, r=20)
+MARK_GAP_PX = 30  # between two ordering marks' labels: a line of text at x1.4
 
 
 def _finite(values) -> list[float | None]:
@@ -58,14 +61,14 @@ def plot_race_loss(history: RaceHistory) -> go.Figure:
     for i, mark in enumerate(ordering_marks(history)):  # live too: each ordering is marked as it appears
         color = COLORS[MARK_ROLES[mark.ordering]]
         fig.add_vline(x=mark.step, line=dict(color=color, dash="dot", width=2))
-        fig.add_annotation(x=mark.step, y=0.02 + 0.1 * i, xref="x", yref="paper", text=mark.text,
+        fig.add_annotation(x=mark.step, y=0, yshift=4 + MARK_GAP_PX * i, xref="x", yref="paper", text=mark.text,
                            hovertext=mark.detail, showarrow=False, yanchor="bottom", font=dict(color=color),
                            xanchor="left" if mark.step < history.steps / 2 else "right",  # on the side with room
                            bgcolor="rgba(255,255,255,0.55)")  # the curves show through
     _step_axis(fig, history)
     fig.update_yaxes(title="smoothed loss", rangemode="tozero")  # short: the plot is ~230 px tall at x1.4
     fig.update_layout(title=_title("Training loss", "same start, same batches, same recipe"), height=HEIGHT,
-                      legend=LEGEND, margin=dict(t=95, b=110, l=70, r=20))
+                      legend=LEGEND, margin=MARGIN)
     return readable(fig)
 
 
@@ -84,11 +87,11 @@ def plot_race_accuracy(history: RaceHistory, chance: float | None = None) -> go.
                                  "</extra>"))
     if chance:
         fig.add_hline(y=100 * chance, line_dash="dot", line_color="#555555", annotation_text="guessing",
-                      annotation_position="bottom right")
+                      annotation_position="top right")  # above the line: under it, it met the step ticks at x1.4
     _step_axis(fig, history)
     fig.update_yaxes(title="accuracy (%)", range=[0, 100])
     fig.update_layout(title=_title("Accuracy", "held-out images (bold), training batches (thin)"), height=HEIGHT,
-                      legend=LEGEND, margin=dict(t=95, b=110, l=70, r=20))
+                      legend=LEGEND, margin=MARGIN)
     return readable(fig)
 
 
@@ -116,7 +119,7 @@ def plot_grad_heatmap(name: str, layers: list[str], steps: list[int], norms: lis
         hovertemplate="step %{x}<br>%{y}<br>log10 ‖grad‖ = %{z:.2f}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", showticklabels=len(layers) <= 24 if names is None else names)
     fig.update_xaxes(title="training step")
-    fig.update_layout(title=_title(name, "gradient norm per layer"), height=390, margin=dict(t=90, b=40, l=10, r=10))
+    fig.update_layout(title=_title(name, "gradient norm per layer"), height=420, margin=dict(t=90, b=70, l=10, r=10))
     return readable(fig)
 
 
