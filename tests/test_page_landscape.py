@@ -56,7 +56,7 @@ def test_both_surfaces_share_one_height_scale():
 
 @pytest.mark.browser
 def test_landscape_in_browser(app_server, page):
-    visit(page, app_server, "landscape", "Li, Xu")
+    visit(page, app_server, "landscape", "Li et al. studied fully trained")  # the last caption (the paper: folded)
 
 
 def learned_pair(monkeypatch, label, study=None, deep=None, accuracy=(0.9, 0.8)):
