@@ -1,5 +1,8 @@
 """Prepare a machine before class, while it is online: ImageNet weights and torchvision datasets into their standard
-caches (hash-checked, nothing partial left behind), then the built-in trained pairs into the disk cache.
+caches (hash-checked, nothing partial left behind), the built-in trained pairs into the disk cache, then the results
+a lesson plan opens with (each page's default settings, on the shipped pairs) into the disk cache, where every server
+process reads them (``resviz.prepared``): a student's first visit to Signal flow, Lesion, Paths, Shattered
+gradients or Loss landscape finds its figure there.
 
     python -m resviz.prepare                          # everything; says what is ready and how long it took
     python -m resviz.prepare --weights resnet50       # one checkpoint
@@ -155,6 +158,98 @@ def prepare_pairs(presets=("resnet20", "resnet56")) -> list[str]:
     return said
 
 
+# The pages' default settings, as a first visit opens them (tests/test_prepare.py opens the pages to check them)
+SHATTERED_DEPTH, SHATTERED_SEED = 24, 0  # Shattered gradients: depth and initialisation seed
+LANDSCAPE_SPAN, LANDSCAPE_SEED = 1.0, 0  # Loss landscape: span and direction seed
+SIGNAL_FLOW_DEPTH = 20  # Signal flow: the CIFAR ResNet's depth (batch norm on, Kaiming, at initialisation)
+PROBE_IMAGES = 8  # Paths: the images the page sends gradients from
+
+
+def _kept(fn: Callable, *args, **kwargs) -> str:
+    """``fn(*args, **kwargs)`` (a lesson function kept on disk) computed and stored unless it is there."""
+    from resviz import disk_cache, prepared
+
+    if disk_cache.exists(fn.disk_key(*args, **kwargs)):
+        return "already here"
+    with prepared.writing():
+        fn(*args, **kwargs)
+    return "computed"
+
+
+def _shipped_pairs(device: str) -> list:
+    """The shipped pairs, loaded as the pair picker loads them (its first choice is the pages' default)."""
+    from resviz import builtin_pair, pair
+
+    return [pair.load_pair(builtin_pair.shipped(p), pair.PairSource.BUILTIN, device)
+            for p in builtin_pair.shipped_presets()]
+
+
+def prepare_signal_flow(device: str) -> str:
+    from resviz.lessons import signal_flow as sf
+
+    return _kept(sf.measure, sf.Settings(sf.chosen_config(SIGNAL_FLOW_DEPTH, True)), None, device)
+
+
+def prepare_lesion(device: str) -> list[str]:
+    from resviz import pair
+    from resviz.lessons import lesion
+
+    return [f"{p.cfg.label} pair: {_kept(lesion.study_pair, p, pair.EVAL_IMAGES)}" for p in _shipped_pairs(device)]
+
+
+def prepare_paths(device: str) -> list[str]:
+    """The page's first view (the sidebar's ResNet with random weights, every path) and each shipped ResNet."""
+    from resviz import models, pair
+    from resviz.lessons import paths
+    from resviz.ui import DEFAULT_PRESET
+
+    cfg = models.get_config(DEFAULT_PRESET)
+    random = models.build_model(cfg, seed=0).to(device).eval()  # as ui.load_model builds the sidebar's model
+    nets = [(f"{cfg.label}, random weights", random), *((f"{p.cfg.label} pair", p.resnet)
+                                                        for p in _shipped_pairs(device))]
+    said = []
+    for what, model in nets:
+        x, y = pair.probe_batch(model.cfg, PROBE_IMAGES)
+        exact = paths.can_be_exact(len(model.blocks()))
+        samples = 0 if exact else 2  # the page's default: every path where it can, else 2 random paths per length
+        done = _kept(paths.gradient_by_path_length, model, x.to(device), y.to(device), samples, exact=exact)
+        said.append(f"{what}: {done}")
+    return said
+
+
+def prepare_shattered() -> str:
+    from resviz.lessons import shattered as sh
+
+    said = [_kept(sh.shattered_sweep, sh.SweepConfig(depth=SHATTERED_DEPTH, residual=r, seed=SHATTERED_SEED))
+            for r in (False, True)]
+    said.append(_kept(sh.depth_curve, sh.SweepConfig(), seeds=sh.curve_seeds(SHATTERED_SEED)))
+    return "computed" if "computed" in said else "already here"
+
+
+def prepare_landscape(device: str) -> list[str]:
+    from resviz.lessons import landscape as ls
+
+    said = []
+    for p in _shipped_pairs(device):
+        args = (p, LANDSCAPE_SPAN, LANDSCAPE_SEED)
+        done = [_kept(ls.line, *args), _kept(ls.coarse_grids, *args),
+                "computed" if ls.prepare_fine_grid(*args) else "already here"]
+        if not ls.guessing(p):  # a pair that guesses gets no verdict, so no slices are compared for it
+            done.append(_kept(ls.study_directions, *args))
+        said.append(f"{p.cfg.label} pair: {'computed' if 'computed' in done else 'already here'}")
+    return said
+
+
+def lesson_steps(device: str | None = None) -> list[tuple[str, Callable[[], object]]]:
+    """What a lesson plan opens with, one step per page: (name, a callable that prepares it and says how)."""
+    from resviz import models
+
+    device = device or str(models.pick_device("auto"))  # the sidebar's "auto": the device a page computes on
+    return [("signal flow", lambda: prepare_signal_flow(device)), ("lesion", lambda: prepare_lesion(device)),
+            ("paths", lambda: prepare_paths(device)), ("shattered", prepare_shattered),
+            ("loss landscape", lambda: prepare_landscape(device))]
+
+
 def _printer(name: str) -> Callable[[int, int], None]:
     shown = [-1]
 
@@ -172,13 +267,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", nargs="*", default=list(WEIGHTS), help="ImageNet presets (default: %(default)s)")
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS), help="torchvision datasets")
     parser.add_argument("--no-pairs", action="store_true", help="skip training the built-in pairs")
+    parser.add_argument("--no-lessons", action="store_true", help="skip the lessons' default results")
     parser.add_argument("--mirror", default=None, help="base URL serving the same files (or RESVIZ_MIRROR)")
     parser.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds of silence before giving up")
     args = parser.parse_args(argv)
     steps: list[tuple[str, Callable[[], object]]] = [
         *((f"weights {p}", lambda p=p: prepare_weights(p, args.mirror, args.timeout)) for p in args.weights),
         *((f"dataset {d}", lambda d=d: prepare_dataset(d, None, args.mirror, args.timeout)) for d in args.datasets),
-        *([] if args.no_pairs else [("built-in pairs", prepare_pairs)])]
+        *([] if args.no_pairs else [("built-in pairs", prepare_pairs)]),
+        *([] if args.no_lessons else lesson_steps())]
     failed = 0
     for what, step in steps:
         start = time.perf_counter()
@@ -187,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         except PrepareError as e:
             failed += 1
             said = f"NOT READY: {e}"
+        except Exception as e:  # noqa: BLE001 - a lesson that cannot be prepared is said; the others still are
+            failed += 1
+            said = f"NOT READY: {type(e).__name__}: {e}"
         lines = said if isinstance(said, list) else [said]
         for line in lines:
             print(f"{what:<22} {time.perf_counter() - start:7.1f} s  {line}", flush=True)

@@ -143,3 +143,26 @@ def test_the_pair_pages_start_from_the_shipped_pair_for_everyone():
     verdict = [box.value for kind in ("success", "warning", "info") for box in getattr(first, kind)]
     assert verdict == [box.value for kind in ("success", "warning", "info") for box in getattr(second, kind)]
     assert "train" in first.selectbox(key="le_pair_choice").options[-1].lower()
+
+
+def test_the_claims_use_the_shipped_pair_for_its_own_seed_and_train_the_others(monkeypatch):
+    """python -m resviz.claims --full studies the pairs scripts/train_pairs.py makes from seeds 0-4: the shipped files
+    are that pair for the manifest's seed (nothing trained), the other seeds train with the same recipe."""
+    trained = []
+
+    def fake_train(r, device="cpu", on_step=None, store=True, eval_every=0):
+        trained.append((r.seed, r.steps, r.lr, store))
+        return builtin_pair.shipped("resnet20")  # weights only: the recipe is what is tested
+
+    monkeypatch.setattr(builtin_pair, "train", fake_train)
+    builtin_pair.script_pair.cache_clear()
+    try:
+        seed = manifest("resnet20")["seed"]
+        assert builtin_pair.script_pair("resnet20", seed) is builtin_pair.shipped_pair("resnet20") and not trained
+        builtin_pair.script_pair("resnet20", seed + 1)
+        r = builtin_pair.SHIPPED["resnet20"]
+        assert trained == [(seed + 1, r.steps, r.lr, False)]
+        ci = [(label, s) for label, s, _ in builtin_pair.deep_claims_pairs((0, 1), False, ci_size=False)]
+        assert ci == [(f"shipped {p} pair", manifest(p)["seed"]) for p in SHIPPED]
+    finally:
+        builtin_pair.script_pair.cache_clear()

@@ -7,7 +7,9 @@ import tarfile
 import threading
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
+import torch
 
 from resviz import prepare
 from resviz.inputs import weights
@@ -139,3 +141,145 @@ def test_pairs_are_trained_only_when_missing(monkeypatch):
     said = prepare.prepare_pairs(("resnet20", "resnet56"))
     assert trained == [("resnet56", "cpu")]
     assert said[0].endswith("already here") and said[1].endswith("trained")
+
+
+# --- the lessons' default results, prepared into the disk cache (resviz.prepared) ---------------------------------
+FIRST_VISIT = r'''
+import json, sys
+sys.path.insert(0, "tests")
+from helpers import new_app
+from resviz import prepare
+from resviz.lessons import landscape as ls, lesion, paths, shattered as sh, signal_flow as sf
+
+# smaller than the pages' settings (the same for the prepare command and the pages in this process)
+ls.FINE, ls.COARSE, ls.DIRECTIONS, paths.EXACT_PATHS, sh.AVERAGED = 5, 3, 2, 8, 1
+for what, step in prepare.lesson_steps("cpu"):
+    if what in sys.argv[1:]:
+        step()
+calls = []
+for module, names in ((lesion, ["lesion_study"]), (sf, ["compare_signal_flow"]),
+                      (paths, ["exact_path_norms", "path_gradient"]), (sh, ["_sweep"]),
+                      (ls, ["pair_grids", "pair_grid_records"])):
+    for name in names:  # every computation of a page's result goes through one of these
+        real = getattr(module, name)
+        setattr(module, name, lambda *a, real=real, name=name, **k: calls.append(name) or real(*a, **k))
+shipped = {"le_pair_choice": "resnet20", "ls_pair_choice": "resnet20", "pa_pair_choice": "resnet20"}
+out = {}
+for page in ("signal_flow", "lesion", "paths", "shattered", "landscape"):
+    before = len(calls)
+    at = new_app(page, timeout=300, sidebar=shipped)
+    out[page] = {"computed": calls[before:], "charts": len(at.get("plotly_chart")),
+                 "exceptions": [e.message for e in at.exception]}
+print("RESULT " + json.dumps(out))
+'''
+
+
+def first_visits(tmp_path, prepared_steps: tuple[str, ...]) -> dict:
+    """Each lesson page opened once in a fresh process (a server just started), after preparing ``prepared_steps``
+    into an empty disk cache: what each page computed, the charts it shows, its exceptions."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    env = {**os.environ, "RESVIZ_CACHE": str(tmp_path / "cache"), "RESVIZ_WARM_UP": "0"}
+    done = subprocess.run([sys.executable, "-c", FIRST_VISIT, *prepared_steps], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def test_after_prepare_a_first_visit_to_each_page_shows_its_figure_without_computing(tmp_path):
+    visits = first_visits(tmp_path, ("signal flow", "lesion", "paths", "shattered", "loss landscape"))
+    for page, seen in visits.items():
+        assert not seen["exceptions"], (page, seen["exceptions"])
+        assert seen["charts"] >= 1, page
+        assert seen["computed"] == [], (page, seen["computed"])
+
+
+def test_a_lesson_result_is_stored_only_by_the_prepare_command(tmp_path, monkeypatch):
+    from resviz import disk_cache, prepared
+    from resviz.lessons import shattered as sh
+
+    monkeypatch.setenv("RESVIZ_CACHE", str(tmp_path / "cache"))
+    computed = []
+    real = sh._sweep
+    monkeypatch.setattr(sh, "_sweep", lambda *a: computed.append(a) or real(*a))
+    cfg = sh.SweepConfig(depth=4, width=16, n_points=32, seed=3)
+    first = sh.shattered_sweep(cfg)  # a server's call: computed, not stored
+    assert len(computed) == 1 and not disk_cache.exists(sh.shattered_sweep.disk_key(cfg))
+    assert prepare._kept(sh.shattered_sweep, cfg) == "computed" and len(computed) == 2
+    assert prepare._kept(sh.shattered_sweep, cfg) == "already here" and len(computed) == 2
+    again = sh.shattered_sweep(cfg)  # read back: nothing computed, the same numbers and types
+    assert len(computed) == 2 and isinstance(again, sh.Sweep)
+    for a, b in zip((first.x, first.grad, first.autocorr), (again.x, again.grad, again.autocorr)):
+        np.testing.assert_array_equal(a, b)
+    assert again.lag1 == first.lag1
+    monkeypatch.setattr(prepared, "code_version", lambda: "another version of resviz")
+    sh.shattered_sweep(cfg)  # results prepared by other code are never read
+    assert len(computed) == 3
+    with prepared.writing():
+        assert sh.shattered_sweep(sh.SweepConfig(depth=2, width=8, n_points=8)) is not None
+    assert len(computed) == 4
+
+
+def test_every_kind_of_lesson_result_survives_the_disk():
+    from resviz import prepared
+    from resviz.lessons import lesion, paths, signal_flow as sf
+
+    from helpers import tiny_config, tiny_model
+
+    model = tiny_model()
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 3])
+    results = [lesion.lesion_study(model, x, y), paths.gradient_by_path_length(model, x, y, 2),
+               sf.measure(sf.Settings(tiny_config(), batch=2))]
+    for result in results:
+        back = prepared.decode(torch.load(_saved(prepared.encode(result)), weights_only=True))
+        assert type(back) is type(result)
+        assert _plain(back) == _plain(result)
+    flow = prepared.decode(torch.load(_saved(prepared.encode(results[2])), weights_only=True))
+    assert sf.explain_signal_flow(flow) == sf.explain_signal_flow(results[2])  # enums and nested dataclasses too
+
+
+def test_only_resviz_dataclasses_and_enums_are_rebuilt(tmp_path, monkeypatch):
+    from resviz import disk_cache, prepared
+
+    monkeypatch.setenv("RESVIZ_CACHE", str(tmp_path / "cache"))
+    for name in ("subprocess:Popen", "os:system", "resviz.pair:fingerprint", "resviz.pair:PairError"):
+        with pytest.raises(ValueError):
+            prepared.decode({"__dataclass__": name, "fields": {}})
+    with pytest.raises(ValueError):
+        prepared.decode({"__enum__": "resviz.pair:TrainedPair", "value": 1})
+    disk_cache.save("prepared-x", {"result": {"__dataclass__": "subprocess:Popen", "fields": {"args": "true"}}})
+    assert prepared.read("prepared-x") is None  # a miss, computed as before
+
+
+def _saved(tree) -> io.BytesIO:
+    buf = io.BytesIO()
+    torch.save(tree, buf)
+    buf.seek(0)
+    return buf
+
+
+def _plain(obj):
+    """A comparable form of a result: arrays as lists (NaN as a string), dataclasses and dicts by their fields."""
+    import dataclasses
+    import math
+
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, np.ndarray):
+        return [obj.dtype.str, _plain(obj.tolist())]
+    if isinstance(obj, torch.Tensor):
+        return _plain(obj.numpy())
+    if isinstance(obj, dict):
+        return {repr(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [type(obj).__name__, *(_plain(v) for v in obj)]
+    if isinstance(obj, float) and math.isnan(obj):
+        return "nan"
+    return obj

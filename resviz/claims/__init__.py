@@ -24,6 +24,7 @@ class Claim:
     margin: float  # measured; > 0 means the claim holds by that much
     unit: str = ""  # what the margin is in ("loss", "accuracy points", "x")
     detail: str = ""  # the numbers behind the margin
+    pair: str = ""  # the pair it was measured on when not the seed's own ("shipped resnet20 pair")
 
     @property
     def holds(self) -> bool:
@@ -58,6 +59,7 @@ def format_table(claims: list[Claim]) -> str:
     lines = []
     for c in claims:
         verdict = "holds" if c.holds else "FAILS"
-        lines.append(f"{verdict:5}  {c.lesson:13} seed {c.seed}  margin {c.margin:+.3g} {c.unit:8}  {c.text}"
+        on = f" ({c.pair})" if c.pair else ""
+        lines.append(f"{verdict:5}  {c.lesson:13} seed {c.seed}{on}  margin {c.margin:+.3g} {c.unit:8}  {c.text}"
                      + (f"  [{c.detail}]" if c.detail else ""))
     return "\n".join(lines)

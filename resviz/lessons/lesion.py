@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from resviz import builtin_pair, pair
+from resviz import builtin_pair, pair, prepared
 from resviz.claims import Claim
 from resviz.lessons.training import Tone
 
@@ -110,6 +110,7 @@ def lesion_study(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                         pair.accuracy(copy.deepcopy(model).eval(), x, y), len(x))
 
 
+@prepared.kept_on_disk(lambda p, n=pair.EVAL_IMAGES, on_progress=None: ("lesion", p.key, n))
 def study_pair(p: pair.LoadedPair, n: int = pair.EVAL_IMAGES,
                on_progress: Callable[[float], None] | None = None) -> tuple[LesionResult, LesionResult]:
     """The lesion studies of ``p``'s ResNet and of its plain twin on the same ``n`` fresh built-in images."""
@@ -341,20 +342,25 @@ CLAIM_LEARNED = "both networks of the pair are above guessing by more than the 9
 
 
 def claims(seeds: tuple[int, ...], full: bool) -> list[Claim]:
-    """The lesson's claims on the built-in trained pair of each seed (CI: a narrow ResNet-20 on 16-pixel images):
-    the guard the page's verdict needs (both nets clearly above guessing), then the verdict's margin beyond its
-    noise."""
+    """The lesson's claims on the CI pair of each seed (a narrow ResNet-20 on 16-pixel images) and on each shipped
+    pair, or with ``full`` on the pairs scripts/train_pairs.py trains from each seed: the guard the page's verdict
+    needs (both nets clearly above guessing), then the verdict's margin beyond its noise. On a pair that guesses the
+    page makes no claim, so neither holds here.
+
+    Measured on the shipped ResNet-20 pair (seed 0, 500 fresh images): ResNet 97.4%, plain twin 97.2%; one deletion
+    costs the ResNet 17% ± 4 of what it learned, the plain twin 97% ± 3: margin 0.63 ± 0.08 (the page: "partly as
+    in the paper", its first block matters far more than the paper's)."""
     out = []
-    for seed in seeds:
-        p = builtin_pair.claims_pair(seed, full)
+    for label, seed, p in builtin_pair.deep_claims_pairs(seeds, full):
         c = LesionComparison(*study_pair(p), p.chance)
         lowest = min(pair.accuracy_interval(r.intact, r.images)[0] for r in (c.resnet, c.plain))
         out.append(Claim("lesion", CLAIM_LEARNED, seed, lowest - c.chance, "accuracy", (
             f"ResNet {pair.interval_words(c.resnet.intact, c.images)}, plain "
-            f"{pair.interval_words(c.plain.intact, c.images)}, chance {c.chance:.0%}")))
-        res, plain = c.share(c.resnet), c.share(c.plain)
-        out.append(Claim("lesion", CLAIM, seed, c.margin - c.margin_noise, "share", (
+            f"{pair.interval_words(c.plain.intact, c.images)}, chance {c.chance:.0%}"), label))
+        v, res, plain = verdict(c, p.guessing), c.share(c.resnet), c.share(c.plain)
+        margin = -1.0 if v.finding is Finding.GUESSING else c.margin - c.margin_noise  # no claim on a guessing pair
+        out.append(Claim("lesion", CLAIM, seed, margin, "share", (
             f"margin {c.margin:.2f} ± {c.margin_noise:.2f}; one deletion costs the ResNet {c.mean_drop(c.resnet):.1%} "
             f"({res.words()} of what it learned), the plain twin {c.mean_drop(c.plain):.1%} ({plain.words()}); "
-            f"verdict: {verdict(c).finding.name}")))
+            f"verdict: {v.finding.name}"), label))
     return out

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from resviz import builtin_pair, pair
+from resviz import builtin_pair, pair, prepared
 from resviz.claims import Claim
 from resviz.hooks import Hooks
 from resviz.lessons.training import Tone
@@ -205,6 +205,15 @@ def from_per_path(per_path: np.ndarray, n: int, draws: np.ndarray | None = None)
                          total / total.sum() if total.sum() > 0 else total, n, draws)
 
 
+def _prepared_key(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, samples: int = 4, seed: int = 0,
+                  on_progress=None, exact: bool = False) -> tuple:
+    """What a prepared measurement depends on: the network and its weights, the images, how paths are chosen."""
+    images = {"x": x} if y is None else {"x": x, "y": y}
+    return ("paths", repr(getattr(model, "cfg", type(model))), pair.fingerprint(model.state_dict(), images),
+            0 if exact else samples, seed, exact)
+
+
+@prepared.kept_on_disk(_prepared_key)
 def gradient_by_path_length(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None,
                             samples: int = 4, seed: int = 0,
                             on_progress: Callable[[float], None] | None = None, exact: bool = False) -> PathGradients:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from resviz import prepared
 from resviz.claims import Claim
 from resviz.lessons.training import Tone
 from resviz.models import seeded
@@ -101,8 +102,13 @@ class Sweep:
     lag1: float  # correlation of neighbouring points' gradients: 1 smooth, 0 white noise
 
 
+@prepared.kept_on_disk(lambda cfg, max_lag=50: ("shattered-sweep", cfg, max_lag))
 def shattered_sweep(cfg: SweepConfig, max_lag: int = 50) -> Sweep:
     """Gradients along the sweep for one net at initialisation, with their autocorrelation."""
+    return _sweep(cfg, max_lag)
+
+
+def _sweep(cfg: SweepConfig, max_lag: int) -> Sweep:
     net = build_sweep_net(cfg)
     x = torch.linspace(-cfg.x_range, cfg.x_range, cfg.n_points).unsqueeze(1)
     if cfg.norm:
@@ -164,6 +170,8 @@ class DepthCurve:
         return 2 / np.sqrt(self.n_points)
 
 
+@prepared.kept_on_disk(lambda cfg, depths=DEPTHS, on_progress=None, seeds=None: (
+    "shattered-depth", cfg, tuple(depths), (cfg.seed,) if seeds is None else tuple(seeds)))
 def depth_curve(cfg: SweepConfig, depths=DEPTHS, on_progress: Callable[[float], None] | None = None,
                 seeds: tuple[int, ...] | None = None) -> DepthCurve:
     """Lag-1 correlation of both nets at each depth (``cfg``'s width, points, batch norm), one row per seed of
@@ -173,7 +181,7 @@ def depth_curve(cfg: SweepConfig, depths=DEPTHS, on_progress: Callable[[float], 
     for j, seed in enumerate(seeds):
         for i, d in enumerate(depths):
             for r in (0, 1):
-                lag1[r, j, i] = shattered_sweep(replace(cfg, depth=d, residual=bool(r), seed=seed), 1).lag1
+                lag1[r, j, i] = _sweep(replace(cfg, depth=d, residual=bool(r), seed=seed), 1).lag1
             if on_progress:
                 on_progress((j * len(depths) + i + 1) / (len(seeds) * len(depths)))
     return DepthCurve(tuple(depths), lag1[0].mean(axis=0), lag1[1].mean(axis=0), lag1[0], lag1[1], seeds,

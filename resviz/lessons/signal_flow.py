@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import hashlib
 import math
 import re
 from dataclasses import dataclass, replace
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resviz import models
+from resviz import models, prepared
 from resviz.hooks import Hooks
 from resviz.inputs import limits
 from resviz.lessons.training import Tone
@@ -375,6 +376,8 @@ def compare_signal_flow(cfg_or_model: models.ResNetConfig | models.ResNet, x: to
     return FlowResult(settings, runs)
 
 
+@prepared.kept_on_disk(lambda settings, image=None, device="cpu", progress=None: (
+    "signal_flow", settings, str(device), image and hashlib.sha1(image).hexdigest()))
 def measure(settings: Settings, image: bytes | None = None, device: str | torch.device = "cpu",
             progress: Callable[[float], None] | None = None) -> FlowResult:
     """The page's measurement: the built-in batch (or ``image`` as a batch of one) through both networks."""
