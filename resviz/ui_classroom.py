@@ -65,22 +65,24 @@ def lead_or_follow(page) -> None:
 
 
 def _follow(current: str) -> None:
-    """Show the class's latest view unless this session's last finished run showed it. A run stopped before its
-    widgets were drawn (a newer rerun came) showed nothing: the next run sets the settings again, so each widget
-    is told its new value (Streamlit tells a widget only in the run that sets it)."""
+    """Show the class's latest view: its page when it is new, its settings on every run of its page. Streamlit tells
+    a browser a widget's value only in a run that sets it, and a run can be stopped, or its messages dropped, by a
+    newer rerun (the server's and the browser's cross): setting the view once left 7% of 30 followers on the old
+    value (resviz.tools.load_class). A follower's own change of a setting lasts until its next run: to explore,
+    it steps away."""
     ss, sid = st.session_state, session_id()
     if not ss.setdefault("class_following", True):
         bell().forget(sid)
         return
-    version = room().view_version()  # one small value; the view itself only when it changed
-    if version != ss.get("_class_applied"):
-        view = room().view()
-        version = ss["_class_showing"] = view.version if view is not None else version
-        bell().watch(sid, version)
-        if view is not None:
-            go_to(view, current)
-        return
+    view = room().view()
+    version = view.version if view is not None else room().view_version()
     bell().watch(sid, version)
+    if version != ss.get("_class_applied"):
+        ss["_class_showing"] = version
+    elif view is None or view.page != current:
+        return  # shown, and this session went to another page since
+    if view is not None:
+        go_to(view, current)
 
 
 def run_ended(page) -> None:
@@ -109,7 +111,31 @@ def present(page) -> None:
     (the browser sends a changed setting in the URL of the run it asks for) and at its end (a value Streamlit
     corrected, a default the widget dropped from the URL)."""
     if is_teacher() and st.session_state.get("class_lead"):
-        room().present(page.url_path, st.query_params.to_dict())
+        room().present(page.url_path, view_params())
+
+
+def view_params() -> dict[str, str]:
+    """This session's settings as the class's view: its URL, and every URL-bound widget's value written as the URL
+    would hold it. Streamlit leaves out of the URL a value the page set itself (Shortcut lab's channels: 4 on
+    the teacher's screen, no ``sl_cin`` in the URL), which followers would read as the widget's default (0)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+    from streamlit.runtime.state.query_params import _coerce_value_for_query_url
+
+    params = st.query_params.to_dict()
+    state = get_script_run_ctx().session_state._state  # Streamlit 1.67's bindings: pinned in requirements.txt
+    for key, binding in list(state.query_params._bindings_by_param.items()):
+        meta = state._new_widget_state.widget_metadata.get(binding.widget_id)
+        if meta is None or key not in st.session_state:
+            continue
+        try:
+            value = _coerce_value_for_query_url(meta.serializer(st.session_state[key]), meta.value_type)
+        except Exception:  # noqa: BLE001 - a value this widget cannot write: the URL's stays
+            continue
+        if isinstance(value, str):
+            params[key] = value
+        elif isinstance(value, list) and len(value) == 1:
+            params[key] = value[0]
+    return params
 
 
 # --- the arc -------------------------------------------------------------------------------------------------
@@ -342,9 +368,8 @@ def bell() -> Bell:
 
 
 def rerun_session(sid: str) -> bool:
-    """Start a rerun of session ``sid`` of this server process, as Streamlit does for a changed source file
-    (``AppSession.request_rerun`` with its last client state, on the session's event loop); False when the
-    session is gone or no server runs here (AppTest)."""
+    """Start a rerun of session ``sid`` of this server process, on the session's event loop, as its browser would
+    ask for one (``rerun_as_the_browser``); False when the session is gone or no server runs here (AppTest)."""
     from streamlit.runtime import Runtime
 
     if not Runtime.exists():
@@ -352,9 +377,30 @@ def rerun_session(sid: str) -> bool:
     info = Runtime.instance()._session_mgr.get_active_session_info(sid)  # Streamlit 1.67's internals: pinned
     if info is None:
         return False
-    session = info.session
-    session._event_loop.call_soon_threadsafe(lambda: session.request_rerun(session._client_state))
+    info.session._event_loop.call_soon_threadsafe(rerun_as_the_browser, info.session)
     return True
+
+
+def rerun_as_the_browser(session) -> None:
+    """``AppSession.request_rerun`` with what the session's browser shows: its page, its URL and every widget's
+    value. The session's last client state is not enough: Streamlit starts each rerun in a new script runner,
+    which takes the rerun's widget values and URL as the page's (a new runner sees a page change), so a rerun
+    sent with none dropped every widget's value and binding, and the view could not be set."""
+    from urllib.parse import urlencode
+
+    from streamlit.proto.ClientState_pb2 import ClientState
+
+    state = session._session_state
+    asked = ClientState()
+    asked.CopyFrom(session._client_state)
+    try:
+        asked.query_string = urlencode(state.query_params._query_params, doseq=True)
+        del asked.widget_states.widgets[:]
+        asked.widget_states.widgets.extend(state.get_widget_states())
+    except RuntimeError:  # the session's running page changed its state meanwhile: its next check-in catches up
+        log.info("class bell: the session's state changed while read; not rung")
+        return
+    session.request_rerun(asked)
 
 
 def widget_values(query: dict[str, str], keys: set[str]) -> dict:

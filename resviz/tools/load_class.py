@@ -32,6 +32,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlencode
 
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
@@ -266,6 +267,7 @@ def run_class(url: str, key: str, room, args) -> dict:
             s = Follower(url, timeout=args.timeout * 3)
             students.append(s)
             s.run("")
+            room.still_presenting()  # what the teacher's tab's check-in fragment says every 3 s (not run here)
         with Class(students) as cls:  # the teacher opens the page: the bell moves every student there
             arrivals = cls.wait(Target(0, args.widget, None, time.perf_counter()),
                                 lambda: teacher.run(args.page), args.timeout)
@@ -275,9 +277,11 @@ def run_class(url: str, key: str, room, args) -> dict:
             latencies = []
             for i in range(1, args.changes + 1):
                 value = args.first_value + i - 1
-                latencies.append(cls.wait(Target(i, args.widget, float(value), time.perf_counter()), lambda v=value:
-                                          teacher.run(args.page, widgets={args.widget: v},
-                                                      query_string=f"{args.widget}={v}"), args.timeout))
+                room.still_presenting()
+                url = urlencode({**room.view().query, args.widget: value})  # the teacher's address bar, changed
+                latencies.append(cls.wait(Target(i, args.widget, float(value), time.perf_counter()), lambda q=url:
+                                          teacher.run(args.page, widgets={args.widget: value}, query_string=q),
+                                          args.timeout))
                 time.sleep(args.pause)  # the class looks at the view before the teacher changes it again
             cls.wait(Target(args.changes + 1, "class_step_away", None, time.perf_counter()),
                      lambda: teacher.run(""), args.timeout)  # the vote, at home
