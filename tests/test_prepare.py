@@ -148,11 +148,11 @@ FIRST_VISIT = r'''
 import json, sys
 sys.path.insert(0, "tests")
 from helpers import new_app
-from resviz import prepare
+from resviz import pair, prepare
 from resviz.lessons import landscape as ls, lesion, paths, shattered as sh, signal_flow as sf
 
 # smaller than the pages' settings (the same for the prepare command and the pages in this process)
-ls.FINE, ls.COARSE, ls.DIRECTIONS, paths.EXACT_PATHS, sh.AVERAGED = 5, 3, 2, 8, 1
+ls.FINE, ls.COARSE, ls.DIRECTIONS, paths.EXACT_PATHS, sh.AVERAGED, pair.EVAL_IMAGES = 5, 3, 2, 8, 1, 100
 for what, step in prepare.lesson_steps("cpu"):
     if what in sys.argv[1:]:
         step()
