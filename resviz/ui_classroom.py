@@ -318,6 +318,12 @@ class Bell:
                 self._thread = threading.Thread(target=self._run, name="resviz-class-bell", daemon=True)
                 self._thread.start()
 
+    def ring_again(self, sid: str) -> None:
+        """Ring ``sid`` on the next look (its rerun could not be asked for)."""
+        with self._lock:
+            if sid in self._applied:
+                self._applied[sid] = -1
+
     def forget(self, sid: str) -> None:
         with self._lock:
             self._applied.pop(sid, None)
@@ -397,8 +403,9 @@ def rerun_as_the_browser(session) -> None:
         asked.query_string = urlencode(state.query_params._query_params, doseq=True)
         del asked.widget_states.widgets[:]
         asked.widget_states.widgets.extend(state.get_widget_states())
-    except RuntimeError:  # the session's running page changed its state meanwhile: its next check-in catches up
-        log.info("class bell: the session's state changed while read; not rung")
+    except RuntimeError:  # the session's running page changed its state while it was read: ring it again
+        log.warning("class bell: session state changed while read; rung again")
+        bell().ring_again(session.id)
         return
     session.request_rerun(asked)
 

@@ -185,6 +185,8 @@ def test_the_bell_reruns_each_follower_once_for_a_new_view(shared_room, monkeypa
     assert sorted(bell.ring()) == ["behind", "shows-it"]
     bell.forget("behind")
     assert list(bell.watching()) == ["shows-it"]
+    bell.ring_again("shows-it")  # its rerun could not be asked for: the next look rings it again
+    assert bell.ring() == ["shows-it"] and bell.ring() == []
 
 
 MEASURED = "plain-56 ended *higher*: 2.10 against 1.95"
