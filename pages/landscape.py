@@ -9,13 +9,14 @@ from resviz.plots.landscape import (plot_landscape_1d, plot_landscape_contours, 
 st.title("Loss landscape")
 # The first screen is the verdict and the 2-D slice; the pair, the slice's settings and the paper's setup are one
 # click away (open by itself while a pair is still to be trained here: its button is in there)
-training_here = ui.TRAIN_HERE in (st.session_state.get("ls_pair_choice"), st.query_params.get("ls_pair_choice"))
+# (a bound widget puts only a changed choice in the link, so a link that names the pair has picked another one)
+training_here = "ls_pair_choice" in st.query_params or st.session_state.get("ls_pair_choice") == ui.TRAIN_HERE
 with st.expander("The pair, the slice, and what the paper did", expanded=training_here, key="ls_settings"):
     p = ui.pair_picker_ui("ls")
     c1, c2 = st.columns(2)
     span = c1.select_slider("How far to step (span)", (0.25, 0.5, 1.0), value=1.0, key="ls_span",
-                            bind="query-params",
-                            help="α and β run from −span to +span; 1 = one filter norm away from the trained weights.")
+                            bind="query-params", help="α and β run from −span to +span; 1 = one filter norm away "
+                                                      "from the trained weights.")
     seed = int(c2.number_input("Direction seed", 0, 99, 0, key="ls_seed", bind="query-params"))
     st.markdown(
         "The loss around the trained weights $w$, at $w + \\alpha d_1 + \\beta d_2$ for two random directions. "

@@ -29,3 +29,13 @@ def test_main_figure_and_verdict_on_the_first_screen_and_no_text_over_text(app_s
     assert_on_first_screen(first_screen(page, app_server, path, _chart(chart), verdict, timeout_ms=240_000))
     found = {i: text_collisions(c.evaluate(CHART_TEXTS_JS)) for i, c in enumerate(page.locator(CHART).all())}
     assert found and not any(found.values()), found
+
+
+def test_a_link_to_a_pair_to_train_opens_the_settings(app_server, page):
+    """The settings are folded, but not when a link picks a pair to train here: its button is in there."""
+    from urllib.parse import quote
+
+    from resviz import ui
+
+    link = f"lesion?le_pair_choice={quote(ui._pair_choice_words(ui.TRAIN_HERE))}"  # as the bound widget writes it
+    assert_on_first_screen(first_screen(page, app_server, link, ".st-key-le_pair_model", name="lesion_to_train"))
