@@ -7,8 +7,8 @@ from resviz.plots.lesion import plot_lesion
 
 st.title("Lesion study: delete one block")
 # The first screen is the verdict and the chart; the pair, the images and the paper's setup are one click away
-# (open by itself while a pair is still to be trained here: its button is in there)
-# (a bound widget puts only a changed choice in the link, so a link that names the pair has picked another one)
+# (open by itself when a link names the pair, a bound widget's changed choice, or a pair is to be trained here:
+# its button is in there)
 training_here = "le_pair_choice" in st.query_params or st.session_state.get("le_pair_choice") == ui.TRAIN_HERE
 with st.expander("The pair, the test images, and what the paper did", expanded=training_here, key="le_settings"):
     p = ui.pair_picker_ui("le")
