@@ -8,8 +8,8 @@ from resviz.plots.landscape import (plot_landscape_1d, plot_landscape_contours, 
 
 st.title("Loss landscape")
 # The first screen is the verdict and the 2-D slice; the pair, the slice's settings and the paper's setup are one
-# click away (open by itself when a link names the pair, a bound widget's changed choice, or a pair is to be trained here:
-# its button is in there)
+# click away (open by itself when a link names the pair, a bound widget's changed choice, or a pair is to be
+# trained here: its button is in there)
 training_here = "ls_pair_choice" in st.query_params or st.session_state.get("ls_pair_choice") == ui.TRAIN_HERE
 with st.expander("The pair, the slice, and what the paper did", expanded=training_here, key="ls_settings"):
     p = ui.pair_picker_ui("ls")
