@@ -15,10 +15,10 @@ if source == "trained":
     p = ui.pair_picker_ui("pa")
     if p is None:
         st.stop()
-    cfg, model, key = p.cfg, p.resnet, ("trained", p.key)
+    cfg, model, key, guessing = p.cfg, p.resnet, ("trained", p.key), p.guessing
 else:
     sel = ui.current_selection()
-    cfg, model, key = sel.cfg, ui.load_model(sel.cfg, sel.device), ("init", sel.cfg, sel.device)
+    cfg, model, key, guessing = sel.cfg, ui.load_model(sel.cfg, sel.device), ("init", sel.cfg, sel.device), ()
     st.caption(f"**{cfg.label} with random weights** (seed 0), untrained: the paper measured a trained net.")
 n = len(model.blocks())
 exact = paths.can_be_exact(n) and c2.toggle(f"Every path (all 2^{n} = {2**n:,}: exact)", True, key="pa_exact",
@@ -37,7 +37,7 @@ with ui.friendly_errors("Measuring the gradient per path length"):
                              f"Sending gradients down {'every path' if exact else 'random paths'}…")
 if g is None:
     st.stop()
-tone, text = paths.verdict(g)
+tone, text = paths.verdict(g, guessing)
 getattr(st, tone.value)(text)
 st.plotly_chart(ui.figure(gkey, lambda: plot_path_gradients(g)), key="pa_chart")
 m1, m2 = st.columns(2)  # two a row: each label whole on a projector

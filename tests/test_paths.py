@@ -98,6 +98,12 @@ def test_verdict_says_which_box_and_only_what_the_numbers_show():
     assert tone is Tone.SUCCESS and "alone gives 0.5 to 0.6 blocks" in text
     tone, text = paths.verdict(_measured([4, 1, 1], 2, [[4], [1], [1]]))
     assert tone is Tone.SUCCESS and "one random path per length gives no spread" in text
+    # a trained ResNet that learned nothing: the measurement, never "as in the paper" (a guessing plain twin
+    # does not matter here: the paper's claim is about the ResNet)
+    tone, text = paths.verdict(short, guessing=("ResNet",))
+    assert tone is Tone.INFO and "**0.6 blocks**" in text and "no better than guessing" in text
+    assert "as in the paper" not in text and "no verdict" in text
+    assert paths.verdict(short, guessing=("plain twin",))[0] is Tone.SUCCESS
 
 
 def test_gradient_by_path_length_counts_and_length_0():

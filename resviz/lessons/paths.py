@@ -244,8 +244,11 @@ def gradient_by_path_length(model: nn.Module, x: torch.Tensor, y: torch.Tensor |
     return from_per_path(draws.mean(axis=1), n, draws)
 
 
-def verdict(g: PathGradients) -> tuple[Tone, str]:
-    """The page's sentence on the mean path length against a typical path's (n/2), and how sure it is."""
+def verdict(g: PathGradients, guessing: tuple[str, ...] = ()) -> tuple[Tone, str]:
+    """The page's sentence on the mean path length against a typical path's (n/2), and how sure it is.
+
+    ``guessing``: the trained pair's networks within noise of guessing (``TrainedPair.guessing``). The paper measured
+    a trained ResNet; a ResNet that learned nothing gets the measurement, never "as in the paper"."""
     half, mean = g.n_blocks / 2, g.mean_length
     spread = g.spread()
     how = (f"all {2**g.n_blocks:,} paths measured, exact for these images" if g.exact else
@@ -262,6 +265,9 @@ def verdict(g: PathGradients) -> tuple[Tone, str]:
     said += ")"
     if g.samples == 1:
         said += "; one random path per length gives no spread: more per length would show how sure this is"
+    if mean < half and "ResNet" in guessing:
+        return Tone.INFO, (f"{said}: shorter than a typical path ({half:g} blocks), but this ResNet is no better "
+                           "than guessing, so it is not the trained net the paper measured: no verdict.")
     if mean < half:
         return Tone.SUCCESS, (f"{said}: shorter than a typical path ({half:g} blocks) in a network of {g.n_blocks} "
                               "blocks, as in the paper.")
