@@ -91,9 +91,6 @@ def run_ended(page) -> None:
     publish the settings it started with over a newer run's, so this is not called from a ``finally``)."""
     if "_class_showing" in st.session_state:
         st.session_state["_class_applied"] = st.session_state.pop("_class_showing")
-        # once more: Chromium sometimes kept a widget's old value after the run that set the new one (the address
-        # bar had it; 2 of 5 browser tests under load) - the next run sets it again, and that one is not lost
-        bell().ring_again(session_id())
     present(page)
 
 
