@@ -126,7 +126,7 @@ def test_cifar10_archive_is_checked_and_unpacked(mirror, tmp_path, monkeypatch):
 def test_the_command_offline_says_what_is_not_ready(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("RESVIZ_MIRROR", "http://127.0.0.1:9/")  # the discard port: refused at once
-    assert prepare.main(["--weights", "resnet18", "--datasets", "--no-pairs", "--timeout", "2"]) == 1
+    assert prepare.main(["--weights", "resnet18", "--datasets", "--no-pairs", "--no-lessons", "--timeout", "2"]) == 1
     out = capsys.readouterr().out
     assert "weights resnet18" in out and "NOT READY: resnet18-f37072fd.pth: could not download it" in out
     assert "1 item(s) not ready" in out and str(tmp_path) not in out

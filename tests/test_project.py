@@ -43,7 +43,8 @@ def test_the_package_is_installable_and_lists_what_requirements_pin():
     reqs = (ROOT / "requirements.txt").read_text()
     assert re.search(r"^-e \.$", reqs, re.M)  # the README's install command installs this package too
     runtime = requirement_names(reqs.split("# Tests")[0])
-    assert requirement_names("\n".join(project["project"]["dependencies"])) == runtime  # one list, pins in one place
+    listed = project["project"]["dependencies"] + project["project"]["optional-dependencies"]["cluster"]
+    assert requirement_names("\n".join(listed)) == runtime  # one list, pins in one place
     assert not any(re.search(r"[<>=]=", d) for d in project["project"]["dependencies"] if d.startswith("torch"))
 
 
