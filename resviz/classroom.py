@@ -1,6 +1,7 @@
 """The class as one thing: the teacher's key, the view the teacher presents, who is here and who follows, and the
-class's vote before an experiment. Kept in the shared disk cache (``resviz.disk_cache``, SQLite underneath), so every
-server process behind the proxy reads and writes the same class; values are JSON, never pickles.
+class's vote before an experiment. Kept where every server process behind the proxy reads and writes the same class
+(``resviz.class_store``): on the Dask scheduler when ``RESVIZ_SCHEDULER`` is set (every host), else in the shared
+disk cache (``resviz.disk_cache``, SQLite underneath: the processes of one host); values are JSON, never pickles.
 
 No names are kept: a student is a one-way hash of their browser session's id, and only while they are connected.
 """
@@ -13,7 +14,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 
-from resviz import disk_cache
+from resviz import class_store
 
 KEY_ENV = "RESVIZ_TEACHER_KEY"  # the server's teacher key; unset: nobody can present, the app works as before
 HERE_S = 10.0  # a session not seen for this long has left (a follower's page checks in every second or two)
@@ -83,10 +84,11 @@ class ClassError(ValueError):
 
 
 class Classroom:
-    """The class state of one server (all its processes), under ``name`` in the shared disk cache."""
+    """The class state of one server (all its processes, on every host), under ``name`` in ``store`` (default:
+    ``class_store.store()``, the scheduler's or the disk cache; anything with get, set, delete and transact)."""
 
     def __init__(self, name: str = "class", store=None):
-        self.store = store if store is not None else disk_cache.cache()
+        self.store = store if store is not None else class_store.store()
         self.name = name
 
     def _get(self, what: str):

@@ -4,7 +4,7 @@ import threading
 import diskcache
 import pytest
 
-from resviz import classroom
+from resviz import class_store, classroom, disk_cache
 from resviz.classroom import ClassError, Classroom
 from resviz.inputs.text import md
 
@@ -231,3 +231,9 @@ def test_the_teachers_panel_counts_runs_and_says_when_the_cluster_is_unwell(monk
     assert ui_classroom.cluster_health().startswith("The cluster's scheduler")
     monkeypatch.delattr(cluster, "health")
     assert ui_classroom.cluster_health() is None
+
+
+def test_without_a_scheduler_the_class_is_in_the_disk_cache_and_the_teacher_is_told(monkeypatch):
+    monkeypatch.delenv(class_store.SCHEDULER_ENV, raising=False)
+    assert Classroom().store is disk_cache.cache()
+    assert "other hosts do not" in class_store.health()
