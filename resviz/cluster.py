@@ -101,6 +101,33 @@ def execute(payload: bytes, topic: str, threads: int | None = 1, compute: bool =
             records.close()
 
 
+def worker_device(default: str = "cpu", cuda_available: Callable[[], bool] | None = None) -> str:
+    """Where a run trains: on a Dask worker, the worker's own device (``device_for`` its resources); elsewhere (the
+    embedded engine) ``default``, the replica's choice. Never imports Dask: a process without it is no worker."""
+    import sys
+
+    if "distributed" not in sys.modules:
+        return default
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:  # not in a worker's task
+        return default
+    return device_for(worker.state.total_resources, cuda_available)
+
+
+def device_for(resources: Mapping[str, float], cuda_available: Callable[[], bool] | None = None) -> str:
+    """The device of a worker with ``resources``: cuda when started with ``--resources GPU=1`` and it sees a GPU,
+    else cpu (a GPU worker without CUDA trains on its CPU rather than fail)."""
+    if resources.get("GPU", 0) > 0:
+        import torch
+
+        if (cuda_available or torch.cuda.is_available)():
+            return "cuda"
+    return "cpu"
+
+
 class _Released(BaseException):
     """Raised at a compute run's progress call once nobody watches it (a BaseException: ``except Exception`` in
     the computation does not swallow it)."""

@@ -156,8 +156,8 @@ def test_a_run_nobody_watches_stops_on_its_worker(registry, tmp_path):
 
 
 def test_records_that_cannot_leave_the_worker_run_here(registry):
-    """A record holding a lock (the race's header holds a function over one) cannot be pickled: the run goes on
-    the embedded engine, and the watcher sees it finish there."""
+    """A record holding a lock cannot be pickled: the run goes on the embedded engine, and the watcher sees it
+    finish there."""
     def locked():
         import threading
         yield {"step": 1, "steps": 2, "lock": threading.Lock()}
@@ -256,24 +256,90 @@ def test_task_keys_are_the_same_in_every_process():
     assert cluster.task_key(key) != cluster.task_key(("race", "abc", 3, 0.25))
 
 
-def test_the_training_race_runs_with_a_cluster(registry):
-    """The race's first record holds a live function (RaceHeader.weights_now): it runs on this replica's own engine,
-    and the student still gets every step and the trained pair."""
-    import torch
-    from torch.utils.data import TensorDataset
+TINY_RACE = """
+import torch
+from dataclasses import replace
+from torch.utils.data import TensorDataset
+from resviz import models as M
+from resviz.lessons import training as T
 
-    from resviz import models as M
-    from resviz.lessons import training as T
-    from resviz.pair import TrainedPair
-
-    tiny = M.ResNetConfig(block="basic", layers=(1, 1), widths=(4, 8), stem="cifar", stem_width=4, input_size=8,
-                          num_classes=2, shortcut="A", name="tiny")
+def tiny_job(seed, every, device="cpu"):
+    # a 6-step race of a tiny ResNet on 16 images (they travel with it); the weights in steps 1 and every ``every``
+    cfg = M.ResNetConfig(block="basic", layers=(1, 1), widths=(4, 8), stem="cifar", stem_width=4, input_size=8,
+                         num_classes=2, shortcut="A", name="tiny")
     g = torch.Generator().manual_seed(0)
     y = torch.arange(16) % 2
-    data = TensorDataset((y.float() * 2 - 1).view(-1, 1, 1, 1) * 0.5 + 0.3 * torch.randn(16, 3, 8, 8, generator=g), y)
-    job = T.race_job(tiny, T.DataRequest(T.DataSource.BUILTIN, 8, 3), (data, data, ["dark", "bright"]),
-                     T.RaceConfig(batch_size=8, steps=3, eval_every=0))
+    x = (y.float() * 2 - 1).view(-1, 1, 1, 1) * 0.5 + 0.3 * torch.randn(16, 3, 8, 8, generator=g)
+    data = TensorDataset(x, y)
+    job = T.race_job(cfg, T.DataRequest(T.DataSource.BUILTIN, 8, 3), (data, data, ["dark", "bright"]),
+                     T.RaceConfig(batch_size=8, steps=6, eval_every=0, seed=seed, device=device))
+    return replace(job, make=replace(job.make, every=every))
+
+def loads(trained):
+    # Whether a trained pair's weights load into its models (strict: every name and shape)
+    M.ResNet(trained.cfg).load_state_dict(trained.state_dict)
+    M.ResNet(M.plain_config(trained.cfg)).load_state_dict(trained.plain_state_dict)
+    return True
+"""
+
+
+def test_the_training_race_runs_on_the_cluster(registry):
+    """The race's records are plain data: it runs on a worker (not this replica's engine), the student gets every
+    step, the weights of the steps that carry them and the trained pair, all loading into the models."""
+    from resviz.lessons.training import jobs
+    from resviz.pair import TrainedPair
+
+    tiny = {}
+    exec(TINY_RACE, tiny)
+    job = tiny["tiny_job"](0, 2)
     watch = registry.attach(job.key, job.make, job.cost)
     snap = until(lambda: (s := watch.wait(1)).status.state.done and s, what="the race")
     assert snap.status.state is runs.State.FINISHED, snap.status
-    assert len(snap.records) == 1 + 3 and isinstance(snap.result, TrainedPair)
+    assert watch._registry is registry and registry._fallback is None  # on the cluster, never here
+    assert len(snap.records) == 1 + 6 and isinstance(snap.result, TrainedPair) and tiny["loads"](snap.result)
+    assert [r["step"] for r in snap.records[1:] if "weights" in r] == [1, 2, 4]
+    assert jobs.weights_of(snap.records).steps == 4 and tiny["loads"](jobs.weights_of(snap.records))
+
+
+RACE_CLIENT = TINY_RACE + """
+import json, sys
+from resviz import cluster, runs
+from resviz.lessons.training import jobs
+
+reg = cluster.ClusterRegistry(sys.argv[1], runs.Registry)
+job = tiny_job(1, 2, device="cuda")  # the replica asks for a GPU: the worker (a CPU) picks its own device
+watch = reg.attach(job.key, job.make, job.cost)
+print("attached", flush=True)
+snap = watch.wait(120)
+stopped = jobs.weights_of(snap.records)
+print(json.dumps({"state": snap.status.state.value, "here": reg._fallback is not None,
+                  "steps": [r["step"] for r in snap.records[1:]], "elapsed": [r["elapsed_s"] for r in snap.records[1:]],
+                  "stopped": [stopped.steps, loads(stopped)], "result": [snap.result.steps, loads(snap.result)]}))
+reg.shutdown(10)
+"""
+
+
+def test_two_replicas_start_the_same_race_one_computation(engine):
+    """Two processes start the same race: one run on a worker (both see the same wall-clock times in every step's
+    record), each sees every record, and the weights each gets back (a stop's, the result's) load into the model."""
+    procs = [subprocess.Popen([sys.executable, "-c", RACE_CLIENT, engine.address], cwd=start.ROOT,
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        assert p.stdout.readline().strip() == "attached"
+    outs = [json.loads(p.communicate(timeout=WAIT)[0]) for p in procs]
+    assert outs[0] == outs[1], outs  # one computation: the same records, to the microsecond
+    assert outs[0]["state"] == "finished" and not outs[0]["here"] and outs[0]["steps"] == [1, 2, 3, 4, 5, 6]
+    assert outs[0]["stopped"] == [4, True] and outs[0]["result"] == [6, True]
+
+
+def test_the_device_is_picked_on_the_worker(monkeypatch):
+    """A worker started with --resources GPU=1 trains on cuda when torch sees a GPU; any other on cpu; outside a
+    worker (the embedded engine) the replica's choice stands."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert cluster.device_for({"GPU": 1}) == "cuda" and cluster.device_for({}) == "cpu"
+    assert cluster.device_for({"GPU": 0.5, "MEMORY": 4}) == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cluster.device_for({"GPU": 1}) == "cpu"
+    assert cluster.worker_device("cuda") == "cuda" and cluster.worker_device("cpu") == "cpu"

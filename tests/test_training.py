@@ -521,6 +521,8 @@ def test_a_race_job_per_settings_watched_restarted_and_stopped(registry):
     used = T.RaceConfig(batch_size=8, steps=5000, eval_every=0)  # far longer than the test: it is stopped
     job = T.race_job(TINY, req, loaded, used)
     assert T.race_job(TINY, req, loaded, used).key == job.key and job.cost == 2 * 5000
+    assert job.make.every == T.jobs.weights_every(5000) == 1667
+    job = replace(job, make=replace(job.make, every=3))  # the weights in steps 1, 3, 6...
     assert T.race_job(TINY, req, loaded, replace(used, seed=1)).key != job.key
     assert T.race_job(TINY, req, loaded, used, include_shallow_plain=True).cost == 3 * 5000
     assert T.waiting_message(None, 1)[0] is T.Tone.INFO  # before Start: the hint
@@ -532,6 +534,7 @@ def test_a_race_job_per_settings_watched_restarted_and_stopped(registry):
     assert (again.status.watchers, again.status.students) == (3, 2)
     teacher.detach()
     snap = again.wait(60, records=3)  # the header, then two steps
+    assert ["weights" in r for r in snap.records[1:3]] == [True, False]
     assert T.waiting_message(snap, 1) is None and snap.records[0].key == job.key
     earlier = object()  # the pair the student held before
     queued = T.watch_race(T.race_job(TINY, req, loaded, replace(used, seed=2)))  # the one slot is taken
@@ -539,6 +542,9 @@ def test_a_race_job_per_settings_watched_restarted_and_stopped(registry):
     assert T.stop_watching(queued, earlier) == (None, earlier) and queued.detached  # nothing learned yet
     kept, trained = T.stop_watching(again, earlier)
     assert again.detached and len(kept.records) >= 3 and isinstance(trained, TrainedPair)  # what was learned
+    assert trained.key == T.jobs.weights_of(kept.records).key  # the latest weights record's: steps 1, 3, 6...
+    assert trained.steps == max(1, kept.records[-1]["step"] // 3 * 3)
+    assert all(v.dtype == torch.float32 for v in trained.state_dict.values() if v.is_floating_point())
     assert other.wait(60, records=len(kept.records) + 1).status.state is runs.State.RUNNING  # goes on for others
     other.detach()
 

@@ -78,5 +78,5 @@ def queue_text(position: int, wait_s: float | None, max_running: int) -> str:
 def replay_view(kept: replay.Replay) -> RaceView:
     """A finished race read back from the disk cache, as a view the page draws like any other."""
     header = RaceHeader(new_history_like(kept.history), kept.notes, kept.accuracy_note, kept.chance, kept.context,
-                        kept.file_name, weights_now=None, key=("replayed race", kept.key, kept.trained_on))
+                        kept.file_name, key=("replayed race", kept.key, kept.trained_on))
     return RaceView(header, kept.history)
