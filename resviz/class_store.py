@@ -166,11 +166,11 @@ class SchedulerStore:
     def _connect(self) -> None:
         """Connect (at start, and again while down); then hand the scheduler this host's values for keys it lacks,
         with this process's transactions held back (only for that: a slow connect blocks nobody)."""
-        import dask
-        from distributed import Client, Lock
-
         old = self.client
         try:
+            import dask  # inside: Dask missing (the optional 'cluster' extra) is one more reason to stay here
+            from distributed import Client, Lock
+
             client = old if old is not None and old.status == "running" else Client(
                 self.address, timeout=self.connect_timeout, set_as_default=False)
             with dask.config.set({"distributed.scheduler.locks.lease-timeout": f"{LEASE_S}s"}):
@@ -178,16 +178,17 @@ class SchedulerStore:
                 client.sync(lock._register, callback_timeout=CALL_S)
             with self._here:
                 self.client, self._lock = client, lock
+                if old is not None and old is not client:
+                    with contextlib.suppress(Exception):
+                        old.close(timeout=1)
                 self._merge()
                 self._up, self.down_since = True, None
         except Exception as e:  # noqa: BLE001 - unreachable (at start or still): the class stays here
-            self.down_since = self.down_since or time.time()
-            log.warning("resviz: the class's scheduler %s cannot be reached (%s: %s); the class is kept on this host",
-                        self.address, type(e).__name__, e)
+            first, self.down_since = self.down_since is None, self.down_since or time.time()
+            (log.warning if first else log.debug)(  # one warning an outage, not one every RECONNECT_S
+                "resviz: the class's scheduler %s cannot be reached (%s: %s); the class is kept on this host",
+                self.address, type(e).__name__, e)
             return
-        if old is not None and old is not client:
-            with contextlib.suppress(Exception):
-                old.close(timeout=1)
         log.info("resviz: the class lives on the scheduler %s", self.address)
 
     def _merge(self) -> None:
