@@ -12,8 +12,9 @@ every host reads it), else this host's disk cache (``resviz.disk_cache``: the re
 - Every value it reads or writes is also kept in the disk cache of this host (only when it changed), so when the
   scheduler stops answering, the class goes on from the last state this host saw, with a logged warning and
   ``health()``'s sentence; nothing raises to a page. A keeper thread tries the scheduler again every
-  ``RECONNECT_S``; back, the scheduler gets this host's values for the keys it lost (a restarted scheduler starts
-  empty), and the class is shared again. What a host changed during the outage for keys the scheduler kept is lost.
+  ``RECONNECT_S``; back, the scheduler gets this host's values for the keys the host changed meanwhile and for the
+  keys it lost (a restarted scheduler starts empty), and the class is shared again. Two hosts that changed the same
+  key meanwhile (votes cast on both): the last one back wins.
 - Without ``RESVIZ_SCHEDULER`` nothing here imports Dask.
 """
 from __future__ import annotations
@@ -48,6 +49,7 @@ class SchedulerStore:
         self._up = False  # connected, and the keeper has handed the scheduler this host's values
         self.down_since: float | None = None
         self._seen: dict[str, str | None] = {}  # key -> the value last read or written (what the local copy holds)
+        self._changed_here: set[str] = set()  # keys this process wrote while the scheduler was away
         self._here = threading.RLock()  # one transaction of this process at a time (the Lock's leases are shared)
         self._depth = 0  # nested transact() calls of the thread holding ``_here``
         self._closed = threading.Event()
@@ -130,6 +132,7 @@ class SchedulerStore:
             else:
                 return self._keep_here(key, value)
         self._seen[key] = value
+        self._changed_here.add(key)
         self.local.set(key, value) if value is not None else self.local.delete(key)
 
     def _keep_here(self, key: str, value: str | None) -> None:
@@ -192,17 +195,20 @@ class SchedulerStore:
         log.info("resviz: the class lives on the scheduler %s", self.address)
 
     def _merge(self) -> None:
-        """The keys this process knows that the scheduler lacks (it restarted empty) get this host's values."""
+        """Hand the scheduler what this host knows better: the keys this process changed while it was away (the
+        teacher went on presenting here), and the keys it lacks (a restarted scheduler starts empty)."""
         if not self._seen:
             return
         if not self.client.sync(self._lock._acquire, timeout=LOCK_WAIT_S, callback_timeout=LOCK_WAIT_S + CALL_S):
             raise TimeoutError("the class's lock was not free")
         try:
             for key in list(self._seen):
-                if self._call(self.client.scheduler.get_metadata, keys=[ROOT, key], default=None) is None:
+                changed = key in self._changed_here
+                if changed or self._call(self.client.scheduler.get_metadata, keys=[ROOT, key], default=None) is None:
                     value = self.local.get(key)
-                    if value is not None:
+                    if changed or value is not None:
                         self._call(self.client.scheduler.set_metadata, keys=[ROOT, key], value=value)
+            self._changed_here.clear()
         finally:
             self._release()
 

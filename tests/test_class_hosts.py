@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -186,6 +187,29 @@ def test_the_scheduler_lost_mid_lesson_then_back(tmp_path, monkeypatch, caplog):
                 other_room = Classroom(store=other)
                 assert other_room.question().votes == {member("student"): 1}
                 assert other_room.view().page == "paths" and other_room.view_version() == 1
+
+
+def test_a_frozen_scheduler_costs_one_bounded_call_and_the_teachers_view_survives_it(tmp_path, monkeypatch):
+    """The scheduler's process stops answering but keeps its connections (SIGSTOP: a host that hangs): one call
+    waits ``CALL_S``, then the class goes on here; the teacher presents meanwhile; the scheduler answers again: it
+    keeps that view, not its own older one, and another host sees it."""
+    monkeypatch.setattr(class_store, "CALL_S", 1.0)
+    monkeypatch.setattr(class_store, "RECONNECT_S", 0.5)
+    with scheduler() as (proc, address), scheduler_store(address, tmp_path, connect_timeout=WAIT) as store:
+        room = Classroom(store=store)
+        room.present("paths", {})
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            began = time.monotonic()
+            assert room.view().page == "paths"  # the frozen call times out, this host's copy answers
+            assert time.monotonic() - began < WAIT and not store.connected
+            assert room.present("lesion", {"le_block": "2"}).version == 2
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        until(lambda: store.connected, what="the store to reconnect")
+        with scheduler_store(address, tmp_path, connect_timeout=WAIT) as other:
+            view = Classroom(store=other).view()
+            assert (view.page, view.query, view.version) == ("lesion", {"le_block": "2"}, 2)
 
 
 def test_an_unreachable_scheduler_at_start_keeps_the_class_on_this_host(tmp_path):
