@@ -1,7 +1,8 @@
 """Prepare a machine before class, while it is online: ImageNet weights and torchvision datasets into their standard
-caches (hash-checked, nothing partial left behind), the built-in trained pairs into the disk cache, then the results
-a lesson plan opens with (each page's default settings, on the shipped pairs) into the disk cache, where every server
-process reads them (``resviz.prepared``): a student's first visit to Signal flow, Lesion, Paths, Shattered
+caches (hash-checked, nothing partial left behind), the built-in trained pairs into the disk cache, the Training race
+page's default races (kept for replay with their trained weights, ``training.replay``), then the results a lesson plan
+opens with (each page's default settings, on the shipped pairs) into the disk cache, where every server process reads
+them (``resviz.prepared``): a student's first visit to the Training race, Signal flow, Lesion, Paths, Shattered
 gradients or Loss landscape finds its figure there.
 
     python -m resviz.prepare                          # everything; says what is ready and how long it took
@@ -158,6 +159,36 @@ def prepare_pairs(presets=("resnet20", "resnet56")) -> list[str]:
     return said
 
 
+def prepare_race(race, device: str) -> str:
+    """One of the Training race page's default races (``replay.PAGE_RACES``), run as the page runs it and kept for
+    replay with its weights, unless it is kept already."""
+    from resviz.lessons.training import jobs, replay
+
+    key = race.key(device)
+    kept = replay.load(key)
+    if kept is not None and replay.replayed_pair(kept) is not None:
+        return f"{race.label}: already here (trained on {kept.trained_on}, {kept.history.step} steps)"
+    cfg, req, used = race.settings(device)
+    for _ in jobs.race_job(cfg, req, req.load(), used, race.shallow).make():  # keeps it when it finishes
+        pass
+    replay.forget_reads()
+    kept = replay.load(key)
+    if kept is None or replay.replayed_pair(kept) is None:
+        raise PrepareError(f"{race.label}: trained, but the disk cache did not keep it (full, or read-only?).")
+    held_out = ", ".join(f"{name} {r.test_acc[-1]:.0%}" for name, r in kept.history.runs.items() if r.test_acc)
+    return (f"{race.label}: trained {kept.history.step} steps and kept for replay with its weights"
+            + (f" (held-out accuracy: {held_out})" if held_out else ""))
+
+
+def race_steps(device: str | None = None) -> list[tuple[str, Callable[[], object]]]:
+    """The Training race page's default races, one step each (the ResNet-20 pair; the ResNet-56 trio)."""
+    from resviz import models
+    from resviz.lessons.training import replay
+
+    device = device or str(models.pick_device("auto"))  # the sidebar's "auto": the device a race runs on
+    return [(f"race {r.label}", lambda r=r: prepare_race(r, device)) for r in replay.PAGE_RACES]
+
+
 # The pages' default settings, as a first visit opens them (tests/test_prepare.py opens the pages to check them)
 SHATTERED_DEPTH, SHATTERED_SEED = 24, 0  # Shattered gradients: depth and initialisation seed
 LANDSCAPE_SPAN, LANDSCAPE_SEED = 1.0, 0  # Loss landscape: span and direction seed
@@ -267,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", nargs="*", default=list(WEIGHTS), help="ImageNet presets (default: %(default)s)")
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS), help="torchvision datasets")
     parser.add_argument("--no-pairs", action="store_true", help="skip training the built-in pairs")
+    parser.add_argument("--no-races", action="store_true", help="skip the Training race page's default races")
     parser.add_argument("--no-lessons", action="store_true", help="skip the lessons' default results")
     parser.add_argument("--mirror", default=None, help="base URL serving the same files (or RESVIZ_MIRROR)")
     parser.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds of silence before giving up")
@@ -275,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         *((f"weights {p}", lambda p=p: prepare_weights(p, args.mirror, args.timeout)) for p in args.weights),
         *((f"dataset {d}", lambda d=d: prepare_dataset(d, None, args.mirror, args.timeout)) for d in args.datasets),
         *([] if args.no_pairs else [("built-in pairs", prepare_pairs)]),
+        *([] if args.no_races else race_steps()),
         *([] if args.no_lessons else lesson_steps())]
     failed = 0
     for what, step in steps:

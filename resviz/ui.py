@@ -662,6 +662,7 @@ def pair_picker_ui(prefix: str):
 
 def _pair_picker_ui(prefix: str):
     from resviz import builtin_pair, pair
+    from resviz.lessons.training import replay
 
     device = current_selection().device
     trained = st.session_state.get("trained")
@@ -670,9 +671,17 @@ def _pair_picker_ui(prefix: str):
             "Use the pair from the training page", True, key=f"{prefix}_pair_session", bind="query-params",
             help="Off: a ResNet and its plain twin trained here on the built-in images, kept for the whole class.")):
         source = pair.PairSource.BUILTIN
-        choice = st.selectbox("Pair", [*builtin_pair.shipped_presets(), TRAIN_HERE], format_func=_pair_choice_words,
-                              key=f"{prefix}_pair_choice", bind="query-params",
+        replays = replay.page_replays(device)  # the Training race's default races, replayed with their weights
+        choice = st.selectbox("Pair", [*builtin_pair.shipped_presets(), *(REPLAYED + r for r in replays), TRAIN_HERE],
+                              format_func=lambda c: _pair_choice_words(c, replays), key=f"{prefix}_pair_choice",
+                              bind="query-params",
                               help="Shipped: trained once with resviz, the same for every student, ready at once.")
+        if choice.startswith(REPLAYED):  # read by the uploads' safe loader; None if it cannot be read back
+            trained = replay.replayed_pair(replays[choice[len(REPLAYED):]])
+            if trained is None:
+                st.error("The replayed race's weights could not be read back: pick another pair.")
+                return None
+            return _loaded_pair_ui(prefix, trained, source, device)
         if choice != TRAIN_HERE:
             trained = _shipped_pair(choice)  # a changed or unreadable file: a WeightsError, said by friendly_errors
             return _loaded_pair_ui(prefix, trained, source, device)
@@ -701,6 +710,7 @@ def _loaded_pair_ui(prefix: str, trained, source, device: str):
 
 
 TRAIN_HERE = "train"  # the pair picker's last choice: a built-in pair of a chosen model and length, trained here
+REPLAYED = "race-"  # + a preset: the pair the Training race's default race of that preset trained (replayed)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the shipped pair…")
@@ -711,11 +721,14 @@ def _shipped_pair(preset: str):
     return builtin_pair.shipped(preset)
 
 
-def _pair_choice_words(choice: str) -> str:
+def _pair_choice_words(choice: str, replays: dict | None = None) -> str:
     from resviz import builtin_pair
 
     if choice == TRAIN_HERE:
         return "Train a pair here (pick the model and steps)"
+    if choice.startswith(REPLAYED) and (kept := (replays or {}).get(choice[len(REPLAYED):])) is not None:
+        return (f"The Training race's {choice[len(REPLAYED):].replace('resnet', 'ResNet-')} pair, "
+                f"{kept.history.step} steps (its replayed default race)")  # no date: links name the choice
     i = builtin_pair.shipped_info(choice)
     return (f"Shipped {i.preset} pair, {i.steps} steps: ResNet {i.resnet_accuracy:.0%}, plain twin "
             f"{i.plain_accuracy:.0%} of {i.images:,} fresh images")

@@ -126,7 +126,8 @@ def test_cifar10_archive_is_checked_and_unpacked(mirror, tmp_path, monkeypatch):
 def test_the_command_offline_says_what_is_not_ready(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("RESVIZ_MIRROR", "http://127.0.0.1:9/")  # the discard port: refused at once
-    assert prepare.main(["--weights", "resnet18", "--datasets", "--no-pairs", "--no-lessons", "--timeout", "2"]) == 1
+    assert prepare.main(["--weights", "resnet18", "--datasets", "--no-pairs", "--no-races", "--no-lessons", "--timeout",
+                         "2"]) == 1
     out = capsys.readouterr().out
     assert "weights resnet18" in out and "NOT READY: resnet18-f37072fd.pth: could not download it" in out
     assert "1 item(s) not ready" in out and str(tmp_path) not in out
@@ -283,3 +284,104 @@ def _plain(obj):
     if isinstance(obj, float) and math.isnan(obj):
         return "nan"
     return obj
+
+
+# --- the Training race page's default races, prepared and kept for replay with their weights ------------------------
+@pytest.fixture
+def tiny_races(tmp_path, monkeypatch):
+    """The page's default races cut down to 3 steps of 16 images (the page and the prepare command in this process
+    read the same recipes), in a disk cache of this test's own."""
+    from resviz.lessons.training import RaceConfig, recipes, replay
+
+    tiny = RaceConfig(lr=0.01, batch_size=16, steps=3, eval_every=3, eval_size=64, bn_refresh=32)
+    monkeypatch.setenv("RESVIZ_CACHE", str(tmp_path / "cache"))
+    for preset in ("resnet20", "resnet56"):
+        monkeypatch.setitem(recipes.RECIPES, preset, tiny)
+    replay.forget_reads()
+    yield
+    replay.forget_reads()
+
+
+def test_prepare_keeps_the_default_races_and_a_first_visit_replays_them_without_a_run(tiny_races, monkeypatch,
+                                                                                      capsys):
+    from helpers import new_app, no_exceptions
+    from resviz import models, runs
+    from resviz.lessons import training
+    from resviz.lessons.training import replay
+
+    device = str(models.pick_device("auto"))
+    assert prepare.main(["--weights", "--datasets", "--no-pairs", "--no-lessons"]) == 0
+    out = capsys.readouterr().out
+    for race in replay.PAGE_RACES:
+        said = [line for line in out.splitlines() if line.startswith(f"race {race.label}")]
+        assert len(said) == 1 and " s  " in said[0] and "trained 3 steps and kept for replay with its weights" in \
+            said[0], out
+        kept = replay.load(race.key(device))
+        assert kept.history.step == 3 and kept.pair_key and len(kept.history.runs) == (3 if race.shallow else 2)
+    monkeypatch.setattr(training.jobs, "race_job", lambda *a, **k: pytest.fail("a kept race is not run again"))
+    assert prepare.main(["--weights", "--datasets", "--no-pairs", "--no-lessons"]) == 0
+    assert capsys.readouterr().out.count("already here (trained on") == len(replay.PAGE_RACES)
+    assert prepare.main(["--weights", "--datasets", "--no-pairs", "--no-lessons", "--no-races"]) == 0
+    assert "race " not in capsys.readouterr().out  # the flag skips them
+
+    reg = runs.Registry()
+    monkeypatch.setattr(runs, "_REGISTRY", reg)
+    monkeypatch.setattr(training.jobs, "new_race", lambda *a, **k: pytest.fail("a replay trains nothing"))
+    try:
+        at = new_app("training")  # a student's first visit, with the page's defaults
+        no_exceptions(at)
+        for pair_ in (training.RacePair.SIDEBAR, training.RacePair.DEEP):  # the deeper pair: the trio, replayed
+            if pair_ is training.RacePair.DEEP:
+                at.radio(key="tr_pair").set_value(pair_).run()
+                no_exceptions(at)
+            replayed = [i.value for i in at.info if i.value.startswith("**Replayed**")]
+            assert replayed and "3 steps" in replayed[0] and at.get("plotly_chart"), pair_
+        assert "tr_watch" not in at.session_state and reg.overview() == []  # no run started, nothing queued
+    finally:
+        reg.shutdown()
+
+
+def test_a_replay_hands_on_the_pair_it_trained_and_the_pair_pages_offer_it(tiny_races, monkeypatch):
+    from helpers import new_app, no_exceptions
+    from resviz import disk_cache, pair
+    from resviz.lessons.training import jobs, replay
+
+    race = replay.PAGE_RACES[0]
+    cfg, req, used = race.settings("cpu")
+    gen = jobs.race_job(cfg, req, req.load(), used, race.shallow).make()
+    with pytest.raises(StopIteration) as over:
+        while True:
+            next(gen)
+    trained = over.value.value  # the pair the finished race hands the other pages
+    loads = []
+    real = replay.W.load_state_dict_safely
+    monkeypatch.setattr(replay.W, "load_state_dict_safely", lambda *a, **k: loads.append(1) or real(*a, **k))
+    kept = replay.load(race.key("cpu"))
+    back = replay.replayed_pair(kept)
+    assert len(loads) == 2  # the ResNet and its twin, each read by the uploads' safe loader
+    assert (back.cfg, back.class_names, back.steps) == (trained.cfg, trained.class_names, 3)
+    assert back.label == f"{trained.label}, replayed race of {kept.trained_on}"
+    x, _ = pair.probe_batch(trained.cfg, 16)
+    for net, net_back in zip(pair.build_pair(trained), pair.build_pair(back)):
+        torch.testing.assert_close(net_back(x), net(x), atol=3e-2, rtol=1e-2)  # half precision on disk
+    values = sum(v.numel() for sd in (trained.state_dict, trained.plain_state_dict) for v in sd.values())
+    kept_bytes = len(disk_cache.cache().get(replay.weights_key(race.key("cpu"))))
+    assert 2 * values < kept_bytes < 2.3 * values  # two bytes a value, and little else
+    assert replay.replayed_pair(kept) is back and len(loads) == 2  # read once per process
+
+    at = new_app("lesion", timeout=120, sidebar={"le_pair_choice": ui_choice(race.preset)})
+    no_exceptions(at)
+    studying = [c.value for c in at.caption if c.value.startswith("Studying")]
+    assert studying and "replayed race of" in studying[0], studying  # (its label as markdown text)
+    assert at.get("plotly_chart")  # the lesion chart of the replayed pair
+    disk_cache.save(replay.weights_key(race.key("cpu")), {"version": 1, "resnet": torch.zeros(3)})  # damaged
+    replay.forget_reads()
+    at = new_app("lesion", sidebar={"le_pair_choice": ui_choice(race.preset)})
+    assert any("could not be read back" in e.value for e in at.error) and not at.exception
+
+
+def ui_choice(preset: str) -> str:
+    """The pair picker's choice for the replayed race of ``preset`` (the value a link names)."""
+    from resviz import ui
+
+    return ui.REPLAYED + preset
