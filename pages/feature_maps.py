@@ -6,17 +6,23 @@ import streamlit as st
 from resviz import ui
 from resviz.inputs import images, limits, weights
 from resviz.lessons import feature_maps as fm
+from resviz.lessons.training import replay
 from resviz.pair import fingerprint
 from resviz.plots import feature_maps as plots
 
 
 def weights_ui(sel: ui.Selection) -> fm.LoadedWeights:
-    """Weights picker (radio, download button, uploader); weights that cannot be had: random ones, saying why."""
+    """Weights picker (radio, download button, uploader); weights that cannot be had: random ones, saying why.
+    The Training race's pair: this student's race, else (offered last) the replayed default race's."""
+    own = st.session_state.get("trained")
+    kept = None if own else next(iter(replay.page_replays(sel.device).values()), None)
+    offered = fm.sources(sel.chosen, own or kept)
     source = fm.WeightsSource(st.radio(
-        "Weights", fm.sources(sel.chosen, pair := st.session_state.get("trained")), key="fm_source",
+        "Weights", offered if own else sorted(offered, key=lambda s: s is fm.WeightsSource.TRAINED), key="fm_source",
         bind="query-params", format_func=fm.SOURCE_LABELS.get, horizontal=True,
         help="ImageNet weights: ImageNet presets only. The shipped ResNet-20 learnt the built-in images (16x16 "
              "shapes and patterns)."))
+    pair = own or (replay.replayed_pair(kept) if kept and source is fm.WeightsSource.TRAINED else None)
     up = source is fm.WeightsSource.UPLOAD and st.file_uploader(
         "State dict saved with torch.save(model.state_dict(), …)", type=["pt", "pth"], key="fm_weights_file",
         max_upload_size=limits.WEIGHTS_MB)

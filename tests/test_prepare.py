@@ -342,8 +342,9 @@ def test_prepare_keeps_the_default_races_and_a_first_visit_replays_them_without_
 
 
 def test_a_replay_hands_on_the_pair_it_trained_and_the_pair_pages_offer_it(tiny_races, monkeypatch):
-    from helpers import new_app, no_exceptions
+    from helpers import new_app, no_exceptions, texts
     from resviz import disk_cache, pair
+    from resviz.lessons import feature_maps as fm
     from resviz.lessons.training import jobs, replay
 
     race = replay.PAGE_RACES[0]
@@ -374,6 +375,13 @@ def test_a_replay_hands_on_the_pair_it_trained_and_the_pair_pages_offer_it(tiny_
     studying = [c.value for c in at.caption if c.value.startswith("Studying")]
     assert studying and "replayed race of" in studying[0], studying  # (its label as markdown text)
     assert at.get("plotly_chart")  # the lesion chart of the replayed pair
+    at = new_app("feature_maps", timeout=120)  # Feature maps' trained source: offered last, not the default
+    no_exceptions(at)
+    radio = at.radio(key="fm_source")
+    assert radio.value == fm.WeightsSource.SHIPPED and radio.options[-1] == fm.SOURCE_LABELS[fm.WeightsSource.TRAINED]
+    at = radio.set_value(fm.WeightsSource.TRAINED).run()
+    no_exceptions(at)
+    assert "replayed race of" in texts(at) and "random weights" not in texts(at), texts(at)
     disk_cache.save(replay.weights_key(race.key("cpu")), {"version": 1, "resnet": torch.zeros(3)})  # damaged
     replay.forget_reads()
     at = new_app("lesion", sidebar={"le_pair_choice": ui_choice(race.preset)})
