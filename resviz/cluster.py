@@ -12,6 +12,8 @@ The teacher sets ``RESVIZ_SCHEDULER=tcp://host:8786`` (``python -m deploy.start 
   and reads the events so far once, so a watcher's poll reads only the replica's own list, as in the embedded
   engine. ``make`` must be picklable (a module-level function and its arguments; Dask's cloudpickle also takes a
   closure over plain data), and so must every record and the result: one that is not fails the run with a message.
+  What travels is settings and names (``dumps``): a shipped pair, or a random-weights model, a run holds is sent as
+  its name and loaded again on the worker, which also picks the device (``worker_device``).
 - A replica holds its task's future while someone on it watches (the same lease as the embedded engine); with no
   replica holding it, the scheduler releases the task and the worker stops it before its next record.
 - A worker that dies mid-run: the scheduler runs the task again elsewhere (Dask's ``allowed-failures``); records
@@ -25,6 +27,7 @@ The teacher sets ``RESVIZ_SCHEDULER=tcp://host:8786`` (``python -m deploy.start 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -160,6 +163,97 @@ def _queue_reader() -> Callable:
                             float((ts.annotations or {}).get("resviz_cost", 1.0))))
         return [(k, s, c) for _, _, k, s, c in sorted(out, key=lambda t: (t[0], t[1]))]
     return queue
+
+
+# --- what a run sends to a worker: plain settings, and the class's shared networks by name --------------------------
+
+def dumps(fn: Callable) -> bytes:
+    """``fn`` pickled for a worker (cloudpickle), the shared read-only networks it holds sent as a name the worker
+    loads them by: a shipped pair (``LoadedPair``, or one of its networks) as its preset, a random-weights model as
+    its config and seed 0. A lesson's default result so sends about a kilobyte, not the 1-5 MB of its networks."""
+    import io
+
+    buf = io.BytesIO()
+    _pickler()(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(fn)
+    return buf.getvalue()
+
+
+@functools.lru_cache(maxsize=1)
+def _pickler() -> type:
+    import cloudpickle
+
+    class Pickler(cloudpickle.Pickler):
+        def reducer_override(self, obj):
+            named = _by_name(obj)
+            return named if named is not None else super().reducer_override(obj)
+    return Pickler
+
+
+def _by_name(obj: Any) -> tuple | None:
+    """How a worker makes ``obj`` again from a name (a pickle reduction), or None to pickle it as it is."""
+    from resviz import models, pair
+
+    if isinstance(obj, pair.LoadedPair):
+        preset = _shipped().get(("pair", obj.trained.key))
+        device = next(obj.resnet.parameters()).device.type
+        return None if preset is None else (shipped_pair, (preset, obj.source, device))
+    if not isinstance(obj, models.ResNet) or obj.training or any(p.requires_grad for p in obj.parameters()):
+        return None  # only shared read-only networks: one being trained is the run's own
+    device, fp = next(obj.parameters()).device.type, pair.fingerprint(obj.state_dict())
+    for role in ("resnet", "plain"):
+        if (preset := _shipped().get((role, fp))) is not None:
+            return shipped_network, (preset, role, device)
+    if fp == _init_fingerprint(obj.cfg):
+        return init_network, (obj.cfg, device)
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped() -> dict:
+    """The shipped pairs' fingerprints: ("pair", key) and ("resnet" or "plain", state dict's) -> preset."""
+    from resviz import builtin_pair, pair
+
+    out = {}
+    for preset in builtin_pair.shipped_presets():
+        t = builtin_pair.shipped(preset)
+        out.update({("pair", t.key): preset, ("resnet", pair.fingerprint(t.state_dict)): preset,
+                    ("plain", pair.fingerprint(t.plain_state_dict)): preset})
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _init_fingerprint(cfg) -> str:
+    from resviz import models, pair
+
+    return pair.fingerprint(models.build_model(cfg, seed=0).state_dict())
+
+
+@functools.lru_cache(maxsize=4)
+def shipped_pair(preset: str, source, device: str):
+    """On a worker: the shipped pair of ``preset``, loaded as the pair picker loads it, on the worker's device."""
+    from resviz import builtin_pair, pair
+
+    device = worker_device(device)
+    if device == "cpu" and source is pair.PairSource.BUILTIN:
+        return builtin_pair.shipped_pair(preset)  # the one the lesson claims load too
+    return pair.load_pair(builtin_pair.shipped(preset), source, device)
+
+
+def shipped_network(preset: str, role: str, device: str):
+    """On a worker: one network of the shipped pair of ``preset`` ("resnet" or "plain")."""
+    from resviz import pair
+
+    return getattr(shipped_pair(preset, pair.PairSource.BUILTIN, device), role)
+
+
+@functools.lru_cache(maxsize=4)
+def init_network(cfg, device: str):
+    """On a worker: the shared random-weights model of ``cfg`` (seed 0, eval mode, read-only), as pages load it."""
+    from resviz import models
+
+    model = models.build_model(cfg, seed=0).to(worker_device(device)).eval()
+    model.requires_grad_(False)
+    return model
 
 
 # --- on a replica -------------------------------------------------------------------------------------------------
@@ -369,9 +463,7 @@ class ClusterRegistry:
             run.watchers.add(watch)
         if new:
             try:
-                import cloudpickle
-
-                payload = cloudpickle.dumps(make)
+                payload = dumps(make)
             except Exception as e:  # noqa: BLE001 - a closure over a lock, a model on a device...: run it here
                 log.warning("resviz: the run %r cannot travel to the cluster (%s); it runs on this server", key, e)
                 self._run_here(run)

@@ -283,24 +283,6 @@ def loads(trained):
 """
 
 
-def test_the_training_race_runs_on_the_cluster(registry):
-    """The race's records are plain data: it runs on a worker (not this replica's engine), the student gets every
-    step, the weights of the steps that carry them and the trained pair, all loading into the models."""
-    from resviz.lessons.training import jobs
-    from resviz.pair import TrainedPair
-
-    tiny = {}
-    exec(TINY_RACE, tiny)
-    job = tiny["tiny_job"](0, 2)
-    watch = registry.attach(job.key, job.make, job.cost)
-    snap = until(lambda: (s := watch.wait(1)).status.state.done and s, what="the race")
-    assert snap.status.state is runs.State.FINISHED, snap.status
-    assert watch._registry is registry and registry._fallback is None  # on the cluster, never here
-    assert len(snap.records) == 1 + 6 and isinstance(snap.result, TrainedPair) and tiny["loads"](snap.result)
-    assert [r["step"] for r in snap.records[1:] if "weights" in r] == [1, 2, 4]
-    assert jobs.weights_of(snap.records).steps == 4 and tiny["loads"](jobs.weights_of(snap.records))
-
-
 RACE_CLIENT = TINY_RACE + """
 import json, sys
 from resviz import cluster, runs
@@ -319,17 +301,30 @@ reg.shutdown(10)
 """
 
 
-def test_two_replicas_start_the_same_race_one_computation(engine):
-    """Two processes start the same race: one run on a worker (both see the same wall-clock times in every step's
-    record), each sees every record, and the weights each gets back (a stop's, the result's) load into the model."""
-    procs = [subprocess.Popen([sys.executable, "-c", RACE_CLIENT, engine.address], cwd=start.ROOT,
-                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
-    for p in procs:
-        assert p.stdout.readline().strip() == "attached"
-    outs = [json.loads(p.communicate(timeout=WAIT)[0]) for p in procs]
-    assert outs[0] == outs[1], outs  # one computation: the same records, to the microsecond
-    assert outs[0]["state"] == "finished" and not outs[0]["here"] and outs[0]["steps"] == [1, 2, 3, 4, 5, 6]
-    assert outs[0]["stopped"] == [4, True] and outs[0]["result"] == [6, True]
+def test_two_replicas_start_the_same_race_one_computation(registry):
+    """The race's records are plain data: a process and this one start the same race, it runs once on a worker
+    (never on a replica's engine; both see the same wall-clock times in every step's record), each sees every
+    record, the weights of the steps that carry them (1, 2, 4) and the result, and they load into the models."""
+    from resviz.lessons.training import jobs
+    from resviz.pair import TrainedPair
+
+    proc = subprocess.Popen([sys.executable, "-c", RACE_CLIENT, registry.address], cwd=start.ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    tiny = {}
+    exec(TINY_RACE, tiny)
+    job = tiny["tiny_job"](1, 2, device="cuda")
+    watch = registry.attach(job.key, job.make, job.cost)
+    assert proc.stdout.readline().strip() == "attached"
+    snap = until(lambda: (s := watch.wait(1)).status.state.done and s, what="the race")
+    other = json.loads(proc.communicate(timeout=WAIT)[0])
+    assert snap.status.state is runs.State.FINISHED, snap.status
+    assert watch._registry is registry and registry._fallback is None  # on the cluster, never here
+    assert other == {"state": "finished", "here": False, "steps": [1, 2, 3, 4, 5, 6],
+                     "elapsed": [r["elapsed_s"] for r in snap.records[1:]], "stopped": [4, True],
+                     "result": [6, True]}  # one computation: the same records, to the microsecond
+    assert [r["step"] for r in snap.records[1:] if "weights" in r] == [1, 2, 4]
+    assert isinstance(snap.result, TrainedPair) and tiny["loads"](snap.result)
+    assert jobs.weights_of(snap.records).steps == 4 and tiny["loads"](jobs.weights_of(snap.records))
 
 
 def test_the_device_is_picked_on_the_worker(monkeypatch):
@@ -343,3 +338,47 @@ def test_the_device_is_picked_on_the_worker(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert cluster.device_for({"GPU": 1}) == "cpu"
     assert cluster.worker_device("cuda") == "cuda" and cluster.worker_device("cpu") == "cpu"
+
+
+def test_a_lessons_default_run_sends_settings_and_names_not_networks(monkeypatch):
+    """What a run sends a worker (``cluster.dumps``) for each lesson's default result, its computation built as its
+    page builds it: under 1 MB each (Lesion and Loss landscape sent the 4.5 MB shipped pair, Paths a 1.2 MB model);
+    the shipped pair and the random-weights model travel by name and are made again equal where they land."""
+    import pickle
+
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from resviz import builtin_pair, pair
+    from resviz import models as M
+    from resviz.lessons import landscape as ls
+    from resviz.lessons import lesion, paths, shattered
+    from resviz.lessons import signal_flow as sf
+    from resviz.lessons import training as T
+
+    p = builtin_pair.shipped_pair("resnet20")  # the pair pages' default
+    cfg = M.get_config("resnet20")  # the sidebar's default, for Paths at random weights
+    model = M.build_model(cfg, seed=0).eval().requires_grad_(False)  # as ui.load_model makes it
+    x, y = pair.probe_batch(cfg, 8)
+    finer = []
+    monkeypatch.setattr(runs, "attach", lambda key, make, cost: finer.append(make) or runs.Watch.__new__(runs.Watch))
+    monkeypatch.setattr(runs.Watch, "snapshot", lambda self: runs.Snapshot(runs.Status(runs.State.QUEUED), []))
+    ls.finer_grid(p, 1.0, 0)
+    images = TensorDataset(torch.zeros(1500, 3, 16, 16), torch.arange(1500) % 10)  # 9 MB, as large as the built-in
+    race = T.race_job(cfg, T.DataRequest.for_race(cfg, T.DataSource.BUILTIN), (images, images, list("abcdefghij")),
+                      T.recipe_for(cfg).config)
+    sent = {
+        "signal flow": lambda progress: sf.measure(sf.Settings(sf.cifar_config(20, True)), None, "cpu", progress),
+        "lesion": lambda cb: lesion.study_pair(p, pair.EVAL_IMAGES, cb),
+        "landscape": lambda cb: ls.coarse_grids(p, 1.0, 0, cb), "landscape, finer grid": finer[0],
+        "paths": lambda cb: paths.gradient_by_path_length(model, x, y, 0, on_progress=cb, exact=True),
+        "shattered": lambda cb: shattered.depth_curve(shattered.SweepConfig(), on_progress=cb, seeds=(0, 1)),
+        "race": race.make}
+    sizes = {kind: len(cluster.dumps(fn)) for kind, fn in sent.items()}
+    assert max(sizes.values()) < 1e6, sizes
+    assert len(cloudpickle.dumps(sent["lesion"])) > 4e6  # what it was
+    back = pickle.loads(cluster.dumps((p, p.plain, model)))
+    assert back[0] is p and back[1] is p.plain  # where it lands, the worker's own (here: this process's)
+    assert all(torch.equal(a, b) for a, b in zip(back[2].state_dict().values(), model.state_dict().values()))
+    model.train()  # a network being trained is the run's own: sent as it is
+    assert len(cluster.dumps(model)) > 1e6
