@@ -34,8 +34,10 @@ ROOT = "resviz-class"  # the scheduler's metadata key the class lives under (not
 LOCK = "resviz-class-lock"
 RECONNECT_S = 10.0  # how often a store without its scheduler tries again
 CALL_S = 5.0  # the most one call to the scheduler may take before the class goes on without it
-LEASE_S = 10.0  # a lock held by a replica that died is free again after this (Dask's default is 30 s)
-LOCK_WAIT_S = 2 * LEASE_S  # the longest a transaction waits for the lock (past a dead holder's lease)
+LEASE_S = 15.0  # a lock held by a replica that died is free again after this (Dask's default is 30 s; it must be
+# longer than the scheduler's lease-validation-interval, 10 s by default)
+LOCK_WAIT_S = LEASE_S + 15.0  # the longest a transaction waits for the lock: past a dead holder's lease and the
+# scheduler's next look at it
 
 
 class SchedulerStore:

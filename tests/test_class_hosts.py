@@ -37,7 +37,8 @@ from resviz import class_store
 from resviz.classroom import ClassError, Classroom
 
 room = Classroom()
-print(json.dumps([type(room.store).__name__, class_store.health()]), flush=True)
+print(json.dumps([type(room.store).__name__, class_store.health(), sorted({"dask", "distributed"} & set(sys.modules))]),
+      flush=True)
 
 def votes(names, question, choices):
     go, out = threading.Barrier(len(names)), {}
@@ -96,10 +97,12 @@ def scheduler_store(address: str, tmp_path, **kw):
 
 
 class Host:
-    """A server process on its own "host": its own disk cache, the class's scheduler; answers one JSON line each."""
+    """A server process on its own "host": its own disk cache, the class's scheduler (or none); answers one JSON line
+    each, the first when it is ready: its store's kind, ``health()``, and which of Dask's packages it imported."""
 
-    def __init__(self, address: str, cache: str):
-        env = {**os.environ, "RESVIZ_SCHEDULER": address, "RESVIZ_CACHE": cache, "RESVIZ_SCHEDULER_TIMEOUT": "30"}
+    def __init__(self, address: str | None, cache: str):
+        env = {k: v for k, v in os.environ.items() if k != "RESVIZ_SCHEDULER"}
+        env.update({"RESVIZ_SCHEDULER": address} if address else {}, RESVIZ_CACHE=cache, RESVIZ_SCHEDULER_TIMEOUT="30")
         self.proc = subprocess.Popen([sys.executable, "-c", HOST], cwd=start.ROOT, env=env, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
@@ -120,18 +123,19 @@ class Host:
 
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory):
+    """Two hosts on one scheduler, and a third without the setting (started together: each imports torch)."""
     with scheduler() as (_, address):
-        pair = [Host(address, str(tmp_path_factory.mktemp(f"host{i}-cache"))) for i in range(2)]
+        started = [Host(a, str(tmp_path_factory.mktemp(f"host{i}-cache")))
+                   for i, a in enumerate([address, address, None])]
         try:
-            for h in pair:
-                assert h.answer() == ["SchedulerStore", None]  # the class on the scheduler, shared by every host
-            yield address, pair
+            yield address, started[:2], started[2], [h.answer() for h in started]
         finally:
-            start.stop([h.proc for h in pair])
+            start.stop([h.proc for h in started])
 
 
 def test_the_teacher_presents_on_one_host_and_the_other_sees_it(hosts):
-    teacher, other = hosts[1]
+    _, (teacher, other), _, ready = hosts
+    assert [r[:2] for r in ready[:2]] == [["SchedulerStore", None]] * 2  # the class on the scheduler, no warning
     assert teacher(op="present", page="training", params={"tr_pair": "deep", "tr_seed": "3"}) == 1
     assert other(op="view") == ["training", {"tr_pair": "deep", "tr_seed": "3"}, 1]
     assert teacher(op="present", page="lesion", params={}) == 2
@@ -139,7 +143,7 @@ def test_the_teacher_presents_on_one_host_and_the_other_sees_it(hosts):
 
 
 def test_thirty_votes_from_two_hosts_at_once_none_lost_none_changed_after_the_lock(hosts, tmp_path):
-    address, hosts = hosts
+    address, hosts, _, _ = hosts
     teacher, other = hosts
     qid = teacher(op="ask", text="Which ends lower?", answers=["plain-20", "plain-56", "the same"])
     names = [[f"host{h}-student{i}" for i in range(VOTERS)] for h in range(2)]
@@ -159,57 +163,48 @@ def test_thirty_votes_from_two_hosts_at_once_none_lost_none_changed_after_the_lo
     assert q.locked and q.votes == expected and sum(q.tally) == 2 * VOTERS
 
 
+def seen_by_another_host(address: str, tmp_path) -> tuple:
+    with scheduler_store(address, tmp_path, connect_timeout=WAIT) as other:
+        room = Classroom(store=other)
+        view, q = room.view(), room.question()
+        return view.page, view.query, view.version, q.votes
 
 
-def test_the_scheduler_lost_mid_lesson_then_back(tmp_path, monkeypatch, caplog):
-    """The scheduler dies: no call raises, the class goes on from this host's copy (the teacher's view, the
-    question, a vote), with a logged warning and health()'s sentence; a scheduler on the same address again: the
-    store reconnects and hands it what it lost, and another host sees the vote cast meanwhile."""
+def test_the_scheduler_frozen_then_lost_mid_lesson_then_back(tmp_path, monkeypatch, caplog):
+    """One lesson, two troubles; no call raises, and the class goes on from this host's copy each time.
+    Frozen (SIGSTOP: a host that hangs, its connections open): one call waits ``CALL_S``; the teacher presents
+    meanwhile; answering again, the scheduler takes that view, not its own older one. Killed: a logged warning and
+    health()'s sentence; a student votes meanwhile; a new scheduler on the same address (empty) gets the class back:
+    another host sees the view and the vote."""
+    monkeypatch.setattr(class_store, "CALL_S", 1.0)
     monkeypatch.setattr(class_store, "RECONNECT_S", 0.5)
     port = start.free_port()
     with scheduler(port) as (proc, address), scheduler_store(address, tmp_path, connect_timeout=WAIT) as store:
         room = Classroom(store=store)
         assert store.connected and store.health() is None
-        room.present("paths", {"pa_samples": "4"})
-        qid = room.ask("Which is lower?", ["plain-20", "plain-56"]).id
-        proc.kill()
-        proc.wait()
-        with caplog.at_level(logging.WARNING, logger="resviz"):
-            assert room.view().page == "paths"  # from this host's copy: the first call after the loss, no error
-            room.vote("student", qid, 1)
-            until(lambda: not store.connected, what="the store to notice")
-        assert "stopped answering" in caplog.text and "has not answered since" in store.health()
-        assert room.question().votes == {member("student"): 1} and room.view_version() == 1
-        with scheduler(port) as (_, again):
-            until(lambda: store.connected, what="the store to reconnect")
-            assert store.health() is None
-            with scheduler_store(again, tmp_path, connect_timeout=WAIT) as other:
-                other_room = Classroom(store=other)
-                assert other_room.question().votes == {member("student"): 1}
-                assert other_room.view().page == "paths" and other_room.view_version() == 1
-
-
-def test_a_frozen_scheduler_costs_one_bounded_call_and_the_teachers_view_survives_it(tmp_path, monkeypatch):
-    """The scheduler's process stops answering but keeps its connections (SIGSTOP: a host that hangs): one call
-    waits ``CALL_S``, then the class goes on here; the teacher presents meanwhile; the scheduler answers again: it
-    keeps that view, not its own older one, and another host sees it."""
-    monkeypatch.setattr(class_store, "CALL_S", 1.0)
-    monkeypatch.setattr(class_store, "RECONNECT_S", 0.5)
-    with scheduler() as (proc, address), scheduler_store(address, tmp_path, connect_timeout=WAIT) as store:
-        room = Classroom(store=store)
         room.present("paths", {})
+        qid = room.ask("Which is lower?", ["plain-20", "plain-56"]).id
         proc.send_signal(signal.SIGSTOP)
         try:
-            began = time.monotonic()
-            assert room.view().page == "paths"  # the frozen call times out, this host's copy answers
-            assert time.monotonic() - began < WAIT and not store.connected
+            assert room.view().page == "paths" and not store.connected  # the frozen call timed out: the copy
             assert room.present("lesion", {"le_block": "2"}).version == 2
         finally:
             proc.send_signal(signal.SIGCONT)
         until(lambda: store.connected, what="the store to reconnect")
-        with scheduler_store(address, tmp_path, connect_timeout=WAIT) as other:
-            view = Classroom(store=other).view()
-            assert (view.page, view.query, view.version) == ("lesion", {"le_block": "2"}, 2)
+        assert seen_by_another_host(address, tmp_path) == ("lesion", {"le_block": "2"}, 2, {})
+
+        proc.kill()
+        proc.wait()
+        with caplog.at_level(logging.WARNING, logger="resviz"):
+            assert room.view().page == "lesion"  # the first call after the loss: no error
+            room.vote("student", qid, 1)
+            until(lambda: not store.connected, what="the store to notice")
+        assert "stopped answering" in caplog.text and "has not answered since" in store.health()
+        assert room.question().votes == {member("student"): 1} and room.view_version() == 2
+        with scheduler(port):
+            until(lambda: store.connected, what="the store to reconnect")
+            assert store.health() is None
+            assert seen_by_another_host(address, tmp_path) == ("lesion", {"le_block": "2"}, 2, {member("student"): 1})
 
 
 def test_an_unreachable_scheduler_at_start_keeps_the_class_on_this_host(tmp_path):
@@ -221,11 +216,8 @@ def test_an_unreachable_scheduler_at_start_keeps_the_class_on_this_host(tmp_path
             store.set("class:view", {"page": "training"})  # values stay JSON text, never pickles
 
 
-def test_the_default_imports_no_dask_and_says_the_class_is_one_host_only(tmp_path):
-    code = ("import sys; from resviz import class_store, classroom; room = classroom.Classroom(); "
-            "room.present('paths', {}); print(type(room.store).__name__, room.view().page, "
-            "sorted({'dask', 'distributed'} & set(sys.modules)), class_store.health())")
-    env = {k: v for k, v in os.environ.items() if k != "RESVIZ_SCHEDULER"} | {"RESVIZ_CACHE": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=start.ROOT, check=True, capture_output=True,
-                         text=True).stdout
-    assert out.startswith("Cache paths [] ") and "one host share it" in out
+def test_the_default_imports_no_dask_and_says_the_class_is_one_host_only(hosts):
+    _, _, lone, ready = hosts  # a host without RESVIZ_SCHEDULER
+    store, health, dask = ready[2]
+    assert (store, dask) == ("Cache", []) and "one host share it" in health  # the disk cache, and Dask not imported
+    assert lone(op="present", page="paths", params={}) == 1 and lone(op="view") == ["paths", {}, 1]
