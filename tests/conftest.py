@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,8 +14,8 @@ import torch
 # tests start inherit it.
 TEST_CACHE = os.environ["RESVIZ_CACHE"] = tempfile.mkdtemp(prefix="resviz-tests-")
 
+from helpers import ClaimsCheck, served
 from resviz.tools import browser as chromium
-from resviz.tools.server import start_server, stop_server
 
 torch.set_num_threads(1)  # tiny models: one thread is faster and leaves the other core to the test server
 
@@ -43,17 +44,48 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
+    for check in CLAIMS_CHECKS.values():
+        check.stop()
     shutil.rmtree(TEST_CACHE, ignore_errors=True)
+
+
+# --- the lesson-claims check (tests/test_claims.py) runs in the background from the session's start ----------------
+CLAIMS_CHECKS: dict[str, ClaimsCheck] = {}  # lesson -> the child process checking its claims
+CLAIMS_GROUPS = (("training",),)  # a process each (the race runs its seeds on two threads); one for the others
+
+
+def _checks_claims(item) -> bool:
+    return "claims_check" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests that read the background check's claims run last: the check has the whole session to finish."""
+    items.sort(key=_checks_claims)  # stable: every other test keeps its place
+
+
+def pytest_collection_finish(session):
+    lessons = [item.callspec.params["lesson"] for item in session.items if _checks_claims(item)]
+    if not lessons or session.config.option.collectonly:
+        return
+    folder = Path(tempfile.mkdtemp(prefix="claims-", dir=TEST_CACHE))
+    groups = [[name for name in group if name in lessons] for group in CLAIMS_GROUPS]
+    groups.append([name for name in lessons if not any(name in group for group in CLAIMS_GROUPS)])
+    for group in filter(None, groups):
+        check = ClaimsCheck(group, folder)
+        CLAIMS_CHECKS.update({name: check for name in group})
+
+
+@pytest.fixture
+def claims_check():
+    """``lesson -> its claims`` from the check started in the background (waits for it to finish)."""
+    return lambda lesson: CLAIMS_CHECKS[lesson].claims(lesson)
 
 
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory):
     """``streamlit run app.py`` on a free loopback port; yields its base URL."""
-    proc, url = start_server(log_path=tmp_path_factory.mktemp("server") / "streamlit.log")
-    try:
+    with served(log_path=tmp_path_factory.mktemp("server") / "streamlit.log") as (_, url):
         yield url
-    finally:
-        stop_server(proc)
 
 
 @pytest.fixture(scope="session")

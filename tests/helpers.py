@@ -5,10 +5,13 @@
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import struct
+import subprocess
+import sys
 import zipfile
 import zlib
 from pathlib import Path
@@ -20,6 +23,7 @@ from resviz import models
 from resviz.lessons import LESSONS, lesson
 from resviz.tools import browser
 from resviz.tools.browser import open_page, page_exceptions, wait_idle  # noqa: F401 - re-exported for tests
+from resviz.tools.server import start_server, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ROOT / Path(LESSONS[0].page).parent  # the folder of the page scripts (home and the lessons)
@@ -140,6 +144,25 @@ def saved(obj) -> bytes:
 
 
 # --- browser ---------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def served(**kwargs):
+    """``streamlit run`` (``start_server(**kwargs)``) for the with-block: yields (process, base URL), then stops it."""
+    proc, url = start_server(**kwargs)
+    try:
+        yield proc, url
+    finally:
+        stop_server(proc)
+
+
+def served_app(folder: Path, source: str):
+    """``served`` for a tiny app of its own: ``folder``/app.py holding ``source``, beside links to resviz and
+    .streamlit (the classroom settings), no warm-up; its log is ``folder``/log.txt."""
+    for name in ("resviz", ".streamlit"):
+        (folder / name).symlink_to(ROOT / name)
+    (folder / "app.py").write_text(source)
+    return served(script="app.py", cwd=folder, log_path=folder / "log.txt", env={"RESVIZ_WARM_UP": "0"})
+
+
 def screenshot(pg, name: str) -> Path:
     """Save a full-page PNG as SCREENSHOTS/<name>.png and return its path (open it and look)."""
     return browser.screenshot(pg, SCREENSHOTS / f"{name}.png", full=True)
@@ -156,3 +179,102 @@ def visit(pg, base_url: str, path: str, *expected: str) -> str:
     assert [t for t in expected if t not in body] == [], body[:2000]
     screenshot(pg, path or "home")
     return body
+
+
+# --- no text over text at x1.4, in real Chromium ---------------------------------------------------------
+# Each figure's text boxes as Chromium lays them out: titles, axis titles, legends, annotations (subplot titles,
+# stage names), colour bars and tick labels; and the plot areas. Read by ``text_collisions`` (on the pages too).
+CHART_TEXTS_JS = """(root) => {
+  const box = (e) => { const b = e.getBoundingClientRect(); return {x: b.left, y: b.top, w: b.width, h: b.height}; };
+  const svg = root.querySelector('svg.main-svg');
+  if (!svg) return null;
+  const items = [];
+  const add = (kind, e, text) => {
+    const b = box(e);
+    if (b.w > 0.5 && b.h > 0.5 && (text || '').trim()) items.push({kind, text: text.trim().slice(0, 50), ...b});
+  };
+  root.querySelectorAll('.g-gtitle text').forEach(e => add('title', e, e.textContent));
+  root.querySelectorAll('g[class^="g-x"][class$="title"] text, g[class^="g-y"][class$="title"] text')
+    .forEach(e => add('axis title', e, e.textContent));
+  root.querySelectorAll('.infolayer .legend').forEach(e => add('legend', e.querySelector('.bg') || e, e.textContent));
+  root.querySelectorAll('.infolayer .legend .traces').forEach(e => add('legend entry', e, e.textContent));
+  root.querySelectorAll('.annotation').forEach(e => add('annotation', e.querySelector('.annotation-text-g') || e,
+                                                        e.textContent));
+  root.querySelectorAll('.colorbar').forEach(e => add('colour bar', e, e.textContent || 'colour bar'));
+  root.querySelectorAll('.xtick text, .ytick text').forEach(e => add('tick label', e, e.textContent));
+  return {chart: box(svg), items, areas: Array.from(root.querySelectorAll('.draglayer .nsewdrag')).map(box)};
+}"""
+
+
+def _overlap(a: dict, b: dict, tol: float = 1.0) -> bool:
+    return (min(a["x"] + a["w"], b["x"] + b["w"]) - max(a["x"], b["x"]) > tol
+            and min(a["y"] + a["h"], b["y"] + b["h"]) - max(a["y"], b["y"]) > tol)
+
+
+def _inside(a: dict, box: dict, tol: float = 1.0) -> bool:
+    return (a["x"] >= box["x"] - tol and a["y"] >= box["y"] - tol and a["x"] + a["w"] <= box["x"] + box["w"] + tol
+            and a["y"] + a["h"] <= box["y"] + box["h"] + tol)
+
+
+def text_collisions(texts: dict | None) -> list[str]:
+    """What a back row could not read in one chart (``CHART_TEXTS_JS``'s answer): a text cut at the chart's edge,
+    two texts over each other (tick labels of one axis excepted: plotly spaces those), a legend, title, axis title
+    or tick label over a plot (annotations may sit inside one on purpose)."""
+    if not texts:
+        return []
+    items, out = texts["items"], []
+    out += [f"{a['kind']} '{a['text']}' cut at the chart's edge" for a in items if not _inside(a, texts["chart"])]
+    for i, a in enumerate(items):
+        out += [f"{a['kind']} '{a['text']}' over {b['kind']} '{b['text']}'" for b in items[i + 1:]
+                if _overlap(a, b) and not a["kind"] == b["kind"] == "tick label"
+                and ("legend entry" not in (a["kind"], b["kind"]) or a["kind"] == b["kind"])]
+        if a["kind"] in ("legend", "axis title", "tick label", "title") and any(
+                _overlap(a, area, 2.0) for area in texts["areas"]):
+            out.append(f"{a['kind']} '{a['text']}' over a plot")
+    return out
+
+
+def chart_collisions(pg, charts: dict) -> dict[str, list[str]]:
+    """``{name: (figure, width in px)}`` each drawn by plotly.js in Chromium at that width with Projector on (an empty
+    page of its own): ``text_collisions`` of each, by name."""
+    import plotly
+
+    from resviz.plots.projector import for_projector
+
+    pg.set_content("<div id='chart'></div>")
+    pg.add_script_tag(path=str(Path(plotly.__file__).parent / "package_data" / "plotly.min.js"))
+    found = {}
+    for name, (fig, width) in charts.items():
+        spec = json.loads(for_projector(fig).update_layout(width=width).to_json())
+        pg.evaluate("(spec) => Plotly.newPlot('chart', spec.data, spec.layout)", spec)
+        found[name] = text_collisions(pg.locator("#chart").evaluate(CHART_TEXTS_JS))
+    return found
+
+
+# --- the lesson-claims check, in the background ----------------------------------------------------------
+class ClaimsCheck:
+    """``python -m resviz.claims --only <lessons>`` in a child process at the lowest priority (nice 19), started when
+    the session starts (conftest.py): it uses the CPU the rest of the suite leaves idle (a core while AppTest runs a
+    page on one thread, the browser tests' waits) and never slows a test that measures time. The lesson-claims tests
+    run last and read its claims back: the same claims, seeds and sizes as ``lesson_claims`` in the test process."""
+
+    def __init__(self, lessons: list[str], folder: Path):
+        self.lessons, self.json = lessons, folder / f"claims-{'-'.join(lessons)}.json"
+        self.log = folder / f"claims-{'-'.join(lessons)}.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(["nice", "-n", "19", sys.executable, "-m", "resviz.claims", "--only",
+                                          *lessons, "--json", str(self.json)], cwd=ROOT, stdout=log,
+                                         stderr=subprocess.STDOUT)
+
+    def claims(self, lesson: str, timeout_s: float = 3600):
+        """The claims of ``lesson`` once the check has finished; fails with its output if it wrote none."""
+        from resviz.claims import from_json
+
+        self.proc.wait(timeout_s)
+        assert self.json.is_file(), f"python -m resviz.claims exited {self.proc.returncode}:\n{self.log.read_text()}"
+        return from_json(self.json.read_text())[lesson]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

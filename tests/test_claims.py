@@ -1,12 +1,9 @@
 """The lesson-claims check at CI size: every lesson's headline claim holds on seeds 0-4 (python -m resviz.claims),
 and the deep-pair claims (lesion, loss landscape) hold on each shipped pair too."""
-import os
-
 import pytest
-import torch
 
 from resviz import builtin_pair
-from resviz.claims import SEEDS, Claim, format_table, lesson_claims
+from resviz.claims import SEEDS, Claim, format_table
 from resviz.lessons import LESSONS
 
 # Lessons whose headline claim issue 12 names, checked at CI size. The loss landscape's claim is checked on the shipped
@@ -15,22 +12,12 @@ CHECKED_AT_CI_SIZE = {"training", "signal_flow", "lesion", "paths", "shattered",
 ON_SHIPPED_PAIRS = {"lesion", "landscape"}  # issue 23: the deep-pair claims, on every pair assets/pairs ships
 
 
-@pytest.fixture
-def every_core(request):
-    """A claim check has the machine to itself (no server in it): both cores for one run's torch (the suite's default
-    is one thread, conftest.py), except the race's, which runs its seeds on parallel threads already."""
-    lesson = request.node.callspec.params["lesson"]
-    before = torch.get_num_threads()
-    if lesson != "training":
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.claims
 @pytest.mark.parametrize("lesson", [lesson.name for lesson in LESSONS])
-def test_every_claim_of_the_lesson_holds_on_every_seed(lesson, every_core):
-    claims = lesson_claims(lesson, SEEDS, full=False)
+def test_every_claim_of_the_lesson_holds_on_every_seed(lesson, claims_check):
+    """Run last, on the claims of ``python -m resviz.claims`` started in the background at the session's start
+    (conftest.py): ``lesson_claims(lesson, SEEDS, full=False)`` in a child process."""
+    claims = claims_check(lesson)
     print(format_table(claims))
     failed = [c for c in claims if not c.holds]
     assert not failed, "\n" + format_table(failed)

@@ -112,18 +112,11 @@ LINKS = """() => Array.from(document.querySelectorAll('*')).flatMap(e => Array.f
 
 @pytest.fixture(scope="module")
 def message_server(tmp_path_factory):
-    from helpers import ROOT
-    from resviz.tools.server import start_server, stop_server
+    from helpers import served_app
 
-    folder = tmp_path_factory.mktemp("message_app")
-    for name in ("resviz", ".streamlit"):
-        (folder / name).symlink_to(ROOT / name)
-    (folder / "app.py").write_text(MESSAGE_APP.format(message="Bad entry names: " + " ".join(EVIL_NAMES)))
-    proc, url = start_server(script="app.py", cwd=folder, log_path=folder / "log.txt", env={"RESVIZ_WARM_UP": "0"})
-    try:
+    source = MESSAGE_APP.format(message="Bad entry names: " + " ".join(EVIL_NAMES))
+    with served_app(tmp_path_factory.mktemp("message_app"), source) as (_, url):
         yield url
-    finally:
-        stop_server(proc)
 
 
 @pytest.mark.browser

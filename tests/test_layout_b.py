@@ -4,8 +4,8 @@ its edge (Chromium's own layout of plotly's text). One server, one browser, one 
 are saved (SCREENSHOTS/first_screen_<page>.png) to be looked at."""
 import pytest
 
+from helpers import CHART_TEXTS_JS, text_collisions
 from layout import CHART, assert_on_first_screen, first_screen
-from test_projector import CHART_TEXTS_JS, text_collisions
 
 pytestmark = pytest.mark.browser
 ALERT = "[data-testid='stAlert']"  # an st.success / info / warning / error box

@@ -1,10 +1,10 @@
 """Projector mode: every text and line of a chart scaled up, nothing else changed, the original left alone."""
-import json
 
 import numpy as np
 import plotly.graph_objects as go
 import pytest
 
+from helpers import chart_collisions
 from resviz.plots.projector import PLOTLY_FONT_PX, PLOTLY_LINE_PX, for_projector
 
 
@@ -55,59 +55,7 @@ def test_projector_scales_the_page_text_and_is_in_the_link():
     assert on.query_params.get("projector") in (["true"], "true")
 
 
-# --- no text over text at x1.4, in real Chromium -------------------------------------------------------------
-# Each figure's text boxes as Chromium lays them out: titles, axis titles, legends, annotations (subplot titles,
-# stage names), colour bars and tick labels; and the plot areas. Read by ``text_collisions`` (also on the pages).
-CHART_TEXTS_JS = """(root) => {
-  const box = (e) => { const b = e.getBoundingClientRect(); return {x: b.left, y: b.top, w: b.width, h: b.height}; };
-  const svg = root.querySelector('svg.main-svg');
-  if (!svg) return null;
-  const items = [];
-  const add = (kind, e, text) => {
-    const b = box(e);
-    if (b.w > 0.5 && b.h > 0.5 && (text || '').trim()) items.push({kind, text: text.trim().slice(0, 50), ...b});
-  };
-  root.querySelectorAll('.g-gtitle text').forEach(e => add('title', e, e.textContent));
-  root.querySelectorAll('g[class^="g-x"][class$="title"] text, g[class^="g-y"][class$="title"] text')
-    .forEach(e => add('axis title', e, e.textContent));
-  root.querySelectorAll('.infolayer .legend').forEach(e => add('legend', e.querySelector('.bg') || e, e.textContent));
-  root.querySelectorAll('.infolayer .legend .traces').forEach(e => add('legend entry', e, e.textContent));
-  root.querySelectorAll('.annotation').forEach(e => add('annotation', e.querySelector('.annotation-text-g') || e,
-                                                        e.textContent));
-  root.querySelectorAll('.colorbar').forEach(e => add('colour bar', e, e.textContent || 'colour bar'));
-  root.querySelectorAll('.xtick text, .ytick text').forEach(e => add('tick label', e, e.textContent));
-  return {chart: box(svg), items, areas: Array.from(root.querySelectorAll('.draglayer .nsewdrag')).map(box)};
-}"""
-
-
-def _overlap(a: dict, b: dict, tol: float = 1.0) -> bool:
-    return (min(a["x"] + a["w"], b["x"] + b["w"]) - max(a["x"], b["x"]) > tol
-            and min(a["y"] + a["h"], b["y"] + b["h"]) - max(a["y"], b["y"]) > tol)
-
-
-def _inside(a: dict, box: dict, tol: float = 1.0) -> bool:
-    return (a["x"] >= box["x"] - tol and a["y"] >= box["y"] - tol and a["x"] + a["w"] <= box["x"] + box["w"] + tol
-            and a["y"] + a["h"] <= box["y"] + box["h"] + tol)
-
-
-def text_collisions(texts: dict | None) -> list[str]:
-    """What a back row could not read in one chart (``CHART_TEXTS_JS``'s answer): a text cut at the chart's edge,
-    two texts over each other (tick labels of one axis excepted: plotly spaces those), a legend, title, axis title
-    or tick label over a plot (annotations may sit inside one on purpose)."""
-    if not texts:
-        return []
-    items, out = texts["items"], []
-    out += [f"{a['kind']} '{a['text']}' cut at the chart's edge" for a in items if not _inside(a, texts["chart"])]
-    for i, a in enumerate(items):
-        out += [f"{a['kind']} '{a['text']}' over {b['kind']} '{b['text']}'" for b in items[i + 1:]
-                if _overlap(a, b) and not a["kind"] == b["kind"] == "tick label"
-                and ("legend entry" not in (a["kind"], b["kind"]) or a["kind"] == b["kind"])]
-        if a["kind"] in ("legend", "axis title", "tick label", "title") and any(
-                _overlap(a, area, 2.0) for area in texts["areas"]):
-            out.append(f"{a['kind']} '{a['text']}' over a plot")
-    return out
-
-
+# --- no text over text at x1.4, in real Chromium (the checker: helpers.text_collisions) ---------------------
 def _lesson_figures():
     """Each lesson figure of layoutB's pages and of Signal flow, with realistic sizes (ResNet-20: 9 blocks, 19
     convs; 256-point sweeps), and the width in px the page gives it at 1280x720 with Projector on."""
@@ -149,15 +97,5 @@ def test_lesson_charts_at_x1_4_have_no_text_over_text(page):
     """Drawn by plotly.js in Chromium at the width the page gives them, Projector on: no title over a legend, no
     tick label cut, no legend or axis title over a plot, for each chart of Lesion, Paths, Shattered, Loss
     landscape and Signal flow."""
-    from pathlib import Path
-
-    import plotly
-
-    page.set_content("<div id='chart'></div>")
-    page.add_script_tag(path=str(Path(plotly.__file__).parent / "package_data" / "plotly.min.js"))
-    found = {}
-    for name, (fig, width) in _lesson_figures().items():
-        spec = json.loads(for_projector(fig).update_layout(width=width).to_json())
-        page.evaluate("(spec) => Plotly.newPlot('chart', spec.data, spec.layout)", spec)
-        found[name] = text_collisions(page.locator("#chart").evaluate(CHART_TEXTS_JS))
+    found = chart_collisions(page, _lesson_figures())
     assert not any(found.values()), {k: v for k, v in found.items() if v}

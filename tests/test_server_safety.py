@@ -3,6 +3,7 @@ student's, or the server. Unit tests of the widget-value check and the upload qu
 server fed hostile input by one session while a second session keeps working."""
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import urllib.request
@@ -15,7 +16,7 @@ from streamlit.runtime.uploaded_file_manager import UploadedFileRec
 
 from resviz import ui
 from resviz.inputs import limits
-from resviz.tools.server import rss_mb, start_server, stop_server
+from resviz.tools.server import rss_mb
 from resviz.tools.session import Session
 
 NAN, INF = float("nan"), float("inf")
@@ -139,14 +140,13 @@ def test_uploads_no_widget_names_are_freed_after_the_grace(quota):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """``streamlit run app.py`` with a small upload quota (8 MB), its pages opened once: (process, base URL)."""
-    proc, url = start_server(log_path=tmp_path_factory.mktemp("safety") / "streamlit.log",
-                             env={"RESVIZ_WARM_UP": "0", "RESVIZ_SESSION_UPLOAD_MB": "8"})
-    try:
+    from helpers import served
+
+    with served(log_path=tmp_path_factory.mktemp("safety") / "streamlit.log",
+                env={"RESVIZ_WARM_UP": "0", "RESVIZ_SESSION_UPLOAD_MB": "8"}) as (proc, url):
         with Session(url, timeout=120) as warm:  # the first run installs the door; the pages the tests open warm
             assert warm.run("").ok and warm.run("training").ok
         yield proc, url
-    finally:
-        stop_server(proc)
 
 
 class Watcher(threading.Thread):
@@ -176,13 +176,26 @@ def alive(proc, url: str) -> bool:
         return proc.poll() is None and r.status == 200
 
 
+@contextlib.contextmanager
+def while_another_student_works(server):
+    """A student's session (home page opened) for the with-block while a second student's tab reruns the home page:
+    yields (session, the other's reruns so far); after, the other tab rendered every rerun and the server is up."""
+    proc, url = server
+    other = Watcher(url)
+    other.start()
+    try:
+        with Session(url, timeout=120) as a:
+            a.run("")
+            yield a, other.runs
+    finally:
+        runs = other.finish()
+    assert runs and all(r.ok for r in runs) and alive(proc, url), [r for r in runs if not r.ok]
+
+
 def test_hostile_widget_values_break_nothing_while_another_student_works(server):
     proc, url = server
     rss0 = rss_mb(proc.pid)
-    other = Watcher(url)
-    other.start()
-    with Session(url, timeout=120) as a:
-        a.run("")
+    with while_another_student_works(server) as (a, runs):
         a.run("", widgets={"sel_family": "Custom"})
         r = a.run("", widgets={"sel_layers": LAYERS_300_KB})
         assert r.ok and r.seconds < 20, r  # refused at once, before anything is computed from it
@@ -196,35 +209,23 @@ def test_hostile_widget_values_break_nothing_while_another_student_works(server)
         a.run("training")
         for value in (NAN, -INF, 1e12):
             assert a.run("training", widgets={"tr_seed": value}).ok, value
-    runs = other.finish()
-    assert len(runs) >= 3 and all(r.ok and not r.errors for r in runs), [r for r in runs if not r.ok or r.errors]
-    assert alive(proc, url) and rss_mb(proc.pid) - rss0 < 500  # before: +927 MB from the one 300 KB text
+    assert len(runs) >= 3 and not [r for r in runs if r.errors], [r for r in runs if r.errors]
+    assert rss_mb(proc.pid) - rss0 < 500  # before: +927 MB from the one 300 KB text
 
 
 def test_a_message_over_the_servers_cap_closes_only_that_tab(server):
-    proc, url = server
-    other = Watcher(url)
-    other.start()
-    with Session(url, timeout=120) as a:
-        a.run("")
+    with while_another_student_works(server) as (a, _):
         a.run("", widgets={"sel_family": "Custom"})
         assert a.run("", widgets={"sel_layers": "1" * 2_000_000}).status == "disconnected"  # maxWidgetStateSize
-    runs = other.finish()
-    assert runs and all(r.ok for r in runs) and alive(proc, url)
 
 
 def test_uploads_past_a_sessions_quota_are_refused_and_the_server_stays_small(server):
     proc, url = server
     rss0 = rss_mb(proc.pid)
-    other = Watcher(url)
-    other.start()
-    with Session(url, timeout=120) as a:
-        a.run("")
+    with while_another_student_works(server) as (a, _):
         sent = [a.upload(f"w{i}.pth", bytes(3 * 2**20))[0] for i in range(4)]  # 3 MB each against 8 MB
         assert sent == [204, 204, 413, 413], sent
         assert a.run("").ok
-    runs = other.finish()
-    assert runs and all(r.ok for r in runs) and alive(proc, url)
     assert rss_mb(proc.pid) - rss0 < 200
 
 
@@ -243,17 +244,10 @@ st.write(f"seed {seed}")
 @pytest.fixture(scope="module")
 def bound_server(tmp_path_factory):
     """A tiny app whose whole-number input is bound to the URL, behind the door: (process, base URL)."""
-    from helpers import ROOT
+    from helpers import served_app
 
-    folder = tmp_path_factory.mktemp("bound_app")
-    for name in ("resviz", ".streamlit"):
-        (folder / name).symlink_to(ROOT / name)
-    (folder / "app.py").write_text(BOUND_APP)
-    proc, url = start_server(script="app.py", cwd=folder, log_path=folder / "log.txt", env={"RESVIZ_WARM_UP": "0"})
-    try:
-        yield proc, url
-    finally:
-        stop_server(proc)
+    with served_app(tmp_path_factory.mktemp("bound_app"), BOUND_APP) as server:
+        yield server
 
 
 def test_a_link_with_an_infinite_number_opens_the_page_with_the_default(bound_server):

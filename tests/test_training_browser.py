@@ -6,9 +6,9 @@ import math
 
 import pytest
 
+from helpers import chart_collisions, served
 from layout import CHART, assert_on_first_screen, first_screen
 from resviz.lessons import training
-from resviz.tools.server import start_server, stop_server
 from test_page_training import keep_default_race
 
 
@@ -26,12 +26,9 @@ def replaying_server(tmp_path_factory):
         mp.setenv("RESVIZ_CACHE", str(cache))
         keep_default_race(curve(2.3, 0.55, 60), curve(2.3, 0.95, 110))
         training.replay.forget_reads()
-    proc, url = start_server(log_path=tmp_path_factory.mktemp("server") / "streamlit.log",
-                             env={"RESVIZ_CACHE": str(cache), "RESVIZ_WARM_UP": "0"})
-    try:
+    with served(log_path=tmp_path_factory.mktemp("server") / "streamlit.log",
+                env={"RESVIZ_CACHE": str(cache), "RESVIZ_WARM_UP": "0"}) as (_, url):
         yield url
-    finally:
-        stop_server(proc)
 
 
 @pytest.mark.browser
@@ -66,19 +63,5 @@ def _race_figures() -> dict:
 def test_race_charts_at_x1_4_have_no_text_over_text(page):
     """Drawn by plotly.js in Chromium at the width the page gives them, Projector on: no title over a legend, no
     tick label cut, no legend or axis title over a plot, the ordering marks included."""
-    import json
-    from pathlib import Path
-
-    import plotly
-
-    from resviz.plots.projector import for_projector
-    from test_projector import CHART_TEXTS_JS, text_collisions
-
-    page.set_content("<div id='chart'></div>")
-    page.add_script_tag(path=str(Path(plotly.__file__).parent / "package_data" / "plotly.min.js"))
-    found = {}
-    for name, (fig, width) in _race_figures().items():
-        spec = json.loads(for_projector(fig).update_layout(width=width).to_json())
-        page.evaluate("(spec) => Plotly.newPlot('chart', spec.data, spec.layout)", spec)
-        found[name] = text_collisions(page.locator("#chart").evaluate(CHART_TEXTS_JS))
+    found = chart_collisions(page, _race_figures())
     assert not any(found.values()), {k: v for k, v in found.items() if v}

@@ -3,6 +3,7 @@
     python -m resviz.claims              # CI size: small models, few steps, seeds 0-4
     python -m resviz.claims --full       # the sizes the pages use (minutes to an hour on a laptop CPU)
     python -m resviz.claims --only training lesion
+    python -m resviz.claims --json claims.json  # also write the claims as JSON (the CI test reads them back)
 
 A lesson module ``resviz/lessons/<name>.py`` takes part by defining ``claims(seeds, full) -> list[Claim]``.
 A claim that fails on some seed is a finding to fix in the lesson, not a seed to drop.
@@ -10,7 +11,8 @@ A claim that fails on some seed is a finding to fix in the lesson, not a seed to
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 
 SEEDS = (0, 1, 2, 3, 4)
 
@@ -38,20 +40,25 @@ def lesson_claims(name: str, seeds=SEEDS, full: bool = False) -> list[Claim]:
     return list(check(tuple(seeds), full)) if check else []
 
 
-def all_claims(seeds=SEEDS, full: bool = False, only=None) -> list[Claim]:
-    """Every lesson's claims, in the order of the lessons."""
+def claims_by_lesson(seeds=SEEDS, full: bool = False, only=None) -> dict[str, list[Claim]]:
+    """Every lesson's claims, by lesson name, in the order of the lessons."""
     from resviz.lessons import LESSONS
 
-    out = []
+    out = {}
     for lesson in LESSONS:
         if only and lesson.name not in only:
             continue
         try:
-            out += lesson_claims(lesson.name, seeds, full)
+            out[lesson.name] = lesson_claims(lesson.name, seeds, full)
         except ModuleNotFoundError as e:
             if e.name != f"resviz.lessons.{lesson.name}":
                 raise
     return out
+
+
+def all_claims(seeds=SEEDS, full: bool = False, only=None) -> list[Claim]:
+    """Every lesson's claims, in the order of the lessons."""
+    return [c for claims in claims_by_lesson(seeds, full, only).values() for c in claims]
 
 
 def format_table(claims: list[Claim]) -> str:
@@ -63,3 +70,13 @@ def format_table(claims: list[Claim]) -> str:
         lines.append(f"{verdict:5}  {c.lesson:13} seed {c.seed}{on}  margin {c.margin:+.3g} {c.unit:8}  {c.text}"
                      + (f"  [{c.detail}]" if c.detail else ""))
     return "\n".join(lines)
+
+
+def to_json(by_lesson: dict[str, list[Claim]]) -> str:
+    """``claims_by_lesson``'s answer as JSON (``from_json`` reads it back)."""
+    return json.dumps({name: [asdict(c) for c in claims] for name, claims in by_lesson.items()}, indent=1)
+
+
+def from_json(text: str) -> dict[str, list[Claim]]:
+    """Claims by lesson, as ``to_json`` wrote them."""
+    return {name: [Claim(**fields) for fields in claims] for name, claims in json.loads(text).items()}

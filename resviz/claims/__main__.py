@@ -5,7 +5,9 @@ import argparse
 import sys
 import time
 
-from resviz.claims import SEEDS, all_claims, format_table
+from pathlib import Path
+
+from resviz.claims import SEEDS, claims_by_lesson, format_table, to_json
 
 
 def main(argv=None) -> int:
@@ -13,12 +15,16 @@ def main(argv=None) -> int:
     ap.add_argument("--full", action="store_true", help="the sizes the pages use (slow)")
     ap.add_argument("--seeds", type=int, nargs="*", default=list(SEEDS))
     ap.add_argument("--only", nargs="*", help="lesson names")
+    ap.add_argument("--json", type=Path, help="also write the claims to this file, as JSON")
     args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    claims = all_claims(args.seeds, args.full, args.only)
+    by_lesson = claims_by_lesson(args.seeds, args.full, args.only)
+    if args.json:
+        args.json.write_text(to_json(by_lesson))
+    claims = [c for found in by_lesson.values() for c in found]
     print(format_table(claims))
     failed = sum(not c.holds for c in claims)
     print(f"{len(claims) - failed} passed, {failed} failed  ({time.perf_counter() - t0:.0f} s)")
