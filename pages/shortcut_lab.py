@@ -16,8 +16,13 @@ def _shared(fn, *args, label=""):
 NUMBERS = {k: st.column_config.NumberColumn(format="localized") for k in ("parameters", "MACs")}
 INPUTS = {"sl_cin": ("Input channels", 0, sc.MAX_CHANNELS, 4), "sl_cout": ("Output channels", 0, sc.MAX_CHANNELS, 8),
           "sl_stride": ("Stride", 1, 8, 2), "sl_h": ("Height", 0, sc.MAX_SIDE, 6), "sl_w": ("Width", 0, sc.MAX_SIDE, 6)}
-for k, (*_, default) in INPUTS.items():
-    st.session_state.setdefault(k, default)
+
+
+def _fixes_frame(lab) -> pd.DataFrame:
+    """The fixes' table, its counts written with thousands separators (a pandas Styler cost each follower's rerun of
+    this page more than all its charts: thirty reruns at once when the teacher changes a setting)."""
+    table = pd.DataFrame(sc.fix_table(lab)).set_index("fix")
+    return table.assign(**{c: table[c].map("{:,}".format) for c in ("parameters", "MACs")})
 
 
 def _use_block(blocks):
@@ -27,8 +32,10 @@ def _use_block(blocks):
 st.title("Shortcut lab: making x fit F(x)")
 sel = ui.current_selection()
 cfg, device = sel.chosen, sel.device
-c_in, c_out, stride, h, w = (col.number_input(label, lo, hi, key=k, bind="query-params")
-                              for col, (k, (label, lo, hi, _)) in zip(st.columns(5), INPUTS.items()))
+# each default is the widget's own (not set into session_state): a link or a follower's view without a setting means
+# that default, and Streamlit writes every other value into the URL
+c_in, c_out, stride, h, w = (col.number_input(label, lo, hi, default, key=k, bind="query-params")
+                              for col, (k, (label, lo, hi, default)) in zip(st.columns(5), INPUTS.items()))
 picker = None  # the block picker: under the fixes, where the lab has drawn them
 
 with ui.friendly_errors("Running the shortcut lab"):
@@ -44,7 +51,7 @@ with ui.friendly_errors("Running the shortcut lab"):
             st.code(f"RuntimeError: {naive.error}", language=None)
 
     st.subheader("2 · The fixes, each run on x")
-    st.table(pd.DataFrame(sc.fix_table(lab)).set_index("fix").style.format("{:,}", subset=["parameters", "MACs"]))
+    st.table(_fixes_frame(lab))
     st.markdown(sc.fixes_text(lab, c_out))
     picker = st.container()  # the block picker, drawn below
 

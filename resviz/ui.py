@@ -394,21 +394,22 @@ def figure(key: Hashable, make: Callable[[], Any], shelf: str = "pages") -> Any:
     bounded LRU per ``shelf`` ("live": a live race's frames, which come and go fast, in a shelf of their own so that
     they never push the pages' figures out). Never mutate what it returns (``st.plotly_chart`` copies it).
     """
-    key = (key, bool(st.session_state.get("projector")))
-    store, lock = _figure_store(shelf)
-    with lock:
-        if key in store:
-            return store[key]
-    made = make()
-    made = [chart(f) for f in made] if isinstance(made, (list, tuple)) else chart(made)
-    with lock:
-        store[key] = made
-    return made
+    _, build = _figure_store(shelf)
+    return build((key, bool(st.session_state.get("projector"))), lambda: _as_shown(make()))
+
+
+def _as_shown(made):
+    return [chart(f) for f in made] if isinstance(made, (list, tuple)) else chart(made)
 
 
 @st.cache_resource
-def _figure_store(shelf: str) -> tuple[cachetools.LRUCache, threading.Lock]:
-    return cachetools.LRUCache(maxsize=FIGURE_SHELVES[shelf]), threading.Lock()
+def _figure_store(shelf: str) -> tuple[cachetools.LRUCache, Callable]:
+    """The shelf's figures, and its builder: one build per key, the class's other sessions waiting for it (thirty
+    followers rerun at once on the teacher's change: each built the same figure, a tenth of the server's time)."""
+    store = cachetools.LRUCache(maxsize=FIGURE_SHELVES[shelf])
+    build = cachetools.cached(store, key=lambda key, make: key, condition=threading.Condition())(
+        lambda key, make: make())
+    return store, build
 
 
 def warm_up(pages: Iterable[str]) -> None:

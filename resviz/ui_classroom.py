@@ -20,6 +20,7 @@ import threading
 import time
 from urllib.parse import urlencode, urlsplit
 
+import cachetools
 import streamlit as st
 
 from resviz import classroom
@@ -30,12 +31,52 @@ log = logging.getLogger("resviz")
 BELL_EVERY_S = 0.25  # how often a server process reads the class's version while one of its sessions follows
 CHECK_IN_EVERY_S = 3.0  # how often a page says it is here (the roster forgets it after classroom.HERE_S); also
 # the fallback look for a new view, should the server's rerun of a follower not have come
+READ_EVERY_S = 0.5  # how often a server process reads the class's view and question for all its sessions (each
+# read of the shared store is a write transaction of its SQLite, one at a time: thirty followers' runs queued there)
 MAX_KEY_TRIES = 5  # wrong teacher keys one session may try before the field is refused
 ARC = ("", *(lesson.name for lesson in LESSONS))  # home, then the lessons in their teaching order (URL paths)
 
 
 def room() -> classroom.Classroom:
     return classroom.Classroom()
+
+
+def class_view() -> classroom.View | None:
+    """``room().view()``, read once for this server process's sessions while the class's version is the one its bell
+    last saw (the bell reads the version before it reruns followers, so a rerun follower reads the new view) and at
+    most ``READ_EVERY_S`` old. Read afresh under AppTest (a test's writes are seen at once)."""
+    if _app_test():
+        return room().view()
+    return _shared_read(room(), "view", bell().version)
+
+
+def class_question() -> classroom.Question | None:
+    """``room().question()``, shared by this server process's sessions like ``class_view`` (every student's vote
+    panel reads it every 2 s); this process's own votes and question changes read it afresh (``_question_changed``)."""
+    if _app_test():
+        return room().question()
+    return _shared_read(room(), "question", None)
+
+
+_reads: cachetools.TTLCache = cachetools.TTLCache(maxsize=16, ttl=READ_EVERY_S)
+
+
+@cachetools.cached(_reads, key=lambda r, what, version: (id(r.store), r.name, what, version),
+                   condition=threading.Condition())
+def _shared_read(r: classroom.Classroom, what: str, version: int | None):
+    return getattr(r, what)()
+
+
+def _question_changed() -> None:
+    with _shared_read.cache_condition:
+        for k in [k for k in list(_reads) if k[2] == "question"]:
+            _reads.pop(k, None)
+
+
+def _app_test() -> bool:
+    from streamlit import config  # its get_option, which AppTest patches (st.get_option is bound at import)
+
+    return bool(config.get_option("global.appTest"))
 
 
 def session_id() -> str:
@@ -74,11 +115,11 @@ def _follow(current: str) -> None:
     if not ss.setdefault("class_following", True):
         bell().forget(sid)
         return
-    view = room().view()
+    view = class_view()
     version = view.version if view is not None else room().view_version()
     bell().watch(sid, version)
     if version != ss.get("_class_applied"):
-        ss["_class_showing"] = version
+        ss["_class_showing"], ss["_class_moving"] = version, True
     elif view is None or view.page != current:
         return  # shown, and this session went to another page since
     if view is not None:
@@ -265,12 +306,15 @@ def _follow_ui() -> None:
     ss = st.session_state
     following = ss.setdefault("class_following", True)
     teacher = is_teacher()
-    if time.monotonic() - ss.get("_class_checked_in", 0.0) > CHECK_IN_EVERY_S:
+    # a run that shows a new view (the bell's) leaves its check-in to the next timed run (the roster forgets after
+    # HERE_S), so that thirty followers rerun at once do not queue for the class state's write lock; a first run does
+    moving = ss.pop("_class_moving", False) and "_class_checked_in" in ss
+    if time.monotonic() - ss.get("_class_checked_in", 0.0) > CHECK_IN_EVERY_S and not moving:
         room().check_in(session_id(), following and not teacher, teacher)
         if teacher and ss.get("class_lead"):
             room().still_presenting()
         ss["_class_checked_in"] = time.monotonic()
-    view = None if teacher else room().view()
+    view = None if teacher else class_view()
     if view is None:
         return
     if not following:
@@ -307,6 +351,7 @@ class Bell:
 
     def __init__(self):
         self._applied: dict[str, int] = {}  # session id -> the class version its page shows (or was rung for)
+        self.version: int | None = None  # the class's version at the last look (``class_view`` reads by it)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -337,7 +382,7 @@ class Bell:
         waiting = self.watching()
         if not waiting:
             return []
-        version = room().view_version()
+        version = self.version = room().view_version()
         rung = []
         for sid, applied in waiting.items():
             if applied == version:
@@ -445,14 +490,20 @@ def question_form_ui() -> None:
         if st.form_submit_button("Ask the class"):
             try:
                 room().ask(asked, answers.splitlines())
+                _question_changed()
                 st.rerun()
             except classroom.ClassError as e:
                 st.error(str(e))
     if q is not None:
         c1, c2, c3 = st.columns(3)
-        c1.button("Lock", key="class_lock", on_click=lambda: room().lock(), disabled=q.locked)
-        c2.button("Reveal", key="class_reveal", on_click=lambda: room().reveal(), disabled=q.revealed)
-        c3.button("Close", key="class_close", on_click=lambda: room().close())
+        c1.button("Lock", key="class_lock", on_click=_changing(room().lock), disabled=q.locked)
+        c2.button("Reveal", key="class_reveal", on_click=_changing(room().reveal), disabled=q.revealed)
+        c3.button("Close", key="class_close", on_click=_changing(room().close))
+
+
+def _changing(action):
+    """``action`` (a change of the question), then this process's sessions read the question afresh."""
+    return lambda: (action(), _question_changed())
 
 
 def lock_votes() -> None:
@@ -461,22 +512,23 @@ def lock_votes() -> None:
     locks nothing."""
     if is_teacher():
         room().lock()
+        _question_changed()
 
 
 def prediction_beside(measured: str) -> None:
     """After the experiment: what was measured, and beside it what the class predicted. Draws nothing while no
     question is open or no teacher can lead. The tally shows once revealed; the teacher reveals it here with one
     click, a student is told it comes when the teacher reveals it."""
-    q = room().question() if classroom.teacher_key_set() else None
+    q = class_question() if classroom.teacher_key_set() else None
     if q is None:
         return
     st.markdown(f"**Measured:** {text.md(measured)}")
     st.markdown(f"**The class predicted** ({text.md(q.text, classroom.MAX_TEXT)}):")
     if q.revealed:
-        tally_ui(q, room().my_vote(session_id()))
+        tally_ui(q, q.votes.get(classroom.member(session_id())))
     elif is_teacher():
         st.button(f"Show the class's prediction ({len(q.votes)} votes)", key="class_reveal_beside",
-                  on_click=lambda: room().reveal())
+                  on_click=_changing(room().reveal))
     else:
         st.caption("The tally shows when the teacher reveals it.")
 
@@ -484,12 +536,12 @@ def prediction_beside(measured: str) -> None:
 @st.fragment(run_every=2.0)
 def vote_ui() -> None:
     """The open question: this student's vote until the lock; the tally once the teacher reveals it."""
-    q = room().question()
+    q = class_question()
     refused = st.session_state.pop("_class_vote_refused", None)  # a press the class state refused (after the lock)
     if q is None:
         return
     st.markdown(f"**Predict:** {text.md(q.text, classroom.MAX_TEXT)}")
-    mine = room().my_vote(session_id())
+    mine = q.votes.get(classroom.member(session_id()))  # the question just read: one read of the class state a run
     if q.revealed:
         tally_ui(q, mine)
         return
@@ -516,6 +568,7 @@ def _vote(question_id: int) -> None:
     """The Vote button's callback: this session's choice into the class state, before the run that shows it."""
     try:
         room().vote(session_id(), question_id, st.session_state.get(f"class_vote_{question_id}"))
+        _question_changed()
     except (classroom.ClassError, TypeError) as e:  # locked, another question; TypeError: no answer chosen
         st.session_state["_class_vote_refused"] = str(e) if isinstance(e, classroom.ClassError) else "Choose one."
 

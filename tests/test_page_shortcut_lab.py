@@ -23,8 +23,8 @@ def test_page_runs_and_shows_pytorchs_error(lab):
     fixes = lab.table[0].value  # a static table: every column visible at any width, long text wraps
     assert list(fixes.columns) == ["works?", "result", "parameters", "MACs", "shortcut output", "what it does"]
     assert fixes.loc["Identity (no fix)", "works?"] == "no"
-    assert fixes.loc["Option B: 1x1 conv + BN", "parameters"] == 4 * 8 + 2 * 8  # conv + BN weight and bias
-    assert fixes.loc["Option B: 1x1 conv + BN", "MACs"] == 3 * 3 * 8 * 4
+    assert fixes.loc["Option B: 1x1 conv + BN", "parameters"] == f"{4 * 8 + 2 * 8:,}"  # conv + BN weight and bias
+    assert fixes.loc["Option B: 1x1 conv + BN", "MACs"] == f"{3 * 3 * 8 * 4:,}"
     assert fixes.loc["Concatenate channels", "result"] == "12×3×3"
 
 
@@ -58,7 +58,7 @@ def test_pick_a_real_block_fills_the_inputs():
     assert got == [16, 32, 2, 32, 32]
     fixes = at.table[0].value
     assert fixes.loc["Option A: zero-pad", "result"] == "32×16×16"
-    assert fixes.loc["Option A: zero-pad", "parameters"] == 0
+    assert fixes.loc["Option A: zero-pad", "parameters"] == "0"
 
 
 def test_pick_a_block_of_an_imagenet_model():
@@ -71,8 +71,8 @@ def test_pick_a_block_of_an_imagenet_model():
     got = [at.number_input(key=k).value for k in ("sl_cin", "sl_cout", "sl_stride", "sl_h", "sl_w")]
     assert got == [1024, 2048, 2, 14, 14]  # layer4.0
     fixes = at.table[0].value
-    assert fixes.loc["Option B: 1x1 conv + BN", "parameters"] == 1024 * 2048 + 2 * 2048
-    assert fixes.loc["Option B: 1x1 conv + BN", "MACs"] == 7 * 7 * 2048 * 1024
+    assert fixes.loc["Option B: 1x1 conv + BN", "parameters"] == f"{1024 * 2048 + 2 * 2048:,}"
+    assert fixes.loc["Option B: 1x1 conv + BN", "MACs"] == f"{7 * 7 * 2048 * 1024:,}"  # written as on screen
 
 
 def test_pixel_slider_moves_the_product():
@@ -116,3 +116,12 @@ def test_browser_shortcut_lab(app_server, page):
     cell = page.get_by_role("cell", name="102,760,448").bounding_box()  # option B: 7*7*2048*1024
     assert macs and cell and macs["x"] + macs["width"] <= 1400 and cell["x"] + cell["width"] <= 1400
     screenshot(page, "shortcut_lab")
+
+
+def test_every_setting_is_the_widgets_own_default_so_a_link_without_it_means_that_default():
+    """A link (or the teacher's view) names only what differs from the widget's default: the lab's defaults must be
+    the widgets' own, not values put in session_state (a follower read the channels as the widget's default, 0)."""
+    at = new_app("shortcut_lab")
+    defaults = {k: at.number_input(key=k).proto.default for k in ("sl_cin", "sl_cout", "sl_stride", "sl_h", "sl_w")}
+    assert defaults == {"sl_cin": 4, "sl_cout": 8, "sl_stride": 2, "sl_h": 6, "sl_w": 6}
+    assert [at.number_input(key=k).value for k in defaults] == [4, 8, 2, 6, 6]
