@@ -8,7 +8,8 @@ every host reads it), else this host's disk cache (``resviz.disk_cache``: the re
 
 - ``SchedulerStore`` keeps each value (a JSON string, never a pickle) under ``["resviz-class", key]`` in the
   scheduler's metadata (``Client.set_metadata`` / ``get_metadata``: a dict in the scheduler's memory); ``transact()``
-  holds a ``distributed.Lock`` (one name for the class), so a vote's read-modify-write is one at a time across hosts.
+  holds the class's lock on the scheduler (Dask's semaphore extension, what ``distributed.Lock`` uses), so a vote's
+  read-modify-write is one at a time across hosts.
 - Every value it reads or writes is also kept in the disk cache of this host (only when it changed), so when the
   scheduler stops answering, the class goes on from the last state this host saw, with a logged warning and
   ``health()``'s sentence; nothing raises to a page. A keeper thread tries the scheduler again every
@@ -24,6 +25,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 
 from resviz import disk_cache
 
@@ -47,12 +49,12 @@ class SchedulerStore:
         self.address, self.connect_timeout = address, connect_timeout
         self.local = local if local is not None else disk_cache.cache()
         self.client = None
-        self._lock = None  # the distributed.Lock of this connection
+        self._lease: _Lease | None = None  # the class's lock, through this connection
         self._up = False  # connected, and the keeper has handed the scheduler this host's values
         self.down_since: float | None = None
         self._seen: dict[str, str | None] = {}  # key -> the value last read or written (what the local copy holds)
         self._changed_here: set[str] = set()  # keys this process wrote while the scheduler was away
-        self._here = threading.RLock()  # one transaction of this process at a time (the Lock's leases are shared)
+        self._here = threading.RLock()  # one transaction of this process at a time (then one across hosts)
         self._depth = 0  # nested transact() calls of the thread holding ``_here``
         self._closed = threading.Event()
         self._connect()
@@ -149,17 +151,14 @@ class SchedulerStore:
 
     def _acquire(self) -> bool:
         try:
-            # Lock.acquire(timeout) bounds the wait in the scheduler only; callback_timeout bounds the whole call
-            if self.client.sync(self._lock._acquire, timeout=LOCK_WAIT_S, callback_timeout=LOCK_WAIT_S + CALL_S):
-                return True
-            raise TimeoutError(f"the class's lock was not free for {LOCK_WAIT_S:.0f} s")
+            self._lease.acquire()
+            return True
         except Exception as e:  # noqa: BLE001
             self._lost(e)
             return False
 
     def _release(self) -> None:
-        with contextlib.suppress(Exception):  # the scheduler went meanwhile: the lease dies with it
-            self._lock.release()
+        self._lease.release()
 
     def _lost(self, error: BaseException) -> None:
         if self._up:
@@ -173,16 +172,13 @@ class SchedulerStore:
         with this process's transactions held back (only for that: a slow connect blocks nobody)."""
         old = self.client
         try:
-            import dask  # inside: Dask missing (the optional 'cluster' extra) is one more reason to stay here
-            from distributed import Client, Lock
+            from distributed import Client  # inside: Dask missing (the 'cluster' extra) is one more reason to stay
 
             client = old if old is not None and old.status == "running" else Client(
                 self.address, timeout=self.connect_timeout, set_as_default=False)
-            with dask.config.set({"distributed.scheduler.locks.lease-timeout": f"{LEASE_S}s"}):
-                lock = Lock(LOCK, scheduler_rpc=client.scheduler, loop=client.loop)
-                client.sync(lock._register, callback_timeout=CALL_S)
+            lease = _Lease(client, self._lease.abandoned if self._lease is not None else ())
             with self._here:
-                self.client, self._lock = client, lock
+                self.client, self._lease = client, lease
                 if old is not None and old is not client:
                     with contextlib.suppress(Exception):
                         old.close(timeout=1)
@@ -201,8 +197,7 @@ class SchedulerStore:
         teacher went on presenting here), and the keys it lacks (a restarted scheduler starts empty)."""
         if not self._seen:
             return
-        if not self.client.sync(self._lock._acquire, timeout=LOCK_WAIT_S, callback_timeout=LOCK_WAIT_S + CALL_S):
-            raise TimeoutError("the class's lock was not free")
+        self._lease.acquire()
         try:
             for key in list(self._seen):
                 changed = key in self._changed_here
@@ -221,6 +216,46 @@ class SchedulerStore:
             if not self.connected and time.monotonic() - last_try >= RECONNECT_S:
                 last_try = time.monotonic()
                 self._connect()
+
+
+class _Lease:
+    """The class's lock on the scheduler: Dask's semaphore extension (what ``distributed.Lock`` uses) with one lease,
+    and lease ids made here, so that a lease the scheduler granted after this side stopped waiting (a frozen
+    scheduler that wakes up) is handed back at the next connection instead of blocking every host until it expires.
+    No lease refresh: a transaction holds it for milliseconds, and ``LEASE_S`` frees it after a holder's death."""
+
+    def __init__(self, client, abandoned=()):
+        self.client, self.held, self.abandoned = client, None, set(abandoned)
+        self._call(client.scheduler.semaphore_register, name=LOCK, max_leases=1, lease_timeout=LEASE_S)
+        for lease in list(self.abandoned):  # unknown to a restarted scheduler: it logs that, and nothing else
+            self._call(client.scheduler.semaphore_release, name=LOCK, lease_id=lease)
+            self.abandoned.discard(lease)
+
+    def acquire(self) -> None:
+        """A first try that does not wait in the scheduler (a frozen scheduler costs ``CALL_S``, not
+        ``LOCK_WAIT_S``), then, only while another holds it, a wait of up to ``LOCK_WAIT_S``."""
+        for wait in (0, LOCK_WAIT_S):
+            lease = uuid.uuid4().hex
+            try:
+                got = self._call(self.client.scheduler.semaphore_acquire, name=LOCK, timeout=wait, lease_id=lease,
+                                 wait=wait)
+            except BaseException:
+                self.abandoned.add(lease)  # it may be granted when the scheduler answers again
+                raise
+            if got:
+                self.held = lease
+                return
+        raise TimeoutError(f"the class's lock was not free for {LOCK_WAIT_S:.0f} s")
+
+    def release(self) -> None:
+        lease, self.held = self.held, None
+        try:
+            self._call(self.client.scheduler.semaphore_release, name=LOCK, lease_id=lease)
+        except Exception:  # noqa: BLE001 - the scheduler went meanwhile: handed back at the next connection
+            self.abandoned.add(lease)
+
+    def _call(self, method, wait: float = 0.0, **kwargs):
+        return self.client.sync(method, callback_timeout=wait + CALL_S, **kwargs)
 
 
 _STORES: dict[str, SchedulerStore] = {}
