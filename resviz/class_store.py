@@ -168,15 +168,21 @@ class SchedulerStore:
                         "host until it is back", self.address, type(error).__name__, error)
 
     def _connect(self) -> None:
-        """Connect (at start, and again while down); then hand the scheduler this host's values for keys it lacks,
-        with this process's transactions held back (only for that: a slow connect blocks nobody)."""
-        old = self.client
+        """Connect (at start, and again while down); then ``_merge``, with this process's transactions held back
+        (only for that: a slow connect blocks nobody)."""
+        old, client = self.client, None
         try:
             from distributed import Client  # inside: Dask missing (the 'cluster' extra) is one more reason to stay
 
             client = old if old is not None and old.status == "running" else Client(
                 self.address, timeout=self.connect_timeout, set_as_default=False)
-            lease = _Lease(client, self._lease.abandoned if self._lease is not None else ())
+            try:
+                lease = _Lease(client, self._lease.abandoned if self._lease is not None else ())
+            except Exception:
+                if client is not old:
+                    with contextlib.suppress(Exception):
+                        client.close(timeout=1)
+                raise
             with self._here:
                 self.client, self._lease = client, lease
                 if old is not None and old is not client:
