@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import functools
-import io
 import logging
 import socket
 import threading
@@ -220,13 +219,12 @@ def _network_address() -> str:
 
 
 @functools.lru_cache(maxsize=256)  # one per view the class shares, drawn on every rerun of every student
-def qr_png(link: str) -> bytes:
-    """A QR code of ``link`` as PNG bytes (segno: pure Python, offline)."""
+def qr_svg(link: str) -> str:
+    """A QR code of ``link`` as SVG text (segno: pure Python, offline). SVG, not PNG: Streamlit decodes and encodes
+    again every PNG it is given, on every rerun of every student (a twentieth of a follower's rerun)."""
     import segno
 
-    out = io.BytesIO()
-    segno.make(link, error="m").save(out, kind="png", scale=6, border=2)
-    return out.getvalue()
+    return segno.make(link, error="m").svg_inline(scale=6, border=2)
 
 
 def share_ui(url_path: str) -> None:
@@ -234,7 +232,7 @@ def share_ui(url_path: str) -> None:
     with st.popover("Share this view", icon=":material/qr_code_2:", width="stretch"):
         st.caption("Opens this page with these settings (model, seeds, steps): the same shared results.")
         st.code(link, language=None, wrap_lines=True)
-        st.image(qr_png(link), width=240)
+        st.image(qr_svg(link), width=240)
 
 
 # --- the teacher leads -----------------------------------------------------------------------------------------
