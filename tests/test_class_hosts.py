@@ -2,9 +2,9 @@
 
 Two host processes with DIFFERENT disk-cache folders (so the disk cache cannot be what they share) and the same
 ``RESVIZ_SCHEDULER``: the teacher presents in one, the other sees it; 30 votes from both at once, none lost, none
-changed after the lock. The scheduler lost mid-lesson: nothing raises, the class goes on from this host's copy with
-a logged warning and ``health()``'s sentence, and is handed back to the scheduler when it returns. Without the
-setting, Dask is not imported. Every wait is bounded.
+changed after the lock. The scheduler frozen, then lost mid-lesson: nothing raises, the class goes on from this
+host's copy with a logged warning and ``health()``'s sentence, and is handed back to the scheduler when it answers
+again. Without the setting (a third host), Dask is not imported. Every wait is bounded.
 """
 from __future__ import annotations
 
