@@ -34,10 +34,11 @@ import os
 import pickle
 import threading
 import time
+import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Hashable, Iterable
 
 from resviz import runs
@@ -49,6 +50,8 @@ SCHEDULER_ENV = "RESVIZ_SCHEDULER"
 PREFIX = "resviz-run-"
 RECONNECT_S = 10.0  # how often a replica without its scheduler tries again
 LOST = "The cluster's scheduler stopped answering; press Start again to run it on this server."
+SHARED = "resviz-runs"  # the scheduler's metadata: each replica's runs with their watchers, for every teacher's panel
+STALE_S = 15.0  # a replica whose list of runs is older than this is gone (killed): its runs are left out
 
 
 def task_key(key: Hashable) -> str:
@@ -302,6 +305,9 @@ class ClusterRegistry:
         self._closed = threading.Event()
         self._queue_of = _queue_reader()
         self._kinds_here: set = set()  # kinds of run whose records could not leave a worker: run here at once
+        self.replica = uuid.uuid4().hex  # this replica's name in the cluster's list of runs (``overview``)
+        self._others: dict[str, tuple[Hashable, Status]] = {}  # the other replicas' runs, by task key (the keeper's)
+        self._shared = False  # whether this replica's list on the scheduler has runs in it
         self._connect()
         self._keeper = threading.Thread(target=self._keep, daemon=True, name="resviz-cluster")
         self._keeper.start()
@@ -371,11 +377,15 @@ class ClusterRegistry:
         return self._fallback.peek(key) if self._fallback is not None else None
 
     def overview(self) -> list[tuple[Hashable, Status]]:
-        """This replica's runs on the cluster (running, queued, kept finished), then the embedded engine's."""
+        """The cluster's runs, every replica's (running, queued, kept finished), each once with its watchers counted
+        over the replicas (from the keeper's last look, a second old at most); then the embedded engine's."""
         with self._lock:
             now = self.clock()
-            mine = [(r.key, self._status(r, now)) for r in [*self._runs.values(), *self._finished.values()]]
-        return mine + (self._fallback.overview() if self._fallback else [])
+            runs_ = {r.topic: (r.key, self._status(r, now)) for r in [*self._runs.values(), *self._finished.values()]}
+            others = dict(self._others)
+        for topic, (key, status) in others.items():
+            runs_[topic] = (runs_[topic][0], _together(runs_[topic][1], status)) if topic in runs_ else (key, status)
+        return list(runs_.values()) + (self._fallback.overview() if self._fallback else [])
 
     def idle(self, timeout: float) -> bool:
         """Wait (at most ``timeout`` s) until this replica watches no unfinished run; whether it did (tests)."""
@@ -392,6 +402,11 @@ class ClusterRegistry:
     def shutdown(self, timeout: float = 30) -> None:
         """Let go of every run (the cluster stops those nobody else watches) and close the connection."""
         self._closed.set()
+        if self._shared and self.connected:
+            try:
+                self.client.set_metadata([SHARED, self.replica], {"at": 0, "runs": {}})  # off the teacher's list
+            except Exception:  # noqa: BLE001 - the scheduler is gone: the list goes stale by itself
+                pass
         with self._lock:
             for run in [*self._runs.values(), *self._finished.values()]:
                 self._cancel(run)
@@ -669,6 +684,30 @@ class ClusterRegistry:
                 now = self.clock()
                 for run in [r for r in self._runs.values() if not self._live(r, now)]:
                     self._cancel(run)
+            try:
+                self._share()
+            except Exception:  # noqa: BLE001 - the scheduler went meanwhile: the next turn sees it
+                pass
+
+    def _share(self) -> None:
+        """Put this replica's runs on the scheduler (each with its watchers here) and read the other replicas'."""
+        with self._lock:
+            now = self.clock()
+            mine = {r.topic: _plain_status(r.key, self._status(r, now))
+                    for r in [*self._runs.values(), *self._finished.values()]}
+        if mine or self._shared:
+            self.client.set_metadata([SHARED, self.replica], {"at": time.time(), "runs": mine})
+            self._shared = bool(mine)
+        others: dict[str, tuple[Hashable, Status]] = {}
+        for replica, entry in (self.client.get_metadata([SHARED], default=None) or {}).items():
+            if replica == self.replica or time.time() - entry.get("at", 0) > STALE_S:
+                continue
+            for topic, plain in entry.get("runs", {}).items():
+                key, status = _from_plain(plain)
+                others[topic] = (others[topic][0], _together(others[topic][1], status)) if topic in others else (
+                    key, status)
+        with self._lock:
+            self._others = others
 
     def _connect(self) -> None:
         """Connect to the scheduler (at start, and again while it is down); the old client's runs are lost."""
@@ -685,6 +724,23 @@ class ClusterRegistry:
             self.down_since = self.down_since or time.time()
             log.warning("resviz: the cluster's scheduler %s cannot be reached (%s); runs use this server",
                         self.address, e)
+
+
+def _plain_status(key: Hashable, s: Status) -> dict:
+    """A run's key and status as the scheduler's metadata holds them (msgpack: plain values; the key pickled)."""
+    return {"key": pickle.dumps(key), "state": s.state.value, "position": s.position, "wait_s": s.wait_s,
+            "remaining_s": s.remaining_s, "progress": s.progress, "watchers": s.watchers, "error": s.error,
+            "students": s.students}
+
+
+def _from_plain(plain: Mapping) -> tuple[Hashable, Status]:
+    fields = {k: v for k, v in plain.items() if k not in ("key", "state")}
+    return pickle.loads(plain["key"]), Status(State(plain["state"]), **fields)
+
+
+def _together(a: Status, b: Status) -> Status:
+    """One run seen from two replicas: ``a``'s state, the watchers of both."""
+    return replace(a, watchers=a.watchers + b.watchers, students=a.students + b.students)
 
 
 _ACTIVE: ClusterRegistry | None = None

@@ -382,3 +382,48 @@ def test_a_lessons_default_run_sends_settings_and_names_not_networks(monkeypatch
     assert all(torch.equal(a, b) for a, b in zip(back[2].state_dict().values(), model.state_dict().values()))
     model.train()  # a network being trained is the run's own: sent as it is
     assert len(cluster.dumps(model)) > 1e6
+
+
+OVERVIEW_CLIENT = """
+import sys, time
+from pathlib import Path
+from resviz import cluster, runs
+address, folder, gate = sys.argv[1:4]
+
+def gated():
+    yield {"step": 1, "steps": 2}
+    deadline = time.monotonic() + 60
+    while not Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield {"step": 2, "steps": 2}
+
+reg = cluster.ClusterRegistry(address, runs.Registry)
+watches = [reg.attach(("overview", folder, name), gated) for name in ("theirs", "shared")]
+print("attached", flush=True)
+sys.stdin.readline()  # until the test says: leave
+reg.shutdown(10)
+"""
+
+
+def test_the_teachers_overview_lists_every_replicas_runs(registry, tmp_path):
+    """Another replica (a process) starts a run of its own and one this replica watches too: this
+    replica's overview lists both, each once, the shared one with both replicas' watchers; the other replica gone,
+    its own run leaves the list."""
+    gate = tmp_path / "go"
+    proc = subprocess.Popen([sys.executable, "-c", OVERVIEW_CLIENT, registry.address, str(tmp_path), str(gate)],
+                            cwd=start.ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    theirs, shared = (("overview", str(tmp_path), name) for name in ("theirs", "shared"))
+    try:
+        assert proc.stdout.readline().strip() == "attached"
+        mine = registry.attach(shared, lambda: counting(str(tmp_path), 2, gate=str(gate)))  # joins: never runs this
+        listed = until(lambda: (o := dict(registry.overview())).get(shared) and o[shared].watchers == 2 and (
+            theirs in o) and o, what="both replicas' runs in the overview")
+        assert len(registry.overview()) == 2 and listed[theirs].watchers == 1
+        assert {listed[theirs].state, listed[shared].state} <= {runs.State.RUNNING, runs.State.QUEUED}
+        gate.touch()  # the runs may end; the other replica leaves
+        proc.communicate("leave\n", timeout=WAIT)
+        until(lambda: theirs not in dict(registry.overview()), what="the other replica's run to leave the list")
+        assert dict(registry.overview())[shared].watchers == 1 and not mine.detached  # this replica's watch
+    finally:
+        if proc.poll() is None:
+            proc.kill()
