@@ -13,7 +13,8 @@ The teacher sets ``RESVIZ_SCHEDULER=tcp://host:8786`` (``python -m deploy.start 
   engine. ``make`` must be picklable (a module-level function and its arguments; Dask's cloudpickle also takes a
   closure over plain data), and so must every record and the result: one that is not fails the run with a message.
   What travels is settings and names (``dumps``): a shipped pair, or a random-weights model, a run holds is sent as
-  its name and loaded again on the worker, which also picks the device (``worker_device``).
+  its name and loaded again on the worker, on the device it was on; a race trains on the worker's own device
+  (``worker_device``).
 - A replica holds its task's future while someone on it watches (the same lease as the embedded engine); with no
   replica holding it, the scheduler releases the task and the worker stops it before its next record.
 - A worker that dies mid-run: the scheduler runs the task again elsewhere (Dask's ``allowed-failures``); records
@@ -233,10 +234,10 @@ def _init_fingerprint(cfg) -> str:
 
 @functools.lru_cache(maxsize=4)
 def shipped_pair(preset: str, source, device: str):
-    """On a worker: the shipped pair of ``preset``, loaded as the pair picker loads it, on the worker's device."""
+    """On a worker: the shipped pair of ``preset``, loaded as the pair picker loads it, on the device it was on."""
     from resviz import builtin_pair, pair
 
-    device = worker_device(device)
+    device = _here(device)
     if device == "cpu" and source is pair.PairSource.BUILTIN:
         return builtin_pair.shipped_pair(preset)  # the one the lesson claims load too
     return pair.load_pair(builtin_pair.shipped(preset), source, device)
@@ -254,9 +255,21 @@ def init_network(cfg, device: str):
     """On a worker: the shared random-weights model of ``cfg`` (seed 0, eval mode, read-only), as pages load it."""
     from resviz import models
 
-    model = models.build_model(cfg, seed=0).to(worker_device(device)).eval()
+    model = models.build_model(cfg, seed=0).to(_here(device)).eval()
     model.requires_grad_(False)
     return model
+
+
+def _here(device: str) -> str:
+    """``device`` where it exists in this process, else cpu: a network keeps the device of the tensors it was sent
+    with (a page moves its probe images to the network's device), so it is not moved to the worker's choice."""
+    import torch
+
+    try:
+        torch.empty(0, device=device)
+        return device
+    except (RuntimeError, AssertionError):
+        return "cpu"
 
 
 # --- on a replica -------------------------------------------------------------------------------------------------
