@@ -1,9 +1,14 @@
 """Screenshots of every page: start the app, open each page in headless Chromium at 1400x900, save PNGs.
 
     python -m resviz.tools.screenshots [--out assets/screenshots] [--pages architecture training ...] [--full]
+    python -m resviz.tools.screenshots --projector --pages lesion "paths?pa_source=a%20trained%20ResNet" \
+        landscape feature_maps   # the README's: the pair pages on the shipped pair
 
 ``<page>.png`` is the first screen (what a projector shows before anyone scrolls); with ``--full`` also
 ``<page>_full.png``, the whole page. The home page is saved as ``home.png``. Pages come from resviz.lessons.
+``--projector``: at 1280x720 with the sidebar's Projector on, as a class sees the page. A page whose figure is
+computed (the pair pages, Feature maps) is shot once its first figure is drawn: after ``python -m resviz.prepare``
+into the server's disk cache (``RESVIZ_CACHE``) that is at once, as on a student's first visit.
 """
 import argparse
 import sys
@@ -14,8 +19,17 @@ from resviz.tools import browser
 from resviz.tools.server import ROOT, start_server, stop_server
 
 
+PROJECTOR = {"width": 1280, "height": 720}  # a classroom projector (tests/layout.py checks pages at this size)
+FIGURE = "[data-testid='stPlotlyChart'], [data-testid='stImage']"
+COMPUTED = ("signal_flow", "lesion", "paths", "shattered", "landscape", "feature_maps")  # figures drawn after a run
+FIGURE_WAIT_MS = 900_000  # a page that computes on first open (nothing prepared) on a busy 2-core CPU
+
+
 def before_shot(pg, path: str) -> None:
     """A little interaction so the shot shows the page at work."""
+    if path in COMPUTED:  # the page's figure, once computed (its progress bar first)
+        pg.locator(FIGURE).locator("visible=true").first.wait_for(timeout=FIGURE_WAIT_MS)
+        browser.wait_idle(pg, FIGURE_WAIT_MS)
     if path == "training":
         steps = pg.get_by_label("Steps")
         steps.fill("60")
@@ -35,6 +49,7 @@ def main(argv=None) -> int:
     ap.add_argument("--pages", nargs="*", default=list(page_texts()), help="URL paths ('' is home); default: all")
     ap.add_argument("--full", action="store_true", help="also save the whole page as <page>_full.png")
     ap.add_argument("--url", help="use this running server instead of starting one")
+    ap.add_argument("--projector", action="store_true", help="1280x720 with the sidebar's Projector on")
     args = ap.parse_args(argv)
     reason = browser.missing()
     if reason:
@@ -46,12 +61,13 @@ def main(argv=None) -> int:
     try:
         with sync_playwright() as p:
             chromium = browser.launch(p)
-            pg = chromium.new_page(viewport=browser.VIEWPORT)
-            for path in args.pages:
-                name = path or "home"
-                browser.open_page(pg, url, path)
+            pg = chromium.new_page(viewport=PROJECTOR if args.projector else browser.VIEWPORT)
+            for path in args.pages:  # a page may carry its link's settings: "paths?pa_source=a%20trained%20ResNet"
+                name = path.split("?")[0] or "home"
+                browser.open_page(pg, url, f"{path}{'&' if '?' in path else '?'}projector=true" if args.projector
+                                  else path)
                 try:
-                    before_shot(pg, path)
+                    before_shot(pg, path.split("?")[0])
                 except Exception as e:  # noqa: BLE001 - still take the shot, and say why it is plain
                     print(f"{name}: could not interact ({type(e).__name__}: {e})")
                 errors = browser.page_exceptions(pg)
