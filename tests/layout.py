@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from helpers import SCREENSHOTS, open_page, page_exceptions, wait_idle
+from resviz.lessons import page_texts
 from resviz.tools import browser
 
 PROJECTOR_SCREEN = {"width": 1280, "height": 720}  # a classroom projector (issue 21 §4)
@@ -24,8 +25,9 @@ def projector_url(path: str) -> str:
 def first_screen(pg, base_url: str, path: str, *targets: str, name: str | None = None,
                  timeout_ms: int = 120_000) -> dict[str, float]:
     """Open ``path`` at 1280x720 with Projector on, wait until every target is drawn and the page has finished
-    computing, save the first screen as SCREENSHOTS/first_screen_<name>.png and return each target's top y in px
-    from the top of the window (Streamlit scrolls inside its own container, so this is the unscrolled page).
+    computing, check it shows its heading (``page_texts``) and no exception box, save the first screen as
+    SCREENSHOTS/first_screen_<name>.png and return each target's top y in px from the top of the window (Streamlit
+    scrolls inside its own container, so this is the unscrolled page).
 
     A target is a Playwright selector: CSS (``CHART``, ``IMAGE``, ``"[data-testid='stAlert']"``) or ``"text=..."``;
     its first visible match counts."""
@@ -34,6 +36,7 @@ def first_screen(pg, base_url: str, path: str, *targets: str, name: str | None =
     found = {t: pg.locator(t).locator("visible=true").first for t in targets}
     for loc in found.values():  # pages draw their heavy parts after the first screen: wait for each
         loc.wait_for(state="visible", timeout=timeout_ms)
+    pg.get_by_text(page_texts()[path.split("?")[0]]).first.wait_for(timeout=timeout_ms)  # its heading, as visit()
     wait_idle(pg, timeout_ms)  # anything drawn after the targets (above them too) has settled
     assert page_exceptions(pg) == []
     tops = {t: loc.bounding_box()["y"] for t, loc in found.items()}
