@@ -6,6 +6,7 @@ from resviz.inputs import data, limits
 from resviz.lessons import training
 from resviz.lessons.training import LEARNING_RATES, DataRequest, DataSource, RacePair
 from resviz.pair import TrainedPair
+from resviz.plots.shared import shared
 from resviz.plots.training import plot_race_charts
 
 DATA_LABELS = {DataSource.BUILTIN: "Built-in shapes (no download)", DataSource.CIFAR10: "CIFAR10",
@@ -108,7 +109,8 @@ def draw(view, running, status, finished=False):
         if status.watchers > 1:  # others watch too: how many students (the teacher is not counted)
             watched = f" · watched by {status.students} student{'s' if status.students != 1 else ''}"
         st.markdown(training.status_line(h, running) + watched)
-    loss, acc, *heatmaps = ui.figure(view.figure_key, lambda: plot_race_charts(h, view.header.chance), "live")
+    figs = ui.figure(view.figure_key, lambda: plot_race_charts(h, view.header.chance), "live")
+    loss, acc, *heatmaps = map(shared, figs)  # each sent from one plain tree made for the class, not per student
     chart, verdicts = st.columns([3, 2])
     chart.plotly_chart(loss, key="tr_loss")
     with verdicts:
