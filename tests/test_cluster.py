@@ -284,11 +284,21 @@ def loads(trained):
 
 
 RACE_CLIENT = TINY_RACE + """
-import json, sys
+import json, sys, time
+from pathlib import Path
 from resviz import cluster, runs
 from resviz.lessons.training import jobs
+address, folder, gate = sys.argv[1:4]
 
-reg = cluster.ClusterRegistry(sys.argv[1], runs.Registry)
+def gated():  # a run of this replica's own, until the test opens the gate
+    yield {"step": 1, "steps": 2}
+    deadline = time.monotonic() + 60
+    while not Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield {"step": 2, "steps": 2}
+
+reg = cluster.ClusterRegistry(address, runs.Registry)
+own = reg.attach(("theirs", folder), gated)
 job = tiny_job(1, 2, device="cuda")  # the replica asks for a GPU: the worker (a CPU) picks its own device
 watch = reg.attach(job.key, job.make, job.cost)
 print("attached", flush=True)
@@ -296,35 +306,55 @@ snap = watch.wait(120)
 stopped = jobs.weights_of(snap.records)
 print(json.dumps({"state": snap.status.state.value, "here": reg._fallback is not None,
                   "steps": [r["step"] for r in snap.records[1:]], "elapsed": [r["elapsed_s"] for r in snap.records[1:]],
-                  "stopped": [stopped.steps, loads(stopped)], "result": [snap.result.steps, loads(snap.result)]}))
+                  "stopped": [stopped.steps, loads(stopped)], "result": [snap.result.steps, loads(snap.result)]}),
+      flush=True)
+sys.stdin.readline()  # until the test says: leave
 reg.shutdown(10)
 """
 
 
-def test_two_replicas_start_the_same_race_one_computation(registry):
-    """The race's records are plain data: a process and this one start the same race, it runs once on a worker
-    (never on a replica's engine; both see the same wall-clock times in every step's record), each sees every
-    record, the weights of the steps that carry them (1, 2, 4) and the result, and they load into the models."""
+def test_two_replicas_start_the_same_race_one_computation(registry, tmp_path):
+    """The race's records are plain data: another replica (a process) and this one start the same race, it runs
+    once on a worker (never on a replica's engine; both see the same wall-clock times in every step's record), each
+    sees every record, the weights of the steps that carry them (1, 2, 4) and the result, and they load into the
+    models. The teacher's overview here lists the cluster's runs: the race once, with both replicas' watchers, and
+    the other replica's own run, which leaves the list with that replica."""
     from resviz.lessons.training import jobs
     from resviz.pair import TrainedPair
 
-    proc = subprocess.Popen([sys.executable, "-c", RACE_CLIENT, registry.address], cwd=start.ROOT,
-                            stdout=subprocess.PIPE, text=True)
-    tiny = {}
-    exec(TINY_RACE, tiny)
-    job = tiny["tiny_job"](1, 2, device="cuda")
-    watch = registry.attach(job.key, job.make, job.cost)
-    assert proc.stdout.readline().strip() == "attached"
-    snap = until(lambda: (s := watch.wait(1)).status.state.done and s, what="the race")
-    other = json.loads(proc.communicate(timeout=WAIT)[0])
-    assert snap.status.state is runs.State.FINISHED, snap.status
-    assert watch._registry is registry and registry._fallback is None  # on the cluster, never here
-    assert other == {"state": "finished", "here": False, "steps": [1, 2, 3, 4, 5, 6],
-                     "elapsed": [r["elapsed_s"] for r in snap.records[1:]], "stopped": [4, True],
-                     "result": [6, True]}  # one computation: the same records, to the microsecond
-    assert [r["step"] for r in snap.records[1:] if "weights" in r] == [1, 2, 4]
-    assert isinstance(snap.result, TrainedPair) and tiny["loads"](snap.result)
-    assert jobs.weights_of(snap.records).steps == 4 and tiny["loads"](jobs.weights_of(snap.records))
+    gate = tmp_path / "go"
+    proc = subprocess.Popen([sys.executable, "-c", RACE_CLIENT, registry.address, str(tmp_path), str(gate)],
+                            cwd=start.ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        tiny = {}
+        exec(TINY_RACE, tiny)
+        job = tiny["tiny_job"](1, 2, device="cuda")
+        watch = registry.attach(job.key, job.make, job.cost)
+        assert proc.stdout.readline().strip() == "attached"
+        snap = until(lambda: (s := watch.wait(1)).status.state.done and s, what="the race")
+        other = json.loads(proc.stdout.readline())
+        assert snap.status.state is runs.State.FINISHED, snap.status
+        assert watch._registry is registry and registry._fallback is None  # on the cluster, never here
+        assert other == {"state": "finished", "here": False, "steps": [1, 2, 3, 4, 5, 6],
+                         "elapsed": [r["elapsed_s"] for r in snap.records[1:]], "stopped": [4, True],
+                         "result": [6, True]}  # one computation: the same records, to the microsecond
+        assert [r["step"] for r in snap.records[1:] if "weights" in r] == [1, 2, 4]
+        assert isinstance(snap.result, TrainedPair) and tiny["loads"](snap.result)
+        assert jobs.weights_of(snap.records).steps == 4 and tiny["loads"](jobs.weights_of(snap.records))
+        theirs = ("theirs", str(tmp_path))
+        listed = until(lambda: (o := dict(registry.overview())).get(job.key) and o[job.key].watchers == 2 and (
+            theirs in o) and o, what="both replicas' runs in the overview")
+        assert len(registry.overview()) == 2 and listed[theirs].watchers == 1
+        assert listed[job.key].state is runs.State.FINISHED and listed[theirs].state in (runs.State.RUNNING,
+                                                                                          runs.State.QUEUED)
+        gate.touch()  # their run may end; the other replica leaves
+        proc.communicate("leave\n", timeout=WAIT)
+        until(lambda: theirs not in dict(registry.overview()), what="the other replica's run to leave the list")
+        assert dict(registry.overview())[job.key].watchers == 1 and not watch.detached  # this replica's watch
+    finally:
+        gate.touch()
+        if proc.poll() is None:
+            proc.kill()
 
 
 def test_the_device_is_picked_on_the_worker(monkeypatch):
@@ -383,47 +413,3 @@ def test_a_lessons_default_run_sends_settings_and_names_not_networks(monkeypatch
     model.train()  # a network being trained is the run's own: sent as it is
     assert len(cluster.dumps(model)) > 1e6
 
-
-OVERVIEW_CLIENT = """
-import sys, time
-from pathlib import Path
-from resviz import cluster, runs
-address, folder, gate = sys.argv[1:4]
-
-def gated():
-    yield {"step": 1, "steps": 2}
-    deadline = time.monotonic() + 60
-    while not Path(gate).exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield {"step": 2, "steps": 2}
-
-reg = cluster.ClusterRegistry(address, runs.Registry)
-watches = [reg.attach(("overview", folder, name), gated) for name in ("theirs", "shared")]
-print("attached", flush=True)
-sys.stdin.readline()  # until the test says: leave
-reg.shutdown(10)
-"""
-
-
-def test_the_teachers_overview_lists_every_replicas_runs(registry, tmp_path):
-    """Another replica (a process) starts a run of its own and one this replica watches too: this
-    replica's overview lists both, each once, the shared one with both replicas' watchers; the other replica gone,
-    its own run leaves the list."""
-    gate = tmp_path / "go"
-    proc = subprocess.Popen([sys.executable, "-c", OVERVIEW_CLIENT, registry.address, str(tmp_path), str(gate)],
-                            cwd=start.ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    theirs, shared = (("overview", str(tmp_path), name) for name in ("theirs", "shared"))
-    try:
-        assert proc.stdout.readline().strip() == "attached"
-        mine = registry.attach(shared, lambda: counting(str(tmp_path), 2, gate=str(gate)))  # joins: never runs this
-        listed = until(lambda: (o := dict(registry.overview())).get(shared) and o[shared].watchers == 2 and (
-            theirs in o) and o, what="both replicas' runs in the overview")
-        assert len(registry.overview()) == 2 and listed[theirs].watchers == 1
-        assert {listed[theirs].state, listed[shared].state} <= {runs.State.RUNNING, runs.State.QUEUED}
-        gate.touch()  # the runs may end; the other replica leaves
-        proc.communicate("leave\n", timeout=WAIT)
-        until(lambda: theirs not in dict(registry.overview()), what="the other replica's run to leave the list")
-        assert dict(registry.overview())[shared].watchers == 1 and not mine.detached  # this replica's watch
-    finally:
-        if proc.poll() is None:
-            proc.kill()
