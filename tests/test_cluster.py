@@ -3,7 +3,9 @@
 Compute once across two processes, every record seen by each from the first; a worker killed mid-run (the run is
 retried elsewhere, each record seen once); nobody watching stops the run on its worker; the scheduler unreachable
 at start and lost later (new runs on the embedded engine, ``health()`` says so, the replica reconnects); a GPU run
-goes to the GPU worker; records that cannot leave the worker run here. Every wait is bounded; tiny runs.
+goes to the GPU worker; records that cannot leave the worker run here; the training race runs once on a worker for
+two replicas, with its weights, and the teacher's overview lists every replica's runs; the device is picked on the
+worker; a lesson's default run sends settings and names, not networks. Every wait is bounded; tiny runs.
 """
 from __future__ import annotations
 
