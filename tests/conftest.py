@@ -1,4 +1,5 @@
-"""Fixtures: a real server (``app_server``) and headless Chromium (``browser``, ``page``). Helpers are in helpers.py."""
+"""Fixtures: a real server (``app_server``) and headless Chromium (``browser``, ``page``); the lesson-claims check,
+started in the background when the session starts (``claims_check``). Helpers are in helpers.py."""
 from __future__ import annotations
 
 import os
