@@ -95,7 +95,8 @@ def run_cluster(args) -> dict:
 
 def run_one(args) -> dict:
     """One replica (``streamlit run``), no cluster: every race on its own engine."""
-    proc, url = start_server(env={"RESVIZ_WARM_UP": "0", "RESVIZ_CACHE": tempfile.mkdtemp(prefix="resviz-bench-")})
+    proc, url = start_server(cwd=args.app_dir,
+                             env={"RESVIZ_WARM_UP": "0", "RESVIZ_CACHE": tempfile.mkdtemp(prefix="resviz-bench-")})
     try:
         open_page(url, args.timeout)
         alone, cpu_alone = phase(url, "alone", args, [proc.pid])
@@ -127,6 +128,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--replicas", type=int, default=3, help="replicas of the cluster layout (default 3)")
     ap.add_argument("--workers", type=int, default=2, help="Dask workers of the cluster layout (default 2)")
     ap.add_argument("--layouts", default=",".join(LAYOUTS), help=f"comma-separated, of {', '.join(LAYOUTS)}")
+    ap.add_argument("--app-dir", default=str(ROOT), help="the one-replica layout runs the app of this checkout (a "
+                    "'before' figure: git archive <commit> | tar -x -C DIR); default: this one")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds a student may take, click to finish")
     ap.add_argument("--json", default=str(ROOT / "out" / "bench_replicas.json"), help="where to write the results")
     args = ap.parse_args(argv)
