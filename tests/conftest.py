@@ -52,7 +52,9 @@ def pytest_unconfigure(config):
 
 # --- the lesson-claims check (tests/test_claims.py) runs in the background from the session's start ----------------
 CLAIMS_CHECKS: dict[str, ClaimsCheck] = {}  # lesson -> the child process checking its claims
-CLAIMS_GROUPS = (("training",),)  # a process each (the race runs its seeds on two threads); one for the others
+# A process each, so the check keeps both cores busy once the rest of the suite is done: the race (its seeds on two
+# threads); lesion and paths (one CI pair per seed, trained once for both); one for the other lessons.
+CLAIMS_GROUPS = (("training",), ("lesion", "paths"))
 
 
 def _checks_claims(item) -> bool:
