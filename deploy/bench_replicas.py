@@ -9,8 +9,11 @@ presses Start within ``--window`` s and runs the page's timed fragments until th
 proxy, HAProxy spreads new students over the replicas (least connections). "alone" is one student first, on the
 same deploy, with another seed (a server keeps finished runs). Races trained are counted two ways, since a race may
 run on a worker or on a replica's own engine: the Dask tasks the workers executed (the scheduler's task stream),
-and the CPU seconds every replica and worker spent on the "same" phase over what one race alone cost them (1.0:
-one race; 3.0: each replica trained its own). Ratio: a student's click-to-finished time over alone's. Replicas
+and the CPU seconds every replica and worker spent on the "same" phase over what one race alone cost them (about
+1: one race, the rest what 30 watchers cost; about 3: each replica trained its own). Ratios: each student's
+click-to-finished time over alone's (a student who joins a running race finishes sooner than its first student),
+and the race's wall time, first Start to last finish, over alone's. On a loaded machine the wall ratios follow
+the load (alone and "same" run minutes apart); the CPU ratio does not. Replicas
 run without their warm-up (it would compete with the races); the page is opened once on each replica first.
 Prints a table with the load average, writes JSON. Loopback only; everything it starts is stopped.
 """
@@ -65,10 +68,13 @@ def figures(alone: list[dict], same: list[dict], cpu_alone: float, cpu_same: flo
     base = alone[0]["finished_s"] if alone and alone[0]["finished_s"] else float("nan")
     done = [r["finished_s"] for r in same if r["finished_s"] is not None]
     ratios = sorted(t / base for t in done)
+    ends = [r["click_at_s"] + r["finished_s"] for r in same if r["finished_s"] is not None]
+    wall = max(ends) - min(r["click_at_s"] for r in same) if ends else float("nan")
     return {"alone_s": base, "finished": len(done), "sessions": len(same),
             "finished_median_s": statistics.median(done) if done else float("nan"),
             "ratio_median": statistics.median(ratios) if ratios else float("nan"),
             "ratio_max": max(ratios, default=float("nan")), "ratios": [round(x, 3) for x in ratios],
+            "race_wall_s": wall, "race_wall_ratio": wall / base,
             "cpu_alone_s": cpu_alone, "cpu_same_s": cpu_same,
             "races_by_cpu": cpu_same / cpu_alone if cpu_alone else float("nan"),
             "exceptions": sum(len(r["exceptions"]) for r in same),
@@ -109,14 +115,14 @@ def run_one(args) -> dict:
 
 
 def format_table(results: dict) -> str:
-    lines = ["| layout | finished | alone | finished median | ratio median / max | races by CPU | Dask tasks |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| layout | finished | alone | finished median | ratio median / max | first Start to last finish / alone "
+             "| CPU / alone's | Dask tasks |", "|---|---|---|---|---|---|---|---|"]
     for name, res in results.items():
         s = res["summary"]
         tasks = len(s["dask_tasks_same"]) if "dask_tasks_same" in s else "-"
         lines.append(f"| {s['replicas']} replica(s), {s['workers']} workers | {s['finished']} / {s['sessions']} | "
                      f"{s['alone_s']:.1f} s | {s['finished_median_s']:.1f} s | {s['ratio_median']:.2f} / "
-                     f"{s['ratio_max']:.2f} | {s['races_by_cpu']:.2f} | {tasks} |")
+                     f"{s['ratio_max']:.2f} | {s['race_wall_ratio']:.2f} | {s['races_by_cpu']:.2f} | {tasks} |")
     return "\n".join(lines)
 
 
