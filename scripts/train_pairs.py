@@ -70,10 +70,11 @@ def train_one(preset: str, r: builtin_pair.BuiltinRecipe, folder: Path, eval_eve
     c = r.race_config()
     manifest = {
         "preset": preset, "seed": r.seed, "steps": r.steps, "label": r.label, "class_names": list(trained.class_names),
-        "recipe": {"optimizer": "SGD", "lr": c.lr, "batch_size": c.batch_size, "momentum": c.momentum,
+        "recipe": {"optimizer": builtin_pair.OPTIMIZER_NAMES[r.optimizer], "lr": c.lr, "batch_size": c.batch_size,
+                   **({"momentum": c.momentum} if r.optimizer == "sgd" else {"betas": [0.9, 0.999]}),
                    "weight_decay": c.weight_decay, "warmup_steps": c.warmup_steps, "warmup_factor": c.warmup_factor,
                    "decay_at": list(c.decay_at), "n_train": r.n_train, "image_size": r.cfg.input_size,
-                   "bn_refresh": c.bn_refresh},
+                   "bn_refresh": c.bn_refresh, **({"bn_bias": r.bn_bias} if r.bn_bias else {})},
         "files": files,
     }
     builtin_pair.manifest_path(preset, folder).write_text(json.dumps(manifest, indent=1) + "\n")
@@ -100,6 +101,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("presets", nargs="+", choices=sorted(builtin_pair.SHIPPED))
     ap.add_argument("--steps", type=int, help="override the recipe's steps (a first look; the schedule scales)")
     ap.add_argument("--lr", type=float, help="override the recipe's learning rate (a first look)")
+    ap.add_argument("--optimizer", choices=sorted(builtin_pair.OPTIMIZER_NAMES), help="override the recipe's")
+    ap.add_argument("--batch-size", type=int, help="override the recipe's batch (a first look)")
+    ap.add_argument("--bn-bias", type=float, help="override the recipe's batch-norm bias at initialisation")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (fixed, so timings compare)")
     ap.add_argument("--eval-every", type=int, default=250, help="held-out accuracy in the log every this many steps")
@@ -112,6 +116,12 @@ def main(argv: list[str] | None = None) -> None:
         r = replace(builtin_pair.SHIPPED[preset], seed=args.seed)
         if args.lr:
             r = replace(r, lr=args.lr)
+        if args.optimizer:
+            r = replace(r, optimizer=args.optimizer)
+        if args.batch_size:
+            r = replace(r, batch_size=args.batch_size)
+        if args.bn_bias is not None:
+            r = replace(r, bn_bias=args.bn_bias)
         if args.steps:
             r = replace(r, steps=args.steps, warmup_steps=min(r.warmup_steps, args.steps // 10))
         train_one(preset, r, args.out, args.eval_every, out)

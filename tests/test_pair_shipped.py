@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -166,3 +167,37 @@ def test_the_claims_use_the_shipped_pair_for_its_own_seed_and_train_the_others(m
         assert ci == [(f"shipped {p} pair", manifest(p)["seed"]) for p in SHIPPED]
     finally:
         builtin_pair.script_pair.cache_clear()
+
+
+def test_the_script_records_an_adam_recipe_with_its_batch_norm_bias(tmp_path, monkeypatch):
+    """The ResNet-56 pair's kind of recipe (Adam, batch-norm biases set at the start): the manifest says so, the label
+    says so, and reading the manifest back gives the very recipe (its disk-cache key), which the script trained."""
+    spec = importlib.util.spec_from_file_location("train_pairs", ROOT / "scripts" / "train_pairs.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setitem(builtin_pair.SHIPPED, "resnet20", builtin_pair.BuiltinRecipe(
+        steps=2, lr=0.05, batch_size=16, n_train=64))
+    monkeypatch.setattr(script, "EVAL_IMAGES", 20)
+    script.main(["resnet20", "--out", str(tmp_path), "--eval-every", "0", "--optimizer", "adam", "--lr", "0.001",
+                 "--bn-bias", "2", "--log", str(tmp_path / "log.txt")])
+    m = manifest("resnet20", tmp_path)
+    assert (m["recipe"]["optimizer"], m["recipe"]["bn_bias"], m["recipe"]["lr"]) == ("Adam", 2.0, 0.001)
+    assert "momentum" not in m["recipe"]
+    r = builtin_pair.recipe_from_manifest(m)
+    assert r == replace(builtin_pair.SHIPPED["resnet20"], optimizer="adam", lr=0.001, bn_bias=2.0)
+    assert r.key != builtin_pair.SHIPPED["resnet20"].key and r.key != replace(r, bn_bias=0.0).key
+    assert "2 Adam steps" in r.label and "batch-norm biases 2 at start" in r.label
+    assert "SGD steps" in builtin_pair.shipped("resnet20").label  # the shipped ResNet-20 pair's recipe as it was
+
+
+def test_both_networks_start_from_the_same_batch_norm_bias():
+    """``init_bn_bias`` sets every batch norm of the ResNet and of its twin alike (0: torchvision's, untouched)."""
+    models = list(builtin_pair.training.make_race_models(builtin_pair.SHIPPED["resnet20"].cfg, seed=0).values())
+    for model in models:
+        builtin_pair.init_bn_bias(model, 2.0)
+    resnet, plain = (model.state_dict() for model in models)
+    biases = [k for k in plain if k.endswith(".bias") and "bn" in k]
+    assert biases and all(torch.equal(plain[k], resnet[k]) and bool((plain[k] == 2).all()) for k in biases)
+    fresh = builtin_pair.training.make_race_models(builtin_pair.SHIPPED["resnet20"].cfg, seed=0)["plain-20"]
+    builtin_pair.init_bn_bias(fresh, 0.0)
+    assert all(bool((v == 0).all()) for k, v in fresh.state_dict().items() if k in biases)

@@ -166,7 +166,20 @@ def check_race(train_x: torch.Tensor, train_y: torch.Tensor, race_models: dict[s
             raise M.ConfigError(f"{name} has {out.out_features} outputs but the data has {n_classes} classes.")
 
 
-def race(race_models: dict[str, nn.Module], train: Dataset, test: Dataset, cfg: RaceConfig) -> Iterator[dict]:
+OPTIMIZERS = ("sgd", "adam")
+
+
+def make_optimizer(model: nn.Module, cfg: RaceConfig, kind: str = "sgd") -> torch.optim.Optimizer:
+    """SGD with ``cfg``'s momentum and weight decay (the race's), or Adam (default betas) with its weight decay."""
+    if kind == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if kind != "sgd":
+        raise M.ConfigError(f"Unknown optimizer {kind!r}; choose one of {', '.join(OPTIMIZERS)}.")
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def race(race_models: dict[str, nn.Module], train: Dataset, test: Dataset, cfg: RaceConfig,
+         optimizer: str = "sgd") -> Iterator[dict]:
     """Train every model on the same batches; yield one record per step.
 
     A record is ``{"step": int (1-based), "steps": total, "elapsed_s": float, "steps_per_s": float,
@@ -177,7 +190,8 @@ def race(race_models: dict[str, nn.Module], train: Dataset, test: Dataset, cfg: 
     conv/linear layer in ``layer_params`` order. A model whose loss becomes NaN, inf or above
     ``DIVERGED_LOSS`` stops: its record says ``diverged`` with a message, its later records have ``None``
     numbers, and the others keep going.
-    Models are trained in place, on ``cfg.device``.
+    Models are trained in place, on ``cfg.device``, by ``make_optimizer(optimizer)``: the race's SGD, or Adam for a
+    shipped pair whose plain twin SGD leaves at guessing (resviz/builtin_pair.py).
     """
     device = torch.device(cfg.device)
     train_x, train_y = _tensors(train)
@@ -189,8 +203,7 @@ def race(race_models: dict[str, nn.Module], train: Dataset, test: Dataset, cfg: 
     opts, grads = {}, {}
     for name, m in race_models.items():
         m.to(device).train()
-        opts[name] = torch.optim.SGD(m.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                     weight_decay=cfg.weight_decay)
+        opts[name] = make_optimizer(m, cfg, optimizer)
         grads[name] = layer_params(m)[1]
     alive = dict.fromkeys(names, True)
     start = time.perf_counter()
