@@ -9,7 +9,7 @@ from resviz.lessons import LESSONS
 # Lessons whose headline claim issue 12 names, checked at CI size. The loss landscape's claim is checked on the shipped
 # pairs (at 20 layers the narrow CI pair fails it on seed 1: resviz/lessons/landscape.py says why).
 CHECKED_AT_CI_SIZE = {"training", "signal_flow", "lesion", "paths", "shattered", "landscape"}
-ON_SHIPPED_PAIRS = {"lesion", "landscape"}  # issue 23: the deep-pair claims, on every pair assets/pairs ships
+ON_SHIPPED_PAIRS = {"lesion", "landscape"}  # issue 23: the deep-pair claims, on builtin_pair.CI_CLAIM_PRESETS
 
 
 @pytest.mark.claims
@@ -28,7 +28,7 @@ def test_every_claim_of_the_lesson_holds_on_every_seed(lesson, claims_check):
     if own:  # a lesson that states claims on its own pairs checks them on every seed
         assert {c.seed for c in own} == set(SEEDS)
     shipped = {c.pair for c in claims if c.pair}
-    assert shipped == ({f"shipped {p} pair" for p in builtin_pair.shipped_presets()} if lesson in ON_SHIPPED_PAIRS
+    assert shipped == ({f"shipped {p} pair" for p in builtin_pair.ci_claims_presets()} if lesson in ON_SHIPPED_PAIRS
                        else set())
 
 

@@ -164,7 +164,10 @@ def test_the_claims_use_the_shipped_pair_for_its_own_seed_and_train_the_others(m
         r = builtin_pair.SHIPPED["resnet20"]
         assert trained == [(seed + 1, r.steps, r.lr, False)]
         ci = [(label, s) for label, s, _ in builtin_pair.deep_claims_pairs((0, 1), False, ci_size=False)]
-        assert ci == [(f"shipped {p} pair", manifest(p)["seed"]) for p in SHIPPED]
+        assert ci == [(f"shipped {p} pair", manifest(p)["seed"]) for p in builtin_pair.ci_claims_presets()]
+        assert builtin_pair.ci_claims_presets() == ["resnet20"]  # ResNet-56's claims: --full only (CI's time)
+        full = [(label, s) for label, s, _ in builtin_pair.deep_claims_pairs((seed,), True)]
+        assert full == [(f"{p} pair of scripts/train_pairs.py", seed) for p in SHIPPED]
     finally:
         builtin_pair.script_pair.cache_clear()
 
