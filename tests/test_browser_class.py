@@ -43,7 +43,10 @@ def class_server(tmp_path_factory, class_cache):
 @pytest.fixture
 def tabs(browser):
     contexts = [browser.new_context(viewport={"width": 1280, "height": 720}) for _ in range(4)]
-    yield [c.new_page() for c in contexts]
+    pages = [c.new_page() for c in contexts]
+    for i, pg in enumerate(pages):  # what a browser failed on is printed (pytest -s): a blank page's cause
+        pg.on("pageerror", lambda e, i=i: print(f"tab {i} browser error: {str(e)[:300]}"))
+    yield pages
     for c in contexts:
         c.close()
 
@@ -97,6 +100,9 @@ def test_the_key_is_refused_for_a_student(class_server, tabs):
 
 def test_the_class_follows_the_teacher_and_a_student_can_step_away(class_server, tabs):
     teacher, *students = tabs
+    failed = []  # what the followers' browsers failed on (the cause of a blank page)
+    for s in students:
+        s.on("pageerror", lambda e: failed.append(str(e)[:200]))
     _open(teacher, class_server, "What each page teaches")
     _unlock(teacher, KEY)
     _sidebar(teacher).get_by_text("Lead the class").click()
@@ -108,17 +114,18 @@ def test_the_class_follows_the_teacher_and_a_student_can_step_away(class_server,
     teacher.get_by_label("Initialisation seed", exact=True).wait_for(timeout=60_000)
     _set_number(teacher, "Initialisation seed", 5)
     changed = time.monotonic()
-    seen, stale = [], []
+    seen = []
     for s in students:  # the address bar changes in the follower's run that sets the widget
         _wait_url(s, r"/shattered\?.*sh_seed=5", FOLLOW_S + SLACK_S)
         seen.append(time.monotonic() - changed)
-    for s in students:
+    print(f"followers' address bars showed the teacher's change after {', '.join(f'{t:.2f}' for t in seen)} s")
+    stale = []  # (follower, address, the values of its inputs) where the seed input does not show 5
+    for i, s in enumerate(students):
         try:
             s.wait_for_function("() => [...document.querySelectorAll('input')].some(i => i.value === '5')",
                                 timeout=(FOLLOW_S + SLACK_S) * 1000)
-        except Exception:  # noqa: BLE001 - a known defect, reported below
-            stale.append(s.url)
-    print(f"followers' address bars showed the teacher's change after {', '.join(f'{t:.2f}' for t in seen)} s")
+        except Exception:  # noqa: BLE001 - said below, with what the page shows
+            stale.append((i, s.url, s.evaluate("() => [...document.querySelectorAll('input')].map(i => i.value)")))
     assert max(seen) < FOLLOW_S + SLACK_S, seen
     screenshot(students[0], "class_follower")
 
@@ -134,8 +141,10 @@ def test_the_class_follows_the_teacher_and_a_student_can_step_away(class_server,
         assert page_exceptions(pg) == []
     _sidebar(teacher).get_by_text("Lead the class").click()  # the lesson is over: the class stops following
     _sidebar(away).get_by_text("Following the teacher's screen.").wait_for(state="detached", timeout=60_000)
-    if stale:  # open defect: the follower's run set the widget (its address bar has the value), the input did not
-        pytest.xfail(f"{len(stale)} of 3 followers' seed input kept its old value: {stale}")
+    if stale:  # open defect (issue 21): every case seen was a blank page, not an input with its old value
+        assert all(not inputs for _, _, inputs in stale), f"a follower's seed input kept its old value: {stale}"
+        pytest.xfail(f"{len(stale)} of 3 followers' pages left blank by the browser ({failed}): a timed fragment of "
+                     "an earlier run drew into a container the new run left empty (Bad delta path)")
 
 
 def test_predict_then_reveal(class_server, tabs):

@@ -2,6 +2,7 @@
 
     python -m resviz.tools.load_class --sessions 30              # starts its own server with a teacher key
     python -m resviz.tools.load_class --url http://127.0.0.1:8501 --cache DIR --key KEY   # a running one
+    (add --pid PID, the server's process, for its CPU time per change)
 
 Every tab is a websocket client (``resviz.tools.session``: no browser) that also asks for its fragments' timed
 reruns as a browser does (the sidebar's check-in and vote), so the server carries a real class's load.
@@ -10,8 +11,9 @@ reruns as a browser does (the sidebar's check-in and vote), so the server carrie
    opens ``--page`` and the class moves there. Then ``--changes`` times the teacher sets ``--widget`` (a number
    input bound to the URL) to a new value, sending it in the URL as a browser does. A student shows the change
    when the widget arrives drawn with the new value (the follower's screen and address bar change then). Figures:
-   each student's time from the teacher's change (median, p95, max), and per change the time until every
-   student shows it.
+   each student's time from the teacher's change (median, p95, max), per change the time until every
+   student shows it, and the server's CPU seconds per change (its thirty reruns: a figure a loaded machine
+   changes less than the times).
 2. Vote. The class goes back home; the teacher's question is opened in the class state; every student votes at
    the same moment (a barrier); the teacher presses Lock; every student then presses Vote for another answer.
    Figures: votes cast, counted (none lost), and changed after the lock (none).
@@ -38,7 +40,7 @@ from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 from resviz.tools.load_test import percentile
-from resviz.tools.server import ROOT, server_tracebacks, start_server, stop_server
+from resviz.tools.server import ROOT, cpu_s, server_tracebacks, start_server, stop_server
 from resviz.tools.session import RunResult, Session, widget_key
 
 QUESTION = ("After 300 steps, which ends with the lower training loss?", ("plain-20", "plain-56", "as low"))
@@ -56,10 +58,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--url", help="use this running server (loopback) instead of starting one")
     ap.add_argument("--cache", help="the --url server's RESVIZ_CACHE folder (the class state is read there)")
     ap.add_argument("--key", help="the --url server's RESVIZ_TEACHER_KEY")
+    ap.add_argument("--pid", type=int, help="the --url server's process id (its CPU time is read from /proc)")
     ap.add_argument("--json", default=str(ROOT / "out" / "load_class.json"), help="where to write the results")
     args = ap.parse_args(argv)
     if args.sessions < 1 or args.changes < 1 or args.pause < 0 or args.timeout <= 0:
         ap.error("--sessions and --changes must be >= 1, --pause >= 0, --timeout > 0")
+    if args.pid and not args.url:
+        ap.error("--pid is the --url server's process")
     if args.url and not (args.cache and args.key):
         ap.error("--url needs the server's --cache folder and --key")
     if args.url and not args.url.startswith(("http://127.0.0.1", "http://localhost")):
@@ -222,6 +227,7 @@ def format_table(s: dict) -> str:
         (f"a student shows the change ({f['shown']} of {f['shown'] + f['missed']}), median / p95 / max",
          f"{f['median_s']:.2f} / {f['p95_s']:.2f} / {f['max_s']:.2f} s"),
         ("every student shows it, per change", f"{every} s"),
+        ("server CPU per change (median)", _cpu(f.get("server_cpu_s"))),
         ("votes cast / counted / lost", f"{v['cast']} / {v['counted']} / {v['lost']}"),
         ("tally / expected", f"{v['tally']} / {v['expected_tally']}"),
         ("votes changed after the lock", str(v["changed_after_lock"])),
@@ -231,6 +237,10 @@ def format_table(s: dict) -> str:
                                                 f"on {os.cpu_count()} CPUs"),
     ]
     return "\n".join(["| figure | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows])
+
+
+def _cpu(per_change: list[float] | None) -> str:
+    return f"{percentile(per_change, 50):.2f} s" if per_change else "not measured (--pid)"
 
 
 def _s(t: float | None) -> str:
@@ -255,8 +265,19 @@ def _in_threads(fn, items) -> list:
     return out
 
 
-def run_class(url: str, key: str, room, args) -> dict:
-    """Drive the class on the server at ``url`` (``room``: its ``Classroom``); returns the figures."""
+def _run_until(s: Session, key: str, timeout: float) -> RunResult:
+    """Rerun ``s``'s page until it draws ``key`` (a server process reads the class's question at most every
+    ``ui_classroom.READ_EVERY_S`` for all its sessions, and this script asked it from outside); bounded."""
+    deadline = time.monotonic() + timeout
+    while key not in (res := s.run("")).keys:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{key} was not drawn in {timeout:.0f} s")
+    return res
+
+
+def run_class(url: str, key: str, room, args, cpu=None) -> dict:
+    """Drive the class on the server at ``url`` (``room``: its ``Classroom``; ``cpu()``: the server's CPU seconds so
+    far, when known); returns the figures."""
     teacher = Session(url, timeout=args.timeout * 3)
     students: list[Follower] = []
     try:
@@ -274,14 +295,17 @@ def run_class(url: str, key: str, room, args) -> dict:
             following = room.roster().following  # each student checked in on the run that moved it
             for s in students:
                 s.page = args.page
-            latencies = []
+            latencies, cpu_per_change = [], []
             for i in range(1, args.changes + 1):
                 value = args.first_value + i - 1
                 room.still_presenting()
                 url = urlencode({**room.view().query, args.widget: value})  # the teacher's address bar, changed
+                before = cpu() if cpu else None
                 latencies.append(cls.wait(Target(i, args.widget, float(value), time.perf_counter()), lambda q=url:
                                           teacher.run(args.page, widgets={args.widget: value}, query_string=q),
                                           args.timeout))
+                if cpu:
+                    cpu_per_change.append(cpu() - before)
                 time.sleep(args.pause)  # the class looks at the view before the teacher changes it again
             cls.wait(Target(args.changes + 1, "class_step_away", None, time.perf_counter()),
                      lambda: teacher.run(""), args.timeout)  # the vote, at home
@@ -290,7 +314,8 @@ def run_class(url: str, key: str, room, args) -> dict:
         q = room.ask(QUESTION[0], list(QUESTION[1]))  # the teacher's question (the form's text, as typed)
         plan = vote_plan(len(students), len(q.answers))
         radio, press = f"class_vote_{q.id}", f"class_vote_go_{q.id}"
-        _in_threads(lambda s: s.run(""), [teacher, *students])  # the question on every screen, Lock on the teacher's
+        shown = _in_threads(lambda s: _run_until(s, radio, args.timeout), students)  # the question on every screen
+        teacher.run("")  # and Lock on the teacher's
         go = threading.Barrier(len(students))
 
         def vote(pair):  # as in the browser: choose (the fragment's rerun enables Vote), then press, all at once
@@ -305,12 +330,13 @@ def run_class(url: str, key: str, room, args) -> dict:
         runs += _in_threads(lambda pair: pair[0].run("", widgets={radio: q.answers[pair[1][1]]}, click=press),
                             list(zip(students, plan)))
         after = room.question()
-        problems = [repr(r) for r in runs if isinstance(r, Exception)]
+        problems = [repr(r) for r in [*shown, *runs] if isinstance(r, Exception)]
         problems += [e for r in runs if isinstance(r, RunResult) for e in [*r.exceptions, *r.errors]]
         teacher.run("", widgets={"class_lead": False})  # the lesson is over
         room.close()
         return {"page_arrival_s": None if None in arrivals else max(arrivals, default=None),
-                "follow": follow_figures(latencies), "following": following, "latencies_s": latencies,
+                "follow": {**follow_figures(latencies), "server_cpu_s": cpu_per_change},
+                "following": following, "latencies_s": latencies,
                 "vote": {**vote_figures(plan, after.tally, before, after.votes), "problems": problems}}
     finally:
         for s in [teacher, *students]:
@@ -332,7 +358,8 @@ def main(argv=None) -> int:
     try:
         with diskcache.Cache(cache) as store:
             print(f"{args.sessions} students follow the teacher on {url}…", file=sys.stderr, flush=True)
-            summary = run_class(url, key, Classroom(store=store), args)
+            pid = proc.pid if proc else args.pid
+            summary = run_class(url, key, Classroom(store=store), args, cpu=(lambda: cpu_s(pid)) if pid else None)
     finally:
         if proc:
             stop_server(proc)
