@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import socket
 import threading
 import time
@@ -275,8 +276,9 @@ def _check_key() -> None:
 def _roster_ui() -> None:
     """The teacher's class panel: students here and following, the server's runs, the cluster if it is unwell."""
     st.caption(panel_text(room().roster()))
-    if sentence := cluster_health():
-        st.warning(text.md(sentence))
+    for sentence in (cluster_health(), class_store_health()):
+        if sentence:
+            st.warning(text.md(sentence))
 
 
 def panel_text(r: classroom.Roster) -> str:
@@ -295,6 +297,14 @@ def cluster_health() -> str | None:
         return None
     health = getattr(cluster, "health", None)
     return health() if callable(health) else None
+
+
+def class_store_health() -> str | None:
+    """Where the class lives, said only when it should be on the Dask scheduler and is not (the one-host default,
+    with no scheduler set, is said in deploy/README.md, not on every teacher's panel)."""
+    from resviz import class_store
+
+    return class_store.health() if os.environ.get(class_store.SCHEDULER_ENV) else None
 
 
 # --- following -------------------------------------------------------------------------------------------------

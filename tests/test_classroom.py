@@ -237,3 +237,14 @@ def test_without_a_scheduler_the_class_is_in_the_disk_cache_and_the_teacher_is_t
     monkeypatch.delenv(class_store.SCHEDULER_ENV, raising=False)
     assert Classroom().store is disk_cache.cache()
     assert "other hosts do not" in class_store.health()
+
+
+def test_the_teachers_panel_says_when_the_class_is_not_on_its_scheduler(monkeypatch):
+    from resviz import class_store, ui_classroom
+
+    monkeypatch.delenv(class_store.SCHEDULER_ENV, raising=False)
+    assert ui_classroom.class_store_health() is None  # the one-host default: nothing to warn about
+    monkeypatch.setattr(class_store, "health", lambda: "The class's scheduler has not answered since 10:00")
+    assert ui_classroom.class_store_health() is None
+    monkeypatch.setenv(class_store.SCHEDULER_ENV, "tcp://127.0.0.1:1")
+    assert "has not answered" in ui_classroom.class_store_health()
