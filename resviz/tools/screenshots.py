@@ -21,6 +21,7 @@ from resviz.tools.server import ROOT, start_server, stop_server
 
 PROJECTOR = {"width": 1280, "height": 720}  # a classroom projector (tests/layout.py checks pages at this size)
 FIGURE = "[data-testid='stPlotlyChart'], [data-testid='stImage']"
+PROGRESS = "[data-testid='stProgress']"  # a result still being computed (ui.background_result's bar)
 COMPUTED = ("signal_flow", "lesion", "paths", "shattered", "landscape", "feature_maps")  # figures drawn after a run
 FIGURE_WAIT_MS = 900_000  # a page that computes on first open (nothing prepared) on a busy 2-core CPU
 
@@ -29,6 +30,7 @@ def before_shot(pg, path: str) -> None:
     """A little interaction so the shot shows the page at work."""
     if path in COMPUTED:  # the page's figure, once computed (its progress bar first)
         pg.locator(FIGURE).locator("visible=true").first.wait_for(timeout=FIGURE_WAIT_MS)
+        pg.locator(PROGRESS).first.wait_for(state="detached", timeout=FIGURE_WAIT_MS)  # its verdict's run too
         browser.wait_idle(pg, FIGURE_WAIT_MS)
     if path == "training":
         steps = pg.get_by_label("Steps")
