@@ -293,6 +293,17 @@ def _printer(name: str) -> Callable[[int, int], None]:
     return progress
 
 
+def named_downloads(argv: list[str]) -> bool:
+    """Whether the command line names weights or datasets to fetch (``--weights resnet18``), rather than asking for
+    everything (no arguments) or switching a part off (``--weights`` with nothing after it)."""
+    for i, arg in enumerate(argv):
+        if arg in ("--weights", "--datasets") and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            return True
+        if arg.startswith(("--weights=", "--datasets=")) and arg.split("=", 1)[1]:
+            return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", nargs="*", default=list(WEIGHTS), help="ImageNet presets (default: %(default)s)")
@@ -303,6 +314,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mirror", default=None, help="base URL serving the same files (or RESVIZ_MIRROR)")
     parser.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds of silence before giving up")
     args = parser.parse_args(argv)
+    if named_downloads(argv if argv is not None else sys.argv[1:]):  # "--weights resnet18": that download alone,
+        # as Feature maps' message promises (not the other downloads, nor an hour of lessons)
+        given = " ".join(argv if argv is not None else sys.argv[1:])
+        args.weights = args.weights if "--weights" in given else []
+        args.datasets = args.datasets if "--datasets" in given else []
+        args.no_pairs = args.no_races = args.no_lessons = True
     steps: list[tuple[str, Callable[[], object]]] = [
         *((f"weights {p}", lambda p=p: prepare_weights(p, args.mirror, args.timeout)) for p in args.weights),
         *((f"dataset {d}", lambda d=d: prepare_dataset(d, None, args.mirror, args.timeout)) for d in args.datasets),

@@ -133,6 +133,22 @@ def test_the_command_offline_says_what_is_not_ready(tmp_path, monkeypatch, capsy
     assert "1 item(s) not ready" in out and str(tmp_path) not in out
 
 
+def test_naming_one_download_fetches_that_alone(monkeypatch, capsys):
+    """Feature maps tells the teacher `python -m resviz.prepare --weights resnet18`: that checkpoint, not CIFAR-10,
+    the pairs, the races and an hour of lessons."""
+    fetched = []
+    monkeypatch.setattr(prepare, "prepare_weights", lambda p, *a, **k: fetched.append(p) or f"{p} ready")
+
+    def never(*a, **k):
+        raise AssertionError("not asked for")
+
+    for name in ("prepare_dataset", "prepare_pairs", "race_steps", "lesson_steps"):
+        monkeypatch.setattr(prepare, name, never)
+    assert prepare.main(["--weights", "resnet18"]) == 0
+    assert fetched == ["resnet18"] and "Everything is ready." in capsys.readouterr().out
+    assert prepare.named_downloads(["--datasets=cifar10"]) and not prepare.named_downloads(["--weights", "--no-pairs"])
+
+
 def test_pairs_are_trained_only_when_missing(monkeypatch):
     from resviz import builtin_pair
 
