@@ -16,6 +16,7 @@ PAGES = [st.Page("pages/home.py", title="Home", icon=":material/home:", default=
     st.Page(lesson.page, title=lesson.title, icon=lesson.icon) for lesson in LESSONS]
 
 page = st.navigation(PAGES)
+ui.run_started()  # before anything is drawn: an earlier run's timed progress fragments draw nothing
 ui_classroom.lead_or_follow(page)  # the teacher publishes, a follower shows the class's view: before any widget
 # Streamlit leaves about 6rem above every title; on a projector's first screen that room belongs to the lesson.
 st.html("<style>[data-testid='stMainBlockContainer'] {padding-top: 2rem;}</style>")

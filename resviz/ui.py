@@ -280,8 +280,20 @@ def background_result(key: tuple, compute: Callable, label: str, cost: float = 1
     if snap.status.state is runs.State.FINISHED:
         _watches().pop(key, None)  # the result lives in the engine's LRU, not in this session
         return snap.result
+    st.session_state.setdefault(PROGRESS_DRAWN, set()).add(key)
     _progress_ui(key, label)
     return None
+
+
+PROGRESS_DRAWN = "_progress_drawn"  # the background results whose progress this session's latest full run drew
+
+
+def run_started() -> None:
+    """At the top of every full run (app.py): no progress drawn yet. A timed progress fragment of an earlier run
+    that the browser still reruns then draws nothing: its container may be gone from the new run's page (a follower
+    moved to other settings and the new run stopped before that container got a child), and a fragment drawing into
+    it left the browser's page blank ("Bad delta path")."""
+    st.session_state[PROGRESS_DRAWN] = set()
 
 
 def waits_for_results() -> bool:
@@ -327,6 +339,8 @@ def ordinal(n: int) -> str:
 @st.fragment(run_every=0.5)
 def _progress_ui(key: tuple, label: str) -> None:
     """The progress of a background result (polling it keeps its run wanted); reruns the page once it is done."""
+    if key not in st.session_state.get(PROGRESS_DRAWN, {key}):
+        return  # an earlier run's progress: the latest full run did not draw it
     watch = _watches().get(key)
     status = None if watch is None else watch.snapshot().status
     if status is None or status.state.done:
