@@ -27,5 +27,5 @@ if st.sidebar.toggle("Projector", key="projector", bind="query-params",
     st.html(f"<style>html {{font-size: {ui.PROJECTOR_TEXT_PX}px;}}</style>")  # Streamlit sizes its text in rem
 ui_classroom.class_ui(page)  # share this view, Previous / Next, the teacher's panel, following, the class's vote
 ui.warm_up(p.url_path for p in PAGES)  # once per server, in the background: the class finds every page ready
-page.run()
+ui.run_page(page)  # ended early by ui.stop_page once its first screen is drawn: the frame's last line still runs
 ui_classroom.run_ended(page)  # a follower has shown the teacher's view; a leading teacher's settings are the class's

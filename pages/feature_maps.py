@@ -80,7 +80,7 @@ with ui.friendly_errors("Feature maps"):  # a picture we cannot read, a model to
         r = fm.finite(ui.background_result(rk := look.capture_key(w.model, target),
                                            lambda _: look.capture(w.model, target), fm.CAPTURE_LABEL))
     if r is None:
-        st.stop()  # the first screen is drawn; the page reruns when the maps are ready
+        ui.stop_page()  # the first screen is drawn; the page reruns when the maps are ready
     views.markdown(f"**{fm.views_heading(r, k)}**")  # one line, over the three views
     figs = ui.figure((rk, k), lambda: plots.plot_block_views(r, k, 330))
     for i, (col, fig) in enumerate(zip(views.columns(3), figs)):

@@ -28,7 +28,7 @@ with st.expander("The pair, the slice, and what the paper did", expanded=trainin
         "(biases and batch-norm parameters stay put), so the picture does not depend on the scale of the weights. "
         "Li et al. (2018), *Visualizing the Loss Landscape of Neural Nets*, NeurIPS, Section 4.")
 if p is None:
-    st.stop()
+    ui.stop_page()
 
 POLL_S = 2.0  # while the finer grid computes, the page looks again this often (and so keeps it wanted)
 
@@ -56,7 +56,7 @@ with line_part, ui.friendly_errors("Computing the loss landscape"):
     one = ui.background_result(("landscape-1d", p.key, span, seed), lambda cb: ls.line(p, span, seed, cb),
                                "1-D slice…")
 if one is None:
-    st.stop()
+    ui.stop_page()
 with line_part:
     st.subheader(f"1-D slice ({2 * ls.COARSE - 1} points on {ls.BATCH} images, computed live)")
     st.plotly_chart(ui.figure(("landscape-1d", p.key, span, seed), lambda: plot_landscape_1d(one)), key="ls_1d")
@@ -69,7 +69,7 @@ with slice_part, ui.friendly_errors("Computing the loss landscape"):
             finer = ls.finer_grid(p, span, seed)
             grids = finer.grids or grids
 if grids is None:
-    st.stop()
+    ui.stop_page()
 fine = finer is None or finer.grids is not None  # stored before, or the finer run has finished
 with slice_part:
     if fine:

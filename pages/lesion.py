@@ -27,13 +27,13 @@ with st.expander("The pair, the test images, and what the paper did", expanded=t
         "a block that changes the shape cannot be deleted (marked ✕). Veit, Wilber & Belongie (2016), *Residual "
         "Networks Behave Like Ensembles of Relatively Shallow Networks*, NeurIPS.")
 if p is None:
-    st.stop()
+    ui.stop_page()
 both = None
 with ui.friendly_errors("Running the lesion study"):
     both = ui.background_result(("lesion", p.key, n), lambda cb: lesion.study_pair(p, n, cb),
                                 "Deleting blocks of both networks…")
 if both is None:
-    st.stop()
+    ui.stop_page()
 res, plain = both
 c = lesion.LesionComparison(res, plain, p.chance)
 k = int(c.comparable.sum())

@@ -14,7 +14,7 @@ source = c1.radio("Measure on", list(SOURCES), format_func=SOURCES.get, key="pa_
 if source == "trained":
     p = ui.pair_picker_ui("pa")
     if p is None:
-        st.stop()
+        ui.stop_page()
     cfg, model, key, guessing = p.cfg, p.resnet, ("trained", p.key), p.guessing
 else:
     sel = ui.current_selection()
@@ -36,7 +36,7 @@ with ui.friendly_errors("Measuring the gradient per path length"):
                                                                             exact=exact),
                              f"Sending gradients down {'every path' if exact else 'random paths'}…")
 if g is None:
-    st.stop()
+    ui.stop_page()
 tone, text = paths.verdict(g, guessing)
 getattr(st, tone.value)(text)
 st.plotly_chart(ui.figure(gkey, lambda: plot_path_gradients(g)), key="pa_chart")

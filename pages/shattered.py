@@ -20,7 +20,7 @@ with sweep_part, ui.friendly_errors("Computing the gradients"):
         shattered.shattered_sweep(shattered.SweepConfig(depth=depth, residual=r, seed=seed)) for r in (False, True)),
         "Sweeping the input through both networks…")
 if sweeps is None:
-    st.stop()
+    ui.stop_page()
 plain, res = sweeps
 with sweep_part:
     st.subheader(f"Seed {seed} alone: the gradient along the input")
@@ -50,7 +50,7 @@ with curve_part:
             shattered.SweepConfig(), on_progress=cb, seeds=seeds),
             f"Sweeping nets of every depth, {len(seeds)} times…")
 if curve is None:
-    st.stop()
+    ui.stop_page()
 with curve_part:
     tone, text = shattered.depth_verdict(curve)
     getattr(st, tone.value)(text)

@@ -48,7 +48,7 @@ with ui.friendly_errors("Measuring the signal flow"):
     result = ui.background_result(key, lambda progress: sf.measure(settings, image, sel.device, progress),
                                   "Measuring both networks…")
 if result is None:
-    st.stop()
+    ui.stop_page()
 for text in sf.warnings(result):
     st.warning(text)
 lines = sf.explain_signal_flow(result)

@@ -264,7 +264,7 @@ def background_result(key: tuple, compute: Callable, label: str, cost: float = 1
 
     The first student to ask starts the run of ``key`` (``runs.attach_compute``: once for the class, in the one
     queue, with the runs' thread budget; later askers join it); meanwhile this spot shows its place in the queue,
-    then its progress, and the page draws its first screen and stops (``if result is None: st.stop()``), so nothing
+    then its progress, and the page draws its first screen and stops (``if result is None: ui.stop_page()``), so nothing
     computed for earlier settings stays on screen. Showing it keeps the run wanted; a page that stops asking (other
     settings, a closed tab) lets it go after the lease, and it stops at its next progress call. The progress reruns
     the page when the result is ready; an error is raised on that rerun, once. Under AppTest it simply waits.
@@ -286,6 +286,32 @@ def background_result(key: tuple, compute: Callable, label: str, cost: float = 1
 
 
 PROGRESS_DRAWN = "_progress_drawn"  # the background results whose progress this session's latest full run drew
+
+
+class PageStopped(BaseException):
+    """Raised by ``stop_page``; ``run_page`` catches it (a BaseException, like Streamlit's own
+    StopException, so that no ``except Exception`` of a page swallows it)."""
+
+
+def stop_page() -> None:
+    """End this page's run here, its first screen drawn (a result still computing, no pair picked yet).
+
+    Not ``st.stop()``: that asks the script runner to stop, which throws away a rerun the browser asked for while the
+    page ran. A button pressed in a fragment during a page's run (the sidebar's "Rejoin the class", a vote) waits
+    for the run to end, and ``st.stop()`` dropped it: the student's click did nothing. ``st.stop()`` also skipped
+    Streamlit's end-of-run forgetting of the fragments the run did not draw, so an earlier run's timed progress
+    fragment could still draw into a container the new run had left empty, and the browser blanked the page ("Bad
+    delta path"). Here the run ends normally (``run_page``), app.py carries on (``ui_classroom.run_ended``), and
+    Streamlit runs the waiting click next."""
+    raise PageStopped
+
+
+def run_page(page) -> None:
+    """``page.run()`` (app.py), ended early and quietly by ``stop_page``."""
+    try:
+        page.run()
+    except PageStopped:
+        pass
 
 
 def run_started() -> None:
