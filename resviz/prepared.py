@@ -29,13 +29,16 @@ from resviz import disk_cache
 
 _WRITING = contextvars.ContextVar("resviz_prepared_writing", default=False)
 _PACKAGE = Path(__file__).resolve().parent
+_COMPUTE_NO_RESULT = ("tools", "bench")  # load tests, benchmarks, browser and server helpers: a change to them keeps
+# the prepared results (each commit to them voided every prepared lesson)
 
 
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """A fingerprint of resviz's code and torch's version: prepared results are valid for exactly these."""
+    """A fingerprint of resviz's code (but ``_COMPUTE_NO_RESULT``) and torch's version: prepared results are valid
+    for exactly these."""
     h = hashlib.sha1(torch.__version__.encode())
-    for path in sorted(_PACKAGE.rglob("*.py")):
+    for path in sorted(p for p in _PACKAGE.rglob("*.py") if p.relative_to(_PACKAGE).parts[0] not in _COMPUTE_NO_RESULT):
         h.update(str(path.relative_to(_PACKAGE)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]

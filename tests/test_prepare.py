@@ -409,3 +409,25 @@ def ui_choice(preset: str) -> str:
     from resviz import ui
 
     return ui.REPLAYED + preset
+
+
+def test_the_code_fingerprint_changes_with_lesson_code_not_with_tools(tmp_path, monkeypatch):
+    from resviz import prepared
+
+    for rel in ("lessons/race.py", "tools/load_class.py", "bench/race.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x = 1\n")
+    monkeypatch.setattr(prepared, "_PACKAGE", tmp_path)
+
+    def version():
+        prepared.code_version.cache_clear()
+        return prepared.code_version()
+
+    first = version()
+    (tmp_path / "tools/load_class.py").write_text("x = 2\n")  # a load test changed: prepared lessons still hold
+    (tmp_path / "bench/race.py").write_text("x = 2\n")
+    assert version() == first
+    (tmp_path / "lessons/race.py").write_text("x = 2\n")  # a lesson's maths changed: they are computed again
+    assert version() != first
+    monkeypatch.undo()
+    prepared.code_version.cache_clear()
