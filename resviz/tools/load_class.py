@@ -130,7 +130,8 @@ class Follower(Session):
                 a = msg.auto_rerun
                 self.timers[a.fragment_id] = (a.interval, time.perf_counter() + a.interval)
             elif kind == "stop_auto_rerun":
-                self.timers.pop(msg.stop_auto_rerun.fragment_id, None)
+                for fid in msg.stop_auto_rerun.fragment_ids:  # a repeated field (Streamlit 1.67's proto)
+                    self.timers.pop(fid, None)
             self._read(msg, res, 0.0)  # keeps the widgets this tab knows up to date
             t = targets.current
             if t is None or t.index in self.shown:
