@@ -34,6 +34,8 @@ CHECK_IN_EVERY_S = 3.0  # how often a page says it is here (the roster forgets i
 READ_EVERY_S = 0.5  # how often a server process reads the class's view and question for all its sessions (each
 # read of the shared store is a write transaction of its SQLite, one at a time: thirty followers' runs queued there)
 MAX_KEY_TRIES = 5  # wrong teacher keys one session may try before the field is refused
+MAX_SHOW_TRIES = 3  # runs a follower reruns for one view its widgets do not show yet, before it takes it as shown
+# (a value its widget refuses would otherwise rerun it for ever)
 ARC = ("", *(lesson.name for lesson in LESSONS))  # home, then the lessons in their teaching order (URL paths)
 
 
@@ -127,12 +129,41 @@ def _follow(current: str) -> None:
 
 
 def run_ended(page) -> None:
-    """After the page's run ended (app.py): a follower's run has drawn the view it set; a leading teacher's
-    widgets have corrected or dropped settings in the URL, and those are the class's view (a stopped run would
-    publish the settings it started with over a newer run's, so this is not called from a ``finally``)."""
-    if "_class_showing" in st.session_state:
-        st.session_state["_class_applied"] = st.session_state.pop("_class_showing")
+    """After the page's run ended (app.py): a follower's run has drawn the view it set, if its widgets show it
+    (``shows``); a leading teacher's widgets have corrected or dropped settings in the URL, and those are the
+    class's view (a stopped run would publish the settings it started with over a newer run's, so this is not
+    called from a ``finally``)."""
+    ss = st.session_state
+    if "_class_showing" in ss:
+        version = ss.pop("_class_showing")
+        view = class_view()
+        tried, tries = ss.get("_class_unshown", (None, 0))
+        tries = tries + 1 if tried == version else 1
+        if view is None or view.version != version or shows(view, page.url_path) or tries > MAX_SHOW_TRIES:
+            ss["_class_applied"] = version
+        else:  # rung again at once (the bell), and the next run sets the widgets this run drew for the first time
+            ss["_class_unshown"] = (version, tries)
+            bell().ring_again(session_id())
     present(page)
+
+
+def shows(view: classroom.View, current: str) -> bool:
+    """Whether this session's page and URL-bound widgets now hold ``view``. A run that began before a widget of the
+    page was first drawn in this session cannot set it (``widget_values`` knows no such widget yet): a follower
+    moved to Shattered gradients, rung for the teacher's seed before its first run there drew the seed input,
+    stayed on seed 0 while believing it showed the teacher's view (the follow test under load: 2 of 3 followers,
+    for 20 s)."""
+    if view.page != current:
+        return False
+    values, keys = view_params(), _bound_keys()
+    return all(values.get(key) == value for key, value in view.query.items() if key in keys)
+
+
+def _bound_keys() -> set[str]:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    state = get_script_run_ctx().session_state._state  # Streamlit 1.67's bindings: pinned in requirements.txt
+    return set(state.query_params._bindings_by_param)
 
 
 def class_ui(page) -> None:

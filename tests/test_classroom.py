@@ -248,3 +248,51 @@ def test_the_teachers_panel_says_when_the_class_is_not_on_its_scheduler(monkeypa
     assert ui_classroom.class_store_health() is None
     monkeypatch.setenv(class_store.SCHEDULER_ENV, "tcp://127.0.0.1:1")
     assert "has not answered" in ui_classroom.class_store_health()
+
+
+def _follower_app():
+    from streamlit.testing.v1 import AppTest
+
+    def script():
+        from types import SimpleNamespace
+
+        import streamlit as st
+
+        from resviz import ui_classroom
+
+        ui_classroom._follow("shattered")  # as lead_or_follow does, before the page's widgets
+        st.number_input("Initialisation seed", 0, 1000, 0, key="sh_seed", bind="query-params")
+        ui_classroom.run_ended(SimpleNamespace(url_path="shattered"))
+
+    return AppTest.from_function(script, default_timeout=30)
+
+
+def test_a_follower_whose_first_run_could_not_set_a_widget_is_rung_again_until_it_shows_the_view(shared_room,
+                                                                                                   monkeypatch):
+    """A run that began before the page's seed input was first drawn in this session cannot set it: the follower
+    stays on seed 0. It is not taken as showing the view; the bell rings it again, and its next run shows it."""
+    from resviz import ui_classroom
+
+    rung = []
+    monkeypatch.setattr(ui_classroom.Bell, "ring_again", lambda self, sid: rung.append(sid))
+    v = shared_room.present("shattered", {"sh_seed": "5"}).version
+    at = _follower_app().run()
+    assert at.number_input(key="sh_seed").value == 0  # its first run: the input did not exist when the run began
+    assert ("_class_applied" in at.session_state and at.session_state["_class_applied"]) != v  # not taken as shown
+    assert len(rung) == 1
+    at.run()  # the bell's rerun
+    assert at.number_input(key="sh_seed").value == 5 and at.session_state["_class_applied"] == v
+    assert len(rung) == 1  # shown: not rung again
+
+
+def test_a_view_a_follower_cannot_show_is_taken_as_shown_after_a_few_tries(shared_room, monkeypatch):
+    from resviz import ui_classroom
+
+    rung = []
+    monkeypatch.setattr(ui_classroom.Bell, "ring_again", lambda self, sid: rung.append(sid))
+    v = shared_room.present("shattered", {"sh_seed": "5000"}).version  # more than the follower's input takes
+    at = _follower_app()
+    for _ in range(ui_classroom.MAX_SHOW_TRIES + 1):
+        at.run()
+    assert at.session_state["_class_applied"] == v and len(rung) == ui_classroom.MAX_SHOW_TRIES  # no endless reruns
+    assert not at.exception
