@@ -33,7 +33,7 @@ if p is None:
 POLL_S = 2.0  # while the finer grid computes, the page looks again this often (and so keeps it wanted)
 
 
-@st.fragment(run_every=POLL_S)
+@ui.timed_fragment(run_every=POLL_S)
 def wait_for_the_finer_grid(watch):
     """Tells how far the finer grid is; when it is ready the whole page redraws with it."""
     status = watch.snapshot().status  # looking keeps the run going; a closed page stops looking, and the run stops

@@ -72,7 +72,7 @@ if stopped and (w := ss.pop("tr_watch", None)) is not None:
     ss["tr_stopped"], ss["trained"] = training.stop_watching(w, ss.get("trained"))
 
 
-@st.fragment(run_every=1.0)  # each poll also renews this student's lease on the shared run
+@ui.timed_fragment(run_every=1.0)  # each poll also renews this student's lease on the shared run
 def race_ui():
     w = ss.get("tr_watch")
     snap = w.snapshot() if w else ss.get("tr_stopped")

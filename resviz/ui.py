@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import logging
 import math
 import os
@@ -362,7 +363,27 @@ def ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
-@st.fragment(run_every=0.5)
+def timed_fragment(run_every: float) -> Callable[[Callable], Callable]:
+    """``st.fragment(run_every=...)``, each call drawn inside a container of the calling run's own.
+
+    Streamlit 1.67 drops the unsent messages of a fragment when that fragment's rerun starts. A full run that drew a
+    timed fragment, followed at once by the fragment's waiting timed rerun (a loaded server sends both in one batch),
+    reached the browser as the full run without the fragment's container, then the fragment's reruns in their own
+    order: the sidebar's vote panel (13th child) came before the follow panel (12th) into a sidebar of 11, and the
+    browser blanked the page ("Bad delta path index 12 (should be between [0, 11])"). The container made here is the
+    full run's own message, never dropped, so the fragment always redraws inside a block that exists."""
+    def timed(func: Callable) -> Callable:
+        fragment = st.fragment(run_every=run_every)(func)
+
+        @functools.wraps(func)
+        def in_own_container(*args, **kwargs):
+            with st.container():
+                return fragment(*args, **kwargs)
+        return in_own_container
+    return timed
+
+
+@timed_fragment(run_every=0.5)
 def _progress_ui(key: tuple, label: str) -> None:
     """The progress of a background result (polling it keeps its run wanted); reruns the page once it is done."""
     if key not in st.session_state.get(PROGRESS_DRAWN, {key}):
@@ -801,7 +822,7 @@ def _builtin_pair_ui(prefix: str, recipe, device: str):
     return trained
 
 
-@st.fragment(run_every=2.0)
+@timed_fragment(run_every=2.0)
 def _class_pair_watch_ui(key: tuple, recipe) -> None:
     """While this student has not pressed: rerun the page once somebody starts (or has trained) this pair."""
     from resviz import builtin_pair

@@ -23,7 +23,7 @@ from urllib.parse import urlencode, urlsplit
 import cachetools
 import streamlit as st
 
-from resviz import classroom
+from resviz import classroom, ui
 from resviz.inputs import text
 from resviz.lessons import LESSONS
 
@@ -31,6 +31,8 @@ log = logging.getLogger("resviz")
 BELL_EVERY_S = 0.25  # how often a server process reads the class's version while one of its sessions follows
 CHECK_IN_EVERY_S = 3.0  # how often a page says it is here (the roster forgets it after classroom.HERE_S); also
 # the fallback look for a new view, should the server's rerun of a follower not have come
+STALL_S = 2 * CHECK_IN_EVERY_S  # a follower idle on the server whose browser asked for nothing this long is rerun
+STALL_MAX_S = 300.0  # ... and if it stays silent (a hidden tab's throttled timers), each wait doubles up to this
 READ_EVERY_S = 0.5  # how often a server process reads the class's view and question for all its sessions (each
 # read of the shared store is a write transaction of its SQLite, one at a time: thirty followers' runs queued there)
 MAX_KEY_TRIES = 5  # wrong teacher keys one session may try before the field is refused
@@ -134,6 +136,7 @@ def run_ended(page) -> None:
     class's view (a stopped run would publish the settings it started with over a newer run's, so this is not
     called from a ``finally``)."""
     ss = st.session_state
+    bell().seen(session_id())  # a follower's run ended: its browser is told (a session not followed is not kept)
     if "_class_showing" in ss:
         version = ss.pop("_class_showing")
         view = class_view()
@@ -303,7 +306,7 @@ def _check_key() -> None:
         ss["_class_checked_in"] = 0.0
 
 
-@st.fragment(run_every=2.0)
+@ui.timed_fragment(run_every=2.0)
 def _roster_ui() -> None:
     """The teacher's class panel: students here and following, the server's runs, the cluster if it is unwell."""
     st.caption(panel_text(room().roster()))
@@ -339,7 +342,7 @@ def class_store_health() -> str | None:
 
 
 # --- following -------------------------------------------------------------------------------------------------
-@st.fragment(run_every=CHECK_IN_EVERY_S)
+@ui.timed_fragment(run_every=CHECK_IN_EVERY_S)
 def _follow_ui() -> None:
     """Say this session is here; while the teacher leads, this student can step away and rejoin."""
     ss = st.session_state
@@ -353,6 +356,8 @@ def _follow_ui() -> None:
         if teacher and ss.get("class_lead"):
             room().still_presenting()
         ss["_class_checked_in"] = time.monotonic()
+    if following and not teacher:
+        bell().seen(session_id())
     view = None if teacher else class_view()
     if view is None:
         return
@@ -375,8 +380,6 @@ def go_to(view: classroom.View, current: str) -> None:
     if view.page == current:
         st.session_state.update(values)
         return
-    from resviz import ui
-
     st.session_state["_class_pending"] = values  # the widgets this page shares with the next (model, projector)
     st.switch_page(_page_file(view.page), query_params=ui.unbound_query(view.query))
 
@@ -386,18 +389,26 @@ class Bell:
     ``BELL_EVERY_S`` and starts a rerun of each following session that has not shown it. Without it a follower
     waited for its own page's run to end (Streamlit runs a fragment's timed rerun after the page's run, not during
     it): 4-15 s on a loaded machine. A rerun started by the server stops the session's running page at its next
-    element, as a student's own click does; the new run's first lines (``lead_or_follow``) show the view."""
+    element, as a student's own click does; the new run's first lines (``lead_or_follow``) show the view.
+
+    It also wakes a stalled follower. Streamlit 1.67 drops every message of a finished run that its server had not
+    yet sent when the next rerun starts a new script runner (a timed fragment's, on a loaded server): the browser
+    never hears that the run ended, nor of its timers, and asks for nothing again, showing the old view for ever.
+    A follower idle on the server that has not run for ``STALL_S`` is rerun."""
 
     def __init__(self):
         self._applied: dict[str, int] = {}  # session id -> the class version its page shows (or was rung for)
+        self._seen: dict[str, tuple[float, float]] = {}  # session id -> (its last run, the silence allowed after it)
         self.version: int | None = None  # the class's version at the last look (``class_view`` reads by it)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self.clock = time.monotonic
 
     def watch(self, sid: str, version: int) -> None:
         """Session ``sid`` shows (or is showing) ``version``; an older run of it saying an older one changes nothing."""
         with self._lock:
             self._applied[sid] = max(version, self._applied.get(sid, version))
+            self._seen[sid] = (self.clock(), STALL_S)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="resviz-class-bell", daemon=True)
                 self._thread.start()
@@ -408,9 +419,35 @@ class Bell:
             if sid in self._applied:
                 self._applied[sid] = -1
 
+    def seen(self, sid: str) -> None:
+        """Session ``sid`` runs (its timed fragment): its browser is alive."""
+        with self._lock:
+            if sid in self._applied:
+                self._seen[sid] = (self.clock(), STALL_S)
+
     def forget(self, sid: str) -> None:
         with self._lock:
             self._applied.pop(sid, None)
+            self._seen.pop(sid, None)
+
+    def wake_stalled(self) -> list[str]:
+        """Rerun each follower idle on the server whose browser has asked for nothing for its allowed silence (which
+        then doubles, up to ``STALL_MAX_S``, until it runs again); returns them."""
+        now = self.clock()
+        with self._lock:
+            stalled = [sid for sid, (last, allowed) in self._seen.items() if now - last > allowed]
+        woken = []
+        for sid in stalled:
+            if not session_idle(sid):
+                continue  # its page runs: it is seen when the run ends
+            with self._lock:
+                if sid in self._seen:
+                    self._seen[sid] = (now, min(2 * self._seen[sid][1], STALL_MAX_S))
+            if rerun_session(sid):
+                woken.append(sid)
+        if woken:
+            log.info("class bell: %d stalled followers rerun", len(woken))
+        return woken
 
     def watching(self) -> dict[str, int]:
         with self._lock:
@@ -440,6 +477,7 @@ class Bell:
             time.sleep(BELL_EVERY_S)  # a server's background loop, not a test's wait
             try:
                 self.ring()
+                self.wake_stalled()
             except Exception:  # noqa: BLE001 - a failed look is retried; the fragment's check is the fallback
                 log.warning("class bell: look failed", exc_info=True)
 
@@ -469,6 +507,17 @@ def rerun_session(sid: str) -> bool:
         return False
     info.session._event_loop.call_soon_threadsafe(rerun_as_the_browser, info.session)
     return True
+
+
+def session_idle(sid: str) -> bool:
+    """Whether session ``sid`` of this server process runs no script now (False when gone, or under AppTest)."""
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.app_session import AppSessionState
+
+    if not Runtime.exists():
+        return False
+    info = Runtime.instance()._session_mgr.get_active_session_info(sid)  # Streamlit 1.67's internals: pinned
+    return info is not None and info.session._state is AppSessionState.APP_NOT_RUNNING
 
 
 def rerun_as_the_browser(session) -> None:
@@ -572,7 +621,7 @@ def prediction_beside(measured: str) -> None:
         st.caption("The tally shows when the teacher reveals it.")
 
 
-@st.fragment(run_every=2.0)
+@ui.timed_fragment(run_every=2.0)
 def vote_ui() -> None:
     """The open question: this student's vote until the lock; the tally once the teacher reveals it."""
     q = class_question()

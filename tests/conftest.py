@@ -115,3 +115,15 @@ def page(browser):
     pg = ctx.new_page()
     yield pg
     ctx.close()
+
+
+@pytest.fixture
+def quiet_bell(monkeypatch):
+    """ui_classroom's bell without its thread: nothing rings, and nothing reads the class, after the test ends (a
+    started bell reads the class four times a second, and read a later test's class)."""
+    from resviz import ui_classroom
+
+    bell = ui_classroom.Bell()
+    bell._thread = "not started"  # a test rings by hand
+    monkeypatch.setattr(ui_classroom, "_bell", bell)
+    return bell

@@ -112,7 +112,7 @@ def test_thirty_votes_at_once_none_lost(tmp_path):
         assert Classroom(store=store).question().tally == [10, 10, 10]
 
 
-def test_without_a_teacher_key_no_page_polls_the_class(monkeypatch, tmp_path):
+def test_without_a_teacher_key_no_page_polls_the_class(monkeypatch, tmp_path, quiet_bell):
     """The embedded default (no RESVIZ_TEACHER_KEY): the sidebar has its link and arc, but nothing reads or writes the
     class state (no follower fragment, no vote fragment); with a key, every page checks in."""
     from helpers import new_app
@@ -154,7 +154,7 @@ def test_a_reload_cannot_change_a_locked_vote(room):
 
 
 @pytest.fixture
-def shared_room(monkeypatch, tmp_path):
+def shared_room(monkeypatch, tmp_path, quiet_bell):
     """ui_classroom's class state on a temporary store, and a teacher key set."""
     from resviz import ui_classroom
 
@@ -296,3 +296,32 @@ def test_a_view_a_follower_cannot_show_is_taken_as_shown_after_a_few_tries(share
         at.run()
     assert at.session_state["_class_applied"] == v and len(rung) == ui_classroom.MAX_SHOW_TRIES  # no endless reruns
     assert not at.exception
+
+
+def test_a_follower_idle_on_the_server_whose_browser_went_silent_is_rerun_with_growing_waits(monkeypatch, quiet_bell):
+    """Streamlit 1.67 can drop a finished run's unsent messages (its end, its timers) when the next rerun starts a new
+    script runner: that browser never asks for anything again. The bell reruns it; a hidden tab that stays silent
+    is rerun less and less often; a session whose page is running is left to finish."""
+    from resviz import ui_classroom
+
+    rerun, busy, now = [], {"runs-its-page"}, [1000.0]
+    monkeypatch.setattr(ui_classroom, "rerun_session", lambda sid: not rerun.append(sid))
+    monkeypatch.setattr(ui_classroom, "session_idle", lambda sid: sid not in busy)
+    bell, stall = quiet_bell, ui_classroom.STALL_S
+    bell.clock = lambda: now[0]
+    for sid in ("silent", "alive", "runs-its-page"):
+        bell.watch(sid, 1)
+    now[0] += stall / 2
+    assert bell.wake_stalled() == []
+    bell.seen("alive")  # its timed fragment ran
+    now[0] += stall / 2 + 1
+    assert bell.wake_stalled() == ["silent"]
+    now[0] += stall
+    assert bell.wake_stalled() == ["alive"]  # "silent" was just rerun: its wait doubled
+    now[0] += stall + 1
+    assert bell.wake_stalled() == ["silent"]
+    assert "runs-its-page" not in rerun  # its page runs: left to finish
+    bell.forget("silent")
+    bell.seen("silent")  # a session no longer followed is not kept
+    now[0] += 1000
+    assert bell.wake_stalled() == ["alive"]

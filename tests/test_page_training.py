@@ -446,7 +446,7 @@ def test_a_corrupt_replay_is_ignored_and_start_stays_offered():
     assert not at.error and not at.warning
 
 
-def test_the_teachers_start_locks_the_vote_and_the_teacher_is_not_counted_as_a_student(monkeypatch):
+def test_the_teachers_start_locks_the_vote_and_the_teacher_is_not_counted_as_a_student(monkeypatch, quiet_bell):
     monkeypatch.setenv(classroom.KEY_ENV, "the teacher's key")
     room = classroom.Classroom()
     room.ask("Which ends with the lower training loss?", ["ResNet-6", "plain-6"])
@@ -467,7 +467,7 @@ def test_the_teachers_start_locks_the_vote_and_the_teacher_is_not_counted_as_a_s
         wt.detach()
 
 
-def test_a_finished_race_shows_the_class_prediction_beside_what_was_measured(monkeypatch):
+def test_a_finished_race_shows_the_class_prediction_beside_what_was_measured(monkeypatch, quiet_bell):
     monkeypatch.setenv(classroom.KEY_ENV, "the teacher's key")
     classroom.Classroom().ask("Which ends with the lower training loss?", ["ResNet-6", "plain-6"])
     at = finish(start(tiny_app(), steps=4))
