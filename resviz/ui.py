@@ -540,10 +540,43 @@ def guard_server() -> None:
             handle_backmsg(session_id, msg, **kw)
 
         runtime.handle_backmsg = checked_backmsg
+        _fragment_reruns_wait_for_the_last_run()
         _guarded = True
 
 
 _guard_lock, _guarded = threading.Lock(), False
+FRAGMENT_WAIT_S, FRAGMENT_WAIT_TRIES = 0.01, 500  # how often, and how long at most, a fragment's rerun waits
+
+
+def _fragment_reruns_wait_for_the_last_run() -> None:
+    """A fragment's rerun that arrives after the session's last run ended, but before the server has sent that run's
+    messages, waits until they are sent. Streamlit 1.67 starts a new script runner for it at once and drops every
+    message the finished runner had not sent: on a loaded server the page's end and its timers never reached the
+    browser, which then never asked for anything again (a follower left on the teacher's old view)."""
+    from streamlit.runtime.app_session import AppSession
+
+    if getattr(AppSession.request_rerun, "waits_for_the_last_run", False):
+        return
+    request_rerun = AppSession.request_rerun
+
+    def waiting_request_rerun(session, client_state=None, tries: int = 0) -> None:
+        if client_state is not None and client_state.fragment_id and tries < FRAGMENT_WAIT_TRIES and \
+                last_run_unsent(session):
+            session._event_loop.call_later(FRAGMENT_WAIT_S, waiting_request_rerun, session, client_state, tries + 1)
+            return
+        request_rerun(session, client_state)
+
+    waiting_request_rerun.waits_for_the_last_run = True
+    AppSession.request_rerun = waiting_request_rerun
+
+
+def last_run_unsent(session) -> bool:
+    """Whether ``session``'s script runner has ended its run but the server has not yet handled its last messages
+    (their end is the runner's SHUTDOWN, which releases it). Streamlit 1.67's internals: pinned in requirements.txt."""
+    from streamlit.runtime.scriptrunner_utils.script_requests import ScriptRequestType
+
+    runner = session._scriptrunner
+    return runner is not None and runner._requests._state is ScriptRequestType.STOP
 
 
 def clean_widget_states(states) -> int:

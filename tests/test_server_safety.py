@@ -261,3 +261,38 @@ def test_a_link_with_an_infinite_number_opens_the_page_with_the_default(bound_se
         r = a.run(query_string="seed=42")
         assert r.ok and "seed 42" in r.texts, r
     assert alive(proc, url)
+
+
+# --- a fragment's rerun after a finished run ---
+def test_a_fragment_rerun_waits_until_the_last_runs_messages_are_handled(monkeypatch):
+    """Streamlit 1.67 starts a new script runner for a fragment's rerun at once and drops the messages its finished
+    runner had not sent (the page's end, its timers): the browser then never asked again. The rerun now waits for
+    that runner's release (its SHUTDOWN), then goes on; other reruns are not held."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from streamlit.proto.ClientState_pb2 import ClientState
+    from streamlit.runtime.app_session import AppSession
+    from streamlit.runtime.scriptrunner_utils.script_requests import ScriptRequestType
+
+    started = []
+    monkeypatch.setattr(AppSession, "request_rerun", lambda session, client_state=None: started.append(
+        (client_state.fragment_id if client_state else None, session._scriptrunner)))
+    ui._fragment_reruns_wait_for_the_last_run()
+    ui._fragment_reruns_wait_for_the_last_run()  # once only
+    finished = SimpleNamespace(_requests=SimpleNamespace(_state=ScriptRequestType.STOP))
+
+    async def scenario():
+        session = SimpleNamespace(_scriptrunner=finished, _event_loop=asyncio.get_running_loop())
+        AppSession.request_rerun(session, ClientState(fragment_id="the-vote-panel"))
+        AppSession.request_rerun(session, ClientState())  # a whole page's rerun: not held
+        await asyncio.sleep(5 * ui.FRAGMENT_WAIT_S)
+        assert started == [("", finished)]  # the fragment waits: the runner's messages are not handled yet
+        session._scriptrunner = None  # its SHUTDOWN is handled: it is released
+        for _ in range(500):
+            if len(started) == 2:
+                break
+            await asyncio.sleep(ui.FRAGMENT_WAIT_S)
+        assert started == [("", finished), ("the-vote-panel", None)]
+
+    asyncio.run(scenario())
