@@ -31,8 +31,9 @@ log = logging.getLogger("resviz")
 BELL_EVERY_S = 0.25  # how often a server process reads the class's version while one of its sessions follows
 CHECK_IN_EVERY_S = 3.0  # how often a page says it is here (the roster forgets it after classroom.HERE_S); also
 # the fallback look for a new view, should the server's rerun of a follower not have come
-STALL_S = 2 * CHECK_IN_EVERY_S  # a follower idle on the server whose browser asked for nothing this long is rerun
-STALL_MAX_S = 300.0  # ... and if it stays silent (a hidden tab's throttled timers), each wait doubles up to this
+STALL_S = 2 * CHECK_IN_EVERY_S  # a follower rung for a view whose browser asked for nothing this long after that
+# run ended is rerun, at most MAX_WAKES times for one ring (a hidden tab's timers are throttled: it costs no more)
+MAX_WAKES = 2
 READ_EVERY_S = 0.5  # how often a server process reads the class's view and question for all its sessions (each
 # read of the shared store is a write transaction of its SQLite, one at a time: thirty followers' runs queued there)
 MAX_KEY_TRIES = 5  # wrong teacher keys one session may try before the field is refused
@@ -136,7 +137,7 @@ def run_ended(page) -> None:
     class's view (a stopped run would publish the settings it started with over a newer run's, so this is not
     called from a ``finally``)."""
     ss = st.session_state
-    bell().seen(session_id())  # a follower's run ended: its browser is told (a session not followed is not kept)
+    bell().ran(session_id())  # a rung follower's browser should now ask for its timers
     if "_class_showing" in ss:
         version = ss.pop("_class_showing")
         view = class_view()
@@ -357,7 +358,7 @@ def _follow_ui() -> None:
             room().still_presenting()
         ss["_class_checked_in"] = time.monotonic()
     if following and not teacher:
-        bell().seen(session_id())
+        bell().heard(session_id())
     view = None if teacher else class_view()
     if view is None:
         return
@@ -391,14 +392,15 @@ class Bell:
     it): 4-15 s on a loaded machine. A rerun started by the server stops the session's running page at its next
     element, as a student's own click does; the new run's first lines (``lead_or_follow``) show the view.
 
-    It also wakes a stalled follower. Streamlit 1.67 drops every message of a finished run that its server had not
-    yet sent when the next rerun starts a new script runner (a timed fragment's, on a loaded server): the browser
-    never hears that the run ended, nor of its timers, and asks for nothing again, showing the old view for ever.
-    A follower idle on the server that has not run for ``STALL_S`` is rerun."""
+    It also wakes a stalled follower. Streamlit 1.67 dropped every message of a finished run that its server had not
+    yet sent when the next rerun started a new script runner (``ui``'s door now holds such a rerun back): the
+    browser never heard that the run ended, nor of its timers, and asked for nothing again, showing the old view
+    for ever. A follower rung for a view whose browser asks for nothing in ``STALL_S`` after that run ended, while
+    its session is idle on the server, is rerun (``wake_stalled``)."""
 
     def __init__(self):
         self._applied: dict[str, int] = {}  # session id -> the class version its page shows (or was rung for)
-        self._seen: dict[str, tuple[float, float]] = {}  # session id -> (its last run, the silence allowed after it)
+        self._rung: dict[str, tuple[float, int]] = {}  # session id -> (when its rung run ended or began, wakes)
         self.version: int | None = None  # the class's version at the last look (``class_view`` reads by it)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -408,7 +410,6 @@ class Bell:
         """Session ``sid`` shows (or is showing) ``version``; an older run of it saying an older one changes nothing."""
         with self._lock:
             self._applied[sid] = max(version, self._applied.get(sid, version))
-            self._seen[sid] = (self.clock(), STALL_S)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="resviz-class-bell", daemon=True)
                 self._thread.start()
@@ -419,30 +420,38 @@ class Bell:
             if sid in self._applied:
                 self._applied[sid] = -1
 
-    def seen(self, sid: str) -> None:
-        """Session ``sid`` runs (its timed fragment): its browser is alive."""
+    def ran(self, sid: str) -> None:
+        """A run of ``sid`` ended (``run_ended``): a rung session's browser should ask for its timers from now."""
         with self._lock:
-            if sid in self._applied:
-                self._seen[sid] = (self.clock(), STALL_S)
+            if sid in self._rung:
+                self._rung[sid] = (self.clock(), self._rung[sid][1])
+
+    def heard(self, sid: str) -> None:
+        """``sid``'s browser asked for its timed fragment: it is alive, and shows what the server sent it."""
+        with self._lock:
+            if sid in self._rung and self.clock() - self._rung[sid][0] > 1.0:  # not a request queued behind the run
+                del self._rung[sid]
 
     def forget(self, sid: str) -> None:
         with self._lock:
             self._applied.pop(sid, None)
-            self._seen.pop(sid, None)
+            self._rung.pop(sid, None)
 
     def wake_stalled(self) -> list[str]:
-        """Rerun each follower idle on the server whose browser has asked for nothing for its allowed silence (which
-        then doubles, up to ``STALL_MAX_S``, until it runs again); returns them."""
+        """Rerun each rung follower idle on the server whose browser has asked for nothing in ``STALL_S`` since its
+        run ended, at most ``MAX_WAKES`` times; returns them."""
         now = self.clock()
         with self._lock:
-            stalled = [sid for sid, (last, allowed) in self._seen.items() if now - last > allowed]
+            stalled = [(sid, wakes) for sid, (at, wakes) in self._rung.items() if now - at > STALL_S]
         woken = []
-        for sid in stalled:
+        for sid, wakes in stalled:
             if not session_idle(sid):
-                continue  # its page runs: it is seen when the run ends
+                continue  # its page runs: its end is heard of (``ran``)
             with self._lock:
-                if sid in self._seen:
-                    self._seen[sid] = (now, min(2 * self._seen[sid][1], STALL_MAX_S))
+                if wakes + 1 >= MAX_WAKES:
+                    self._rung.pop(sid, None)
+                elif sid in self._rung:
+                    self._rung[sid] = (now, wakes + 1)
             if rerun_session(sid):
                 woken.append(sid)
         if woken:
@@ -468,6 +477,8 @@ class Bell:
                     self._applied[sid] = version
             if rerun_session(sid):
                 rung.append(sid)
+                with self._lock:
+                    self._rung[sid] = (self.clock(), 0)
             else:
                 self.forget(sid)
         return rung
