@@ -886,3 +886,20 @@ def _pair_caption_ui(prefix: str, p) -> None:
                   on_click=lambda: st.session_state.update({f"{prefix}_pair_session": False}))
     else:
         st.caption("Pick more training steps above for a pair that has learned more.")
+
+
+def _run_pages_in_the_app_frame() -> None:
+    """Until some session of a fresh server has run app.py's ``st.navigation``, Streamlit treats ``pages/`` as an
+    old-style pages folder (``PagesManager.uses_pages_directory``): the first session to open a lesson's link ran
+    that page bare, without app.py (no model sidebar, no class, no door on its messages). Every page imports this
+    module, so its first import in a server turns that off and starts the run again, through app.py."""
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        if get_script_run_ctx(suppress_warning=True) is not None:
+            st.rerun()
+
+
+_run_pages_in_the_app_frame()

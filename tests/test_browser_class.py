@@ -86,6 +86,9 @@ def _set_number(pg, label: str, value: int) -> None:
 def test_a_link_opens_the_same_view(class_server, tabs):
     student = tabs[0]
     _open(student, f"{class_server}/shattered?sh_seed=7&sh_depth=50", "Shattered gradients")
+    # the server's first session, on a lesson's link: the page runs inside app.py's frame, not bare from pages/
+    _sidebar(student).get_by_role("heading", name="Model").wait_for(timeout=30_000)
+    assert _sidebar(student).get_by_text("shattered", exact=True).count() == 0  # no old-style pages list
     assert student.get_by_label("Initialisation seed", exact=True).input_value() == "7"
     assert page_exceptions(student) == []
     _open(student, f"{class_server}/shattered?sh_seed=not-a-number&evil=<b>x</b>", "Shattered gradients")
