@@ -290,9 +290,11 @@ def _unlock_ui() -> None:
     if tries >= MAX_KEY_TRIES:
         st.error("Too many wrong keys from this browser tab.")
         return
-    st.text_input("Teacher key", type="password", key="class_key", max_chars=200,
-                  help="Set by the teacher when the server starts (RESVIZ_TEACHER_KEY).")
-    st.button("Unlock presenter controls", key="class_unlock", on_click=_check_key)
+    with st.form("class_unlock_form", border=False):  # the key and the press reach the server in one message: a
+        # press right after typing in a plain text input could only commit the text (the press was lost under load)
+        st.text_input("Teacher key", type="password", key="class_key", max_chars=200,
+                      help="Set by the teacher when the server starts (RESVIZ_TEACHER_KEY).")
+        st.form_submit_button("Unlock presenter controls", key="class_unlock", on_click=_check_key)
     if st.session_state.get("class_key_refused"):
         st.error("That is not the teacher key.")
 
