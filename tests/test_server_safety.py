@@ -295,4 +295,17 @@ def test_a_fragment_rerun_waits_until_the_last_runs_messages_are_handled(monkeyp
             await asyncio.sleep(ui.FRAGMENT_WAIT_S)
         assert started == [("", finished), ("the-vote-panel", None)]
 
-    asyncio.run(scenario())
+    failed = []  # the scenario runs on an event loop of its own, in a thread: a test before may leave one running here
+
+    def run() -> None:
+        try:
+            asyncio.run(scenario())
+        except BaseException as e:  # noqa: BLE001 - raised below, in the test's thread
+            failed.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    if failed:
+        raise failed[0]
